@@ -1,0 +1,53 @@
+"""cffi builder for shmdict's C core (API / out-of-line mode).
+
+``csrc/shmdict.h`` is both compiled and fed to ``cdef``: the builder only drops
+preprocessor lines (the include guard and ``#include``s), so a prototype changed
+on one side breaks the build instead of drifting silently.
+
+Set ``SHMDICT_SANITIZE=1`` to build with AddressSanitizer + UBSan, and
+``SHMDICT_DEBUG=1`` for ``-O0 -g`` with assertions.
+"""
+
+import os
+from pathlib import Path
+
+from cffi import FFI
+
+CSRC = Path(__file__).parent
+SOURCES = ["segment.c", "lock.c", "table.c", "ops.c", "fault.c"]
+
+
+def _without_preprocessor_lines(path: Path) -> str:
+    return "\n".join(
+        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+
+
+def _flags() -> tuple[list[str], list[str]]:
+    cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-fvisibility=hidden"]
+    ldflags: list[str] = ["-pthread"]
+    if os.environ.get("SHMDICT_SANITIZE"):
+        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+        cflags += ["-O1", "-g", *san]
+        ldflags += san
+    elif os.environ.get("SHMDICT_DEBUG"):
+        cflags += ["-O0", "-g"]
+    else:
+        cflags += ["-O2", "-DNDEBUG"]
+    return cflags, ldflags
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_without_preprocessor_lines(CSRC / "shmdict.h"))
+_cflags, _ldflags = _flags()
+ffibuilder.set_source(
+    "shmdict._shmdict",
+    '#include "shmdict.h"',
+    sources=[str(CSRC / f) for f in SOURCES],
+    include_dirs=[str(CSRC)],
+    extra_compile_args=_cflags,
+    extra_link_args=_ldflags,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,48 @@
+/*
+ * fault.c -- named crash points for fault-injection tests (private).
+ *
+ * FAULT(id) in the table code compiles to one load and one predictable
+ * branch. A test arms one point in its own process; the nth time an
+ * operation reaches it, the process SIGKILLs itself, mid-operation and
+ * holding the lock, exactly as a worker killed by gunicorn would die.
+ */
+#include <signal.h>
+#include <string.h>
+
+#include "layout.h"
+
+#define X_NAME(id, name) name,
+static const char *const names[] = {FAULT_POINTS(X_NAME)};
+#undef X_NAME
+
+int fault_armed = -1;
+static int fault_countdown;
+
+int shmdict_fault_count(void) { return FP_COUNT; }
+
+const char *shmdict_fault_name(int i)
+{
+    return i >= 0 && i < FP_COUNT ? names[i] : NULL;
+}
+
+int shmdict_fault_arm(const char *name, int nth)
+{
+    fault_armed = -1;
+    if (!name)
+        return SHMDICT_OK;
+    for (int i = 0; i < FP_COUNT; i++) {
+        if (strcmp(names[i], name) == 0) {
+            fault_countdown = nth > 0 ? nth : 1;
+            fault_armed = i;
+            return SHMDICT_OK;
+        }
+    }
+    return SHMDICT_EINVAL;
+}
+
+void fault_hit(int point)
+{
+    if (point == fault_armed && --fault_countdown <= 0)
+        for (;;)
+            raise(SIGKILL);
+}

@@ -1,0 +1,276 @@
+/*
+ * layout.h -- the on-disk (in-/dev/shm) format of a shmdict file, and the
+ * private helpers every C file shares. Not part of the cffi interface.
+ *
+ *   +--------------------+ 0
+ *   | header  (8 KiB)    |  identity, geometry, the mutex, table state,
+ *   |                    |  free-list heads, undo log, reserved futex words
+ *   +--------------------+ index_off (page aligned)
+ *   | index              |  u64 slot[index_cap]: open addressing, linear probe
+ *   +--------------------+ arena_off (page aligned)
+ *   | arena              |  records in 8-byte units; unit 0 and 1 are never used
+ *   +--------------------+ file_size
+ *
+ * All links are offsets or unit numbers, never pointers: every process maps
+ * the file at its own address. Everything read from the file is untrusted:
+ * header fields are validated at attach, and every unit, length and slot is
+ * bounds-checked before it is used (see rec_at() in table.c). All loops over
+ * shared structures are bounded by index_cap, the class count or the undo-log
+ * size, so a corrupted file yields SHMDICT_ECORRUPT, never a crash or a hang.
+ *
+ * INDEX SLOT (u64): 0 = EMPTY, 1 = TOMB (left only when a delete had to commit
+ * its backward shift in pieces), else (u64)tag << 32 | unit, where tag is the
+ * high 32 bits of the key's SipHash-1-3 and unit >= 2 locates the record. The
+ * home slot is derived from the tag alone (home = tag * index_cap >> 32), so
+ * moving slots never needs to touch records.
+ *
+ * RECORD (8-byte aligned, size rounded up to its size class):
+ *    0  u64 expires   CLOCK_BOOTTIME deadline in ns, 0 = never.
+ *                     In a FREE block: the next free unit of its class.
+ *    8  u16 klen      key length
+ *   10  u8  type      SHMDICT_T_*, 0 = FREE
+ *   11  u8  cls       size class (bit 7 reserved for a CLOCK "accessed" bit)
+ *   12  u32 ver       per-key version: bumped by every change of the value or TTL
+ *   16  u64 num       int64 / double / bool for numeric types, so incr is one
+ *                     aligned 8-byte store; for str/bytes: u32 vlen, u32 reserved
+ *   24  key[klen], then value[vlen] (str/bytes only)
+ * Bytes at 8..15 form one 8-byte word, so a type change plus version bump is
+ * one logged store.
+ *
+ * Per-entry cost: 24 bytes of record header (the value and key follow),
+ * rounding to 8 bytes, and one 8-byte index slot at <= 85% load.
+ */
+#ifndef SHMDICT_LAYOUT_H
+#define SHMDICT_LAYOUT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "shmdict.h"
+
+#define MAGIC "SHMDICT\x01"          /* 8 bytes; written last at creation */
+#define HEADER_SIZE 8192u
+#define UNIT 8u                        /* arena allocation unit, bytes */
+#define FIRST_UNIT 2u                  /* slot values 0 and 1 are EMPTY and TOMB */
+#define SLOT_EMPTY 0ull
+#define SLOT_TOMB 1ull
+#define REC_HDR 24u
+#define NCLASS 168                     /* 64 exact classes (8..512 B) + 4 per power of two */
+#define ULOG_MAX 64                    /* undo-log entries; an operation needs < 20 */
+#define ULOG_RESERVE 8                 /* a backward shift commits early below this headroom */
+#define LOAD_NUM 85                    /* max (count + tombs) / index_cap = 85% */
+#define BYTES_PER_SLOT 48u             /* index sizing: one slot per 48 bytes of dict */
+#define SWEEP_SLOTS 4u                 /* expired-item slots examined per insert */
+
+enum { T_FREE = 0 };
+
+/* ABI stamp: the mutex and struct layout are libc/arch specific. */
+#define ABI_STAMP ((uint32_t)(sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | 0x01))
+
+typedef struct ulog_entry {
+    uint64_t off; /* byte offset of the word from the file start */
+    uint64_t old; /* its value before the store */
+} ulog_entry_t;
+
+typedef struct header {
+    /* ---- identity and geometry: written once at creation, then read-only */
+    char magic[8];              /*   0 */
+    uint32_t layout_version;    /*   8 */
+    uint32_t header_size;       /*  12 */
+    uint64_t file_size;         /*  16 */
+    uint32_t abi;               /*  24 */
+    uint32_t endian;            /*  28: 0x01020304 as written by the creator */
+    uint64_t index_off;         /*  32 */
+    uint64_t index_cap;         /*  40 */
+    uint64_t arena_off;         /*  48 */
+    uint64_t arena_units;       /*  56 */
+    uint64_t seed[2];           /*  64: SipHash key, from getrandom */
+    uint64_t creator_pid;       /*  80 */
+    uint64_t created_realtime;  /*  88: ns since the epoch */
+    uint64_t user_size;         /*  96: size asked for */
+    uint64_t flags;             /* 104: reserved (eviction policy) */
+    uint64_t events_off;        /* 112: reserved: event ring for notifications */
+    uint64_t events_cap;        /* 120 */
+    char pad0[256 - 128];
+
+    /* ---- the lock, on its own cache lines */
+    union {
+        pthread_mutex_t mu;
+        char pad[64];
+    } lock;                     /* 256 */
+    char pad1[64];
+
+    /* ---- mutable table state: every store goes through W64 (lock.c) */
+    uint64_t gen;               /* 384: committed-operation counter */
+    uint64_t count;             /* records in the index (expired included) */
+    uint64_t tombs;             /* TOMB slots */
+    uint64_t n_ttl;             /* records with expires != 0 */
+    uint64_t used_bytes;        /* class bytes of live records */
+    uint64_t bump;              /* first never-allocated unit */
+    uint64_t exp_hint;          /* no record expires before this (ns); 0 = unknown */
+    uint64_t flush_pending;     /* a flush_all is being applied (redo on recovery) */
+    uint64_t corrupt;           /* recovery failed: refuse operations until flush_all */
+    uint64_t expire_hand;       /* sweep position (unlogged: any value is valid) */
+    uint64_t clock_hand;        /* reserved: CLOCK eviction hand */
+    uint64_t recoveries;        /* EOWNERDEAD repairs */
+    uint64_t stat_reserved[20]; /* reserved: hits, misses, evictions, lock waits ... */
+    uint64_t free_head[NCLASS]; /* first free unit of each size class, 0 = none */
+
+    /* ---- undo log (lock.c) */
+    uint64_t ulog_n;
+    ulog_entry_t ulog[ULOG_MAX];
+
+    /* ---- reserved for change notification: futex words */
+    uint32_t notify_seq[129];
+} header_t;
+
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its line");
+_Static_assert(sizeof(header_t) <= HEADER_SIZE, "header fits its page");
+_Static_assert(offsetof(header_t, lock) == 256, "lock at 256");
+
+typedef struct rec {
+    uint64_t expires;
+    uint16_t klen;
+    uint8_t type;
+    uint8_t cls;
+    uint32_t ver;
+    union {
+        int64_t i;
+        double f;
+        struct {
+            uint32_t vlen;
+            uint32_t reserved;
+        } s;
+        uint64_t u;
+    } num;
+    char data[];
+} rec_t;
+
+_Static_assert(sizeof(rec_t) == REC_HDR, "record header is 24 bytes");
+
+/* The per-process handle. */
+struct shmdict {
+    char *base;
+    uint64_t map_size;
+    header_t *hdr;
+    uint64_t *slots;
+    char *arena;
+    uint64_t cap;      /* copies of validated header geometry: the file can't change these */
+    uint64_t units;
+    uint64_t dev, ino;
+};
+
+/* ---- helpers shared by the C files -------------------------------------- */
+
+static inline bool is_numeric(int type)
+{
+    return type == SHMDICT_T_BOOL || type == SHMDICT_T_INT || type == SHMDICT_T_FLOAT;
+}
+
+static inline rec_t *unit_ptr(const shmdict_t *h, uint64_t unit)
+{
+    return (rec_t *)(h->arena + unit * UNIT);
+}
+
+static inline uint64_t slot_unit(uint64_t s) { return s & 0xffffffffu; }
+static inline uint32_t slot_tag(uint64_t s) { return (uint32_t)(s >> 32); }
+static inline uint64_t home_of(const shmdict_t *h, uint32_t tag)
+{
+    return ((uint64_t)tag * h->cap) >> 32;
+}
+
+/* Size classes, in 8-byte units: 1..64 exactly, then four per power of two. */
+static inline uint64_t class_units(int c)
+{
+    if (c < 64)
+        return (uint64_t)c + 1;
+    int g = (c - 64) / 4, s = (c - 64) % 4;
+    uint64_t base = 64ull << g;
+    return base + (base / 4) * (uint64_t)(s + 1);
+}
+
+static inline int class_of(uint64_t units)
+{
+    if (units <= 64)
+        return units ? (int)units - 1 : 0;
+    int g = 63 - __builtin_clzll((units - 1) / 64);   /* 64<<g < units <= 128<<g */
+    int c = 64 + 4 * g;
+    while (c < NCLASS && class_units(c) < units)
+        c++;
+    return c; /* NCLASS if too large */
+}
+
+static inline uint64_t rec_units(uint64_t klen, int type, uint64_t vlen)
+{
+    uint64_t bytes = REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
+    return (bytes + UNIT - 1) / UNIT;
+}
+
+/* ---- lock.c: mutex and undo log ------------------------------------------ */
+int lock_dict(shmdict_t *h);
+int lock_dict_any(shmdict_t *h); /* also hands over a table marked corrupt */
+void unlock_dict(shmdict_t *h);
+int recover(shmdict_t *h);
+void w64(shmdict_t *h, uint64_t *p, uint64_t v);
+void wlog(shmdict_t *h, uint64_t *p);
+void commit(shmdict_t *h);
+int lock_init(header_t *hdr);
+bool lock_looks_valid(const header_t *hdr);
+
+/* ---- table.c ------------------------------------------------------------ */
+uint64_t hash_key(const shmdict_t *h, const char *key, size_t klen);
+/* find: slot index of key, -1 if absent, or SHMDICT_ECORRUPT (< -1).
+ * *ins receives the first reusable slot on the probe path (or -1). */
+int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins);
+rec_t *rec_at(shmdict_t *h, uint64_t slot);
+int alloc_units(shmdict_t *h, uint64_t units, uint64_t *unit_out, int *cls_out);
+void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r);
+int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
+void table_reset(shmdict_t *h);
+int table_check(shmdict_t *h, char *msg, size_t cap);
+uint64_t now_ns(void);
+uint64_t deadline_ns(uint64_t now, double exptime);
+
+/* ---- fault.c ------------------------------------------------------------ */
+/* Every crash point, as "<operation>.<step>". */
+#define FAULT_POINTS(X)                                                                  \
+    X(INSERT_ALLOCATED, "insert.allocated")     /* block allocated, not yet filled */    \
+    X(INSERT_FILLED, "insert.filled")           /* record written, not published */      \
+    X(INSERT_PUBLISHED, "insert.published")     /* slot points at it, counters stale */  \
+    X(INSERT_COUNTED, "insert.counted")         /* all stores done, log not cleared */   \
+    X(OVERWRITE_ALLOCATED, "overwrite.allocated")                                        \
+    X(OVERWRITE_FILLED, "overwrite.filled")                                              \
+    X(OVERWRITE_PUBLISHED, "overwrite.published")                                        \
+    X(OVERWRITE_FREED, "overwrite.freed")       /* old block back on its free list */    \
+    X(OVERWRITE_INPLACE, "overwrite.inplace")   /* number stored in place, TTL pending */\
+    X(OVERWRITE_COUNTED, "overwrite.counted")                                            \
+    X(DELETE_TOMBED, "delete.tombed")           /* slot marked TOMB */                   \
+    X(DELETE_SHIFTED, "delete.shifted")         /* one backward-shift step done */       \
+    X(DELETE_FREED, "delete.freed")                                                      \
+    X(DELETE_COUNTED, "delete.counted")                                                  \
+    X(INCR_STORED, "incr.stored")               /* new number stored, TTL pending */     \
+    X(INCR_TTL, "incr.ttl")                     /* TTL stored, counters pending */       \
+    X(EXPIRE_STORED, "expire.stored")                                                    \
+    X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
+    X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
+    X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
+    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */
+
+#define X_ENUM(id, name) FP_##id,
+enum { FAULT_POINTS(X_ENUM) FP_COUNT };
+#undef X_ENUM
+
+extern int fault_armed; /* -1 when disarmed */
+void fault_hit(int point);
+#define FAULT(id)                                                 \
+    do {                                                          \
+        if (__builtin_expect(fault_armed == FP_##id, 0))          \
+            fault_hit(FP_##id);                                   \
+    } while (0)
+
+#endif /* SHMDICT_LAYOUT_H */

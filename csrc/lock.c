@@ -1,0 +1,219 @@
+/*
+ * lock.c -- the dict's process-shared robust mutex, and the undo log that
+ * makes every operation all-or-nothing when its process dies mid-way.
+ *
+ * THE LOCK
+ * One pthread mutex in the header: PTHREAD_PROCESS_SHARED, ROBUST, type
+ * NORMAL, no priority inheritance (PI mutexes find owners by TID in the
+ * waiter's PID namespace, which is wrong across containers). When a holder
+ * dies -- SIGKILL included -- the kernel walks its robust list, marks the
+ * futex OWNER_DIED and wakes a waiter, whose pthread_mutex_lock() returns
+ * EOWNERDEAD. That locker repairs the table (recover()) and only then calls
+ * pthread_mutex_consistent(). glibc robust mutexes never spin, so lock_dict()
+ * spins briefly on trylock before paying for a FUTEX_WAIT.
+ *
+ * THE UNDO LOG
+ * Every store to reachable shared state -- an index slot, a counter, the bump
+ * pointer, a free-list head or link, a live record's number, type word or
+ * expiry -- goes through w64(): it appends (offset, old value) to the log in
+ * the header, makes the entry count visible, and only then stores the new
+ * value. Stores into a block that is not yet published (a freshly allocated
+ * record being filled) are not logged: rolling back the allocator makes those
+ * bytes garbage again. commit() clears the log: from that instant the
+ * operation is applied.
+ *
+ *   writer:   log[n] = {off, *p}  ->  n = n + 1  ->  *p = v  ...  n = 0
+ *   recovery: for k = n-1 .. 0:  word(log[k].off) = log[k].old;  n = 0
+ *
+ * Only compiler barriers order these: the observer of a half-done operation
+ * is a later process that took the lock after the writer died, and the
+ * kernel's exit path plus the mutex hand-off order all of the dead writer's
+ * stores before the recoverer's loads. A crash between the log append and
+ * the count update leaves an entry beyond n, which is ignored; a crash between
+ * the count update and the store restores a value equal to the current one.
+ * Recovery is idempotent: if the recoverer dies too, the next locker gets
+ * EOWNERDEAD again and replays the same log.
+ *
+ * BULK OPERATIONS
+ * flush_all cannot log O(n) stores. It commits flush_pending = 1 first, then
+ * clears the table with idempotent plain stores, then clears the flag;
+ * recovery re-runs the clear whenever it finds the flag set (redo).
+ *
+ * A log that fails validation (count or offset out of range) is never
+ * guessed at: the table is marked corrupt, and every operation reports
+ * SHMDICT_ECORRUPT until flush_all() re-initialises it.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "layout.h"
+
+#define CBAR() atomic_signal_fence(memory_order_seq_cst)
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+int lock_init(header_t *hdr)
+{
+    pthread_mutexattr_t a;
+    int r = pthread_mutexattr_init(&a);
+    if (!r) r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (!r) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (!r) r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_NORMAL);
+    if (!r) r = pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_NONE);
+    if (!r) r = pthread_mutex_init(&hdr->lock.mu, &a);
+    pthread_mutexattr_destroy(&a);
+    if (r) {
+        errno = r;
+        return SHMDICT_ESYS;
+    }
+    return SHMDICT_OK;
+}
+
+static void log_word(shmdict_t *h, uint64_t *p)
+{
+    header_t *H = h->hdr;
+    uint64_t n = H->ulog_n;
+    if (n >= ULOG_MAX)
+        abort(); /* a bug: an operation outgrew the log. Dying holding the lock rolls it back. */
+    H->ulog[n].off = (uint64_t)((char *)p - h->base);
+    H->ulog[n].old = *p;
+    CBAR();
+    H->ulog_n = n + 1;
+    CBAR();
+}
+
+void w64(shmdict_t *h, uint64_t *p, uint64_t v)
+{
+    log_word(h, p);
+    __atomic_store_n(p, v, __ATOMIC_RELAXED); /* aligned 8-byte store: never torn */
+}
+
+/* Log a word that is about to be overwritten by unlogged stores (a block
+ * popped from a free list is filled in place; its link and type words must
+ * come back if the operation is rolled back). */
+void wlog(shmdict_t *h, uint64_t *p)
+{
+    log_word(h, p);
+}
+
+void commit(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    CBAR();
+    H->ulog_n = 0;
+    CBAR();
+    H->gen++; /* unlogged: a lost increment after a crash is harmless */
+}
+
+/* Is [off, off+8) a word that operations may log? Header table state or the
+ * index/arena; never identity fields, the mutex or the log itself. */
+static bool loggable(const shmdict_t *h, uint64_t off)
+{
+    if (off % 8)
+        return false;
+    if (off >= offsetof(header_t, gen) && off + 8 <= offsetof(header_t, ulog_n))
+        return true;
+    return off >= HEADER_SIZE && off <= h->map_size - 8;
+}
+
+/* Roll back the operation in flight, then redo an interrupted flush.
+ * Returns OK, or ECORRUPT after marking the table corrupt. */
+int recover(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t n = H->ulog_n;
+    if (n > ULOG_MAX)
+        goto bad;
+    for (uint64_t k = 0; k < n; k++)
+        if (!loggable(h, H->ulog[k].off))
+            goto bad;
+    for (uint64_t k = n; k-- > 0;) {
+        uint64_t *p = (uint64_t *)(h->base + H->ulog[k].off);
+        __atomic_store_n(p, H->ulog[k].old, __ATOMIC_RELAXED);
+        if (k == n / 2)
+            FAULT(RECOVER_RESTORED);
+    }
+    CBAR();
+    H->ulog_n = 0;
+    CBAR();
+    if (H->flush_pending) {
+        table_reset(h);
+        CBAR();
+        H->flush_pending = 0;
+    }
+    /* O(1) sanity: the allocator and counters must be in range. */
+    if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
+        goto bad;
+    return SHMDICT_OK;
+bad:
+    H->corrupt = 1;
+    return SHMDICT_ECORRUPT;
+}
+
+/* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
+ * check), a table marked corrupt is still handed over. */
+static int lock_impl(shmdict_t *h, bool allow_corrupt)
+{
+    header_t *H = h->hdr;
+    pthread_mutex_t *mu = &H->lock.mu;
+    int r = pthread_mutex_trylock(mu);
+    for (int spin = 0; r == EBUSY && spin < 200; spin++) {
+        cpu_relax();
+        r = pthread_mutex_trylock(mu);
+    }
+    if (r == EBUSY)
+        r = pthread_mutex_lock(mu);
+    if (r == EOWNERDEAD) {
+        recover(h);
+        H->recoveries++;
+        if (pthread_mutex_consistent(mu)) {
+            pthread_mutex_unlock(mu);
+            return SHMDICT_ELOCK;
+        }
+    } else if (r != 0) {
+        return SHMDICT_ELOCK;
+    } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0, 0)) {
+        recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
+    }
+    if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {
+        pthread_mutex_unlock(mu);
+        return SHMDICT_ECORRUPT;
+    }
+    return SHMDICT_OK;
+}
+
+int lock_dict(shmdict_t *h) { return lock_impl(h, false); }
+int lock_dict_any(shmdict_t *h) { return lock_impl(h, true); }
+
+void unlock_dict(shmdict_t *h)
+{
+    pthread_mutex_unlock(&h->hdr->lock.mu);
+}
+
+/* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
+ * process-shared one (garbage, or made by another libc) would make
+ * pthread_mutex_lock misbehave. glibc keeps the kind in __data.__kind. */
+bool lock_looks_valid(const header_t *hdr)
+{
+#ifdef __GLIBC__
+    pthread_mutex_t probe;
+    header_t tmp;
+    if (lock_init(&tmp) != SHMDICT_OK)
+        return false;
+    probe = tmp.lock.mu;
+    pthread_mutex_destroy(&tmp.lock.mu);
+    return hdr->lock.mu.__data.__kind == probe.__data.__kind;
+#else
+    (void)hdr;
+    return true;
+#endif
+}

@@ -1,0 +1,274 @@
+/*
+ * segment.c -- creating, attaching and closing a dict file.
+ *
+ * CREATE. The file is built where nobody can see it and published in one
+ * step, so no process can ever attach to a half-initialised dict:
+ *   1. open(dir, O_TMPFILE) -- an unnamed inode (fallback: a dot-named temp
+ *      file created O_EXCL|O_NOFOLLOW, unlinked after publishing);
+ *   2. fchmod to the requested mode (umask does not apply);
+ *   3. posix_fallocate the whole size: a full /dev/shm fails here with ENOSPC
+ *      instead of SIGBUS on first touch much later;
+ *   4. mmap and initialise: geometry, random SipHash seed, robust mutex, and
+ *      the magic last;
+ *   5. linkat() into place: fails with EEXIST and replaces nothing if the name
+ *      exists (a symlink there included).
+ *
+ * ATTACH opens with O_NOFOLLOW, maps the file's real size (not the size the
+ * header claims), and validates every header field against it before the
+ * handle is returned. The geometry is then copied into the per-process
+ * handle, so a later scribble over the header cannot move the index or arena.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "layout.h"
+
+#define PAGE 4096u
+
+static uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
+
+static int fail_errno(int e)
+{
+    errno = e;
+    return SHMDICT_ESYS;
+}
+
+static int file_name(char *out, size_t cap, const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > SHMDICT_NAME_MAX || strchr(name, '/'))
+        return SHMDICT_EINVAL;
+    snprintf(out, cap, "shmdict.%s", name);
+    return SHMDICT_OK;
+}
+
+/* Map fd and fill the handle's view of the geometry. */
+static int map_handle(int fd, uint64_t size, shmdict_t **out)
+{
+    shmdict_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return fail_errno(ENOMEM);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        free(h);
+        return fail_errno(e);
+    }
+    h->base = p;
+    h->map_size = size;
+    h->hdr = p;
+    *out = h;
+    return SHMDICT_OK;
+}
+
+static void bind_geometry(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    h->cap = H->index_cap;
+    h->units = H->arena_units;
+    h->slots = (uint64_t *)(h->base + H->index_off);
+    h->arena = h->base + H->arena_off;
+}
+
+/* Header checks, against the real file size. EVERSION: not ours at all;
+ * ECORRUPT: ours but inconsistent. */
+static int validate(const header_t *H, uint64_t st_size)
+{
+    if (memcmp(H->magic, MAGIC, 8) != 0)
+        return SHMDICT_EVERSION;
+    if (H->layout_version != SHMDICT_LAYOUT_VERSION || H->abi != ABI_STAMP || H->endian != 0x01020304u)
+        return SHMDICT_EVERSION;
+    if (H->header_size != HEADER_SIZE || H->file_size != st_size || H->index_off != HEADER_SIZE)
+        return SHMDICT_ECORRUPT;
+    if (H->index_cap < 1 || H->index_cap > (1ull << 32))
+        return SHMDICT_ECORRUPT;
+    if (H->arena_off % PAGE || H->arena_off < H->index_off + H->index_cap * 8 || H->arena_off > st_size)
+        return SHMDICT_ECORRUPT;
+    if (H->arena_units <= FIRST_UNIT + REC_HDR / UNIT || H->arena_units > (1ull << 32) ||
+        H->arena_units > (st_size - H->arena_off) / UNIT)
+        return SHMDICT_ECORRUPT;
+    if (H->ulog_n > ULOG_MAX || H->bump < FIRST_UNIT || H->bump > H->arena_units)
+        return SHMDICT_ECORRUPT;
+    if (!lock_looks_valid(H))
+        return SHMDICT_ECORRUPT;
+    return SHMDICT_OK;
+}
+
+static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size)
+{
+    header_t *H = h->hdr;
+    uint64_t cap = user_size / BYTES_PER_SLOT;
+    if (cap < 64)
+        cap = 64;
+    uint64_t arena_off = round_up(HEADER_SIZE + cap * 8, PAGE);
+    uint64_t units = (file_size - arena_off) / UNIT;
+    if (units > (1ull << 32))
+        units = 1ull << 32;
+
+    H->layout_version = SHMDICT_LAYOUT_VERSION;
+    H->header_size = HEADER_SIZE;
+    H->file_size = file_size;
+    H->abi = ABI_STAMP;
+    H->endian = 0x01020304u;
+    H->index_off = HEADER_SIZE;
+    H->index_cap = cap;
+    H->arena_off = arena_off;
+    H->arena_units = units;
+    if (getrandom(H->seed, sizeof H->seed, 0) != sizeof H->seed) {
+        struct timespec ts; /* getrandom cannot fail for 16 bytes after boot; belt and braces */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        H->seed[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+        H->seed[1] = (uint64_t)ts.tv_sec * 0xbf58476d1ce4e5b9ull ^ (uint64_t)(uintptr_t)h;
+    }
+    H->creator_pid = (uint64_t)getpid();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    H->created_realtime = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    H->user_size = user_size;
+    H->bump = FIRST_UNIT;
+    bind_geometry(h);
+}
+
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, shmdict_t **out)
+{
+    char fname[SHMDICT_NAME_MAX + 16], tmpname[SHMDICT_NAME_MAX + 64] = "";
+    int rc = file_name(fname, sizeof fname, name);
+    if (rc)
+        return rc;
+    if (size < SHMDICT_MIN_SIZE || size > (uint64_t)SHMDICT_MAX_SIZE_MB << 20 || mode < 0 || mode > 07777)
+        return SHMDICT_EINVAL;
+    uint64_t file_size = round_up(size, PAGE);
+
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return SHMDICT_ESYS;
+    int fd = openat(dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        unsigned rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+            rnd = (unsigned)clock();
+        snprintf(tmpname, sizeof tmpname, ".shmdict-tmp.%s.%d.%08x", name, (int)getpid(), rnd);
+        fd = openat(dfd, tmpname, O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            rc = SHMDICT_ESYS;
+            goto out_dir;
+        }
+    }
+    shmdict_t *h = NULL;
+    int e;
+    if (fchmod(fd, (mode_t)mode) != 0 || ftruncate(fd, (off_t)file_size) != 0)
+        goto sys;
+    if ((e = posix_fallocate(fd, 0, (off_t)file_size)) != 0) {
+        errno = e;
+        goto sys;
+    }
+    rc = map_handle(fd, file_size, &h);
+    if (rc)
+        goto out_fd;
+    init_header(h, size, file_size);
+    rc = lock_init(h->hdr);
+    if (rc)
+        goto out_map;
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(h->hdr->magic, MAGIC, 8); /* last: only now is it a dict */
+
+    if (tmpname[0]) {
+        if (linkat(dfd, tmpname, dfd, fname, 0) != 0)
+            goto sys_map;
+        unlinkat(dfd, tmpname, 0);
+        tmpname[0] = 0;
+    } else {
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, proc, dfd, fname, AT_SYMLINK_FOLLOW) != 0) {
+            if (errno == EEXIST || linkat(fd, "", dfd, fname, AT_EMPTY_PATH) != 0)
+                goto sys_map;
+        }
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        h->dev = (uint64_t)st.st_dev;
+        h->ino = (uint64_t)st.st_ino;
+    }
+    *out = h;
+    rc = SHMDICT_OK;
+    goto out_fd;
+
+sys_map:
+    e = errno;
+    shmdict_close(h);
+    errno = e;
+    rc = SHMDICT_ESYS;
+    goto out_fd;
+out_map:
+    shmdict_close(h);
+    goto out_fd;
+sys:
+    rc = SHMDICT_ESYS;
+out_fd:
+    e = errno;
+    if (tmpname[0])
+        unlinkat(dfd, tmpname, 0);
+    close(fd);
+    errno = e;
+out_dir:
+    e = errno;
+    close(dfd);
+    errno = e;
+    return rc;
+}
+
+int shmdict_attach(const char *dir, const char *name, shmdict_t **out)
+{
+    char fname[SHMDICT_NAME_MAX + 16];
+    int rc = file_name(fname, sizeof fname, name);
+    if (rc)
+        return rc;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return SHMDICT_ESYS;
+    int fd = openat(dfd, fname, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    int e = errno;
+    close(dfd);
+    if (fd < 0)
+        return fail_errno(e);
+    struct stat st;
+    shmdict_t *h = NULL;
+    if (fstat(fd, &st) != 0) {
+        rc = SHMDICT_ESYS;
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = SHMDICT_EVERSION;
+    } else if ((uint64_t)st.st_size < HEADER_SIZE + PAGE ||
+               (uint64_t)st.st_size > ((uint64_t)SHMDICT_MAX_SIZE_MB << 20) + PAGE) {
+        rc = SHMDICT_ECORRUPT;
+    } else if ((rc = map_handle(fd, (uint64_t)st.st_size, &h)) == SHMDICT_OK) {
+        rc = validate(h->hdr, (uint64_t)st.st_size);
+        if (rc) {
+            shmdict_close(h);
+        } else {
+            bind_geometry(h);
+            h->dev = (uint64_t)st.st_dev;
+            h->ino = (uint64_t)st.st_ino;
+            *out = h;
+        }
+    }
+    e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+void shmdict_close(shmdict_t *h)
+{
+    if (!h)
+        return;
+    munmap(h->base, h->map_size);
+    free(h);
+}

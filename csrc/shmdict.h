@@ -1,0 +1,157 @@
+/*
+ * shmdict.h -- public C API of shmdict: a hash table with per-key TTL that
+ * lives in one mmap(MAP_SHARED) file and is shared by every process that
+ * maps it.
+ *
+ * THREAD AND PROCESS SAFETY. Every access function takes the dict's
+ * process-shared robust mutex for the whole operation, so each call is atomic
+ * with respect to every other thread and process using the same file. A
+ * process killed at any instruction, even while holding the mutex, leaves a
+ * table that the next locker repairs (see lock.c): the interrupted operation
+ * is then either wholly applied or not applied at all.
+ *
+ * This header is compiled *and* fed to cffi's cdef (csrc/build.py drops the
+ * preprocessor lines), so it must stay in cffi's C dialect: constants are
+ * enums, no macros, no inline functions, no attributes.
+ *
+ * Return codes: >= 0 success (some calls return a count or a value type);
+ * < 0 one of the SHMDICT_E* codes below. SHMDICT_ESYS leaves errno set.
+ */
+#ifndef SHMDICT_H
+#define SHMDICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct shmdict shmdict_t; /* per-process handle: one mapping */
+
+enum {
+    SHMDICT_OK        =   0,
+    SHMDICT_ENOTFOUND =  -1, /* key absent or expired */
+    SHMDICT_EFULL     =  -2, /* no room, even after reclaiming expired items */
+    SHMDICT_ETOOBIG   =  -3, /* item larger than this dict could ever hold */
+    SHMDICT_ECORRUPT  =  -4, /* inconsistent file: bad header, offset out of bounds, bad undo log */
+    SHMDICT_ENOTNUM   =  -5, /* incr on a value that is not an int or float */
+    SHMDICT_EOVERFLOW =  -6, /* int64 overflow in incr; the value is unchanged */
+    SHMDICT_ESYS      =  -7, /* a system call failed; errno says why */
+    SHMDICT_EVERSION  =  -8, /* not a shmdict file, or another layout version / ABI */
+    SHMDICT_ELOCK     =  -9, /* the mutex is unusable (ENOTRECOVERABLE or another pthread error) */
+    SHMDICT_EINVAL    = -10, /* an argument C was given is out of range */
+    SHMDICT_ERANGE    = -11, /* output buffer too small: out->len holds the size needed */
+    SHMDICT_EEXIST    = -12  /* SHMDICT_SET_NX: the key is present */
+};
+
+/* shmdict_set flags. An expired key counts as absent. */
+enum {
+    SHMDICT_SET_ALWAYS = 0,
+    SHMDICT_SET_NX     = 1, /* only if absent, else EEXIST (add, setdefault) */
+    SHMDICT_SET_XX     = 2  /* only if present, else ENOTFOUND (replace) */
+};
+
+/* Value types, as stored in a record. 0 marks a free block. */
+enum {
+    SHMDICT_T_BOOL  = 1,
+    SHMDICT_T_INT   = 2,
+    SHMDICT_T_FLOAT = 3,
+    SHMDICT_T_STR   = 4, /* UTF-8 text */
+    SHMDICT_T_BYTES = 5
+};
+
+enum {
+    SHMDICT_LAYOUT_VERSION = 1,
+    SHMDICT_MAX_KEY        = 65535,     /* bytes of UTF-8 */
+    SHMDICT_MIN_SIZE       = 32768,     /* bytes */
+    SHMDICT_MAX_SIZE_MB    = 32768,     /* 32 GiB: 2^32 arena units of 8 bytes */
+    SHMDICT_NAME_MAX       = 200
+};
+
+/* Scalar results of one call. Str/bytes values go to a caller buffer. */
+typedef struct shmdict_out {
+    int64_t  i;   /* int or bool value; counts */
+    double   f;   /* float value; remaining TTL in seconds (0 = never) */
+    uint64_t len; /* str/bytes length (may exceed the buffer: retry), or bytes needed */
+    uint32_t ver; /* per-key version of what was read or written */
+} shmdict_out_t;
+
+typedef struct shmdict_info {
+    uint64_t size;          /* size asked for at creation */
+    uint64_t file_size;     /* bytes mapped */
+    uint64_t capacity;      /* bytes of the record arena */
+    uint64_t index_cap;     /* slots in the hash index */
+    uint64_t count;         /* records in the index, expired-not-reclaimed included */
+    uint64_t used_bytes;    /* bytes held by live records, class rounding included */
+    uint64_t free_bytes;    /* arena bytes not held by live records */
+    uint64_t recoveries;    /* dead lock holders whose operation was repaired */
+    uint64_t creator_pid;
+    uint64_t dev;           /* identity of the file this handle mapped */
+    uint64_t ino;
+    uint32_t layout_version;
+} shmdict_info_t;
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+/* Create <dir>/shmdict.<name> with `size` bytes, reserved up front. Nobody
+ * can attach before it is fully initialised. SHMDICT_ESYS with errno EEXIST
+ * if the name exists, ENOSPC if the filesystem cannot hold it. */
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, shmdict_t **out);
+/* Attach to an existing dict: ESYS/ENOENT if missing, EVERSION or ECORRUPT
+ * if the file is not a valid dict of this layout. Never follows a symlink. */
+int shmdict_attach(const char *dir, const char *name, shmdict_t **out);
+/* Unmap and free the handle. The caller guarantees no call is in flight. */
+void shmdict_close(shmdict_t *h);
+int shmdict_info(shmdict_t *h, shmdict_info_t *out);
+
+/* ---- access ------------------------------------------------------------- */
+
+/* Read `key`. Returns its type (> 0) or ENOTFOUND. Numbers go to out->i /
+ * out->f; str/bytes are copied into buf (up to cap bytes) with out->len the
+ * full length: if out->len > cap, call again with a larger buffer. */
+int shmdict_get(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap);
+/* Store a value of `type`: i for bool/int, f for float, val/vlen for
+ * str/bytes. exptime > 0: expires after that many seconds; else never.
+ * flags: SHMDICT_SET_*. EFULL / ETOOBIG leave the dict unchanged. */
+int shmdict_set(shmdict_t *h, const char *key, size_t klen, int type, int64_t i, double f,
+                const char *val, size_t vlen, double exptime, int flags);
+/* Read and delete `key` in one step, as shmdict_get; if a str/bytes value
+ * does not fit in cap, ERANGE (out->len = its length) and nothing is deleted. */
+int shmdict_pop(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap);
+/* OK if the key existed (and is now gone), else ENOTFOUND. */
+int shmdict_delete(shmdict_t *h, const char *key, size_t klen);
+/* Atomic add of delta (dtype INT: di, FLOAT: df). Missing key: ENOTFOUND
+ * unless itype != 0, then the key is created as init + delta with init_ttl.
+ * set_ttl != 0: the TTL becomes exptime (<= 0 clears it); else it is kept.
+ * Returns the result type (INT or FLOAT) with the value in out->i / out->f. */
+int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
+                 int itype, int64_t ii, double fi, double init_ttl, int set_ttl, double exptime,
+                 shmdict_out_t *out);
+/* OK with out->f = remaining seconds (0 = never expires), or ENOTFOUND. */
+int shmdict_ttl(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);
+/* Set (exptime > 0) or clear (<= 0) the TTL of a live key; ENOTFOUND if none. */
+int shmdict_expire(shmdict_t *h, const char *key, size_t klen, double exptime);
+int shmdict_flush_all(shmdict_t *h);
+/* Number of live (unexpired) keys. */
+int64_t shmdict_len(shmdict_t *h);
+/* Live keys, packed as (u32 little-endian length, bytes) into buf, at most
+ * max_count of them if max_count > 0. Returns the number of keys, or ERANGE
+ * with out->len the bytes needed. */
+int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out);
+
+/* ---- diagnostics --------------------------------------------------------- */
+
+/* Full integrity check under the lock (O(table)): every slot, record, free
+ * list and counter. OK, or ECORRUPT with a message in msg. */
+int shmdict_check(shmdict_t *h, char *msg, size_t cap);
+const char *shmdict_strerror(int rc);
+
+/* ---- test seams (private: not part of the Python API) -------------------- */
+
+/* Crash points: every step of every mutating operation has a name. Arming
+ * one makes *this process* SIGKILL itself the nth time it reaches that step.
+ * Disarmed, each point costs one predictable branch. */
+int shmdict_fault_count(void);
+const char *shmdict_fault_name(int i);
+int shmdict_fault_arm(const char *name, int nth); /* name NULL disarms; EINVAL if unknown */
+/* Shift this process's TTL clock forward by ns (tests of expiry without sleeping). */
+void shmdict_clock_shift(int64_t ns);
+
+#endif /* SHMDICT_H */

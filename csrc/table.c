@@ -1,0 +1,441 @@
+/*
+ * table.c -- the hash index and the record allocator. No locking here: every
+ * function runs with the dict's mutex held (ops.c), and every mutation goes
+ * through the undo log (w64/wlog, lock.c).
+ *
+ * INDEX. Fixed-capacity open addressing with linear probing over 8-byte slots
+ * (see layout.h), never rehashed. The load factor, tombstones included, is
+ * kept at or below 85%. Deletion uses backward shift, so the index normally
+ * holds no tombstones: the deleted slot becomes TOMB, entries that can move
+ * closer to their home slide back into it one by one, and the final hole
+ * becomes EMPTY. Each move is two logged stores; if the undo log runs short
+ * mid-shift, the operation commits the prefix (a TOMB marks the hole, which is
+ * a valid state: lookups probe past it, inserts reuse it) and continues.
+ *
+ * ALLOCATOR. Records live in segregated size classes (layout.h class_units):
+ * a LIFO free list per class plus a bump pointer; blocks are never split or
+ * merged, so the arena is always a gap-free sequence of blocks from unit
+ * FIRST_UNIT to `bump` (table_check walks it). An allocation takes the exact
+ * class's free list, then the bump pointer, then the smallest larger class
+ * with a free block (the block keeps its class, so it goes back to that list).
+ *
+ * EXPIRY. Lazy: readers treat a record past its deadline as absent. Writers
+ * sweep SWEEP_SLOTS slots per insert when any record has a TTL, and before a
+ * dict reports Full, reclaim_expired(all) removes every expired record. The
+ * header's exp_hint (no deadline lies before it) makes a repeated Full O(1)
+ * until something can actually have expired.
+ */
+#include <stdlib.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "layout.h"
+
+static int64_t clock_shift_ns;
+
+void shmdict_clock_shift(int64_t ns) { clock_shift_ns += ns; }
+
+uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (uint64_t)clock_shift_ns;
+}
+
+/* Absolute deadline for "expires in exptime seconds" (0 = never). */
+uint64_t deadline_ns(uint64_t now, double exptime)
+{
+    if (!(exptime > 0))
+        return 0;
+    double ns = exptime * 1e9;
+    if (ns >= (double)(UINT64_MAX - now - 1))
+        return UINT64_MAX - 1;
+    uint64_t d = now + (uint64_t)ns;
+    return d > now ? d : now + 1;
+}
+
+/* ---- SipHash-1-3, keyed by the file's random seed ----------------------- */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+    do {                                                                       \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);              \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                 \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                 \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);              \
+    } while (0)
+
+uint64_t hash_key(const shmdict_t *h, const char *key, size_t len)
+{
+    uint64_t k0 = h->hdr->seed[0], k1 = h->hdr->seed[1];
+    uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
+    const unsigned char *p = (const unsigned char *)key, *end = p + (len & ~(size_t)7);
+    uint64_t m;
+    for (; p != end; p += 8) {
+        memcpy(&m, p, 8);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    switch (len & 7) {
+    case 7: b |= (uint64_t)p[6] << 48; /* fall through */
+    case 6: b |= (uint64_t)p[5] << 40; /* fall through */
+    case 5: b |= (uint64_t)p[4] << 32; /* fall through */
+    case 4: b |= (uint64_t)p[3] << 24; /* fall through */
+    case 3: b |= (uint64_t)p[2] << 16; /* fall through */
+    case 2: b |= (uint64_t)p[1] << 8;  /* fall through */
+    case 1: b |= (uint64_t)p[0]; break;
+    case 0: break;
+    }
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* ---- records -------------------------------------------------------------- */
+
+/* The record a slot points at, after checking everything the file could have
+ * gotten wrong; NULL means corrupt. */
+rec_t *rec_at(shmdict_t *h, uint64_t slot)
+{
+    uint64_t unit = slot_unit(slot);
+    uint64_t bump = h->hdr->bump;
+    if (bump > h->units)
+        return NULL;
+    if (unit < FIRST_UNIT || unit + REC_HDR / UNIT > bump)
+        return NULL;
+    rec_t *r = unit_ptr(h, unit);
+    int cls = r->cls & 0x7f;
+    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_BYTES || r->klen == 0)
+        return NULL;
+    uint64_t cu = class_units(cls);
+    if (unit + cu > bump)
+        return NULL;
+    uint64_t vlen = is_numeric(r->type) ? 0 : r->num.s.vlen;
+    if (rec_units(r->klen, r->type, vlen) > cu)
+        return NULL;
+    return r;
+}
+
+int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins)
+{
+    uint32_t tag = (uint32_t)(hash >> 32);
+    uint64_t cap = h->cap, i = home_of(h, tag);
+    const uint64_t *slots = h->slots;
+    *ins = -1;
+    for (uint64_t n = 0; n < cap; n++) {
+        uint64_t s = slots[i];
+        if (s == SLOT_EMPTY) {
+            if (*ins < 0)
+                *ins = (int64_t)i;
+            return -1;
+        }
+        if (s == SLOT_TOMB) {
+            if (*ins < 0)
+                *ins = (int64_t)i;
+        } else if (slot_tag(s) == tag) {
+            rec_t *r = rec_at(h, s);
+            if (!r)
+                return SHMDICT_ECORRUPT;
+            if (r->klen == klen && memcmp(r->data, key, klen) == 0)
+                return (int64_t)i;
+        }
+        if (++i == cap)
+            i = 0;
+    }
+    return -1;
+}
+
+/* ---- allocator ------------------------------------------------------------ */
+
+/* Pop the head of class c's free list; the popped block's link and type
+ * words are logged because the caller fills the block with plain stores. */
+static int pop_free(shmdict_t *h, int c, uint64_t *unit_out)
+{
+    header_t *H = h->hdr;
+    uint64_t u = H->free_head[c], cu = class_units(c);
+    if (u < FIRST_UNIT || u + cu > H->bump || H->bump > h->units)
+        return SHMDICT_ECORRUPT;
+    rec_t *r = unit_ptr(h, u);
+    if (r->type != T_FREE || (r->cls & 0x7f) != c)
+        return SHMDICT_ECORRUPT;
+    w64(h, &H->free_head[c], r->expires);
+    wlog(h, &r->expires);
+    wlog(h, (uint64_t *)&r->klen);
+    *unit_out = u;
+    return SHMDICT_OK;
+}
+
+/* Allocate a block of at least `units`. Writes nothing unless it succeeds. */
+int alloc_units(shmdict_t *h, uint64_t units, uint64_t *unit_out, int *cls_out)
+{
+    header_t *H = h->hdr;
+    int c = class_of(units);
+    if (c >= NCLASS || units > h->units - FIRST_UNIT)
+        return SHMDICT_ETOOBIG;
+    uint64_t cu = class_units(c);
+    *cls_out = c;
+    if (H->free_head[c])
+        return pop_free(h, c, unit_out);
+    uint64_t bump = H->bump;
+    if (bump > h->units)
+        return SHMDICT_ECORRUPT;
+    if (cu <= h->units - bump) {
+        w64(h, &H->bump, bump + cu);
+        *unit_out = bump;
+        return SHMDICT_OK;
+    }
+    for (int c2 = c + 1; c2 < NCLASS; c2++) {
+        if (H->free_head[c2]) {
+            *cls_out = c2;
+            return pop_free(h, c2, unit_out);
+        }
+    }
+    return SHMDICT_EFULL;
+}
+
+/* Return a live block to its class's free list (3 logged stores). */
+void free_block(shmdict_t *h, uint64_t unit, rec_t *r)
+{
+    header_t *H = h->hdr;
+    int c = r->cls & 0x7f;
+    rec_t freed = *r;
+    freed.type = T_FREE;
+    uint64_t w;
+    memcpy(&w, &freed.klen, 8);
+    w64(h, (uint64_t *)&r->klen, w);
+    w64(h, &r->expires, H->free_head[c]);
+    w64(h, &H->free_head[c], unit);
+}
+
+/* ---- delete with backward shift ---------------------------------------------- */
+
+/* Is x in the cyclic half-open range (a, b]? */
+static bool in_range(uint64_t x, uint64_t a, uint64_t b)
+{
+    return a <= b ? (a < x && x <= b) : (a < x || x <= b);
+}
+
+/* Remove the record r at slot i: free it, fix the counters, close the gap.
+ * The caller commits. */
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r)
+{
+    header_t *H = h->hdr;
+    uint64_t *slots = h->slots, cap = h->cap;
+    uint64_t unit = slot_unit(slots[i]);
+    uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
+
+    w64(h, &slots[i], SLOT_TOMB);
+    w64(h, &H->tombs, H->tombs + 1);
+    FAULT(DELETE_TOMBED);
+    if (r->expires)
+        w64(h, &H->n_ttl, H->n_ttl - 1);
+    free_block(h, unit, r);
+    FAULT(DELETE_FREED);
+    w64(h, &H->count, H->count - 1);
+    w64(h, &H->used_bytes, H->used_bytes - cls_bytes);
+    FAULT(DELETE_COUNTED);
+
+    uint64_t hole = i, j = i;
+    for (uint64_t n = 1; n < cap; n++) {
+        if (++j == cap)
+            j = 0;
+        uint64_t s = slots[j];
+        if (s == SLOT_EMPTY)
+            break;
+        if (s == SLOT_TOMB || in_range(home_of(h, slot_tag(s)), hole, j))
+            continue; /* stays: its home lies after the hole */
+        if (H->ulog_n + 4 > ULOG_MAX)
+            commit(h); /* hole is a counted TOMB: a valid state to stop in */
+        w64(h, &slots[hole], s);
+        w64(h, &slots[j], SLOT_TOMB);
+        hole = j;
+        FAULT(DELETE_SHIFTED);
+    }
+    /* Nothing after the hole, up to the next EMPTY, probes through it. */
+    w64(h, &slots[hole], SLOT_EMPTY);
+    w64(h, &H->tombs, H->tombs - 1);
+    return SHMDICT_OK;
+}
+
+/* ---- expiry ------------------------------------------------------------------- */
+
+static inline bool expired(const rec_t *r, uint64_t now)
+{
+    return r->expires && r->expires <= now;
+}
+
+/* all == false: sweep a few slots from the hand. all == true: remove every
+ * expired record (unless exp_hint proves none can have expired). Each victim
+ * is deleted in its own committed transaction. Returns the number removed,
+ * or ECORRUPT. */
+int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
+{
+    header_t *H = h->hdr;
+    uint64_t cap = h->cap;
+    if (H->n_ttl == 0)
+        return 0;
+    if (all && H->exp_hint && now < H->exp_hint)
+        return 0;
+    uint64_t i = all ? 0 : H->expire_hand % cap;
+    uint64_t todo = all ? cap : SWEEP_SLOTS, hint = UINT64_MAX;
+    int removed = 0;
+    while (todo > 0) {
+        uint64_t s = h->slots[i];
+        if (s > SLOT_TOMB) {
+            rec_t *r = rec_at(h, s);
+            if (!r)
+                return SHMDICT_ECORRUPT;
+            if (expired(r, now)) {
+                delete_at(h, i, r);
+                FAULT(RECLAIM_DELETED);
+                commit(h);
+                removed++;
+                continue; /* another entry may have shifted into slot i */
+            }
+            if (r->expires && r->expires < hint)
+                hint = r->expires;
+        }
+        todo--;
+        if (++i == cap)
+            i = 0;
+    }
+    if (all)
+        H->exp_hint = hint; /* a hint: never too late, since every TTL store lowers it */
+    else
+        H->expire_hand = i;
+    return removed;
+}
+
+/* ---- bulk ------------------------------------------------------------------- */
+
+/* Empty the table with plain, idempotent stores (flush_all and its redo). */
+void table_reset(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    memset(h->slots, 0, h->cap * sizeof(uint64_t));
+    FAULT(FLUSH_CLEARED);
+    memset(H->free_head, 0, sizeof H->free_head);
+    H->count = H->tombs = H->n_ttl = H->used_bytes = 0;
+    H->bump = FIRST_UNIT;
+    H->exp_hint = 0;
+    H->expire_hand = H->clock_hand = 0;
+}
+
+/* ---- integrity check -------------------------------------------------------- */
+
+#define FAIL(...)                                                              \
+    do {                                                                       \
+        snprintf(msg, msgcap, __VA_ARGS__);                                    \
+        rc = SHMDICT_ECORRUPT;                                                 \
+        goto out;                                                              \
+    } while (0)
+
+/* Everything the table promises, in O(index + arena):
+ *  1. the arena from FIRST_UNIT to bump is a gap-free sequence of blocks;
+ *  2. every index entry points at the start of a distinct live block whose
+ *     key hashes to the entry's tag and is found by a lookup at that slot;
+ *  3. every free list holds free blocks of its class, each once;
+ *  4. every block is either indexed or free (no leak), and the counters agree. */
+int table_check(shmdict_t *h, char *msg, size_t msgcap)
+{
+    header_t *H = h->hdr;
+    int rc = SHMDICT_OK;
+    uint64_t bump = H->bump, units = h->units;
+    uint8_t *start = NULL;
+    if (msgcap)
+        msg[0] = 0;
+    if (H->ulog_n != 0 || H->flush_pending)
+        FAIL("undo log not empty (%llu entries)", (unsigned long long)H->ulog_n);
+    if (H->corrupt)
+        FAIL("table marked corrupt by a failed recovery");
+    if (bump < FIRST_UNIT || bump > units)
+        FAIL("bump pointer %llu out of range", (unsigned long long)bump);
+    start = calloc(bump / 8 + 1, 1);
+    if (!start)
+        FAIL("out of memory for the check");
+
+    uint64_t live_blocks = 0, free_blocks = 0;
+    for (uint64_t u = FIRST_UNIT; u < bump;) {
+        rec_t *r = unit_ptr(h, u);
+        if (u + REC_HDR / UNIT > bump)
+            FAIL("block at unit %llu overruns the arena", (unsigned long long)u);
+        int c = r->cls & 0x7f;
+        if (c >= NCLASS || u + class_units(c) > bump)
+            FAIL("block at unit %llu has bad class %d", (unsigned long long)u, c);
+        start[u / 8] |= (uint8_t)(1u << (u % 8));
+        if (r->type == T_FREE)
+            free_blocks++;
+        else
+            live_blocks++;
+        u += class_units(c);
+    }
+
+    uint64_t entries = 0, tombs = 0, n_ttl = 0, used = 0;
+    for (uint64_t i = 0; i < h->cap; i++) {
+        uint64_t s = h->slots[i];
+        if (s == SLOT_EMPTY)
+            continue;
+        if (s == SLOT_TOMB) {
+            tombs++;
+            continue;
+        }
+        rec_t *r = rec_at(h, s);
+        uint64_t u = slot_unit(s);
+        if (!r)
+            FAIL("slot %llu points at an invalid record", (unsigned long long)i);
+        if (!(start[u / 8] & (1u << (u % 8))))
+            FAIL("slot %llu points inside a block or at a block indexed twice", (unsigned long long)i);
+        start[u / 8] &= (uint8_t)~(1u << (u % 8));
+        uint64_t hash = hash_key(h, r->data, r->klen);
+        if ((uint32_t)(hash >> 32) != slot_tag(s))
+            FAIL("slot %llu tag does not match its key", (unsigned long long)i);
+        int64_t ins, at = find_slot(h, r->data, r->klen, hash, &ins);
+        if (at != (int64_t)i)
+            FAIL("key at slot %llu is not found by lookup (found %lld)", (unsigned long long)i,
+                 (long long)at);
+        entries++;
+        n_ttl += r->expires != 0;
+        used += class_units(r->cls & 0x7f) * UNIT;
+    }
+    if (entries != live_blocks)
+        FAIL("%llu live blocks but %llu index entries (leak)", (unsigned long long)live_blocks,
+             (unsigned long long)entries);
+
+    uint64_t freed = 0;
+    for (int c = 0; c < NCLASS; c++) {
+        for (uint64_t u = H->free_head[c]; u; u = unit_ptr(h, u)->expires) {
+            if (u < FIRST_UNIT || u >= bump || !(start[u / 8] & (1u << (u % 8))))
+                FAIL("free list %d: unit %llu is not a free block start", c, (unsigned long long)u);
+            rec_t *r = unit_ptr(h, u);
+            if (r->type != T_FREE || (r->cls & 0x7f) != c)
+                FAIL("free list %d: unit %llu has type %d class %d", c, (unsigned long long)u, r->type,
+                     r->cls & 0x7f);
+            start[u / 8] &= (uint8_t)~(1u << (u % 8));
+            if (++freed > free_blocks)
+                FAIL("free list %d is longer than the free blocks (cycle?)", c);
+        }
+    }
+    if (freed != free_blocks)
+        FAIL("%llu free blocks but %llu on free lists (leak)", (unsigned long long)free_blocks,
+             (unsigned long long)freed);
+    if (entries != H->count)
+        FAIL("count is %llu, index holds %llu", (unsigned long long)H->count, (unsigned long long)entries);
+    if (tombs != H->tombs)
+        FAIL("tombs is %llu, index holds %llu", (unsigned long long)H->tombs, (unsigned long long)tombs);
+    if (n_ttl != H->n_ttl)
+        FAIL("n_ttl is %llu, records with TTL %llu", (unsigned long long)H->n_ttl, (unsigned long long)n_ttl);
+    if (used != H->used_bytes)
+        FAIL("used_bytes is %llu, records hold %llu", (unsigned long long)H->used_bytes,
+             (unsigned long long)used);
+out:
+    free(start);
+    return rc;
+}

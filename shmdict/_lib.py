@@ -1,0 +1,153 @@
+"""The only module that imports the compiled cffi extension.
+
+It holds the error mapping (one table, one ``check``), argument conversions
+shared by every operation, the per-thread scratch buffers, and the private
+test seams (crash points, the TTL clock shift). ``_dict.py`` calls ``lib``
+functions directly on its hot paths: a Python wrapper per call would cost
+about as much as the C work itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import NoReturn
+
+from ._shmdict import ffi, lib
+from .exceptions import CorruptError, Error, Full
+
+__all__ = ["ffi", "lib"]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_ERRORS: dict[int, type[BaseException]] = {
+    lib.SHMDICT_EFULL: Full,
+    lib.SHMDICT_ETOOBIG: Full,
+    lib.SHMDICT_ECORRUPT: CorruptError,
+    lib.SHMDICT_EVERSION: CorruptError,
+    lib.SHMDICT_ENOTNUM: TypeError,
+    lib.SHMDICT_EOVERFLOW: OverflowError,
+    lib.SHMDICT_EINVAL: ValueError,
+}
+
+
+def strerror(rc: int) -> str:
+    return ffi.string(lib.shmdict_strerror(rc)).decode()
+
+
+def raise_rc(rc: int, key: object = None, path: str | None = None) -> NoReturn:
+    """Raise the exception for a negative return code."""
+    if rc == lib.SHMDICT_ENOTFOUND:
+        raise KeyError(key)
+    if rc == lib.SHMDICT_ESYS:
+        e = ffi.errno
+        raise OSError(e, os.strerror(e), path)
+    raise _ERRORS.get(rc, Error)(strerror(rc))
+
+
+def check(rc: int, key: object = None) -> int:
+    if rc < 0:
+        raise_rc(rc, key)
+    return rc
+
+
+# ---- argument conversion ---------------------------------------------------
+
+
+def encode_key(key: object) -> bytes:
+    """A key as UTF-8 bytes; TypeError / ValueError per SPEC §3."""
+    if not isinstance(key, str):
+        raise TypeError(f"keys must be str, not {type(key).__name__}")
+    k = key.encode()
+    if not k or len(k) > lib.SHMDICT_MAX_KEY:
+        raise ValueError(
+            "key must not be empty" if not k else f"key is {len(k)} bytes; the limit is {lib.SHMDICT_MAX_KEY}"
+        )
+    return k
+
+
+def seconds(value: object, what: str = "exptime") -> float:
+    """A finite number of seconds (TypeError / ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, not {value!r}")
+    return f
+
+
+def number(value: object, what: str) -> tuple[int, int, float]:
+    """(type, int, float) for an incr operand: int (not bool) or float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be an int or float, not {type(value).__name__}")
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise OverflowError(f"{what} {value} does not fit in a signed 64-bit integer")
+        return lib.SHMDICT_T_INT, int(value), 0.0
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, not {value!r}")
+    return lib.SHMDICT_T_FLOAT, 0, f
+
+
+def parse_size(size: object) -> int:
+    """Bytes from an int or a string with a k/m/g suffix, as nginx's
+    ``lua_shared_dict``: ``"512k"``, ``"64m"``, ``"1g"``."""
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"size must be an int or a str such as '64m', not {type(size).__name__}")
+    if isinstance(size, str):
+        s = size.strip().lower()
+        mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(s[-1:], 1)
+        digits = s[:-1] if mult > 1 else s
+        if not digits.isdigit() or not digits.isascii():
+            raise ValueError(f"malformed size {size!r}: expected e.g. 65536, '512k', '64m' or '1g'")
+        n = int(digits) * mult
+    else:
+        n = size
+    if n < lib.SHMDICT_MIN_SIZE:
+        raise ValueError(f"size {size!r} is below the minimum of {lib.SHMDICT_MIN_SIZE} bytes")
+    if n > lib.SHMDICT_MAX_SIZE_MB << 20:
+        raise ValueError(f"size {size!r} is above the maximum of {lib.SHMDICT_MAX_SIZE_MB >> 10} GiB")
+    return n
+
+
+# ---- per-thread scratch ---------------------------------------------------------
+# The GIL is released inside every C call, so two threads on one handle must
+# never share an out-struct or a value buffer.
+
+
+class Scratch(threading.local):
+    def __init__(self) -> None:
+        self.out = ffi.new("shmdict_out_t *")
+        self.cap = 4096
+        self.buf = ffi.new("char[]", self.cap)
+
+    def grow(self, need: int) -> None:
+        self.cap = max(need, 2 * self.cap)
+        self.buf = ffi.new("char[]", self.cap)
+
+
+scratch = Scratch()
+
+
+# ---- test seams (private) -------------------------------------------------------
+
+
+def fault_points() -> list[str]:
+    """Names of every crash point, as ``"<operation>.<step>"``."""
+    return [ffi.string(lib.shmdict_fault_name(i)).decode() for i in range(lib.shmdict_fault_count())]
+
+
+def fault_arm(name: str | None, nth: int = 1) -> None:
+    """Make this process SIGKILL itself the nth time it reaches crash point
+    ``name`` (``None`` disarms)."""
+    rc = lib.shmdict_fault_arm(ffi.NULL if name is None else name.encode(), nth)
+    if rc:
+        raise ValueError(f"unknown crash point {name!r}")
+
+
+def clock_shift(secs: float) -> None:
+    """Advance this process's TTL clock by ``secs`` (cumulative)."""
+    lib.shmdict_clock_shift(int(secs * 1e9))
