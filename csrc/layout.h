@@ -59,9 +59,11 @@
 #define SLOT_EMPTY 0ull
 #define SLOT_TOMB 1ull
 #define REC_HDR 24u
+#define MIN_BLOCK 2                    /* units: a free block needs its link and type words */
 #define NCLASS 168                     /* 64 exact classes (8..512 B) + 4 per power of two */
 #define ULOG_MAX 64                    /* undo-log entries; an operation needs < 20 */
-#define ULOG_RESERVE 8                 /* a backward shift commits early below this headroom */
+#define BACKUP_MAX 4096u               /* bytes of a record that can be rewritten in place */
+#define ULOG_BACKUP (1ull << 63)        /* log entry flag: restore `old` bytes from backup[] */
 #define LOAD_NUM 85                    /* max (count + tombs) / index_cap = 85% */
 #define BYTES_PER_SLOT 48u             /* index sizing: one slot per 48 bytes of dict */
 #define SWEEP_SLOTS 4u                 /* expired-item slots examined per insert */
@@ -117,7 +119,9 @@ typedef struct header {
     uint64_t expire_hand;       /* sweep position (unlogged: any value is valid) */
     uint64_t clock_hand;        /* reserved: CLOCK eviction hand */
     uint64_t recoveries;        /* EOWNERDEAD repairs */
-    uint64_t stat_reserved[20]; /* reserved: hits, misses, evictions, lock waits ... */
+    uint64_t defrag_pending;    /* a defrag pass is being applied (redo on recovery) */
+    uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
+    uint64_t stat_reserved[18]; /* reserved: hits, misses, evictions, lock waits ... */
     uint64_t free_head[NCLASS]; /* first free unit of each size class, 0 = none */
 
     /* ---- undo log (lock.c) */
@@ -126,6 +130,10 @@ typedef struct header {
 
     /* ---- reserved for change notification: futex words */
     uint32_t notify_seq[129];
+    uint32_t pad2;
+
+    /* ---- the old bytes of a record being rewritten in place (lock.c) */
+    char backup[BACKUP_MAX];
 } header_t;
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its line");
@@ -217,6 +225,7 @@ void unlock_dict(shmdict_t *h);
 int recover(shmdict_t *h);
 void w64(shmdict_t *h, uint64_t *p, uint64_t v);
 void wlog(shmdict_t *h, uint64_t *p);
+void wbackup(shmdict_t *h, void *p, uint64_t len);
 void commit(shmdict_t *h);
 int lock_init(header_t *hdr);
 bool lock_looks_valid(const header_t *hdr);
@@ -227,7 +236,9 @@ uint64_t hash_key(const shmdict_t *h, const char *key, size_t klen);
  * *ins receives the first reusable slot on the probe path (or -1). */
 int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins);
 rec_t *rec_at(shmdict_t *h, uint64_t slot);
-int alloc_units(shmdict_t *h, uint64_t units, uint64_t *unit_out, int *cls_out);
+int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
+int defrag(shmdict_t *h);
+int defrag_pass(shmdict_t *h);
 void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
 int delete_at(shmdict_t *h, uint64_t i, rec_t *r);
 int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
@@ -248,6 +259,8 @@ uint64_t deadline_ns(uint64_t now, double exptime);
     X(OVERWRITE_PUBLISHED, "overwrite.published")                                        \
     X(OVERWRITE_FREED, "overwrite.freed")       /* old block back on its free list */    \
     X(OVERWRITE_INPLACE, "overwrite.inplace")   /* number stored in place, TTL pending */\
+    X(OVERWRITE_BACKED, "overwrite.backed")     /* old record saved to the backup area */\
+    X(OVERWRITE_REWRITTEN, "overwrite.rewritten") /* record rewritten in place */        \
     X(OVERWRITE_COUNTED, "overwrite.counted")                                            \
     X(DELETE_TOMBED, "delete.tombed")           /* slot marked TOMB */                   \
     X(DELETE_SHIFTED, "delete.shifted")         /* one backward-shift step done */       \
@@ -257,6 +270,8 @@ uint64_t deadline_ns(uint64_t now, double exptime);
     X(INCR_TTL, "incr.ttl")                     /* TTL stored, counters pending */       \
     X(EXPIRE_STORED, "expire.stored")                                                    \
     X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
+    X(DEFRAG_MARKED, "defrag.marked")           /* defrag_pending committed */           \
+    X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
     X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */

@@ -34,10 +34,19 @@
  * Recovery is idempotent: if the recoverer dies too, the next locker gets
  * EOWNERDEAD again and replays the same log.
  *
+ * REWRITING A RECORD IN PLACE
+ * When a new value fits the old record's block, the record is rewritten where
+ * it is instead of moving (this is what lets a full dict take an update of
+ * the same size). wbackup() first copies the old record, up to BACKUP_MAX
+ * bytes, into the header's backup area, then appends a log entry flagged
+ * ULOG_BACKUP whose `old` field is the length; recovery copies the bytes
+ * back. One backup per operation: the area holds one record.
+ *
  * BULK OPERATIONS
  * flush_all cannot log O(n) stores. It commits flush_pending = 1 first, then
  * clears the table with idempotent plain stores, then clears the flag;
- * recovery re-runs the clear whenever it finds the flag set (redo).
+ * recovery re-runs the clear whenever it finds the flag set (redo). The
+ * defrag pass (table.c) follows the same protocol with defrag_pending.
  *
  * A log that fails validation (count or offset out of range) is never
  * guessed at: the table is marked corrupt, and every operation reports
@@ -97,6 +106,21 @@ void w64(shmdict_t *h, uint64_t *p, uint64_t v)
     __atomic_store_n(p, v, __ATOMIC_RELAXED); /* aligned 8-byte store: never torn */
 }
 
+/* Save len bytes at p (a live record about to be rewritten in place). */
+void wbackup(shmdict_t *h, void *p, uint64_t len)
+{
+    header_t *H = h->hdr;
+    uint64_t n = H->ulog_n;
+    if (n >= ULOG_MAX || len > BACKUP_MAX)
+        abort(); /* a bug, as in log_word */
+    memcpy(H->backup, p, len);
+    H->ulog[n].off = (uint64_t)((char *)p - h->base) | ULOG_BACKUP;
+    H->ulog[n].old = len;
+    CBAR();
+    H->ulog_n = n + 1;
+    CBAR();
+}
+
 /* Log a word that is about to be overwritten by unlogged stores (a block
  * popped from a free list is filled in place; its link and type words must
  * come back if the operation is rolled back). */
@@ -133,12 +157,21 @@ int recover(shmdict_t *h)
     uint64_t n = H->ulog_n;
     if (n > ULOG_MAX)
         goto bad;
-    for (uint64_t k = 0; k < n; k++)
-        if (!loggable(h, H->ulog[k].off))
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t off = H->ulog[k].off & ~ULOG_BACKUP, len = H->ulog[k].old;
+        if (H->ulog[k].off & ULOG_BACKUP) {
+            if (len > BACKUP_MAX || off < (uint64_t)(h->arena - h->base) || off > h->map_size || len > h->map_size - off)
+                goto bad;
+        } else if (!loggable(h, off)) {
             goto bad;
+        }
+    }
     for (uint64_t k = n; k-- > 0;) {
-        uint64_t *p = (uint64_t *)(h->base + H->ulog[k].off);
-        __atomic_store_n(p, H->ulog[k].old, __ATOMIC_RELAXED);
+        uint64_t off = H->ulog[k].off & ~ULOG_BACKUP;
+        if (H->ulog[k].off & ULOG_BACKUP)
+            memcpy(h->base + off, H->backup, H->ulog[k].old);
+        else
+            __atomic_store_n((uint64_t *)(h->base + off), H->ulog[k].old, __ATOMIC_RELAXED);
         if (k == n / 2)
             FAULT(RECOVER_RESTORED);
     }
@@ -149,6 +182,12 @@ int recover(shmdict_t *h)
         table_reset(h);
         CBAR();
         H->flush_pending = 0;
+    }
+    if (H->defrag_pending) {
+        if (defrag_pass(h) != SHMDICT_OK)
+            goto bad;
+        CBAR();
+        H->defrag_pending = 0;
     }
     /* O(1) sanity: the allocator and counters must be in range. */
     if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
@@ -181,7 +220,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
         }
     } else if (r != 0) {
         return SHMDICT_ELOCK;
-    } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0, 0)) {
+    } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0 || H->defrag_pending != 0, 0)) {
         recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
     }
     if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {

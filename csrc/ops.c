@@ -76,10 +76,42 @@ static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t 
     }
 }
 
-/* Store key = v with the given deadline: insert, overwrite in place (number
- * over number: same key, same size), or replace with a new block. Reclaims
- * expired records and retries once if there is no room. Commits; on failure
- * nothing of the caller's store is applied. */
+/* Rewrite the live record `old` in place with key = v: its block is large
+ * enough. The old bytes go to the backup area first (wbackup), so a crash
+ * restores them. */
+static void rewrite(shmdict_t *h, rec_t *old, const char *key, size_t klen, const value_t *v,
+                    uint64_t deadline, uint32_t *ver_out)
+{
+    header_t *H = h->hdr;
+    uint64_t old_bytes = REC_HDR + old->klen + (is_numeric(old->type) ? 0 : old->num.s.vlen);
+    uint32_t ver = old->ver + 1;
+    bool had_ttl = old->expires != 0;
+    wbackup(h, old, old_bytes);
+    FAULT(OVERWRITE_BACKED);
+    fill(old, old->cls & 0x7f, key, klen, v, deadline, ver);
+    FAULT(OVERWRITE_REWRITTEN);
+    if (had_ttl != (deadline != 0))
+        w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
+    lower_hint(H, deadline);
+    commit(h);
+    *ver_out = ver;
+}
+
+/* Can the record `old` be rewritten in place with a record of `units`? */
+static bool fits_in_place(const rec_t *old, uint64_t units)
+{
+    uint64_t old_bytes = REC_HDR + old->klen + (is_numeric(old->type) ? 0 : old->num.s.vlen);
+    return units <= class_units(old->cls & 0x7f) && old_bytes <= BACKUP_MAX;
+}
+
+/* Store key = v with the given deadline: insert, overwrite in place, or
+ * replace with a new block. Commits; on failure nothing of this store is
+ * applied.
+ *
+ * When there is no room it escalates, cheapest first: (0) the exact class and
+ * the bump pointer; (1) the same after reclaiming every expired record;
+ * (2) after a defrag pass, also borrowing a block of a larger class. An update
+ * that fits its key's current block is rewritten in place rather than refused. */
 static int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
                uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out)
 {
@@ -90,7 +122,7 @@ static int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const 
     if (H->n_ttl && reclaim_expired(h, now, false) < 0)
         return SHMDICT_ECORRUPT;
 
-    for (int attempt = 0;; attempt++) {
+    for (int stage = 0;; stage++) {
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
         if (i < -1)
             return SHMDICT_ECORRUPT;
@@ -115,64 +147,72 @@ static int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const 
             *ver_out = ver;
             return SHMDICT_OK;
         }
-        if (old)
-            rc = SHMDICT_OK;
-        else if (ins < 0)
-            rc = SHMDICT_EFULL; /* probed the whole index: no reusable slot */
-        else if (h->slots[ins] == SLOT_EMPTY && (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)
-            rc = SHMDICT_EFULL; /* index at its load limit */
-        else
-            rc = SHMDICT_OK;
-        if (rc == SHMDICT_OK) {
-            uint64_t unit;
-            int cls;
-            rc = alloc_units(h, units, &unit, &cls);
-            if (rc == SHMDICT_OK) {
-                uint32_t ver = old ? old->ver + 1 : (uint32_t)H->gen + 1;
-                rec_t *r = unit_ptr(h, unit);
-                uint64_t bytes = class_units(cls) * UNIT;
-                if (old)
-                    FAULT(OVERWRITE_ALLOCATED);
-                else
-                    FAULT(INSERT_ALLOCATED);
-                fill(r, cls, key, klen, v, deadline, ver);
-                lower_hint(H, deadline);
-                if (old) {
-                    uint64_t old_unit = slot_unit(h->slots[i]);
-                    uint64_t old_bytes = class_units(old->cls & 0x7f) * UNIT;
-                    FAULT(OVERWRITE_FILLED);
-                    w64(h, &h->slots[i], (hash >> 32) << 32 | unit);
-                    FAULT(OVERWRITE_PUBLISHED);
-                    if (!old->expires != !deadline)
-                        w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
-                    free_block(h, old_unit, old);
-                    FAULT(OVERWRITE_FREED);
-                    w64(h, &H->used_bytes, H->used_bytes - old_bytes + bytes);
-                    FAULT(OVERWRITE_COUNTED);
-                } else {
-                    FAULT(INSERT_FILLED);
-                    if (h->slots[ins] == SLOT_TOMB)
-                        w64(h, &H->tombs, H->tombs - 1);
-                    w64(h, &h->slots[ins], (hash >> 32) << 32 | unit);
-                    FAULT(INSERT_PUBLISHED);
-                    w64(h, &H->count, H->count + 1);
-                    w64(h, &H->used_bytes, H->used_bytes + bytes);
-                    if (deadline)
-                        w64(h, &H->n_ttl, H->n_ttl + 1);
-                    FAULT(INSERT_COUNTED);
-                }
-                commit(h);
-                *ver_out = ver;
-                return SHMDICT_OK;
-            }
+        if (old && fits_in_place(old, units) && class_of(units) == (old->cls & 0x7f)) {
+            rewrite(h, old, key, klen, v, deadline, ver_out);
+            return SHMDICT_OK;
         }
-        if (rc != SHMDICT_EFULL || attempt > 0)
+
+        uint64_t unit = 0;
+        int cls = 0;
+        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY &&
+                                 (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)))
+            rc = SHMDICT_EFULL; /* the index is at its load limit */
+        else
+            rc = alloc_units(h, units, stage >= 2, &unit, &cls);
+
+        if (rc == SHMDICT_OK) {
+            uint32_t ver = old ? old->ver + 1 : (uint32_t)H->gen + 1;
+            rec_t *r = unit_ptr(h, unit);
+            uint64_t bytes = class_units(cls) * UNIT;
+            if (old)
+                FAULT(OVERWRITE_ALLOCATED);
+            else
+                FAULT(INSERT_ALLOCATED);
+            fill(r, cls, key, klen, v, deadline, ver);
+            lower_hint(H, deadline);
+            if (old) {
+                uint64_t old_unit = slot_unit(h->slots[i]);
+                uint64_t old_bytes = class_units(old->cls & 0x7f) * UNIT;
+                FAULT(OVERWRITE_FILLED);
+                w64(h, &h->slots[i], (hash >> 32) << 32 | unit);
+                FAULT(OVERWRITE_PUBLISHED);
+                if (!old->expires != !deadline)
+                    w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
+                free_block(h, old_unit, old);
+                FAULT(OVERWRITE_FREED);
+                w64(h, &H->used_bytes, H->used_bytes - old_bytes + bytes);
+                FAULT(OVERWRITE_COUNTED);
+            } else {
+                FAULT(INSERT_FILLED);
+                if (h->slots[ins] == SLOT_TOMB)
+                    w64(h, &H->tombs, H->tombs - 1);
+                w64(h, &h->slots[ins], (hash >> 32) << 32 | unit);
+                FAULT(INSERT_PUBLISHED);
+                w64(h, &H->count, H->count + 1);
+                w64(h, &H->used_bytes, H->used_bytes + bytes);
+                if (deadline)
+                    w64(h, &H->n_ttl, H->n_ttl + 1);
+                FAULT(INSERT_COUNTED);
+            }
+            commit(h);
+            *ver_out = ver;
+            return SHMDICT_OK;
+        }
+        if (rc != SHMDICT_EFULL)
             return rc;
-        int removed = reclaim_expired(h, now, true);
-        if (removed < 0)
-            return SHMDICT_ECORRUPT;
-        if (removed == 0)
+        if (old && fits_in_place(old, units)) {
+            rewrite(h, old, key, klen, v, deadline, ver_out); /* a full dict still takes an update that fits */
+            return SHMDICT_OK;
+        }
+        if (stage == 0) {
+            if (reclaim_expired(h, now ? now : (now = now_ns()), true) < 0)
+                return SHMDICT_ECORRUPT;
+        } else if (stage == 1) {
+            if (defrag(h) != SHMDICT_OK)
+                return SHMDICT_ECORRUPT;
+        } else {
             return SHMDICT_EFULL;
+        }
     }
 }
 

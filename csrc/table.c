@@ -155,13 +155,52 @@ int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int
 
 /* ---- allocator ------------------------------------------------------------ */
 
+/* Largest class whose size is <= units (units >= 1). */
+static int class_floor(uint64_t units)
+{
+    int c = class_of(units);
+    if (c >= NCLASS || class_units(c) > units)
+        c--;
+    return c < NCLASS ? c : NCLASS - 1;
+}
+
+/* Size of the first class-sized piece to carve from a free run of len units
+ * (len >= MIN_BLOCK): as large as possible, never leaving a 1-unit sliver. */
+static uint64_t carve_len(uint64_t len)
+{
+    int c = class_floor(len);
+    if (len - class_units(c) == 1)
+        c--; /* above 64 units classes step by >= 16 units, so the rest is >= 17 */
+    return class_units(c);
+}
+
+/* Turn [at, end) -- inside a block already logged or unpublished -- into free
+ * blocks of class sizes and push them on their lists. The headers are plain
+ * stores; the list heads are logged. */
+static void push_free_run(shmdict_t *h, uint64_t at, uint64_t end)
+{
+    header_t *H = h->hdr;
+    while (at < end) {
+        uint64_t len = carve_len(end - at);
+        int c = class_of(len);
+        rec_t *p = unit_ptr(h, at);
+        rec_t hd = {0};
+        hd.type = T_FREE;
+        hd.cls = (uint8_t)c;
+        hd.expires = H->free_head[c];
+        memcpy(p, &hd, 16);
+        w64(h, &H->free_head[c], at);
+        at += len;
+    }
+}
+
 /* Pop the head of class c's free list; the popped block's link and type
  * words are logged because the caller fills the block with plain stores. */
 static int pop_free(shmdict_t *h, int c, uint64_t *unit_out)
 {
     header_t *H = h->hdr;
     uint64_t u = H->free_head[c], cu = class_units(c);
-    if (u < FIRST_UNIT || u + cu > H->bump || H->bump > h->units)
+    if (u < FIRST_UNIT || c < MIN_BLOCK - 1 || u + cu > H->bump || H->bump > h->units)
         return SHMDICT_ECORRUPT;
     rec_t *r = unit_ptr(h, u);
     if (r->type != T_FREE || (r->cls & 0x7f) != c)
@@ -173,8 +212,10 @@ static int pop_free(shmdict_t *h, int c, uint64_t *unit_out)
     return SHMDICT_OK;
 }
 
-/* Allocate a block of at least `units`. Writes nothing unless it succeeds. */
-int alloc_units(shmdict_t *h, uint64_t units, uint64_t *unit_out, int *cls_out)
+/* Allocate a block of at least `units`: the exact class's free list, the bump
+ * pointer, then (with borrow) the smallest larger class that has a free block.
+ * Writes nothing unless it succeeds. */
+int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out)
 {
     header_t *H = h->hdr;
     int c = class_of(units);
@@ -192,10 +233,18 @@ int alloc_units(shmdict_t *h, uint64_t units, uint64_t *unit_out, int *cls_out)
         *unit_out = bump;
         return SHMDICT_OK;
     }
-    for (int c2 = c + 1; c2 < NCLASS; c2++) {
+    for (int c2 = c + 1; borrow && c2 < NCLASS; c2++) {
         if (H->free_head[c2]) {
-            *cls_out = c2;
-            return pop_free(h, c2, unit_out);
+            uint64_t u, have = class_units(c2);
+            int rc = pop_free(h, c2, &u);
+            if (rc)
+                return rc;
+            if (have - cu == 1) /* no 1-unit slivers: keep it (cu <= 63 here, an exact class) */
+                cu = class_units(++c);
+            push_free_run(h, u + cu, u + have); /* split: the rest goes back on the lists */
+            *cls_out = c;
+            *unit_out = u;
+            return SHMDICT_OK;
         }
     }
     return SHMDICT_EFULL;
@@ -213,6 +262,94 @@ void free_block(shmdict_t *h, uint64_t unit, rec_t *r)
     w64(h, (uint64_t *)&r->klen, w);
     w64(h, &r->expires, H->free_head[c]);
     w64(h, &H->free_head[c], unit);
+    H->frees_since_defrag++; /* a hint, unlogged */
+}
+
+/* ---- defragmentation ------------------------------------------------------------ */
+
+/* One idempotent pass over the arena: merge every run of adjacent free
+ * blocks, re-carve it into as few class-sized blocks as possible, rebuild all
+ * free lists, and give a free run at the end back to the bump pointer.
+ *
+ * Plain stores, under the redo protocol (defrag_pending). It can be re-run
+ * from any point it was interrupted at because every intermediate state is a
+ * valid tiling of the arena: a run's new headers are written from its last
+ * piece to its first, and each one written covers exactly the rest of the
+ * run, all of it free; the free lists are rebuilt from scratch. */
+int defrag_pass(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t bump = H->bump;
+    if (bump < FIRST_UNIT || bump > h->units)
+        return SHMDICT_ECORRUPT;
+    memset(H->free_head, 0, sizeof H->free_head);
+    uint64_t u = FIRST_UNIT;
+    while (u < bump) {
+        rec_t *r = unit_ptr(h, u);
+        int c = r->cls & 0x7f;
+        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
+            return SHMDICT_ECORRUPT;
+        if (r->type != T_FREE) {
+            u += class_units(c);
+            continue;
+        }
+        uint64_t start = u;
+        while (u < bump) {
+            rec_t *f = unit_ptr(h, u);
+            int fc = f->cls & 0x7f;
+            if (f->type != T_FREE)
+                break;
+            if (u + MIN_BLOCK > bump || fc < MIN_BLOCK - 1 || fc >= NCLASS || u + class_units(fc) > bump)
+                return SHMDICT_ECORRUPT;
+            u += class_units(fc);
+        }
+        if (u == bump) {
+            H->bump = start; /* the tail is free: back to the bump pointer */
+            break;
+        }
+        /* Carve [start, u) greedily into classes; headers last piece first. */
+        uint64_t piece[64], n = 0;
+        for (uint64_t at = start; at < u && n < 64;) {
+            piece[n++] = at;
+            at += carve_len(u - at);
+        }
+        for (uint64_t k = n; k-- > 0;) {
+            rec_t *p = unit_ptr(h, piece[k]);
+            uint64_t end = k + 1 < n ? piece[k + 1] : u;
+            rec_t hd = {0};
+            hd.type = T_FREE;
+            hd.cls = (uint8_t)class_of(end - piece[k]);
+            memcpy(p, &hd, 16);
+        }
+        for (uint64_t k = 0; k < n; k++) {
+            rec_t *p = unit_ptr(h, piece[k]);
+            int pc = p->cls & 0x7f;
+            p->expires = H->free_head[pc];
+            H->free_head[pc] = piece[k];
+        }
+        FAULT(DEFRAG_MERGED);
+    }
+    H->frees_since_defrag = 0;
+    return SHMDICT_OK;
+}
+
+/* Run a defrag pass if anything was freed since the last one. */
+int defrag(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    if (H->frees_since_defrag == 0)
+        return SHMDICT_OK;
+    w64(h, &H->defrag_pending, 1);
+    commit(h);
+    FAULT(DEFRAG_MARKED);
+    int rc = defrag_pass(h);
+    if (rc) {
+        H->corrupt = 1;
+        return rc;
+    }
+    atomic_signal_fence(memory_order_seq_cst);
+    H->defrag_pending = 0;
+    return SHMDICT_OK;
 }
 
 /* ---- delete with backward shift ---------------------------------------------- */
@@ -327,6 +464,8 @@ void table_reset(shmdict_t *h)
     H->bump = FIRST_UNIT;
     H->exp_hint = 0;
     H->expire_hand = H->clock_hand = 0;
+    H->frees_since_defrag = 0;
+    H->defrag_pending = 0;
 }
 
 /* ---- integrity check -------------------------------------------------------- */
@@ -352,7 +491,7 @@ int table_check(shmdict_t *h, char *msg, size_t msgcap)
     uint8_t *start = NULL;
     if (msgcap)
         msg[0] = 0;
-    if (H->ulog_n != 0 || H->flush_pending)
+    if (H->ulog_n != 0 || H->flush_pending || H->defrag_pending)
         FAIL("undo log not empty (%llu entries)", (unsigned long long)H->ulog_n);
     if (H->corrupt)
         FAIL("table marked corrupt by a failed recovery");
@@ -365,10 +504,10 @@ int table_check(shmdict_t *h, char *msg, size_t msgcap)
     uint64_t live_blocks = 0, free_blocks = 0;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
         rec_t *r = unit_ptr(h, u);
-        if (u + REC_HDR / UNIT > bump)
+        if (u + MIN_BLOCK > bump)
             FAIL("block at unit %llu overruns the arena", (unsigned long long)u);
         int c = r->cls & 0x7f;
-        if (c >= NCLASS || u + class_units(c) > bump)
+        if (c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
             FAIL("block at unit %llu has bad class %d", (unsigned long long)u, c);
         start[u / 8] |= (uint8_t)(1u << (u % 8));
         if (r->type == T_FREE)

@@ -163,6 +163,7 @@ class SharedDict(MutableMapping[str, Value]):
             self._finalizer()
 
     def __enter__(self) -> SharedDict:
+        self._handle()
         return self
 
     def __exit__(self, *exc: object) -> None:
