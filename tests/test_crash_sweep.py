@@ -1,0 +1,362 @@
+"""The crash-point sweep: every named crash point, killed, recovered, checked.
+
+Each row of ``SWEEP`` is one (operation, step) point: a setup run in this
+process, a list of operations run by a forked child that has armed the crash
+point (it SIGKILLs itself the nth time it reaches that step, holding the
+lock), and nothing else. The child reports the start and the outcome of every
+operation through a pipe, so the parent knows which operation was cut short.
+Then, from another process: the next operation returns promptly, ``check()``
+passes, and the live contents equal the model either before or after the
+interrupted operation -- all or nothing (SPEC section 5).
+
+``test_every_point_is_swept`` fails as soon as a crash point exists that no
+row reaches: adding a step to FAULT_POINTS in csrc/layout.h means adding a
+row here (one line: label, point, scenario, nth).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from relutil import describe, exited_ok, fork, killed, promptly, shm_dir, snapshot, unique_name, wait
+
+import shmdict
+from shmdict import _lib
+
+__all__ = ["shm_dir"]
+
+POINTS = _lib.fault_points()
+LONG_TTL = 1000.0
+Op = tuple[Any, ...]
+State = dict[str, tuple[type, Any, bool]]
+
+
+# ---- operations and their model ------------------------------------------------------
+
+
+def run_op(d: shmdict.SharedDict, op: Op) -> None:
+    kind = op[0]
+    if kind == "set":
+        d.set(op[1], op[2], op[3] if len(op) > 3 else 0)
+    elif kind == "delete":
+        d.delete(op[1])
+    elif kind == "pop":
+        d.pop(op[1], None)
+    elif kind == "incr":
+        d.incr(op[1], op[2], op[3], init=op[4])
+    elif kind == "expire":
+        d.expire(op[1], op[2])
+    elif kind == "flush":
+        d.flush_all()
+    elif kind == "get":
+        d.get(op[1])
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+def model_apply(state: State, op: Op) -> State:
+    """The live contents after op succeeded on state."""
+    m = dict(state)
+    kind = op[0]
+    if kind == "set":
+        v = op[2]
+        m[op[1]] = (type(v), v, len(op) > 3 and op[3] > 0)
+    elif kind in ("delete", "pop"):
+        m.pop(op[1], None)
+    elif kind == "incr":
+        _, k, delta, exptime, init = op
+        if k in m:
+            _, old, has_ttl = m[k]
+        else:
+            old, has_ttl = init, False
+        v = old + delta
+        m[k] = (type(v), v, has_ttl if exptime is None else exptime > 0)
+    elif kind == "expire":
+        if op[1] in m:
+            t, v, _ = m[op[1]]
+            m[op[1]] = (t, v, op[2] > 0)
+    elif kind == "flush":
+        m.clear()
+    return m
+
+
+# ---- setups ------------------------------------------------------------------------
+
+
+def fill(d: shmdict.SharedDict, prefix: str, vlen: int, limit: int = 100_000) -> list[str]:
+    """Insert prefix-numbered str values of vlen bytes until the dict is Full."""
+    keys = []
+    for n in range(limit):
+        k = f"{prefix}{n:05d}"
+        try:
+            d[k] = chr(97 + n % 26) * vlen
+        except shmdict.Full:
+            return keys
+        keys.append(k)
+    raise AssertionError("never became full")  # pragma: no cover
+
+
+def basic(d: shmdict.SharedDict) -> list[Op]:
+    """A handful of keys of every type; returns nothing to run (see ops)."""
+    d["s"] = "x" * 40
+    d["b"] = b"\x00\xff" * 10
+    d["i"] = 41
+    d["f"] = 1.5
+    d["t"] = True
+    d.set("ttl", "expiring later", LONG_TTL)
+    return []
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A setup (in the parent) and the operations the armed child runs."""
+
+    size: int
+    setup: Callable[[shmdict.SharedDict], Any]
+    ops: Callable[[Any], list[Op]]
+    pre_kill: str | None = None  # crash point a first child dies at (recover.*)
+
+
+def _basic(ops: list[Op], size: int = 1 << 20) -> Scenario:
+    return Scenario(size, basic, lambda _: ops)
+
+
+def _many_keys(d: shmdict.SharedDict) -> list[str]:
+    keys = [f"k{n:04d}" for n in range(450)]  # 66% of a 32 KiB dict's index: long probe runs
+    for n, k in enumerate(keys):
+        d[k] = n
+    return keys
+
+
+def _expiring(d: shmdict.SharedDict) -> None:
+    for n in range(300):
+        d.set(f"e{n:04d}", n, 0.02)
+    d["stays"] = "here"
+    time.sleep(0.05)  # real time: the child's clock must see them expired
+
+
+def _fragmented(d: shmdict.SharedDict) -> None:
+    """Full of 64-byte values; every second pair deleted: free runs of two
+    adjacent blocks that only a defrag pass turns into a larger block."""
+    keys = fill(d, "f", 64)
+    for n, k in enumerate(keys[:-4]):
+        if n % 4 in (1, 2):
+            del d[k]
+
+
+def _borrowable(d: shmdict.SharedDict) -> None:
+    """Full, first of large records then of small ones; one large record
+    deleted: the only free block is of a larger class, so a small insert must
+    borrow it and split it."""
+    big = fill(d, "L", 1000)
+    fill(d, "s", 40)
+    del d[big[len(big) // 2]]
+
+
+SMALL = shmdict._lib.lib.SHMDICT_MIN_SIZE  # 32 KiB: a small index makes probe clusters
+
+SCENARIOS: dict[str, Scenario] = {
+    "insert": _basic([("set", "new", "value")]),
+    "insert-ttl": _basic([("set", "new", 7, LONG_TTL)]),
+    "overwrite-larger": _basic([("set", "s", "y" * 400)]),
+    "overwrite-smaller": _basic([("set", "s", "z")]),
+    "overwrite-number": _basic([("set", "i", 2.5, LONG_TTL)]),
+    "overwrite-same-size": _basic([("set", "s", "q" * 40, LONG_TTL)]),
+    "overwrite-type": _basic([("set", "s", b"w" * 40)]),
+    "delete": _basic([("delete", "s")]),
+    "delete-ttl": _basic([("delete", "ttl")]),
+    "pop": _basic([("pop", "b")]),
+    "delete-shift": Scenario(SMALL, _many_keys, lambda keys: [("delete", k) for k in keys]),
+    "incr": _basic([("incr", "i", 1, None, None)]),
+    "incr-ttl": _basic([("incr", "i", 5, LONG_TTL, None)]),
+    "incr-float": _basic([("incr", "f", 2, 0, None)]),
+    "incr-init": _basic([("incr", "n", 3, None, 10)]),
+    "expire": _basic([("expire", "s", LONG_TTL)]),
+    "expire-clear": _basic([("expire", "ttl", 0)]),
+    "reclaim": Scenario(
+        SMALL, _expiring, lambda _: [("set", f"n{n:03d}", n) for n in range(400)]
+    ),
+    "defrag": Scenario(1 << 16, _fragmented, lambda _: [("set", "big", "B" * 150)]),
+    "borrow": Scenario(1 << 16, _borrowable, lambda _: [("set", "small", "t" * 30)]),
+    "flush": _basic([("flush",)]),
+    "recover": Scenario(1 << 20, basic, lambda _: [("set", "s", "r" * 300), ("set", "new", 1)],
+                        pre_kill="overwrite.counted"),
+}
+
+# (label, crash point, scenario, nth time the point is reached)
+SWEEP: list[tuple[str, str, str, int]] = [
+    ("insert", "insert.allocated", "insert", 1),
+    ("insert", "insert.filled", "insert", 1),
+    ("insert", "insert.published", "insert", 1),
+    ("insert", "insert.counted", "insert", 1),
+    ("insert-ttl", "insert.counted", "insert-ttl", 1),
+    ("overwrite-larger", "overwrite.allocated", "overwrite-larger", 1),
+    ("overwrite-larger", "overwrite.filled", "overwrite-larger", 1),
+    ("overwrite-larger", "overwrite.published", "overwrite-larger", 1),
+    ("overwrite-larger", "overwrite.freed", "overwrite-larger", 1),
+    ("overwrite-larger", "overwrite.counted", "overwrite-larger", 1),
+    ("overwrite-smaller", "overwrite.published", "overwrite-smaller", 1),
+    ("overwrite-smaller", "overwrite.freed", "overwrite-smaller", 1),
+    ("overwrite-type", "overwrite.backed", "overwrite-type", 1),
+    ("overwrite-type", "overwrite.rewritten", "overwrite-type", 1),
+    ("overwrite-same-size", "overwrite.backed", "overwrite-same-size", 1),
+    ("overwrite-same-size", "overwrite.rewritten", "overwrite-same-size", 1),
+    ("overwrite-number", "overwrite.inplace", "overwrite-number", 1),
+    ("overwrite-number", "overwrite.counted", "overwrite-number", 1),
+    ("delete", "delete.tombed", "delete", 1),
+    ("delete", "delete.freed", "delete", 1),
+    ("delete", "delete.counted", "delete", 1),
+    ("delete-ttl", "delete.counted", "delete-ttl", 1),
+    ("pop", "delete.freed", "pop", 1),
+    ("delete-shift", "delete.shifted", "delete-shift", 1),
+    ("delete-shift", "delete.shifted", "delete-shift", 2),
+    ("delete-shift", "delete.shifted", "delete-shift", 7),
+    ("incr", "incr.stored", "incr", 1),
+    ("incr", "incr.ttl", "incr", 1),
+    ("incr-ttl", "incr.stored", "incr-ttl", 1),
+    ("incr-ttl", "incr.ttl", "incr-ttl", 1),
+    ("incr-float", "incr.ttl", "incr-float", 1),
+    ("incr-init", "insert.published", "incr-init", 1),
+    ("incr-init", "insert.counted", "incr-init", 1),
+    ("expire", "expire.stored", "expire", 1),
+    ("expire-clear", "expire.stored", "expire-clear", 1),
+    ("reclaim", "reclaim.deleted", "reclaim", 1),
+    ("reclaim", "reclaim.deleted", "reclaim", 3),
+    ("defrag", "defrag.marked", "defrag", 1),
+    ("defrag", "defrag.merged", "defrag", 1),
+    ("defrag", "defrag.merged", "defrag", 5),
+    ("defrag", "insert.allocated", "defrag", 1),
+    ("defrag", "insert.counted", "defrag", 1),
+    ("borrow", "defrag.merged", "borrow", 1),
+    ("borrow", "insert.allocated", "borrow", 1),
+    ("borrow", "insert.filled", "borrow", 1),
+    ("borrow", "insert.counted", "borrow", 1),
+    ("flush", "flush.marked", "flush", 1),
+    ("flush", "flush.cleared", "flush", 1),
+    ("recover", "recover.restored", "recover", 1),
+]
+
+
+# ---- the sweep ----------------------------------------------------------------------
+
+
+def _child(name: str, point: str, nth: int, ops: list[Op], wfd: int) -> int:
+    _lib.fault_arm(point, nth)  # before attaching: attaching may already run a recovery
+    d = shmdict.get(name)
+    for k, op in enumerate(ops):
+        os.write(wfd, f"S{k}\n".encode())
+        try:
+            run_op(d, op)
+            outcome = "ok"
+        except shmdict.Full:
+            outcome = "full"
+        os.write(wfd, f"D{k} {outcome}\n".encode())
+    return 0
+
+
+def _run_armed(name: str, point: str, nth: int, ops: list[Op]) -> tuple[int, dict[int, str], int | None]:
+    """Run ops in a child armed at point. Returns (wait status, {op: outcome},
+    index of the operation that was running when the child died)."""
+    r, w = os.pipe()
+    pid = fork(_child, name, point, nth, ops, w)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    status = wait(pid)
+    done: dict[int, str] = {}
+    started = None
+    for line in b"".join(chunks).decode().splitlines():
+        if line.startswith("S"):
+            started = int(line[1:])
+        else:
+            k, outcome = line[1:].split()
+            done[int(k)] = outcome
+    interrupted = started if started is not None and started not in done else None
+    return status, done, interrupted
+
+
+def _state_after(start: State, ops: list[Op], done: dict[int, str], upto: int) -> State:
+    m = start
+    for k in range(upto):
+        if done.get(k) == "ok":
+            m = model_apply(m, ops[k])
+    return m
+
+
+@pytest.mark.parametrize(("label", "point", "scenario", "nth"), SWEEP, ids=[f"{r[0]}:{r[1]}#{r[3]}" for r in SWEEP])
+def test_crash_point(label: str, point: str, scenario: str, nth: int) -> None:
+    """The op killed at this step leaves a dict that recovers promptly, passes check() and is all-or-nothing."""
+    sc = SCENARIOS[scenario]
+    name = unique_name()
+    with shmdict.new(name, sc.size) as d:
+        ops = sc.ops(sc.setup(d))
+        start = snapshot(d)
+        if sc.pre_kill:
+            # A first child dies mid-operation, leaving a non-empty undo log...
+            status, done, k = _run_armed(name, sc.pre_kill, 1, ops)
+            assert killed(status) and k is not None, f"pre-kill at {sc.pre_kill}: {describe(status)}"
+            # ... and a second one dies inside the recovery of it.
+            status2, _, k2 = _run_armed(name, point, nth, [("get", "s")])
+            # (attaching takes the lock for info(), so it dies there, before op 0)
+            assert killed(status2) and k2 is None, f"{point} was never reached: child {describe(status2)}"
+        else:
+            status, done, k = _run_armed(name, point, nth, ops)
+            assert killed(status), f"{point} (#{nth}) was never reached: child {describe(status)}"
+            assert k is not None
+        before = _state_after(start, ops, done, k)
+        after = model_apply(before, ops[k])
+
+        d2 = shmdict.get(name)  # "a fresh process": a new mapping, and the check runs in a child too
+        promptly(lambda: len(d2))
+        promptly(d2.check)
+        now = snapshot(d2)
+        assert now in (before, after), f"{label} killed at {point}: neither all nor nothing"
+        # The dict stays fully usable.
+        d2["after-crash"] = "fine"
+        assert d2["after-crash"] == "fine"
+        d2.check()
+        assert d2._info()["recoveries"] >= 1
+        d2.close()
+
+
+def test_every_point_is_swept() -> None:
+    """Every crash point in the C core has at least one sweep row (new points must add one)."""
+    covered = {point for _, point, _, _ in SWEEP}
+    assert covered == set(POINTS), f"not swept: {sorted(set(POINTS) - covered)}; unknown: {sorted(covered - set(POINTS))}"
+    pairs = {(label, point) for label, point, _, _ in SWEEP}
+    assert len(pairs) >= len(POINTS)
+
+
+def test_borrow_scenario_needs_the_split() -> None:
+    """The borrow setup leaves no room for a small record except inside the one free larger block."""
+    with shmdict.new(unique_name(), 1 << 16) as d:
+        big = fill(d, "L", 1000)
+        fill(d, "s", 40)
+        with pytest.raises(shmdict.Full):
+            d["small"] = "t" * 30
+        del d[big[len(big) // 2]]
+        d["small"] = "t" * 30  # only a split of the freed large block can hold it
+        d["small2"] = "t" * 30  # and the split left more pieces behind
+        d.check()
+
+
+def test_defrag_scenario_needs_the_merge() -> None:
+    """The defrag setup has free space only in runs of two blocks, each too small for the large item."""
+    with shmdict.new(unique_name(), 1 << 16) as d:
+        _fragmented(d)
+        free = d._info()["free_bytes"]
+        assert free > 150 * 4
+        before = d._info()["recoveries"]
+        d["big"] = "B" * 150
+        d.check()
+        assert d._info()["recoveries"] == before
