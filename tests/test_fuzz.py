@@ -238,3 +238,20 @@ def test_corpus_regressions(shm_dir: str, case: Path) -> None:
     """Every hostile file the fuzzer ever found is handled."""
     status = _run(shm_dir, case.read_bytes())
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"{case.name}: {describe(status)}"
+
+
+def test_refused_full_log_is_discarded_by_flush(shm_dir: str) -> None:
+    """A full undo log that recovery refuses marks the dict corrupt; flush_all then resets it instead of aborting."""
+    with shmdict.new("log", SIZE) as d:
+        d["k"] = "v"
+        with open(os.path.join(shm_dir, "shmdict.log"), "r+b") as f:
+            f.seek(ULOG[0])
+            f.write(struct.pack("<Q", 64))  # ULOG_MAX entries, all pointing at offset 0: not loggable
+        with pytest.raises(shmdict.CorruptError):
+            d["k"]
+        # Found by the fuzzer: flush_all used to abort() here (the log had no room left).
+        status = wait(fork(lambda: shmdict.get("log").flush_all()))
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+        d.check()
+        d["k"] = "back"
+        assert d["k"] == "back"
