@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from relutil import describe, exited_ok, fork, killed, promptly, shm_dir, snapshot, unique_name, wait
+from relutil import describe, fork, killed, promptly, report, shm_dir, snapshot, unique_name, wait
 
 import shmdict
 from shmdict import _lib
@@ -335,6 +335,7 @@ def test_every_point_is_swept() -> None:
     assert covered == set(POINTS), f"not swept: {sorted(set(POINTS) - covered)}; unknown: {sorted(covered - set(POINTS))}"
     pairs = {(label, point) for label, point, _, _ in SWEEP}
     assert len(pairs) >= len(POINTS)
+    report("crash_sweep", points=len(POINTS), pairs=len(pairs), rows=len(SWEEP))
 
 
 def test_borrow_scenario_needs_the_split() -> None:
