@@ -237,7 +237,13 @@ int lock_dict_any(shmdict_t *h) { return lock_impl(h, true); }
 
 void unlock_dict(shmdict_t *h)
 {
-    pthread_mutex_unlock(&h->hdr->lock.mu);
+    header_t *H = h->hdr;
+    /* An emptied dict gets its whole arena back in one piece: without this,
+     * free blocks scattered in size classes would serve the next fill worse
+     * than a fresh dict. Every operation has committed by now (log empty). */
+    if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
+        defrag(h);
+    pthread_mutex_unlock(&H->lock.mu);
 }
 
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
