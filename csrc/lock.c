@@ -191,6 +191,7 @@ int recover(shmdict_t *h)
         CBAR();
         H->defrag_pending = 0;
     }
+    wake_all(h); /* the dead writer may have bumped futex words without waking */
     /* O(1) sanity: the allocator and counters must be in range. */
     if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
         goto bad;
@@ -244,6 +245,7 @@ void unlock_dict(shmdict_t *h)
     if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
         defrag(h);
     pthread_mutex_unlock(&H->lock.mu);
+    wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
 }
 
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
