@@ -8,16 +8,19 @@
  * Futexes on a MAP_SHARED file are keyed by (inode, offset), so every process
  * -- at whatever address it mapped the file -- sleeps on the same word.
  *
- *   waiter:  s = word; lock; is the key's version still `since`? unlock;
- *            CAS word s -> s|WAITERS (retry from the top if it moved);
- *            FUTEX_WAIT(word, s|WAITERS, timeout)
- *   writer:  inside the lock: word = (word + 1) & ~WAITERS; if WAITERS was
- *            set, remember the bucket; after unlock: FUTEX_WAKE(word, all)
+ *   waiter:  s = word | WAITERS (set with a CAS);
+ *            lock; is the key's version still `since`? unlock;
+ *            FUTEX_WAIT(word, s, timeout)
+ *   writer:  inside the lock, after its change: if word has WAITERS, then
+ *            word = (word + 1) & ~WAITERS and remember the bucket;
+ *            after unlock: FUTEX_WAKE(word, all)
  *
- * No wake-up is lost: either the writer sees the WAITERS bit, or the
- * waiter's FUTEX_WAIT finds the word changed and returns at once. Writers pay
- * one atomic read-modify-write when nobody waits, and never block on a
- * reader. A waiter killed at any moment leaves at most a stale WAITERS bit,
+ * No wake-up is lost: the writer looks at the word under the lock, after its
+ * change. If the waiter had set WAITERS by then, the writer moves the word,
+ * so FUTEX_WAIT returns at once or is woken; if not, the waiter's locked
+ * check comes after the change and sees it. When nobody waits, writers pay
+ * one plain load per word -- no atomic read-modify-write, no system call --
+ * and they never block on a reader. A waiter killed at any moment leaves at most a stale WAITERS bit,
  * which costs one extra wake. A writer killed between its bump and its wake
  * leaves sleepers unwoken: recovery wakes every word (wake_all), and waiters
  * sleep at most WAIT_SLICE_NS at a time anyway. Wake-ups may be spurious
@@ -63,7 +66,9 @@ uint32_t next_ver(uint32_t v) { return v + 1 ? v + 1 : 1; }
 static void bump(header_t *H, int b)
 {
     uint32_t *w = &H->notify_seq[b];
-    uint32_t old = __atomic_load_n(w, __ATOMIC_RELAXED), nw;
+    uint32_t old = __atomic_load_n(w, __ATOMIC_ACQUIRE), nw;
+    if (!(old & WAITERS))
+        return; /* nobody sleeps on it: nothing to do */
     do
         nw = (old + 1) & ~WAITERS;
     while (!__atomic_compare_exchange_n(w, &old, nw, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
@@ -94,7 +99,7 @@ void wake_pending(shmdict_t *h)
 void wake_all(shmdict_t *h)
 {
     for (int b = 0; b <= NBUCKETS; b++)
-        bump(h->hdr, b);
+        __atomic_fetch_add(&h->hdr->notify_seq[b], 1, __ATOMIC_ACQ_REL); /* move every word */
     for (int b = 0; b <= NBUCKETS; b++) /* a dead writer's bump may have cleared the bit */
         wake_mask[b / 64] |= 1ull << (b % 64);
     wake_any = 1;
@@ -211,19 +216,21 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Sleep on word w (expected value s, without WAITERS) until it changes, the
- * deadline passes (0 = none) or at most a slice. Returns OK, ETIMEDOUT,
- * EINTR (a signal: let Python run its handlers, then call again), or
- * EAGAIN-like OK when the word moved before we slept. */
+/* Announce a waiter on word w: returns its value with WAITERS set. */
+static uint32_t arm(uint32_t *w)
+{
+    uint32_t s = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    while (!(s & WAITERS) &&
+           !__atomic_compare_exchange_n(w, &s, s | WAITERS, true, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
+    return s | WAITERS;
+}
+
+/* Sleep while word w still holds s, until the deadline (0 = none), `until`
+ * (0 = none) or one slice at most. OK (re-check), ETIMEDOUT, EINTR (a
+ * signal: let Python run its handlers, then call again) or ECLOSED. */
 static int sleep_on(shmdict_t *h, uint32_t *w, uint32_t s, uint64_t deadline, uint64_t until)
 {
-    if (!(s & WAITERS)) {
-        uint32_t expect = s;
-        if (!__atomic_compare_exchange_n(w, &expect, s | WAITERS, false, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_RELAXED))
-            return SHMDICT_OK; /* it moved: re-check */
-        s |= WAITERS;
-    }
     uint64_t now = mono_ns(), wait = WAIT_SLICE_NS;
     if (deadline) {
         if (now >= deadline)
@@ -265,7 +272,7 @@ int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, dou
     uint32_t *w = &h->hdr->notify_seq[(hash >> 32) % NBUCKETS];
     uint64_t deadline = to_deadline(timeout);
     for (;;) {
-        uint32_t s = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+        uint32_t s = arm(w); /* before the check: see the protocol above */
         /* Read the key's version and value in one locked call. */
         out->ver = 0;
         out->len = 0;
@@ -297,7 +304,7 @@ int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double
     if (!h->ev_cap)
         return SHMDICT_EINVAL;
     for (;;) {
-        uint32_t s = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+        uint32_t s = arm(w);
         int rc = lock_dict(h);
         if (rc)
             return rc;
