@@ -184,6 +184,7 @@ SCENARIOS: dict[str, Scenario] = {
     "defrag": Scenario(1 << 16, _fragmented, lambda _: [("set", "big", "B" * 150)]),
     "borrow": Scenario(1 << 16, _borrowable, lambda _: [("set", "small", "t" * 30)]),
     "flush": _basic([("flush",)]),
+    "event-wrap": Scenario(SMALL, lambda d: None, lambda _: [("set", f"w{n:03d}", n) for n in range(200)]),
     "recover": Scenario(1 << 20, basic, lambda _: [("set", "s", "r" * 300), ("set", "new", 1)],
                         pre_kill="overwrite.counted"),
 }
@@ -238,6 +239,13 @@ SWEEP: list[tuple[str, str, str, int]] = [
     ("borrow", "insert.counted", "borrow", 1),
     ("flush", "flush.marked", "flush", 1),
     ("flush", "flush.cleared", "flush", 1),
+    ("insert", "event.appended", "insert", 1),
+    ("overwrite-larger", "event.appended", "overwrite-larger", 1),
+    ("delete", "event.appended", "delete", 1),
+    ("incr", "event.appended", "incr", 1),
+    ("expire", "event.appended", "expire", 1),
+    ("flush", "event.appended", "flush", 1),
+    ("event-wrap", "event.appended", "event-wrap", 150),  # the ring has wrapped: old entries dropped
     ("recover", "recover.restored", "recover", 1),
 ]
 

@@ -69,9 +69,19 @@ def _template(directory: str) -> bytes:
 
 def _geometry(blob: bytes) -> dict[str, int]:
     index_off, index_cap, arena_off, arena_units = struct.unpack_from("<4Q", blob, 32)
+    events_off, events_cap = struct.unpack_from("<2Q", blob, 112)
     bump = struct.unpack_from("<Q", blob, 384 + 8 * 5)[0]
     return {"index_off": index_off, "index_cap": index_cap, "arena_off": arena_off,
-            "arena_units": arena_units, "bump": bump, "used_end": arena_off + bump * 8}
+            "arena_units": arena_units, "bump": bump,
+            "events_off": events_off, "events_cap": events_cap, "used_end": arena_off + bump * 8}
+
+
+def _watch(d: shmdict.SharedDict) -> None:
+    try:
+        list(d.watch(timeout=0))
+    except ValueError as e:
+        if "events=0" not in str(e):  # a file without an event ring (as corpus files made before it)
+            raise
 
 
 def _exercise(name: str) -> int:
@@ -95,6 +105,8 @@ def _exercise(name: str) -> int:
         lambda: d.expire("key007", 10),
         lambda: d.pop("key008", None),
         lambda: [d.set(f"fill{n}", "x" * 200) for n in range(80)],
+        lambda: d.version("key009"),
+        lambda: _watch(d),
         lambda: d.check(),
     ]
     for op in ops:
@@ -156,6 +168,7 @@ def mutations(draw: st.DrawFn, geo: dict[str, int], size: int) -> list[tuple[int
         (ULOG[1], ULOG[1] + 4096),                  # backup area
         (geo["index_off"], geo["index_off"] + geo["index_cap"] * 8),  # index slots
         (geo["arena_off"], min(geo["used_end"], size)),              # live and free records
+        (geo["events_off"], geo["events_off"] + max(geo["events_cap"], 8)),  # the event ring
         (0, size),                                  # anywhere
     ]
     out = []
@@ -255,3 +268,21 @@ def test_refused_full_log_is_discarded_by_flush(shm_dir: str) -> None:
         d.check()
         d["k"] = "back"
         assert d["k"] == "back"
+
+
+def test_event_ring_beyond_the_arena_start_is_refused(shm_dir: str) -> None:
+    """An events_off past arena_off is CorruptError at attach (it used to wrap a bounds check and segfault)."""
+    with shmdict.new("ev", SIZE) as d:
+        d["k"] = "v"
+        path = os.path.join(shm_dir, "shmdict.ev")
+        with open(path, "r+b") as f:
+            geo = _geometry(f.read())
+            assert geo["events_cap"] > 0
+            for bad in (geo["arena_off"] + 16, 1 << 32, 2**64 - 16):
+                f.seek(112)
+                f.write(struct.pack("<Q", bad))
+                f.flush()
+                status = wait(fork(_exercise, "ev"))
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+                with pytest.raises(shmdict.CorruptError):
+                    shmdict.get("ev")
