@@ -116,8 +116,12 @@ def _exercise(name: str) -> int:
             pass
     d.flush_all()
     d.check()  # flush_all re-initialises the table: whole again
-    d["after"] = "flush"
-    assert d["after"] == "flush"
+    try:
+        d["after"] = "flush"
+    except shmdict.Full:
+        pass  # a geometry that is consistent but tiny (index_cap = 1, a 6-unit arena) holds nothing
+    else:
+        assert d["after"] == "flush"
     d.check()
     return 0
 
