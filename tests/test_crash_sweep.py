@@ -11,7 +11,8 @@ interrupted operation -- all or nothing (SPEC section 5).
 
 ``test_every_point_is_swept`` fails as soon as a crash point exists that no
 row reaches: adding a step to FAULT_POINTS in csrc/layout.h means adding a
-row here (one line: label, point, scenario, nth).
+row to SWEEP (one line: scenario, point, nth), and a SCENARIOS entry if no
+existing setup reaches it.
 """
 
 from __future__ import annotations
@@ -101,15 +102,14 @@ def fill(d: shmdict.SharedDict, prefix: str, vlen: int, limit: int = 100_000) ->
     raise AssertionError("never became full")  # pragma: no cover
 
 
-def basic(d: shmdict.SharedDict) -> list[Op]:
-    """A handful of keys of every type; returns nothing to run (see ops)."""
+def basic(d: shmdict.SharedDict) -> None:
+    """A handful of keys of every type, one with a TTL."""
     d["s"] = "x" * 40
     d["b"] = b"\x00\xff" * 10
     d["i"] = 41
     d["f"] = 1.5
     d["t"] = True
     d.set("ttl", "expiring later", LONG_TTL)
-    return []
 
 
 @dataclass(frozen=True)
@@ -189,64 +189,64 @@ SCENARIOS: dict[str, Scenario] = {
                         pre_kill="overwrite.counted"),
 }
 
-# (label, crash point, scenario, nth time the point is reached)
-SWEEP: list[tuple[str, str, str, int]] = [
-    ("insert", "insert.allocated", "insert", 1),
-    ("insert", "insert.filled", "insert", 1),
-    ("insert", "insert.published", "insert", 1),
-    ("insert", "insert.counted", "insert", 1),
-    ("insert-ttl", "insert.counted", "insert-ttl", 1),
-    ("overwrite-larger", "overwrite.allocated", "overwrite-larger", 1),
-    ("overwrite-larger", "overwrite.filled", "overwrite-larger", 1),
-    ("overwrite-larger", "overwrite.published", "overwrite-larger", 1),
-    ("overwrite-larger", "overwrite.freed", "overwrite-larger", 1),
-    ("overwrite-larger", "overwrite.counted", "overwrite-larger", 1),
-    ("overwrite-smaller", "overwrite.published", "overwrite-smaller", 1),
-    ("overwrite-smaller", "overwrite.freed", "overwrite-smaller", 1),
-    ("overwrite-type", "overwrite.backed", "overwrite-type", 1),
-    ("overwrite-type", "overwrite.rewritten", "overwrite-type", 1),
-    ("overwrite-same-size", "overwrite.backed", "overwrite-same-size", 1),
-    ("overwrite-same-size", "overwrite.rewritten", "overwrite-same-size", 1),
-    ("overwrite-number", "overwrite.inplace", "overwrite-number", 1),
-    ("overwrite-number", "overwrite.counted", "overwrite-number", 1),
-    ("delete", "delete.tombed", "delete", 1),
-    ("delete", "delete.freed", "delete", 1),
-    ("delete", "delete.counted", "delete", 1),
-    ("delete-ttl", "delete.counted", "delete-ttl", 1),
-    ("pop", "delete.freed", "pop", 1),
-    ("delete-shift", "delete.shifted", "delete-shift", 1),
-    ("delete-shift", "delete.shifted", "delete-shift", 2),
-    ("delete-shift", "delete.shifted", "delete-shift", 7),
-    ("incr", "incr.stored", "incr", 1),
-    ("incr", "incr.ttl", "incr", 1),
-    ("incr-ttl", "incr.stored", "incr-ttl", 1),
-    ("incr-ttl", "incr.ttl", "incr-ttl", 1),
-    ("incr-float", "incr.ttl", "incr-float", 1),
-    ("incr-init", "insert.published", "incr-init", 1),
-    ("incr-init", "insert.counted", "incr-init", 1),
-    ("expire", "expire.stored", "expire", 1),
-    ("expire-clear", "expire.stored", "expire-clear", 1),
-    ("reclaim", "reclaim.deleted", "reclaim", 1),
-    ("reclaim", "reclaim.deleted", "reclaim", 3),
-    ("defrag", "defrag.marked", "defrag", 1),
-    ("defrag", "defrag.merged", "defrag", 1),
-    ("defrag", "defrag.merged", "defrag", 5),
-    ("defrag", "insert.allocated", "defrag", 1),
-    ("defrag", "insert.counted", "defrag", 1),
-    ("borrow", "defrag.merged", "borrow", 1),
-    ("borrow", "insert.allocated", "borrow", 1),
-    ("borrow", "insert.filled", "borrow", 1),
-    ("borrow", "insert.counted", "borrow", 1),
-    ("flush", "flush.marked", "flush", 1),
-    ("flush", "flush.cleared", "flush", 1),
-    ("insert", "event.appended", "insert", 1),
-    ("overwrite-larger", "event.appended", "overwrite-larger", 1),
-    ("delete", "event.appended", "delete", 1),
-    ("incr", "event.appended", "incr", 1),
-    ("expire", "event.appended", "expire", 1),
-    ("flush", "event.appended", "flush", 1),
-    ("event-wrap", "event.appended", "event-wrap", 150),  # the ring has wrapped: old entries dropped
-    ("recover", "recover.restored", "recover", 1),
+# (scenario, crash point, nth time the point is reached): one row per (operation, step)
+SWEEP: list[tuple[str, str, int]] = [
+    ("insert", "insert.allocated", 1),
+    ("insert", "insert.filled", 1),
+    ("insert", "insert.published", 1),
+    ("insert", "insert.counted", 1),
+    ("insert-ttl", "insert.counted", 1),
+    ("overwrite-larger", "overwrite.allocated", 1),
+    ("overwrite-larger", "overwrite.filled", 1),
+    ("overwrite-larger", "overwrite.published", 1),
+    ("overwrite-larger", "overwrite.freed", 1),
+    ("overwrite-larger", "overwrite.counted", 1),
+    ("overwrite-smaller", "overwrite.published", 1),
+    ("overwrite-smaller", "overwrite.freed", 1),
+    ("overwrite-type", "overwrite.backed", 1),
+    ("overwrite-type", "overwrite.rewritten", 1),
+    ("overwrite-same-size", "overwrite.backed", 1),
+    ("overwrite-same-size", "overwrite.rewritten", 1),
+    ("overwrite-number", "overwrite.inplace", 1),
+    ("overwrite-number", "overwrite.counted", 1),
+    ("delete", "delete.tombed", 1),
+    ("delete", "delete.freed", 1),
+    ("delete", "delete.counted", 1),
+    ("delete-ttl", "delete.counted", 1),
+    ("pop", "delete.freed", 1),
+    ("delete-shift", "delete.shifted", 1),
+    ("delete-shift", "delete.shifted", 2),
+    ("delete-shift", "delete.shifted", 7),
+    ("incr", "incr.stored", 1),
+    ("incr", "incr.ttl", 1),
+    ("incr-ttl", "incr.stored", 1),
+    ("incr-ttl", "incr.ttl", 1),
+    ("incr-float", "incr.ttl", 1),
+    ("incr-init", "insert.published", 1),
+    ("incr-init", "insert.counted", 1),
+    ("expire", "expire.stored", 1),
+    ("expire-clear", "expire.stored", 1),
+    ("reclaim", "reclaim.deleted", 1),
+    ("reclaim", "reclaim.deleted", 3),
+    ("defrag", "defrag.marked", 1),
+    ("defrag", "defrag.merged", 1),
+    ("defrag", "defrag.merged", 5),
+    ("defrag", "insert.allocated", 1),
+    ("defrag", "insert.counted", 1),
+    ("borrow", "defrag.merged", 1),
+    ("borrow", "insert.allocated", 1),
+    ("borrow", "insert.filled", 1),
+    ("borrow", "insert.counted", 1),
+    ("flush", "flush.marked", 1),
+    ("flush", "flush.cleared", 1),
+    ("insert", "event.appended", 1),
+    ("overwrite-larger", "event.appended", 1),
+    ("delete", "event.appended", 1),
+    ("incr", "event.appended", 1),
+    ("expire", "event.appended", 1),
+    ("flush", "event.appended", 1),
+    ("event-wrap", "event.appended", 150),  # the ring has wrapped: old entries dropped
+    ("recover", "recover.restored", 1),
 ]
 
 
@@ -301,8 +301,8 @@ def _state_after(start: State, ops: list[Op], done: dict[int, str], upto: int) -
     return m
 
 
-@pytest.mark.parametrize(("label", "point", "scenario", "nth"), SWEEP, ids=[f"{r[0]}:{r[1]}#{r[3]}" for r in SWEEP])
-def test_crash_point(label: str, point: str, scenario: str, nth: int) -> None:
+@pytest.mark.parametrize(("scenario", "point", "nth"), SWEEP, ids=[f"{r[0]}:{r[1]}#{r[2]}" for r in SWEEP])
+def test_crash_point(scenario: str, point: str, nth: int) -> None:
     """The op killed at this step leaves a dict that recovers promptly, passes check() and is all-or-nothing."""
     sc = SCENARIOS[scenario]
     name = unique_name()
@@ -328,7 +328,7 @@ def test_crash_point(label: str, point: str, scenario: str, nth: int) -> None:
         promptly(lambda: len(d2))
         promptly(d2.check)
         now = snapshot(d2)
-        assert now in (before, after), f"{label} killed at {point}: neither all nor nothing"
+        assert now in (before, after), f"{scenario} killed at {point}: neither all nor nothing"
         # The dict stays fully usable.
         d2["after-crash"] = "fine"
         assert d2["after-crash"] == "fine"
@@ -339,9 +339,9 @@ def test_crash_point(label: str, point: str, scenario: str, nth: int) -> None:
 
 def test_every_point_is_swept() -> None:
     """Every crash point in the C core has at least one sweep row (new points must add one)."""
-    covered = {point for _, point, _, _ in SWEEP}
+    covered = {point for _, point, _ in SWEEP}
     assert covered == set(POINTS), f"not swept: {sorted(set(POINTS) - covered)}; unknown: {sorted(covered - set(POINTS))}"
-    pairs = {(label, point) for label, point, _, _ in SWEEP}
+    pairs = {(scenario, point) for scenario, point, _ in SWEEP}
     assert len(pairs) >= len(POINTS)
     report("crash_sweep", points=len(POINTS), pairs=len(pairs), rows=len(SWEEP))
 
