@@ -35,19 +35,19 @@ def worker(name: str, until: float, wfd: int) -> int:
             try:
                 if r < 0.40:
                     d.get(k)
-                elif r < 0.65:
-                    d.set(k, rng.choice(["v" * rng.randrange(1, 400), rng.randbytes(rng.randrange(64)),
-                                         rng.random(), rng.randrange(-99, 99), True]),
-                          rng.choice([0, 0, 0.05, 10]))
                 elif r < 0.75:
+                    d.set(k, rng.choice(["v" * rng.randrange(1, 800), rng.randbytes(rng.randrange(64)),
+                                         rng.random(), rng.randrange(-99, 99), True]),
+                          rng.choice([0, 0, 0, 0.05, 10]))
+                elif r < 0.80:
                     d.incr(f"n{rng.randrange(50)}", 1, init=0)
-                elif r < 0.85:
+                elif r < 0.84:
                     d.delete(k)
-                elif r < 0.90:
+                elif r < 0.88:
                     d.expire(k, rng.choice([0, 0.02, 5]))
-                elif r < 0.95:
+                elif r < 0.93:
                     d.ttl(k)
-                elif r < 0.99:
+                elif r < 0.95:
                     d.pop(k, None)
                 else:
                     len(d)
