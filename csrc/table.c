@@ -174,6 +174,10 @@ static uint64_t carve_len(uint64_t len)
     return class_units(c);
 }
 
+/* For free_space (ops.c): the same two rules, exported. */
+uint64_t carve_units(uint64_t len) { return carve_len(len); }
+int class_floor_units(uint64_t units) { return class_floor(units); }
+
 /* Turn [at, end) -- inside a block already logged or unpublished -- into free
  * blocks of class sizes and push them on their lists. The headers are plain
  * stores; the list heads are logged. */
@@ -434,6 +438,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
                 delete_at(h, i, r);
                 FAULT(RECLAIM_DELETED);
                 commit(h);
+                H->st_expired++;
                 removed++;
                 continue; /* another entry may have shifted into slot i */
             }
