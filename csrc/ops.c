@@ -673,9 +673,10 @@ static int64_t live_count(shmdict_t *h, bool reclaim)
  * from clock_hand: a referenced record loses its bit and is passed over, the
  * first unreferenced one is evicted (deleted in its own transaction,
  * counted). Each call evicts one victim; put() retries the allocation after
- * each, and once the victims freed as many units as the item needs a defrag
- * pass merges them. The key being stored (slot `keep`) is never a victim.
- * Bounded: two full turns of the hand, then EFULL (nothing evictable). */
+ * each, and once the victims freed as many units as the item needs (or no
+ * victim is left) a defrag pass merges them. The key being stored (slot
+ * `keep`) is never a victim. Bounded: two full turns of the hand, then EFULL
+ * (nothing evictable). */
 static int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
 {
     header_t *H = h->hdr;
@@ -706,6 +707,10 @@ static int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evic
         return SHMDICT_OK;
     }
     H->clock_hand = i;
+    if (*evicted) { /* nothing left to evict: merge what the last victims freed, then retry */
+        *evicted = 0;
+        return defrag(h) != SHMDICT_OK ? SHMDICT_ECORRUPT : SHMDICT_OK;
+    }
     return SHMDICT_EFULL;
 }
 
