@@ -649,12 +649,20 @@ class SharedDict(MutableMapping[str, Value]):
         .. versionadded:: 0.1
         """
         h = self._handle()
-        ks = list(keys)
-        enc = [encode_key(k) for k in ks]
-        packed = b"".join([_u32.pack(len(k)) + k for k in enc])
+        ks = keys if type(keys) is list or type(keys) is tuple else list(keys)
+        parts: list[bytes] = []
+        ap, pack, limit = parts.append, _u32.pack, lib.SHMDICT_MAX_KEY
+        for key in ks:  # inlined: this loop is the per-key cost get_many exists to cut
+            b = key.encode() if type(key) is str else encode_key(key)
+            n = len(b)
+            if not n or n > limit:
+                encode_key(key)  # raises the right error
+            ap(pack(n))
+            ap(b)
+        packed = b"".join(parts)
         s = scratch
         while True:
-            rc = lib.shmdict_get_many(h, packed, len(packed), len(enc), s.buf, s.cap, s.out)
+            rc = lib.shmdict_get_many(h, packed, len(packed), len(ks), s.buf, s.cap, s.out)
             if rc == _ERANGE:
                 s.grow(s.out.len)
                 continue
@@ -664,10 +672,25 @@ class SharedDict(MutableMapping[str, Value]):
         data = ffi.buffer(s.buf, s.out.len)[:]
         result: dict[str, Value] = {}
         pos = 0
+        q, f, u = _i64.unpack_from, _f64.unpack_from, _u32.unpack_from
         for key in ks:
-            v, pos = _unpack_value(data, pos)
-            if v is not _MISSING:
-                result[key] = v
+            t = data[pos]
+            if t == 0:
+                pos += 1
+            elif t == _INT:
+                result[key] = q(data, pos + 1)[0]
+                pos += 9
+            elif t == _STR or t == _BYTES:
+                (n,) = u(data, pos + 1)
+                v = data[pos + 5 : pos + 5 + n]
+                result[key] = v.decode() if t == _STR else v
+                pos += 5 + n
+            elif t == _FLOAT:
+                result[key] = f(data, pos + 1)[0]
+                pos += 9
+            else:
+                result[key] = q(data, pos + 1)[0] != 0
+                pos += 9
         return result
 
     def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
@@ -684,10 +707,36 @@ class SharedDict(MutableMapping[str, Value]):
         """
         h = self._handle()
         items = mapping.items() if isinstance(mapping, Mapping) else mapping
-        parts = []
+        parts: list[bytes] = []
+        ap, pack, limit = parts.append, _u32.pack, lib.SHMDICT_MAX_KEY
         n = 0
-        for key, value in items:
-            parts.append(_pack_item(encode_key(key), value))
+        for key, value in items:  # inlined fast paths: this loop is set_many's per-item cost
+            b = key.encode() if type(key) is str else encode_key(key)
+            kn = len(b)
+            if not kn or kn > limit:
+                encode_key(key)  # raises the right error
+            t = type(value)
+            if t is int and INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_q(_INT, value))
+            elif t is str:
+                vb = value.encode()  # type: ignore[union-attr]
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_u32(_STR, len(vb)))
+                ap(vb)
+            elif t is bytes:
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_u32(_BYTES, len(value)))  # type: ignore[arg-type]
+                ap(value)  # type: ignore[arg-type]
+            elif t is float:
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_d(_FLOAT, value))
+            else:
+                ap(_pack_item(b, value))
             n += 1
         ex = seconds(exptime) if exptime else 0.0
         packed = b"".join(parts)
@@ -888,6 +937,9 @@ _NOEVICT = lib.SHMDICT_SET_NOEVICT
 _MISSING: Any = object()
 _i64 = struct.Struct("<q")
 _f64 = struct.Struct("<d")
+_tag_q = struct.Struct("<Bq").pack
+_tag_d = struct.Struct("<Bd").pack
+_tag_u32 = struct.Struct("<BI").pack
 _STAT_FIELDS = (
     "size capacity free_space entries records expired_pending used_bytes free_bytes index_cap "
     "index_used index_limit hits misses expired evictions lock_acquisitions lock_waits recoveries"
