@@ -700,7 +700,7 @@ static int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evic
             continue;
         }
         uint64_t got = class_units(r->cls & 0x7f);
-        delete_at(h, i, r);
+        delete_at_op(h, i, r, EV_EVICT);
         FAULT(EVICT_DELETED);
         commit(h);
         H->clock_hand = i; /* the backward shift may have moved an entry into slot i */
@@ -782,7 +782,7 @@ int64_t shmdict_flush_expired(shmdict_t *h, uint64_t max_count)
             if (expired(r, now)) {
                 if (max_count && (uint64_t)removed >= max_count)
                     goto out; /* stop before it: exp_hint stays as it was */
-                delete_at(h, i, r);
+                delete_at_op(h, i, r, EV_EXPIRE);
                 FAULT(FLUSH_EXPIRED_DELETED);
                 commit(h);
                 H->st_expired++;
@@ -1358,8 +1358,9 @@ int shmdict_limit(shmdict_t *h, const char *key, size_t klen, double rate, doubl
     if (i >= 0) {
         w64(h, &r->num.u, next);
         FAULT(LIMIT_STORED);
-        w64(h, word8(r), word8_with(r, SHMDICT_T_INT, r->ver + 1));
+        w64(h, word8(r), word8_with(r, SHMDICT_T_INT, next_ver(r->ver)));
         set_deadline(h, r, next);
+        note_change(h, hash, EV_SET, key, klen);
         FAULT(LIMIT_TTL);
         commit(h);
     } else {

@@ -278,3 +278,37 @@ def test_closed_handle_raises(sd: shmdict.SharedDict) -> None:
     ):
         with pytest.raises(ValueError):
             call()
+
+
+def test_limit_bucket_and_refill(sd: shmdict.SharedDict) -> None:
+    """limit admits rate + burst at once, refills at rate/per, and a refusal writes nothing."""
+    results = [sd.limit("ip", 3, 60, burst=2) for _ in range(6)]
+    assert [r[0] for r in results] == [True] * 5 + [False]
+    assert [r[1] for r in results] == [4, 3, 2, 1, 0, 0]
+    assert 99 < results[4][2] <= 100  # 5 requests x 20 s each until full
+    state = sd["ip"]
+    assert sd.limit("ip", 3, 60, burst=2)[0] is False and sd["ip"] == state
+    _lib.clock_shift(20.5)  # one request's worth
+    assert sd.limit("ip", 3, 60, burst=2)[:2] == (True, 0)
+    assert sd.limit("ip", 3, 60, burst=2)[0] is False
+    _lib.clock_shift(101)  # full again: the item expired
+    assert "ip" not in sd
+    assert sd.limit("ip", 3, 60, burst=2)[:2] == (True, 4)
+
+
+def test_limit_bad_arguments(sd: shmdict.SharedDict) -> None:
+    """limit rejects bad rates, periods, bursts and non-int items."""
+    for args in [(0, 1), (-1, 1), (1, 0), (1, -5), (0.5, 1), (float("inf"), 1), (1, float("nan"))]:
+        with pytest.raises(ValueError):
+            sd.limit("k", *args)
+    with pytest.raises(ValueError):
+        sd.limit("k", 1, 1, -1)
+    with pytest.raises(TypeError):
+        sd.limit("k", "1", 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        sd.limit("k", 1, 1, 1.5)  # type: ignore[arg-type]
+    sd["s"] = "text"
+    with pytest.raises(TypeError):
+        sd.limit("s", 1, 1)
+    assert sd["s"] == "text" and "k" not in sd
+    assert sd.limit("half", 0.5, 1, burst=1)[0] is True  # rate + burst >= 1 is enough

@@ -89,3 +89,26 @@ def test_replace_never_evicts_its_own_key() -> None:
         assert d.replace(last, b"z" * 5000) is True
         assert d[last] == b"z" * 5000
         d.check()
+
+
+
+def test_evictions_and_expiry_are_watchable() -> None:
+    """watch() reports evictions as 'evict', flush_expired as 'expire', limit as 'set'."""
+    from shmdict import _lib
+
+    with shmdict.new(uname(), "64k", evict=True) as d:
+        i = 0
+        while d.stats()["evictions"] == 0:
+            d[f"k{i}"] = b"x" * 100
+            i += 1
+        d.set("e", 1, 1)
+        d.limit("ip", 5, 60)
+        w = d.watch(timeout=0.2)
+        d["one-more"] = b"x" * 100
+        _lib.clock_shift(2)
+        assert d.flush_expired() == 1
+        d.limit("ip", 5, 60)
+        events = list(w)
+        ops = [e.op for e in events]
+        assert "evict" in ops and ("expire", "e") in [(e.op, e.key) for e in events]
+        assert ("set", "ip") in [(e.op, e.key) for e in events]
