@@ -206,6 +206,18 @@ static inline bool is_numeric(int type)
     return type == SHMDICT_T_BOOL || type == SHMDICT_T_INT || type == SHMDICT_T_FLOAT;
 }
 
+/* Bytes of record r that hold data: header, key, value. A LIST record keeps
+ * its key padded to 8, then a u64 element count, then an element area whose
+ * live part is [num.s.reserved, num.s.reserved + num.s.vlen) (ops.c). */
+static inline uint64_t rec_bytes(const rec_t *r)
+{
+    if (is_numeric(r->type))
+        return REC_HDR + r->klen;
+    if (r->type == SHMDICT_T_LIST)
+        return REC_HDR + (((uint64_t)r->klen + 7) & ~7ull) + 8 + (uint64_t)r->num.s.reserved + r->num.s.vlen;
+    return REC_HDR + r->klen + (uint64_t)r->num.s.vlen;
+}
+
 static inline rec_t *unit_ptr(const shmdict_t *h, uint64_t unit)
 {
     return (rec_t *)(h->arena + unit * UNIT);
@@ -322,7 +334,13 @@ uint32_t next_ver(uint32_t v);
     X(CAS_MATCHED, "cas.matched")               /* compared equal, store not begun */    \
     X(SET_MANY_ITEM, "set_many.item")           /* some items stored, not all */         \
     X(LIMIT_STORED, "limit.stored")             /* new TAT stored, TTL pending */        \
-    X(LIMIT_TTL, "limit.ttl")                   /* TTL stored, log not cleared */
+    X(LIMIT_TTL, "limit.ttl")                   /* TTL stored, log not cleared */         \
+    X(LIST_PUSHED, "list.pushed")               /* element in, count/version pending */  \
+    X(LIST_SLID, "list.slid")                   /* live part copied across, push pending */\
+    X(LIST_POPPED, "list.popped")               /* element out, count/version pending */ \
+    X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
+    X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
+    X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */
 
 #define X_ENUM(id, name) FP_##id,
 enum { FAULT_POINTS(X_ENUM) FP_COUNT };

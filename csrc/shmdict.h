@@ -41,7 +41,8 @@ enum {
     SHMDICT_EEXIST    = -12, /* SHMDICT_SET_NX: the key is present */
     SHMDICT_ETIMEDOUT = -13, /* a wait ran out of time */
     SHMDICT_EINTR     = -14, /* a wait was interrupted by a signal: call again */
-    SHMDICT_ECLOSED   = -15  /* the handle is being closed */
+    SHMDICT_ECLOSED   = -15, /* the handle is being closed */
+    SHMDICT_EWRONGTYPE = -16 /* a scalar operation on a list, or a list operation on a scalar */
 };
 
 /* Kinds of change, as reported by shmdict_events. */
@@ -68,7 +69,8 @@ enum {
     SHMDICT_T_INT   = 2,
     SHMDICT_T_FLOAT = 3,
     SHMDICT_T_STR   = 4, /* UTF-8 text */
-    SHMDICT_T_BYTES = 5
+    SHMDICT_T_BYTES = 5,
+    SHMDICT_T_LIST  = 6  /* a list of scalars (ops.c "lists"); get-like calls give EWRONGTYPE */
 };
 
 enum {
@@ -196,6 +198,15 @@ int shmdict_limit(shmdict_t *h, const char *key, size_t klen, double rate, doubl
  * release (op 0) it on an fd of the dict file: OK, 1 if held elsewhere, ESYS. */
 int64_t shmdict_lock_offset(shmdict_t *h, const char *name, size_t len);
 int shmdict_flock(int fd, int64_t off, int op);
+
+/* Lists: push (left = 1: lpush, else rpush) a scalar, out->i = new length;
+ * pop an end like shmdict_get (ENOTFOUND if absent); llen (0 if absent).
+ * EWRONGTYPE on a key that holds a scalar. */
+int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type, int64_t iv, double fv,
+                 const char *val, size_t vlen, shmdict_out_t *out);
+int shmdict_pop_end(shmdict_t *h, const char *key, size_t klen, int left, shmdict_out_t *out, char *buf,
+                    size_t cap);
+int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen);
 
 typedef struct shmdict_stats {
     uint64_t size;              /* bytes asked for at creation */

@@ -113,13 +113,12 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
         return NULL;
     rec_t *r = unit_ptr(h, unit);
     int cls = r->cls & 0x7f;
-    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_BYTES || r->klen == 0)
+    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0)
         return NULL;
     uint64_t cu = class_units(cls);
     if (unit + cu > bump)
         return NULL;
-    uint64_t vlen = is_numeric(r->type) ? 0 : r->num.s.vlen;
-    if (rec_units(r->klen, r->type, vlen) > cu)
+    if ((rec_bytes(r) + UNIT - 1) / UNIT > cu) /* a list's start + vlen too */
         return NULL;
     return r;
 }

@@ -276,7 +276,7 @@ class SharedDict(MutableMapping[str, Value]):
             return False
         k = encode_key(key)
         rc = _c_get(h, k, len(k), scratch.out, _NULL, 0)
-        if rc > 0:
+        if rc > 0 or rc == _EWRONGTYPE:  # a list is present too
             return True
         if rc == _ENOTFOUND:
             return False
@@ -916,6 +916,8 @@ class SharedDict(MutableMapping[str, Value]):
             elif t == _FLOAT:
                 result[key] = f(data, pos + 1)[0]
                 pos += 9
+            elif t == _LIST:
+                result[key], pos = _unpack_value(data, pos)
             else:
                 result[key] = q(data, pos + 1)[0] != 0
                 pos += 9
@@ -1145,6 +1147,83 @@ class SharedDict(MutableMapping[str, Value]):
         finally:
             lk.release()
 
+    # ---- lists: one record per list, see csrc/ops.c "lists"
+
+    def _push(self, key: str, value: Value, left: int) -> int:
+        h = self._handle()
+        k = encode_key(key)
+        t, i, f, b, n = _store_args(value)
+        out = scratch.out
+        rc = lib.shmdict_push(h, k, len(k), left, t, i, f, b, n, out)
+        if rc < 0:
+            raise_rc(rc, key)
+        return int(out.i)
+
+    def lpush(self, key: str, value: Value) -> int:
+        """Insert ``value`` at the head of the list ``key`` (created if
+        missing or expired); returns the new length. The list keeps its TTL.
+
+        Raises:
+            TypeError: ``key`` holds a scalar, or ``value`` is not a scalar
+                (bool, int, float, str, bytes).
+            OverflowError / ValueError: as :meth:`set`.
+            shmdict.Full: no room for the longer list (it is unchanged).
+
+        .. versionadded:: 0.1
+        """
+        return self._push(key, value, 1)
+
+    def rpush(self, key: str, value: Value) -> int:
+        """Append ``value`` at the tail of the list ``key``; as :meth:`lpush`.
+
+        .. versionadded:: 0.1
+        """
+        return self._push(key, value, 0)
+
+    def _pop_end(self, key: str, left: int) -> Any:
+        fn = lib.shmdict_pop_end
+
+        def call(h: Any, k: bytes, n: int, out: Any, buf: Any, cap: int) -> int:
+            return fn(h, k, n, left, out, buf, cap)  # type: ignore[no-any-return]
+
+        try:
+            return self._read(call, key)
+        except KeyError:
+            return None
+
+    def lpop(self, key: str) -> Optional[Value]:
+        """Remove and return the head of the list ``key``; ``None`` if there
+        is no such list. A list whose last element is popped is deleted.
+
+        Raises:
+            TypeError: ``key`` holds a scalar.
+
+        .. versionadded:: 0.1
+        """
+        return self._pop_end(key, 1)  # type: ignore[no-any-return]
+
+    def rpop(self, key: str) -> Optional[Value]:
+        """Remove and return the tail of the list ``key``; as :meth:`lpop`.
+
+        .. versionadded:: 0.1
+        """
+        return self._pop_end(key, 0)  # type: ignore[no-any-return]
+
+    def llen(self, key: str) -> int:
+        """The length of the list ``key``; 0 if there is none.
+
+        Raises:
+            TypeError: ``key`` holds a scalar.
+
+        .. versionadded:: 0.1
+        """
+        h = self._handle()
+        k = encode_key(key)
+        n = lib.shmdict_llen(h, k, len(k))
+        if n < 0:
+            raise_rc(n, key)
+        return int(n)
+
     def _lock_fd(self) -> int:
         """A new file description of this dict's file (checked to be the same
         file), for named locks."""
@@ -1162,6 +1241,7 @@ class SharedDict(MutableMapping[str, Value]):
 # ---- helpers of the extra operations ---------------------------------------------
 
 _NOEVICT = lib.SHMDICT_SET_NOEVICT
+_LIST, _EWRONGTYPE = lib.SHMDICT_T_LIST, lib.SHMDICT_EWRONGTYPE
 _MISSING: Any = object()
 _i64 = struct.Struct("<q")
 _f64 = struct.Struct("<d")
@@ -1218,7 +1298,31 @@ def _unpack_value(data: bytes, pos: int) -> tuple[Any, int]:
         return _i64.unpack_from(data, pos)[0] != 0, pos + 8
     (n,) = _u32.unpack_from(data, pos)
     b = data[pos + 4 : pos + 4 + n]
+    if t == _LIST:
+        return _unpack_list(b), pos + 4 + n
     return (b.decode() if t == _STR else b), pos + 4 + n
+
+
+def _unpack_list(b: bytes) -> list[Value]:
+    """A list's packed elements: (u32 n, u8 type, payload, u32 n) each."""
+    out: list[Value] = []
+    pos, end = 0, len(b)
+    while pos < end:
+        (n,) = _u32.unpack_from(b, pos)
+        t = b[pos + 4]
+        p = pos + 5
+        if t == _INT:
+            out.append(_i64.unpack_from(b, p)[0])
+        elif t == _FLOAT:
+            out.append(_f64.unpack_from(b, p)[0])
+        elif t == _BOOL:
+            out.append(_i64.unpack_from(b, p)[0] != 0)
+        elif t == _STR:
+            out.append(b[p : p + n].decode())
+        else:
+            out.append(b[p : p + n])
+        pos = p + n + 4
+    return out
 
 
 class NamedLock:
