@@ -1272,9 +1272,9 @@ int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_c
 /* One batch of a scan, in one lock hold.
  *
  * THE CURSOR is a slot index. A batch examines slots from the cursor and, once
- * it has `count` keys, keeps going to the end of the current cluster: it stops
- * only just before an EMPTY slot (or at the end of the index), and returns that
- * slot as the next cursor (0 = done).
+ * it has examined `count` live keys (matching or not), keeps going to the end
+ * of the current cluster: it stops only just before an EMPTY slot (or at the
+ * end of the index), and returns that slot as the next cursor (0 = done).
  *
  * WHY A KEY PRESENT THROUGHOUT IS NEVER MISSED. Inserts never move entries;
  * only a delete's backward shift does, and it moves an entry back toward its
@@ -1297,12 +1297,12 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
     if (rc)
         return rc;
     walk_t w = {buf, cap, 0, 0, 0, pat, plen, false};
-    uint64_t now = h->hdr->n_ttl ? now_ns() : 0, i = cursor;
+    uint64_t now = h->hdr->n_ttl ? now_ns() : 0, i = cursor, seen = 0;
     int64_t res = 0;
     for (; i < h->cap; i++) {
         uint64_t s = h->slots[i];
         if (s == SLOT_EMPTY) {
-            if (w.n >= count)
+            if (seen >= count) /* live keys examined, matching or not: the work per batch */
                 break;
             continue;
         }
@@ -1313,8 +1313,10 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
             res = SHMDICT_ECORRUPT;
             break;
         }
-        if (!expired(r, now))
+        if (!expired(r, now)) {
             pack_rec(r, &w);
+            seen++;
+        }
     }
     unlock_dict(h);
     out->i = (int64_t)(i < h->cap ? i : 0);

@@ -186,8 +186,9 @@ int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint
  * Returns the count, or ERANGE with out->len needed. */
 int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_count, int with_values,
                       char *buf, size_t cap, shmdict_out_t *out);
-/* One scan batch from slot `cursor`: at least `count` keys unless the index
- * ends; out->i = next cursor (0 = done). Returns the count, or ERANGE. */
+/* One scan batch from slot `cursor`: examines at least `count` live keys
+ * unless the index ends, returning those matching pat (NULL = all); out->i =
+ * next cursor (0 = done). Returns the number returned, or ERANGE. */
 int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
                      char *buf, size_t cap, shmdict_out_t *out);
 /* GCRA rate limit: 1 admitted, 0 refused; out->i = remaining, out->f =

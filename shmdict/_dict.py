@@ -1023,11 +1023,11 @@ class SharedDict(MutableMapping[str, Value]):
         0. The lock is held for one batch only, so scanning a big dict never
         stalls other processes for long. A key present for the whole scan is
         returned at least once (rarely twice); keys added or removed during
-        the scan may or may not appear. ``count`` is a hint: a batch holds at
-        least ``count`` keys unless the scan ends, and may hold a few more
-        (it always finishes the probe cluster it is in). ``match`` filters
-        with a glob as :meth:`get_keys` (filtered batches may be short or
-        empty before the end).
+        the scan may or may not appear. ``count`` bounds the work per batch:
+        a batch examines at least ``count`` live keys unless the scan ends,
+        and a few more (it always finishes the probe cluster it is in).
+        ``match`` filters them with a glob as :meth:`get_keys`, so filtered
+        batches may be short or even empty before the end.
 
         Raises:
             TypeError / ValueError: ``cursor`` not an int >= 0, ``count`` not

@@ -135,3 +135,17 @@ def test_free_space_tells_the_truth(ops: list[tuple[str, int, int]], shift: bool
         if fs >= len(key):
             d[key] = b"x" * (fs - len(key))
         d.check()
+
+
+def test_scan_with_match_bounds_work_per_batch(sd: shmdict.SharedDict) -> None:
+    """With a rare match, batches stay small (count bounds keys examined), some empty."""
+    sd.set_many({f"k{i}": i for i in range(2000)})
+    sd["needle"] = 1
+    cur, batches, found = 0, 0, []
+    while True:
+        cur, keys = sd.scan(cur, 50, "need*")
+        batches += 1
+        found += keys
+        if cur == 0:
+            break
+    assert found == ["needle"] and batches > 20
