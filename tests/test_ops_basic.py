@@ -312,3 +312,21 @@ def test_limit_bad_arguments(sd: shmdict.SharedDict) -> None:
         sd.limit("s", 1, 1)
     assert sd["s"] == "text" and "k" not in sd
     assert sd.limit("half", 0.5, 1, burst=1)[0] is True  # rate + burst >= 1 is enough
+
+
+def test_free_space_is_zero_when_the_index_is_full() -> None:
+    """A dict full of tiny items (index at its load limit) reports free_space 0 while bytes remain."""
+    with shmdict.new(uname(), "64k") as d:
+        i = 0
+        while True:
+            try:
+                d[f"{i}"] = True
+            except shmdict.Full:
+                break
+            i += 1
+        st = d.stats()
+        assert st["index_used"] == st["index_limit"]
+        assert st["free_bytes"] > 0 and d.free_space() == 0
+        with pytest.raises(shmdict.Full):
+            d["x"] = True
+        d.set("0", b"an update of a present key still fits")
