@@ -865,7 +865,7 @@ class SharedDict(MutableMapping[str, Value]):
         rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, scratch.out)
         if rc < 0:
             raise_rc(rc, key)
-        return rc == 1
+        return bool(rc == 1)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Value]:
         """``{key: value}`` for the keys that are present, read under one lock
@@ -1278,7 +1278,7 @@ def _pack_item(k: bytes, value: object) -> bytes:
     t, i, f, b, n = _store_args(value)
     head = _u32.pack(len(k)) + k + bytes((t,))
     if t == _STR or t == _BYTES:
-        return head + _u32.pack(n) + b
+        return head + _u32.pack(n) + bytes(b)
     if t == _FLOAT:
         return head + _f64.pack(f)
     return head + _i64.pack(i)
