@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -25,6 +26,8 @@ EXPTIME = st.sampled_from([0, 0, 1, 2, 5])  # whole seconds; time moves in k + 0
 
 
 def same(a: Any, b: Any) -> bool:
+    if type(a) is list and type(b) is list:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
 
 
@@ -79,6 +82,8 @@ class OpsMachine(RuleBasedStateMachine):
     def cas(self, k: str, v: Any, use_current: bool, other: Any, e: int) -> None:
         live = self.live()
         expected = live.get(k) if use_current else other
+        if type(expected) is list:
+            return  # a list is never an expected value
         if expected is None:
             ok = k not in live
         else:
@@ -86,6 +91,48 @@ class OpsMachine(RuleBasedStateMachine):
         assert self.d.cas(k, expected, v, e) is ok
         if ok:
             self.model[k] = (v, self.deadline(e))
+
+    @rule(k=KEYS, v=VALUES, left=st.booleans())
+    def push(self, k: str, v: Any, left: bool) -> None:
+        live = self.live()
+        if k in live and type(live[k]) is not list:
+            with pytest.raises(TypeError):
+                (self.d.lpush if left else self.d.rpush)(k, v)
+            return
+        cur = list(live.get(k, []))
+        cur = [v, *cur] if left else [*cur, v]
+        assert (self.d.lpush if left else self.d.rpush)(k, v) == len(cur)
+        ttl = self.model[k][1] if k in live else 0.0
+        self.model[k] = (cur, ttl)
+
+    @rule(k=KEYS, left=st.booleans())
+    def pop_end(self, k: str, left: bool) -> None:
+        live = self.live()
+        if k in live and type(live[k]) is not list:
+            with pytest.raises(TypeError):
+                (self.d.lpop if left else self.d.rpop)(k)
+            with pytest.raises(TypeError):
+                self.d.llen(k)
+            return
+        got = (self.d.lpop if left else self.d.rpop)(k)
+        if k not in live:
+            assert got is None
+            return
+        cur = list(live[k])
+        want = cur.pop(0) if left else cur.pop()
+        assert same(got, want)
+        if cur:
+            self.model[k] = (cur, self.model[k][1])
+        else:
+            del self.model[k]
+        assert self.d.llen(k) == len(cur)
+
+    @rule(k=KEYS, e=st.sampled_from([0, 1, 3]))
+    def expire(self, k: str, e: int) -> None:
+        live = self.live()
+        assert self.d.expire(k, e) is (k in live)
+        if k in live:
+            self.model[k] = (live[k], self.deadline(e))
 
     @rule(k=KEYS)
     def delete(self, k: str) -> None:
@@ -98,6 +145,16 @@ class OpsMachine(RuleBasedStateMachine):
         for k, v in items.items():
             self.model[k] = (v, self.deadline(e))
 
+    @rule(k=KEYS)
+    def get(self, k: str) -> None:
+        live = self.live()
+        if k in live and type(live[k]) is list:
+            with pytest.raises(TypeError):
+                self.d.get(k)
+            assert k in self.d
+        else:
+            assert same(self.d.get(k), live.get(k))
+
     @rule(keys=st.lists(KEYS, max_size=6))
     def get_many(self, keys: list[str]) -> None:
         got = self.d.get_many(keys)
@@ -107,6 +164,8 @@ class OpsMachine(RuleBasedStateMachine):
 
     @rule(k=KEYS)
     def get_stale(self, k: str) -> None:
+        if k in self.model and type(self.model[k][0]) is list:
+            return  # get_stale on a list raises TypeError (tested elsewhere)
         v, stale = self.d.get_stale(k)
         if k in self.live():
             assert same(v, self.live()[k]) and stale is False
@@ -153,7 +212,7 @@ class OpsMachine(RuleBasedStateMachine):
         assert len(self.d) == len(live)
         vals = dict(self.d.items())
         assert set(vals) == set(live) and all(same(vals[k], live[k]) for k in live)
-        assert sorted(self.d.values(), key=repr) == sorted(live.values(), key=repr)
+        assert sorted(map(repr, self.d.values())) == sorted(map(repr, live.values()))
 
 
 OpsMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
