@@ -127,7 +127,7 @@ def _store_args(value: object) -> tuple[int, int, float, Any, int]:
     return _BOOL, 1 if value else 0, 0.0, _NULL, 0
 
 
-def _text(b: bytes, name: str) -> str:
+def _text(b: bytes, name: str = "dict") -> str:
     """Decode UTF-8 from the file; bytes that are not UTF-8 can only come
     from a corrupted (or hostile) file, so they are a CorruptError, not a
     UnicodeDecodeError escaping from a read."""
@@ -584,7 +584,7 @@ class SharedDict(MutableMapping[str, Value]):
         if rc == _BOOL:
             return out.i != 0
         b = ffi.unpack(s.buf, out.len)
-        return b.decode() if rc == _STR else b
+        return _text(b, self._name) if rc == _STR else b
 
     def _events(self, cursor: Any, match: str, timeout: float) -> list[Event]:
         """One batch of events after ``cursor`` (blocking up to ``timeout``)."""
@@ -610,7 +610,7 @@ class SharedDict(MutableMapping[str, Value]):
             for _ in range(rc):
                 op = data[pos]
                 (n,) = _u16.unpack_from(data, pos + 1)
-                key = data[pos + 3 : pos + 3 + n].decode() if op != lib.SHMDICT_EV_FLUSH else None
+                key = _text(data[pos + 3 : pos + 3 + n], self._name) if op != lib.SHMDICT_EV_FLUSH else None
                 pos += 3 + n
                 if key is None or match == "*" or fnmatch.fnmatchcase(key, match):
                     events.append(Event(_EV_NAMES.get(op, "set"), key))
@@ -921,7 +921,7 @@ class SharedDict(MutableMapping[str, Value]):
             elif t == _STR or t == _BYTES:
                 (n,) = u(data, pos + 1)
                 v = data[pos + 5 : pos + 5 + n]
-                result[key] = v.decode() if t == _STR else v
+                result[key] = _text(v, self._name) if t == _STR else v
                 pos += 5 + n
             elif t == _FLOAT:
                 result[key] = f(data, pos + 1)[0]
@@ -1001,7 +1001,7 @@ class SharedDict(MutableMapping[str, Value]):
         pos, unpack = 0, _u32.unpack_from
         for _ in range(rc):
             (n,) = unpack(data, pos)
-            key = data[pos + 4 : pos + 4 + n].decode()
+            key = _text(data[pos + 4 : pos + 4 + n], self._name)
             pos += 4 + n
             v: Any = None
             if values:
@@ -1065,7 +1065,7 @@ class SharedDict(MutableMapping[str, Value]):
         keys, pos, unpack = [], 0, _u32.unpack_from
         for _ in range(rc):
             (n,) = unpack(data, pos)
-            keys.append(data[pos + 4 : pos + 4 + n].decode())
+            keys.append(_text(data[pos + 4 : pos + 4 + n], self._name))
             pos += 4 + n
         return nxt, keys
 
@@ -1310,7 +1310,7 @@ def _unpack_value(data: bytes, pos: int) -> tuple[Any, int]:
     b = data[pos + 4 : pos + 4 + n]
     if t == _LIST:
         return _unpack_list(b), pos + 4 + n
-    return (b.decode() if t == _STR else b), pos + 4 + n
+    return (_text(b) if t == _STR else b), pos + 4 + n
 
 
 def _unpack_list(b: bytes) -> list[Value]:
@@ -1328,7 +1328,7 @@ def _unpack_list(b: bytes) -> list[Value]:
         elif t == _BOOL:
             out.append(_i64.unpack_from(b, p)[0] != 0)
         elif t == _STR:
-            out.append(b[p : p + n].decode())
+            out.append(_text(b[p : p + n]))
         else:
             out.append(b[p : p + n])
         pos = p + n + 4

@@ -62,6 +62,9 @@ def _template(directory: str) -> bytes:
         for k in KEYS[::6]:
             del d[k]
         d["key001"] = "moved to a larger block" * 3
+        for n in range(6):
+            d.rpush("L", [n, f"e{n}", bytes([n]) * 3][n % 3])
+        d.lpop("L")
         d.check()
         with open(os.path.join(directory, "shmdict.tmpl"), "rb") as f:
             return f.read()
@@ -104,6 +107,15 @@ def _exercise(name: str) -> int:
         lambda: d.incr("ctr", 1, init=0),
         lambda: d.expire("key007", 10),
         lambda: d.pop("key008", None),
+        lambda: d.rpush("L", "tail"),
+        lambda: [d.lpop("L"), d.rpop("L"), d.llen("L")],
+        lambda: d.lpush("new-list", 1),
+        lambda: d.cas("key010", 10, 11),
+        lambda: d.set_many({"m1": 1, "m2": "two"}),
+        lambda: d.limit("rl", 5, 1),
+        lambda: d.flush_expired(),
+        lambda: d.scan(0, 50),
+        lambda: d.stats(),
         lambda: [d.set(f"fill{n}", "x" * 200) for n in range(80)],
         lambda: d.version("key009"),
         lambda: _watch(d),
