@@ -11,7 +11,8 @@ half a report):
   kill, where one applied-but-unreported increment may hide (+2); the final
   value exceeds the last report by at most 1;
 * the shared counter never returns the same value twice, and its final value
-  is the number of reports plus at most one unreported increment per kill.
+  is the number of reports plus at most one unreported increment per kill;
+* every element left in the writers' lists (rpush / lpop) is whole too.
 
 Short in CI (4 writers, 3 s); ``SHMDICT_LONG=1`` or
 ``SHMDICT_TORTURE_SECONDS=N`` for a long run.
@@ -73,8 +74,13 @@ def writer(name: str, w: int, gen: int, wfd: int) -> int:
             elif r < 0.40:
                 v = d.incr("shared", 1, init=0)
                 os.write(wfd, f"s {w} {gen} {v}\n".encode())
-            elif r < 0.70:
+            elif r < 0.60:
                 d.set(k, make_value(k, rng), rng.choice([0, 0, 0, 1000]))
+            elif r < 0.66:
+                lk = f"l{w}"
+                d.rpush(lk, make_value(lk, rng))
+            elif r < 0.70:
+                d.lpop(f"l{w}")
             elif r < 0.80:
                 d.delete(k)
             elif r < 0.85:
@@ -160,6 +166,10 @@ def test_kill_torture(shm_dir: str) -> None:
         for k in d.get_keys():
             if k.startswith("w"):
                 assert whole(k, d[k]), f"{k} is torn"
+        for w in range(WRITERS):
+            lk = f"l{w}"
+            while (x := d.lpop(lk)) is not None:
+                assert whole(lk, x), f"an element of {lk} is torn"
         d["after"] = 1
         d.check()
         info = d._info()
