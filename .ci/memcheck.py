@@ -1,4 +1,4 @@
-"""The valgrind memcheck subset (.ci/run stage 3): every operation, the
+"""The valgrind memcheck subset (.ci/run stage 3): every kind of operation, the
 defrag and borrow paths, a kill and recovery at one crash point of each
 operation, and every hostile file in tests/corpus/ -- small enough to run
 under valgrind in about a minute (pytest + hypothesis under valgrind take
@@ -33,6 +33,18 @@ def workload(d: shmdict.SharedDict) -> None:
     d.pop("k4", None)
     d.get_keys()
     len(d)
+    for n in range(40):
+        d.rpush("L", ["e" * n, n, b"b" * n][n % 3])
+    for _ in range(30):
+        d.lpop("L")
+    d.cas("c", 6, 7)
+    d.set_many({"m1": 1, "m2": "two", "m3": b"3"})
+    d.get_many(["m1", "m2", "m3", "nope"])
+    d.limit("rl", 5, 1)
+    d.flush_expired()
+    d.scan(0, 50)
+    d.items()
+    d.stats()
     d.check()
     try:
         n = 0
@@ -94,6 +106,8 @@ def main() -> int:
                 ("delete.freed", "del d['k7']"),
                 ("incr.ttl", "d.incr('c', 1)"),
                 ("expire.stored", "d.expire('k8', 5)"),
+                ("list.pushed", "d.rpush('L', 'x')"),
+                ("cas.matched", "d.cas('c', d['c'], 0)"),
                 ("flush.cleared", "d.flush_all()"),
             ]:
                 crash("vg", point, op)
