@@ -664,6 +664,8 @@ const char *shmdict_strerror(int rc)
 static int64_t live_count(shmdict_t *h, bool reclaim)
 {
     header_t *H = h->hdr;
+    if (H->count > h->cap)
+        return SHMDICT_ECORRUPT; /* a scribbled count must not come back as a negative "error code" */
     if (H->n_ttl == 0)
         return (int64_t)H->count;
     uint64_t now = now_ns();

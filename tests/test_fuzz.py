@@ -302,3 +302,17 @@ def test_event_ring_beyond_the_arena_start_is_refused(shm_dir: str) -> None:
                 assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
                 with pytest.raises(shmdict.CorruptError):
                     shmdict.get("ev")
+
+
+def test_scribbled_count_is_corrupt_not_an_error_code(shm_dir: str) -> None:
+    """A count beyond the index makes len() raise CorruptError (it came back as -7, i.e. "OSError: Success")."""
+    with shmdict.new("cnt", SIZE) as d:
+        d["k"] = "v"
+        with open(os.path.join(shm_dir, "shmdict.cnt"), "r+b") as f:
+            f.seek(HDR_TABLE[0] + 8)  # count, after gen
+            f.write(struct.pack("<q", -7))
+        with pytest.raises(shmdict.CorruptError):
+            len(d)
+        d.flush_all()
+        assert len(d) == 0
+        d.check()
