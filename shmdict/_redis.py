@@ -554,7 +554,7 @@ class RedisDict(MutableMapping[str, Value]):
         e, n = encode(expected), encode(new)
         ms = _ms(exptime) if exptime else 0
         try:
-            rc = self._cas(keys=[k], args=[e, n, ms])
+            rc = self._cas(client=self._c(), keys=[k], args=[e, n, ms])
         except _redis_py.RedisError as exc:
             _raise(exc, key)
         if rc < 0:
@@ -591,7 +591,7 @@ class RedisDict(MutableMapping[str, Value]):
         k = self._k(key)
         v = encode(default)
         try:
-            raw = self._setdefault(keys=[k], args=[v])
+            raw = self._setdefault(client=self._c(), keys=[k], args=[v])
         except _redis_py.RedisError as e:
             _raise(e, key)
         return decode(raw)
@@ -644,7 +644,7 @@ class RedisDict(MutableMapping[str, Value]):
         ims = b"0" if init_ttl is None else b"%d" % _ms(init_ttl, "init_ttl")
         ex = b"" if exptime is None else b"%d" % _ms(exptime)
         try:
-            r = self._incr(keys=[k], args=[dv, dt, it, iv, ims, ex])
+            r = self._incr(client=self._c(), keys=[k], args=[dv, dt, it, iv, ims, ex])
         except _redis_py.RedisError as e:
             _raise(e, key)
         rc = r[0]
@@ -667,7 +667,7 @@ class RedisDict(MutableMapping[str, Value]):
         k = self._k(key)
         ms = _ms(exptime)
         try:
-            return bool(self._expire(keys=[k], args=[ms]))
+            return bool(self._expire(client=self._c(), keys=[k], args=[ms]))
         except _redis_py.RedisError as e:
             _raise(e, key)
 
@@ -876,7 +876,7 @@ class RedisDict(MutableMapping[str, Value]):
             raise ValueError("burst must be >= 0")
         t_us = p / r * 1e6
         try:
-            res = self._limit(keys=[k], args=[repr(t_us), burst])
+            res = self._limit(client=self._c(), keys=[k], args=[repr(t_us), burst])
         except _redis_py.RedisError as e:
             _raise(e, key)
         if res[0] == -1:
@@ -1004,7 +1004,7 @@ class RedisLock:
         if token is None:
             raise RuntimeError(f"release of lock {self.name!r}, which this handle does not hold")
         try:
-            ok = self._d._unlock(keys=[self._key], args=[token])
+            ok = self._d._unlock(client=self._d._c(), keys=[self._key], args=[token])
         except _redis_py.RedisError as e:
             _raise(e)
         if not ok:
@@ -1020,7 +1020,7 @@ class RedisLock:
             return False
         ms = self._lease if lease is None else _ms(lease, "lease")
         try:
-            return bool(self._d._extend(keys=[self._key], args=[self._token, ms]))
+            return bool(self._d._extend(client=self._d._c(), keys=[self._key], args=[self._token, ms]))
         except _redis_py.RedisError as e:
             _raise(e)
 
