@@ -178,7 +178,9 @@ elseif isint or string.sub(v, 1, 2) == 'f:' then
   if a == nil then return {4, v} end
   redis.call('SET', k, 'f:' .. string.format('%.17g', a + tonumber(delta)), 'KEEPTTL')
 else
-  return {3}
+  local tag = string.sub(v, 1, 2)
+  if tag == 's:' or tag == 'b:' or tag == 'g:' or v == 'T' or v == 'F' then return {3} end
+  return {4, v}
 end
 if ex ~= '' then
   if ex == '0' then redis.call('PERSIST', k) else redis.call('PEXPIRE', k, ex) end
