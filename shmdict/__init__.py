@@ -14,12 +14,13 @@ corrupt.
 from typing import Any
 
 from ._connect import connect
-from ._dict import SharedDict, Value, get, new, open, unlink
+from ._dict import Event, SharedDict, Value, get, new, open, unlink
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 __all__ = [
     "CorruptError",
     "Error",
+    "Event",
     "Full",
     "RedisDict",
     "SharedDict",
