@@ -15,7 +15,6 @@ type starts with a tag that a decimal number cannot start with::
     s:<utf-8>             str
     b:<bytes>             bytes
     T / F                 bool
-    g:<microseconds>      a rate limiter's state (limit); not a value
 
 Lists are native Redis lists whose elements are encoded the same way.
 
@@ -35,6 +34,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
@@ -93,7 +93,6 @@ def decode(raw: bytes) -> Value:
     """The value a Redis string encodes (see ENCODING).
 
     Raises:
-        TypeError: the key holds a rate limiter's state, not a value.
         shmdict.CorruptError: the string was not written by shmdict.
     """
     c = raw[:1]
@@ -107,8 +106,6 @@ def decode(raw: bytes) -> Value:
                 return raw[2:]
             if c == b"f":
                 return float(raw[2:])
-            if c == b"g":
-                raise TypeError("the key holds a rate limiter's state, not a value")
         elif raw == b"T":
             return True
         elif raw == b"F":
@@ -126,6 +123,15 @@ def _ms(exptime: object, what: str = "exptime") -> int:
         return 0
     ms = f * 1000.0
     return _MAX_MS if ms >= _MAX_MS else max(1, math.ceil(ms))
+
+
+def _count(value: object, what: str) -> int:
+    """A non-negative int argument (as SharedDict checks them)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, not {value}")
+    return value
 
 
 def _num_arg(value: object, what: str) -> tuple[bytes, bytes]:
@@ -179,7 +185,7 @@ elseif isint or string.sub(v, 1, 2) == 'f:' then
   redis.call('SET', k, 'f:' .. string.format('%.17g', a + tonumber(delta)), 'KEEPTTL')
 else
   local tag = string.sub(v, 1, 2)
-  if tag == 's:' or tag == 'b:' or tag == 'g:' or v == 'T' or v == 'F' then return {3} end
+  if tag == 's:' or tag == 'b:' or v == 'T' or v == 'F' then return {3} end
   return {4, v}
 end
 if ex ~= '' then
@@ -201,49 +207,55 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
-# 1 swapped, 0 different or missing, -1 not a scalar.
+# 1 swapped, 0 not swapped, -1 the key holds a list. ARGV[4] == '1': swap
+# only if absent (expected=None). Floats compare as numbers, as in C: -0.0
+# matches 0.0 and NaN matches nothing.
 _CAS = """
 local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then return 0 end
-if t ~= 'string' then return -1 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[4] == '1' then
+  if t ~= 'none' then return 0 end
+else
+  if t == 'none' then return 0 end
+  if t ~= 'string' then return -1 end
+  local v, e = redis.call('GET', KEYS[1]), ARGV[1]
+  if string.sub(v, 1, 2) == 'f:' and string.sub(e, 1, 2) == 'f:' then
+    if tonumber(string.sub(v, 3)) ~= tonumber(string.sub(e, 3)) then return 0 end
+  elseif v ~= e then
+    return 0
+  end
+end
 if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2])
 else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """
 
-# GCRA as in redis-cell (CL.THROTTLE) and nginx limit_req: one request every
-# T = per / rate seconds, with burst + 1 admitted at once from idle. The state
-# is the theoretical arrival time (TAT) in microseconds of server time.
-# ARGV: T_us, burst. Returns {allowed, remaining, reset_after_us} or {-1} if
-# the key holds something else.
+# GCRA, the same algorithm as the C core's shmdict_limit (csrc/ops.c): the
+# key holds the theoretical arrival time TAT as a plain int (microseconds of
+# the server's TIME) and expires at TAT, when the bucket is full again. With
+# emission interval T = per / rate and a bucket of L = (rate + burst) * T, a
+# request at `now` is admitted iff max(TAT, now) + T - now <= L; then TAT
+# advances by T. A refused request writes nothing. ARGV: T, L (integer
+# microseconds). Returns {admitted, remaining, reset_after_us}, or {-1} when
+# the key holds something other than an int.
 _LIMIT = """
 local k = KEYS[1]
-local T, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local T, L = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local tat = now
 local t = redis.call('TYPE', k)['ok']
 if t == 'string' then
   local v = redis.call('GET', k)
-  if string.sub(v, 1, 2) ~= 'g:' then return {-1} end
-  tat = math.max(tonumber(string.sub(v, 3)) or now, now)
+  if not string.find(v, '^%-?%d+$') then return {-1} end
+  local stored = tonumber(v)
+  if stored > now then tat = stored end
 elseif t ~= 'none' then
   return {-1}
 end
-local dvt = T * (burst + 1)
-local new_tat = tat + T
-local allowed, ttl = 1, 0
-if now < new_tat - dvt then
-  allowed = 0
-  ttl = tat - now
-else
-  ttl = new_tat - now
-  redis.call('SET', k, 'g:' .. string.format('%.17g', new_tat), 'PX', math.max(1, math.ceil(ttl / 1000)))
-end
-local remaining = math.floor((dvt - ttl) / T)
-if remaining < 0 then remaining = 0 end
-return {allowed, remaining, string.format('%.0f', ttl)}
+local nxt = tat + T
+if nxt - now > L then return {0, 0, string.format('%.0f', tat - now)} end
+redis.call('SET', k, string.format('%.0f', nxt), 'PX', string.format('%.0f', math.ceil((nxt - now) / 1000)))
+return {1, math.floor((L - (nxt - now)) / T), string.format('%.0f', nxt - now)}
 """
 
 _UNLOCK = """
@@ -543,39 +555,49 @@ class RedisDict(MutableMapping[str, Value]):
         """
         return self._set(key, value, exptime, xx=True)
 
-    def cas(self, key: str, expected: Value, new: Value, exptime: float = 0) -> bool:
-        """Store ``new`` only if the current value is ``expected`` (same type
-        and value); ``True`` if it was swapped. Atomic (one Lua script).
+    def cas(self, key: str, expected: Optional[Value], new: Value, exptime: float = 0) -> bool:
+        """Compare-and-set, as :meth:`SharedDict.cas`: store ``new`` only if
+        the current value equals ``expected`` -- same type and equal value
+        (``1`` does not match ``1.0`` or ``True``; a NaN never matches) -- or,
+        with ``expected=None``, only if the key is absent. ``True`` if stored.
+        The TTL becomes ``exptime`` as in :meth:`set`. One Lua script.
 
         Raises:
-            TypeError: a bad value type, or the key holds a list.
+            TypeError / OverflowError / ValueError: as :meth:`set`, for
+                ``expected`` too; ``TypeError`` also if the key holds a list.
 
         .. versionadded:: 0.1
         """
         k = self._k(key)
-        e, n = encode(expected), encode(new)
+        e = b"" if expected is None else encode(expected)
+        n = encode(new)
         ms = _ms(exptime) if exptime else 0
         try:
-            rc = self._cas(client=self._c(), keys=[k], args=[e, n, ms])
+            rc = self._cas(client=self._c(), keys=[k], args=[e, n, ms, 1 if expected is None else 0])
         except _redis_py.RedisError as exc:
             _raise(exc, key)
         if rc < 0:
             raise TypeError(f"key {key!r} holds a list, not a value")
         return rc == 1
 
-    def set_many(self, mapping: Mapping[str, Value], exptime: float = 0) -> None:
-        """Store every item of ``mapping`` in one ``MULTI``/``EXEC``
-        transaction: all or nothing, and no client sees a part of it.
+    def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
+        """Store every item (a mapping or ``(key, value)`` pairs), in order,
+        all with ``exptime``, in one ``MULTI``/``EXEC`` transaction: all or
+        nothing, and no client sees a part of it.
 
         Raises:
-            TypeError / ValueError / OverflowError: for any bad key or value;
-                nothing is stored.
+            TypeError / OverflowError / ValueError: for any bad key or value
+                (checked first: then nothing is stored).
+            shmdict.Full: Redis is at ``maxmemory``; Redis may have stored
+                the items before the refused one (a transaction is not rolled back).
 
         .. versionadded:: 0.1
         """
-        items = [(self._k(k), encode(v)) for k, v in dict(mapping).items()]
+        pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
+        items = [(self._k(k), encode(v)) for k, v in pairs]
         ms = _ms(exptime) if exptime else 0
         if not items:
+            self._c()
             return
         try:
             p = self._c().pipeline(transaction=True)
@@ -584,6 +606,29 @@ class RedisDict(MutableMapping[str, Value]):
             p.execute()
         except _redis_py.RedisError as e:
             _raise(e)
+
+    def safe_set(self, key: str, value: Value, exptime: float = 0) -> None:
+        """:meth:`set`. Redis cannot be told not to evict for one command:
+        eviction is the server's ``maxmemory-policy``.
+
+        .. versionadded:: 0.1
+        """
+        self._set(key, value, exptime)
+
+    def safe_add(self, key: str, value: Value, exptime: float = 0) -> bool:
+        """:meth:`add` (see :meth:`safe_set`).
+
+        .. versionadded:: 0.1
+        """
+        return self._set(key, value, exptime, nx=True)
+
+    def get_stale(self, key: str) -> tuple[Any, bool]:
+        """``(value, False)`` if ``key`` is live, else ``(None, False)``: Redis
+        drops expired keys, so there is never a stale value to return.
+
+        .. versionadded:: 0.1
+        """
+        return self.get(key), False
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
         """``d[key]`` if present, else store ``default`` and return it (atomic).
@@ -676,8 +721,12 @@ class RedisDict(MutableMapping[str, Value]):
     def flush_expired(self, max_count: int = 0) -> int:
         """``0``: Redis reclaims expired keys itself, so none is ever held.
 
+        Raises:
+            TypeError / ValueError: ``max_count`` not an int >= 0.
+
         .. versionadded:: 0.1
         """
+        _count(max_count, "max_count")
         self._c()
         return 0
 
@@ -709,57 +758,99 @@ class RedisDict(MutableMapping[str, Value]):
 
     # ---- whole-dict reads ------------------------------------------------------
 
-    def _check_match(self, match: Optional[str]) -> bytes:
+    def _pattern(self, match: Optional[str]) -> tuple[bytes, Optional[str]]:
+        """(Redis MATCH pattern, fnmatch pattern to filter with). ``match``
+        has :func:`fnmatch.fnmatchcase` syntax, as on SharedDict; Redis's glob
+        differs (``[^a]``, backslash escapes), so Redis only narrows the scan
+        to the pattern's literal head and Python applies the real pattern."""
         if match is None:
-            return self._match + b"*"
+            return self._match + b"*", None
         if not isinstance(match, str):
-            raise TypeError(f"match must be a str glob, not {type(match).__name__}")
-        return self._match + match.encode()
+            raise TypeError(f"match must be a str glob pattern, not {type(match).__name__}")
+        head = match
+        for i, ch in enumerate(match):
+            if ch in "*?[":
+                head = match[:i]
+                break
+        return _glob_escape(self._p + head.encode()) + b"*", match
+
+    def _keys_of(self, raws: Iterable[bytes], match: Optional[str]) -> Iterator[str]:
+        for raw in raws:
+            k = self._user_key(raw)
+            if k is not None and (match is None or fnmatchcase(k, match)):
+                yield k
 
     def scan(self, cursor: int = 0, count: int = 100, match: Optional[str] = None) -> tuple[int, list[str]]:
         """One ``SCAN`` step over the prefix: ``(next_cursor, keys)``; start
-        at 0, stop when ``next_cursor`` is 0.
+        at 0, pass each ``next_cursor`` back until it is 0.
 
         Redis's guarantees: a key present for the whole scan is returned at
-        least once (possibly more: dedupe if it matters); a batch may be empty
-        before the end; ``count`` is a hint. ``match`` is a Redis glob.
+        least once (possibly more: dedupe if it matters); keys added or
+        removed during the scan may or may not appear; ``count`` is a hint,
+        and a batch may be short or empty before the end. ``match`` is a glob
+        with :func:`fnmatch.fnmatchcase` syntax, as :meth:`get_keys`.
+
+        Raises:
+            TypeError / ValueError: ``cursor`` not an int >= 0, ``count`` not
+                an int > 0, ``match`` not a str.
 
         .. versionadded:: 0.1
         """
-        for what, v in (("cursor", cursor), ("count", count)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{what} must be an int, not {type(v).__name__}")
-        if cursor < 0 or count <= 0:
-            raise ValueError("cursor must be >= 0 and count > 0")
-        pat = self._check_match(match)
+        cur = _count(cursor, "cursor")
+        if _count(count, "count") == 0:
+            raise ValueError("count must be > 0")
+        pat, fn = self._pattern(match)
         try:
-            nxt, raws = self._c().scan(cursor=cursor, match=pat, count=count)
+            nxt, raws = self._c().scan(cursor=cur, match=pat, count=count)
         except _redis_py.RedisError as e:
             _raise(e)
-        keys = [k for k in map(self._user_key, raws) if k is not None]
-        return int(nxt), keys
+        return int(nxt), list(self._keys_of(raws, fn))
 
     def get_keys(self, max_count: int = 0, match: Optional[str] = None) -> list[str]:
         """The live keys (``SCAN``, never ``KEYS``); ``max_count > 0`` caps the
-        list; ``match`` filters with a Redis glob. Not a snapshot: keys written
-        during the scan may or may not appear.
+        list; ``match`` keeps the keys matching a glob with the syntax of
+        :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[seq]``, ``[!seq]``).
+        Not a snapshot: keys written during the scan may or may not appear.
+
+        Raises:
+            TypeError: ``max_count`` not an int, or ``match`` not a str.
 
         .. versionadded:: 0.1
         """
         if isinstance(max_count, bool) or not isinstance(max_count, int):
             raise TypeError(f"max_count must be an int, not {type(max_count).__name__}")
-        pat = self._check_match(match)
+        pat, fn = self._pattern(match)
         seen: dict[str, None] = {}
         try:
-            for raw in self._c().scan_iter(match=pat, count=1000):
-                k = self._user_key(raw)
-                if k is not None:
-                    seen[k] = None
-                    if 0 < max_count <= len(seen):
-                        break
+            for k in self._keys_of(self._c().scan_iter(match=pat, count=1000), fn):
+                seen[k] = None
+                if 0 < max_count <= len(seen):
+                    break
         except _redis_py.RedisError as e:
             _raise(e)
         return list(seen)
+
+    def items(self, match: Optional[str] = None) -> list[tuple[str, Value]]:  # type: ignore[override]
+        """A list of ``(key, value)`` of the live items (``match``: a glob, as
+        :meth:`get_keys`): ``SCAN`` then ``MGET`` in batches. Not a snapshot:
+        an item changed meanwhile may show its old or new value, and one
+        deleted meanwhile is left out.
+
+        .. versionadded:: 0.1
+        """
+        keys = self.get_keys(match=match)
+        out: list[tuple[str, Value]] = []
+        for i in range(0, len(keys), 500):
+            got = self.get_many(keys[i : i + 500])
+            out.extend((k, got[k]) for k in keys[i : i + 500] if k in got)
+        return out
+
+    def values(self) -> list[Value]:  # type: ignore[override]
+        """The live values (see :meth:`items`).
+
+        .. versionadded:: 0.1
+        """
+        return [v for _, v in self.items()]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.get_keys())
@@ -850,78 +941,100 @@ class RedisDict(MutableMapping[str, Value]):
     # ---- rate limiting, locks, single-flight ---------------------------------------
 
     def limit(self, key: str, rate: float, per: float, burst: int = 0) -> tuple[bool, int, float]:
-        """Admit or refuse one request under a GCRA rate limit: ``rate``
-        requests per ``per`` seconds, evenly spaced, with ``burst`` more
-        admitted at once from idle (as nginx ``limit_req`` and redis-cell).
-        One Lua script on the server's clock, so exact for any number of
-        clients on any number of hosts.
+        """Rate limiting in one atomic call: GCRA (a token bucket) kept in one
+        item, as :meth:`SharedDict.limit`. The bucket holds ``rate + burst``
+        requests and refills at ``rate`` per ``per`` seconds; each call takes
+        one request. One Lua script on the server's clock, so exact for any
+        number of clients on any number of hosts.
 
         Returns:
             ``(allowed, remaining, reset_after)``: whether this request is
             admitted, how many more would be admitted right now, and the
-            seconds until the limiter is back to full.
+            seconds until the bucket is full again (the item expires then).
 
         Raises:
-            TypeError: the key holds a value or a list.
-            ValueError: ``rate`` or ``per`` not positive and finite, ``burst`` negative.
+            TypeError: ``rate`` / ``per`` not numbers, ``burst`` not an int,
+                or ``key`` holds something other than an int (the state is an
+                int: microseconds of the server's clock).
+            ValueError: ``rate <= 0``, ``per <= 0``, ``burst < 0``,
+                ``rate + burst < 1``, or more than a million requests per
+                second (the state counts microseconds).
 
         .. versionadded:: 0.1
         """
         k = self._k(key)
         r = seconds(rate, "rate")
         p = seconds(per, "per")
-        if r <= 0 or p <= 0:
-            raise ValueError("rate and per must be > 0")
         if isinstance(burst, bool) or not isinstance(burst, int):
             raise TypeError(f"burst must be an int, not {type(burst).__name__}")
-        if burst < 0:
-            raise ValueError("burst must be >= 0")
-        t_us = p / r * 1e6
+        t_us = p * 1e6 / r if r > 0 and p > 0 else 0.0
+        lim_us = (r + burst) * t_us
+        if not (r > 0 and p > 0 and burst >= 0 and r + burst >= 1 and 1 <= t_us <= 4e15 and lim_us <= 4e15):
+            raise ValueError(
+                f"limit needs rate > 0, per > 0, burst >= 0, rate + burst >= 1 and at most "
+                f"10**6 requests per second (got {rate}, {per}, {burst})"
+            )
         try:
-            res = self._limit(client=self._c(), keys=[k], args=[repr(t_us), burst])
+            res = self._limit(client=self._c(), keys=[k], args=[int(t_us), int(lim_us)])
         except _redis_py.RedisError as e:
             _raise(e, key)
         if res[0] == -1:
-            raise TypeError(f"key {key!r} holds a value or a list, not a rate limiter")
-        return bool(res[0]), int(res[1]), int(res[2]) / 1e6
+            raise TypeError(f"key {key!r} holds a value that is not an int, so not a rate limiter's state")
+        return res[0] == 1, int(res[1]), int(res[2]) / 1e6
 
-    def lock(self, name: str, timeout: float = 5.0, *, lease: float = 30.0) -> RedisLock:
-        """A named lock shared by every client of this prefix: ``with
-        d.lock("job"):``. The holder is identified by a random token; the lock
-        expires after ``lease`` seconds so that a dead holder cannot keep it
-        (Redis cannot see a process die).
+    def lock(self, name: str, timeout: Optional[float] = None, *, lease: float = 30.0) -> RedisLock:
+        """A named lock shared by every client of this prefix, as
+        :meth:`SharedDict.lock`: ``with d.lock("job", timeout=5.0):`` waits
+        at most 5 seconds, then raises ``TimeoutError``; ``timeout=None``
+        waits forever. The holder is identified by a random token. Redis
+        cannot see a process die, so the lock also frees itself ``lease``
+        seconds after it was taken (:meth:`RedisLock.extend` renews it).
 
         Args:
             name: the lock's name (a key-like str; locks are not items).
-            timeout: seconds ``with`` (and ``acquire()``) waits before giving up.
+            timeout: seconds ``with`` (and ``acquire()``) waits; ``None``: forever.
             lease: seconds after which an unreleased lock frees itself.
+
+        Raises:
+            TypeError / ValueError: bad name, timeout or lease.
 
         .. versionadded:: 0.1
         """
         return RedisLock(self, name, timeout, lease)
 
     def get_or_set(
-        self, key: str, factory: Callable[[], Value], exptime: float = 0, lock_timeout: float = 10.0
+        self,
+        key: str,
+        factory: Callable[[], Value],
+        exptime: float = 0,
+        lock_timeout: Optional[float] = 30.0,
     ) -> Value:
-        """The value of ``key``; on a miss, exactly one caller among all the
-        clients that miss at once runs ``factory()`` and stores its result,
-        the others wait for it (single-flight, no dog-pile).
+        """The value of ``key``; on a miss, exactly one of the clients that
+        miss it at the same time calls ``factory()`` and stores the result
+        (with ``exptime``); the others wait for it and return it
+        (single-flight: no dog-pile). The computing client holds a lock with
+        a lease of ``max(lock_timeout, 30)`` seconds: a factory that runs
+        longer may be called a second time.
 
         Raises:
-            TimeoutError: the value did not appear within ``lock_timeout`` seconds.
-            TypeError: ``factory`` returned a value of an unsupported type.
-            Whatever ``factory`` raises (the waiters then retry it themselves).
+            TimeoutError: waited more than ``lock_timeout`` seconds (``None``:
+                forever) for the client computing the value.
+            Whatever ``factory`` raises (nothing is stored; the next waiter
+                calls ``factory`` itself).
+            TypeError / ValueError / shmdict.Full: as :meth:`set`.
 
         .. versionadded:: 0.1
         """
         v = self.get(key, _MISSING)
         if v is not _MISSING:
             return v  # type: ignore[no-any-return]
-        wait = seconds(lock_timeout, "lock_timeout")
-        lk = RedisLock(self, key, wait, max(wait, 1.0), kind=b"flight:")
-        deadline = time.monotonic() + wait
+        wait = None if lock_timeout is None else seconds(lock_timeout, "lock_timeout")
+        lk = RedisLock(self, key, wait, max(wait or 0.0, 30.0), kind=b"flight:")
+        deadline = None if wait is None else time.monotonic() + wait
         delay = 0.001
         while True:
+            # Poll the value as well as the lock: waiters return as soon as the
+            # value appears instead of queueing for the lock one by one.
             if lk.acquire(blocking=False):
                 try:
                     v = self.get(key, _MISSING)
@@ -934,7 +1047,7 @@ class RedisDict(MutableMapping[str, Value]):
             v = self.get(key, _MISSING)
             if v is not _MISSING:
                 return v  # type: ignore[no-any-return]
-            left = deadline - time.monotonic()
+            left = math.inf if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"get_or_set({key!r}): no value within {wait} s")
             time.sleep(min(delay, left))
@@ -957,26 +1070,39 @@ class RedisLock:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, d: RedisDict, name: str, timeout: float, lease: float, kind: bytes = b"lock:") -> None:
+    def __init__(
+        self, d: RedisDict, name: str, timeout: Optional[float], lease: float, kind: bytes = b"lock:"
+    ) -> None:
         self._d = d
         self.name = name
         self._key = d._ip + kind + encode_key(name)
-        self.timeout = seconds(timeout, "timeout")
+        self.timeout = None if timeout is None else seconds(timeout, "timeout")
         self._lease = _ms(lease, "lease")
         if self._lease <= 0:
             raise ValueError("lease must be > 0")
         self._token: Optional[bytes] = None
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Take the lock; ``True`` if taken. ``timeout < 0`` means the lock's
-        own ``timeout``; ``blocking=False`` tries once.
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
+        """Take the lock; ``True`` if taken. ``blocking=False`` tries once;
+        else wait up to ``timeout`` seconds (``None``: the timeout given to
+        :meth:`RedisDict.lock`; negative: forever).
+
+        Raises:
+            RuntimeError: this object already holds the lock (not reentrant).
+            ValueError: a timeout with ``blocking=False``.
+            shmdict.Unavailable: the server cannot be reached.
 
         .. versionadded:: 0.1
         """
         if self._token is not None:
-            raise RuntimeError(f"lock {self.name!r} is already held by this handle")
-        wait = self.timeout if timeout is None or timeout < 0 else seconds(timeout, "timeout")
-        deadline = time.monotonic() + wait
+            raise RuntimeError(f"lock {self.name!r} is already held by this object (not reentrant)")
+        if timeout is None:
+            timeout = self.timeout
+        elif not blocking and timeout >= 0:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        else:
+            timeout = seconds(timeout, "timeout")
+        deadline = math.inf if timeout is None or timeout < 0 else time.monotonic() + timeout
         token = uuid.uuid4().hex.encode() + b":%d" % os.getpid()
         delay = 0.001
         r = self._d._c()
