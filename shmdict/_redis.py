@@ -39,6 +39,7 @@ from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
+from ._dict import Event
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 try:  # the optional extra: shmdict[redis]
@@ -258,6 +259,21 @@ redis.call('SET', k, string.format('%.0f', nxt), 'PX', string.format('%.0f', mat
 return {1, math.floor((L - (nxt - now)) / T), string.format('%.0f', nxt - now)}
 """
 
+# A key's version: 0 while missing, else 28 bits of a SHA-1 of its content
+# (DUMP: value and type) and absolute expiry, plus 1. Redis keeps no change
+# counter, so this changes whenever the value or TTL differs -- but not when
+# the same value is stored again.
+_VERSION = """
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 0 then return 0 end
+local e = redis.pcall('PEXPIRETIME', k)
+if type(e) == 'table' then e = '' end
+return tonumber(string.sub(redis.sha1hex(redis.call('DUMP', k) .. '|' .. e), 1, 7), 16) + 1
+"""
+
+# Keyspace-notification event -> the op SharedDict.watch reports.
+_EVENT_OPS = {b"del": "delete", b"rename_from": "delete", b"expired": "expire", b"evicted": "evict"}
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -343,6 +359,8 @@ class RedisDict(MutableMapping[str, Value]):
         self._cas = r.register_script(_CAS)
         self._limit = r.register_script(_LIMIT)
         self._unlock = r.register_script(_UNLOCK)
+        self._version = r.register_script(_VERSION)
+        self._notify_ok = False
         self._extend = r.register_script(_EXTEND)
 
     # ---- attributes -------------------------------------------------------
@@ -883,6 +901,148 @@ class RedisDict(MutableMapping[str, Value]):
             if theirs in info:
                 out[ours] = info[theirs]
         return out
+
+    # ---- change notifications (keyspace notifications over pub/sub) -------------------
+
+    def version(self, key: str) -> int:
+        """The key's version: ``0`` while it is missing, else a number that
+        differs whenever its value or TTL differs (a hash of both: Redis
+        keeps no change counter, so storing the same value again keeps the
+        version). Pass it to :meth:`wait` as ``since``.
+
+        .. versionadded:: 0.1
+        """
+        k = self._k(key)
+        try:
+            return int(self._version(client=self._c(), keys=[k]))
+        except _redis_py.RedisError as e:
+            _raise(e, key)
+
+    def _subscribe(self, pattern: bytes, glob: bool) -> Any:
+        """A pub/sub connection subscribed to ``pattern`` (confirmed by the
+        server, so nothing published afterwards is missed)."""
+        r = self._c()
+        if not self._notify_ok:
+            try:
+                flags = r.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+            except _redis_py.ResponseError:
+                flags = None  # CONFIG is disabled (managed Redis): trust the operator
+            except _redis_py.RedisError as e:
+                _raise(e)
+            if flags is not None and ("K" not in flags or not ("A" in flags or set("g$lxe") <= set(flags))):
+                raise Error(
+                    "wait/watch on Redis need keyspace notifications: set notify-keyspace-events to "
+                    f"'KA' (or at least 'Kg$lxe') in the server's configuration (it is {flags!r})"
+                )
+            self._notify_ok = True
+        db = int(r.connection_pool.connection_kwargs.get("db") or 0)
+        ps = r.pubsub()
+        try:
+            channel = b"__keyspace@%d__:" % db + pattern
+            (ps.psubscribe if glob else ps.subscribe)(channel)
+            deadline = time.monotonic() + 10
+            while ps.get_message(timeout=1.0) is None:
+                if time.monotonic() > deadline:
+                    raise Unavailable("Redis did not confirm the subscription within 10 s")
+        except _redis_py.RedisError as e:
+            ps.close()
+            _raise(e)
+        except BaseException:
+            ps.close()
+            raise
+        return ps
+
+    def wait(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
+        """Block until ``key`` changes and return its new value, or ``None``
+        if it went away; as :meth:`SharedDict.wait`, through Redis keyspace
+        notifications (the server must have ``notify-keyspace-events``
+        ``KA``). With ``since`` (a :meth:`version`), returns at once if the
+        key's version already differs.
+
+        Raises:
+            TimeoutError: nothing changed within ``timeout`` seconds.
+            ValueError: a bad ``since``; the handle was closed (also while waiting).
+            shmdict.Error: keyspace notifications are off on the server.
+            shmdict.Unavailable: the server cannot be reached.
+
+        .. versionadded:: 0.1
+        """
+        k = self._k(key)
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32):
+            raise ValueError(f"since must be a version from version(), not {since!r}")
+        t = -1.0 if timeout is None else seconds(timeout, "timeout")
+        if timeout is not None and t < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        ps = self._subscribe(k, glob=False)
+        try:
+            if since is not None and self.version(key) != since:
+                return self.get(key)
+            deadline = math.inf if t < 0 else time.monotonic() + t
+            while True:
+                if self._r is None:
+                    raise ValueError(f"RedisDict {self._prefix!r} was closed while waiting")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{key!r} did not change within {timeout} s")
+                try:
+                    msg = ps.get_message(ignore_subscribe_messages=True, timeout=min(left, 0.25))
+                except _redis_py.RedisError as e:
+                    _raise(e, key)
+                if msg is not None and msg.get("type") == "message":
+                    return self.get(key)
+        finally:
+            ps.close()
+
+    def watch(self, match: str = "*", *, timeout: Optional[float] = None) -> Iterator[Event]:
+        """Iterate over the changes made after this call as :class:`Event`
+        ``(op, key)`` pairs, keeping the keys that match the glob ``match``
+        (fnmatch syntax); as :meth:`SharedDict.watch`, through Redis keyspace
+        notifications. Ends when no event comes for ``timeout`` seconds
+        (never, by default).
+
+        Differences (Redis's pub/sub): every deleted key is its own
+        ``"delete"`` event (``flush_all`` sends no ``"flush"``); a ``set``
+        with a TTL or an ``expire()`` also sends a ``"set"`` for the TTL; and
+        a subscriber that falls too far behind is disconnected by the server
+        (``Unavailable``), never told how many events it lost.
+
+        Raises:
+            shmdict.Error: keyspace notifications are off on the server.
+            shmdict.Unavailable: the connection broke.
+
+        .. versionadded:: 0.1
+        """
+        pat, fn = self._pattern(match)
+        t = -1.0 if timeout is None else seconds(timeout, "timeout")
+        if timeout is not None and t < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        ps = self._subscribe(pat, glob=True)
+        head = len(b"__keyspace@__:") + len(str(int(self._c().connection_pool.connection_kwargs.get("db") or 0)))
+
+        def gen() -> Iterator[Event]:
+            try:
+                quiet_since = time.monotonic()
+                while True:
+                    if self._r is None:
+                        raise ValueError(f"RedisDict {self._prefix!r} was closed while watching")
+                    try:
+                        msg = ps.get_message(ignore_subscribe_messages=True, timeout=0.25)
+                    except _redis_py.RedisError as e:
+                        _raise(e)
+                    now = time.monotonic()
+                    if msg is None or msg.get("type") != "pmessage":
+                        if t >= 0 and now - quiet_since >= t:
+                            return
+                        continue
+                    key = self._user_key(msg["channel"][head:])
+                    if key is None or (fn is not None and not fnmatchcase(key, fn)):
+                        continue
+                    quiet_since = now
+                    yield Event(_EVENT_OPS.get(msg["data"], "set"), key)
+            finally:
+                ps.close()
+
+        return gen()
 
     # ---- lists -------------------------------------------------------------------
 

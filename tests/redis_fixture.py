@@ -3,7 +3,8 @@
 ``redis_server`` starts one ``redis-server`` per test session on a Unix
 socket in a private directory: no persistence (``--save ""``, no AOF), no TCP
 port, and ``KEYS`` renamed away so that any use of it by shmdict fails the
-tests (the contract says SCAN, never KEYS). It is killed at teardown.
+tests (the contract says SCAN, never KEYS), and keyspace notifications on
+(``wait``/``watch``). It is killed at teardown.
 
 Without ``redis-server`` (or redis-py) the Redis tests are skipped with the
 reason, except under ``CI=true``, where a missing server is a failure: CI
@@ -69,6 +70,7 @@ def start_redis(workdir: str, extra: tuple[str, ...] = ()) -> RedisServer:
             "--appendonly", "no",
             "--dir", workdir,
             "--rename-command", "KEYS", "",
+            "--notify-keyspace-events", "KA",  # for wait/watch
             "--loglevel", "warning",
             *extra,
         ],

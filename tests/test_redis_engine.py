@@ -435,3 +435,100 @@ def test_stats(d):
     s = d.stats()
     assert s["engine"] == "redis" and s["entries"] == 1 and s["bytes_used"] > 0
     assert d.flush_expired() == 0
+
+
+# ---- change notifications ---------------------------------------------------------------------
+
+
+def _later(fn, delay=0.1):
+    import threading
+
+    t = threading.Timer(delay, fn)
+    t.start()
+    return t
+
+
+def test_version(d):
+    """version is 0 while missing and changes when the value or TTL changes."""
+    assert d.version("k") == 0
+    d["k"] = 1
+    v1 = d.version("k")
+    assert 0 < v1 < 2**32
+    d["k"] = 2
+    v2 = d.version("k")
+    assert v2 != v1
+    d.expire("k", 100)
+    assert d.version("k") not in (v2, 0)
+    del d["k"]
+    assert d.version("k") == 0
+
+
+def test_wait(d):
+    """wait returns the new value after a change, None after a delete, and times out."""
+    d["k"] = 1
+    t = _later(lambda: d.incr("k"))
+    assert d.wait("k", timeout=10) == 2
+    t.join()
+    t = _later(lambda: d.delete("k"))
+    assert d.wait("k", timeout=10) is None
+    t.join()
+    with pytest.raises(TimeoutError):
+        d.wait("k", timeout=0.1)
+    v = d.version("k")
+    d["k"] = "changed before the wait"
+    assert d.wait("k", timeout=0, since=v) == "changed before the wait"
+    with pytest.raises(ValueError):
+        d.wait("k", since=-1)
+
+
+def test_wait_across_processes(d):
+    """A change made by another process wakes a waiter."""
+    import os
+
+    d["job"] = "pending"
+    v = d.version("job")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            time.sleep(0.1)
+            d["job"] = "done"
+            code = 0
+        finally:
+            os._exit(code)
+    assert d.wait("job", timeout=10, since=v) == "done"
+    assert wait_pids([pid]) == [0]
+
+
+def test_watch(d):
+    """watch reports later changes of matching keys, in order, and ends after timeout."""
+    d["old"] = 1
+    w = d.watch("job*", timeout=0.3)
+    d.incr("jobs", init=0)
+    d["other"] = 1
+    del d["jobs"]
+    d.set("job2", "x", 0.05)
+    time.sleep(0.3)  # job2 expires; Redis notices on access or in its active cycle
+    d.get("job2")
+    raw = list(w)
+    events = [e for i, e in enumerate(raw) if i == 0 or raw[i - 1] != e]  # one op may send two
+    assert events[:2] == [("set", "jobs"), ("delete", "jobs")]
+    assert ("set", "job2") in events and ("expire", "job2") in events
+    assert all(e.key.startswith("job") for e in events)
+    with d.lock("job9"):  # internal keys never show up
+        pass
+    assert list(d.watch(timeout=0.1)) == []
+
+
+def test_notifications_off_is_a_clear_error(tmp_path):
+    """Without notify-keyspace-events, wait/watch raise shmdict.Error saying what to set."""
+    redis_available()
+    server = start_redis(str(tmp_path), ("--notify-keyspace-events", ""))
+    try:
+        with shmdict.connect(server.url("n:")) as rd:
+            with pytest.raises(shmdict.Error, match="notify-keyspace-events"):
+                rd.wait("k", timeout=0.1)
+            with pytest.raises(shmdict.Error, match="notify-keyspace-events"):
+                rd.watch()
+    finally:
+        stop_redis(server.proc)
