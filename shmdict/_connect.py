@@ -8,8 +8,12 @@ to several is then a configuration change.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from ._dict import SharedDict
+    from ._redis import RedisDict
 
 __all__ = ["connect"]
 
@@ -28,7 +32,7 @@ _SHM_PARAMS = frozenset({"size", "mode"})
 _REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
 
 
-def connect(url: str, **options: Any) -> Union["SharedDict", "RedisDict"]:  # noqa: F821
+def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     """A dict with the SharedDict API on the engine ``url`` names.
 
     - ``shm://NAME?size=64m[&mode=0o600]``: attach to the local dict ``NAME``,
@@ -78,7 +82,9 @@ def connect(url: str, **options: Any) -> Union["SharedDict", "RedisDict"]:  # no
     )
 
 
-def _connect_shm(url: str, netloc: str, path: str, params: list[tuple[str, str]], options: dict[str, Any]) -> Any:
+def _connect_shm(
+    url: str, netloc: str, path: str, params: list[tuple[str, str]], options: dict[str, Any]
+) -> SharedDict:
     from ._dict import get, open
 
     if options:

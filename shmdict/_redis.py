@@ -38,8 +38,8 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from ._dict import Event
+from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 try:  # the optional extra: shmdict[redis]
@@ -86,7 +86,7 @@ def encode(value: object) -> bytes:
     if t is float:
         return _fmt_float(float(value))  # type: ignore[arg-type]
     if t is bytes:
-        return b"b:" + bytes(value)  # type: ignore[call-overload]
+        return b"b:" + bytes(value)  # type: ignore[call-overload,no-any-return]
     return b"T" if value else b"F"
 
 
@@ -528,7 +528,7 @@ class RedisDict(MutableMapping[str, Value]):
             return None
         if ms == -1:
             return 0
-        return max(ms, 1) / 1000.0  # 0 ms left still means "expires", never "never"
+        return max(int(ms), 1) / 1000.0  # 0 ms left still means "expires", never "never"
 
     # ---- writes -----------------------------------------------------------
 
@@ -596,7 +596,7 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(exc, key)
         if rc < 0:
             raise TypeError(f"key {key!r} holds a list, not a value")
-        return rc == 1
+        return bool(rc == 1)
 
     def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
         """Store every item (a mapping or ``(key, value)`` pairs), in order,
@@ -1230,9 +1230,7 @@ class RedisLock:
     .. versionadded:: 0.1
     """
 
-    def __init__(
-        self, d: RedisDict, name: str, timeout: Optional[float], lease: float, kind: bytes = b"lock:"
-    ) -> None:
+    def __init__(self, d: RedisDict, name: str, timeout: Optional[float], lease: float, kind: bytes = b"lock:") -> None:
         self._d = d
         self.name = name
         self._key = d._ip + kind + encode_key(name)

@@ -25,7 +25,6 @@ import shmdict
 from shmdict import _redis
 
 
-
 @pytest.fixture
 def d(redis_dict):
     """A RedisDict under a fresh prefix (see redis_fixture)."""
