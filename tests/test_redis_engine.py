@@ -112,6 +112,22 @@ def test_shm_urls(monkeypatch):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_import_does_not_load_redis_py():
+    """import shmdict stays free of redis-py until a Redis URL is used."""
+    import subprocess
+    import sys
+
+    code = "import sys, shmdict; assert 'redis' not in sys.modules; shmdict.RedisDict; assert 'redis' in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_missing_redis_py_is_a_clear_importerror(monkeypatch):
+    """A Redis URL without redis-py installed says which extra to install."""
+    monkeypatch.setattr(_redis, "_redis_py", None)
+    with pytest.raises(ImportError, match=r"shmdict\[redis\]"):
+        shmdict.connect("redis://localhost/0")
+
+
 def test_url_redacts_password():
     """The url attribute never shows a password."""
     assert _redis.redact("redis://user:secret@h:1/0") == "redis://user:***@h:1/0"
