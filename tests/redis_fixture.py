@@ -6,7 +6,8 @@ port, and ``KEYS`` renamed away so that any use of it by shmdict fails the
 tests (the contract says SCAN, never KEYS), and keyspace notifications on
 (``wait``/``watch``). It is killed at teardown.
 
-Without ``redis-server`` (or redis-py) the Redis tests are skipped with the
+``SHMDICT_REDIS_SERVER`` names another binary (``valkey-server``).
+Without the server (or redis-py) the Redis tests are skipped with the
 reason, except under ``CI=true``, where a missing server is a failure: CI
 installs it (``.ci/run``).
 
@@ -32,6 +33,8 @@ import pytest
 import shmdict
 
 CI = os.environ.get("CI", "").lower() == "true"
+# Another server binary speaking the protocol, e.g. SHMDICT_REDIS_SERVER=valkey-server.
+SERVER = os.environ.get("SHMDICT_REDIS_SERVER", "redis-server")
 
 
 def _unavailable(reason: str) -> None:
@@ -62,7 +65,7 @@ def start_redis(workdir: str, extra: tuple[str, ...] = ()) -> RedisServer:
     sock = os.path.join(workdir, "redis.sock")
     proc = subprocess.Popen(
         [
-            "redis-server",
+            SERVER,
             "--port", "0",
             "--unixsocket", sock,
             "--unixsocketperm", "700",
@@ -100,8 +103,8 @@ def stop_redis(proc: subprocess.Popen[bytes]) -> None:
 
 def redis_available() -> None:
     """Skip (or fail under CI=true) unless both redis-server and redis-py exist."""
-    if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not installed (apt-get install redis-server)")
+    if shutil.which(SERVER) is None:
+        _unavailable(f"{SERVER} is not installed (apt-get install redis-server)")
     try:
         import redis  # noqa: F401
     except ImportError:

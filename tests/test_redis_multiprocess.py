@@ -83,3 +83,22 @@ def test_get_or_set_calls_the_factory_once(d):
 
     assert wait_pids(fork_children(PROCS, work)) == [0] * PROCS
     assert d["calls"] == 1 and d["cache"] == "computed"
+
+
+def test_lock_of_a_killed_holder_frees_after_its_lease(d):
+    """A holder SIGKILLed while holding a lock blocks others only until its lease ends."""
+    import os
+    import signal
+
+    def work(i):
+        lk = d.lock("job", lease=1.0)
+        assert lk.acquire(blocking=False)
+        d["held"] = 1
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pids = fork_children(1, work)
+    assert wait_pids(pids) == [128 + signal.SIGKILL]
+    assert d["held"] == 1
+    assert d.lock("job").locked()  # the dead holder still has it...
+    with d.lock("job", timeout=10):  # ...until its lease ends (else: TimeoutError)
+        pass
