@@ -727,3 +727,12 @@ def test_version_wait_watch_contract(d):
     events = list(w)
     assert ("set", "j1") in events and events[-1] == ("delete", "j1")
     assert all(e.key == "j1" for e in events)
+
+
+def test_huge_exptime_is_effectively_never(d):
+    """An absurdly long exptime stores the item with a long, positive TTL."""
+    d.set("k", 1, 1e300)
+    assert d.ttl("k") > 1e9
+    d.incr("n", 1, 1e300, init=0)
+    assert d.ttl("n") > 1e9
+    assert d.expire("k", 1e18) is True and d.ttl("k") > 1e9
