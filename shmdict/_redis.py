@@ -29,11 +29,13 @@ one clock.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, MutableMapping
 from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
@@ -54,6 +56,7 @@ __all__ = ["RedisDict", "RedisLock"]
 Value = Union[bool, int, float, str, bytes]
 
 _MISSING: Any = object()
+_ASYNC_SLICE = 0.25  # seconds an executor thread waits before the loop checks for cancellation
 _INTERNAL = b"\xff"  # see INTERNAL KEYS above
 _MAX_MS = 1 << 62  # PX beyond this overflows Redis's absolute deadline: treat as "very long"
 _GLOB_SPECIAL = {ord(c): "\\" + c for c in "*?[]\\"}
@@ -1002,9 +1005,10 @@ class RedisDict(MutableMapping[str, Value]):
 
         Differences (Redis's pub/sub): every deleted key is its own
         ``"delete"`` event (``flush_all`` sends no ``"flush"``); a ``set``
-        with a TTL or an ``expire()`` also sends a ``"set"`` for the TTL; and
-        a subscriber that falls too far behind is disconnected by the server
-        (``Unavailable``), never told how many events it lost.
+        with a TTL, an ``expire()`` or an ``incr`` that creates an int may
+        send two events; and a subscriber that falls too far behind is
+        disconnected by the server (``Unavailable``), never told how many
+        events it lost.
 
         Raises:
             shmdict.Error: keyspace notifications are off on the server.
@@ -1012,37 +1016,101 @@ class RedisDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
-        pat, fn = self._pattern(match)
         t = -1.0 if timeout is None else seconds(timeout, "timeout")
         if timeout is not None and t < 0:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
-        ps = self._subscribe(pat, glob=True)
-        head = len(b"__keyspace@__:") + len(str(int(self._c().connection_pool.connection_kwargs.get("db") or 0)))
+        sub = self._watch_sub(match)
 
         def gen() -> Iterator[Event]:
             try:
-                quiet_since = time.monotonic()
                 while True:
-                    if self._r is None:
-                        raise ValueError(f"RedisDict {self._prefix!r} was closed while watching")
-                    try:
-                        msg = ps.get_message(ignore_subscribe_messages=True, timeout=0.25)
-                    except _redis_py.RedisError as e:
-                        _raise(e)
-                    now = time.monotonic()
-                    if msg is None or msg.get("type") != "pmessage":
-                        if t >= 0 and now - quiet_since >= t:
-                            return
-                        continue
-                    key = self._user_key(msg["channel"][head:])
-                    if key is None or (fn is not None and not fnmatchcase(key, fn)):
-                        continue
-                    quiet_since = now
-                    yield Event(_EVENT_OPS.get(msg["data"], "set"), key)
+                    batch = self._poll(sub, t)
+                    if not batch:
+                        return
+                    yield from batch
             finally:
-                ps.close()
+                sub[0].close()
 
         return gen()
+
+    def _watch_sub(self, match: str) -> tuple[Any, int, Optional[str]]:
+        """(pub/sub connection, length of the channel's ``__keyspace@N__:``
+        head, fnmatch pattern) for watching ``match``."""
+        if not isinstance(match, str):
+            raise TypeError(f"match must be a glob str, not {type(match).__name__}")
+        pat, fn = self._pattern(match)
+        ps = self._subscribe(pat, glob=True)
+        db = int(self._c().connection_pool.connection_kwargs.get("db") or 0)
+        return ps, len(b"__keyspace@%d__:" % db), fn
+
+    def _poll(self, sub: tuple[Any, int, Optional[str]], step: float) -> list[Event]:
+        """The events that arrive within ``step`` seconds (``< 0``: until
+        one does): returns as soon as it has some and no more are pending."""
+        ps, head, fn = sub
+        deadline = math.inf if step < 0 else time.monotonic() + step
+        events: list[Event] = []
+        while True:
+            if self._r is None:
+                raise ValueError(f"RedisDict {self._prefix!r} was closed while watching")
+            left = deadline - time.monotonic()
+            if not events and left <= 0:
+                return events
+            try:
+                msg = ps.get_message(ignore_subscribe_messages=True, timeout=0 if events else min(left, 0.25))
+            except _redis_py.RedisError as e:
+                _raise(e)
+            if msg is None:
+                if events:
+                    return events
+                continue
+            if msg.get("type") != "pmessage":
+                continue
+            key = self._user_key(msg["channel"][head:])
+            if key is not None and (fn is None or fnmatchcase(key, fn)):
+                events.append(Event(_EVENT_OPS.get(msg["data"], "set"), key))
+
+    async def await_change(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
+        """:meth:`wait` for asyncio: the event loop keeps running (the wait
+        runs in a thread, in slices of 0.25 s, so cancelling is prompt).
+
+        .. versionadded:: 0.1
+        """
+        if timeout is not None and seconds(timeout, "timeout") < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        if since is None:
+            since = self.version(key)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
+            try:
+                return await loop.run_in_executor(None, functools.partial(self.wait, key, step, since=since))
+            except TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+
+    async def awatch(self, match: str = "*", *, timeout: Optional[float] = None) -> AsyncIterator[Event]:
+        """:meth:`watch` for asyncio: ``async for ev in d.awatch("user:*")``.
+
+        .. versionadded:: 0.1
+        """
+        if timeout is not None and seconds(timeout, "timeout") < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        sub = self._watch_sub(match)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while True:
+                step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
+                batch = await loop.run_in_executor(None, self._poll, sub, step)
+                for ev in batch:
+                    yield ev
+                if batch and timeout is not None:
+                    deadline = loop.time() + timeout
+                elif not batch and deadline is not None and loop.time() >= deadline:
+                    return
+        finally:
+            sub[0].close()
 
     # ---- lists -------------------------------------------------------------------
 

@@ -737,3 +737,23 @@ def test_huge_exptime_is_effectively_never(d):
     d.incr("n", 1, 1e300, init=0)
     assert d.ttl("n") > 1e9
     assert d.expire("k", 1e18) is True and d.ttl("k") > 1e9
+
+
+def test_async_notifications_contract(d):
+    """await_change returns the new value; awatch yields later changes."""
+    needs(d, "await_change", "awatch")
+    import asyncio
+
+    async def main() -> list[Any]:
+        d["k"] = 1
+        v = d.version("k")
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, d.incr, "k")
+        assert await d.await_change("k", timeout=10, since=v) == 2
+        seen = []
+        loop.call_later(0.2, d.set, "a1", 1)
+        async for ev in d.awatch("a*", timeout=0.5):
+            seen.append(ev)
+        return seen
+
+    assert ("set", "a1") in asyncio.run(main())

@@ -548,3 +548,26 @@ def test_notifications_off_is_a_clear_error(tmp_path):
                 rd.watch()
     finally:
         stop_redis(server.proc)
+
+
+def test_await_change_and_awatch(d):
+    """The asyncio forms see the same changes as wait and watch."""
+    import asyncio
+
+    async def main():
+        d["k"] = 1
+        v = d.version("k")
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, d.incr, "k")
+        assert await d.await_change("k", timeout=10, since=v) == 2
+        with pytest.raises(TimeoutError):
+            await d.await_change("k", timeout=0.1)
+        seen = []
+        loop.call_later(0.3, d.set, "a1", 1)
+        loop.call_later(0.35, d.delete, "a1")
+        async for ev in d.awatch("a*", timeout=0.6):
+            seen.append(ev)
+        return seen
+
+    events = asyncio.run(main())
+    assert events[0] == ("set", "a1") and events[-1] == ("delete", "a1")
