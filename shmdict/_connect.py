@@ -8,6 +8,7 @@ to several is then a configuration change.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -28,16 +29,18 @@ _REDIS = {
     "valkeys": "rediss",
     "valkey+unix": "unix",
 }
-_SHM_PARAMS = frozenset({"size", "mode"})
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
 
 
 def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     """A dict with the SharedDict API on the engine ``url`` names.
 
-    - ``shm://NAME?size=64m[&mode=0o600]``: attach to the local dict ``NAME``,
-      or create it with that size (:func:`shmdict.open`); without ``size``,
-      attach only (:func:`shmdict.get`). ``shmdict://`` is the same.
+    - ``shm://NAME?size=64m[&mode=600][&events=N][&evict=1]``: attach to the
+      local dict ``NAME``, or create it with that size and those options
+      (:func:`shmdict.open`; ``evict`` where this version's ``open`` has
+      it); without ``size``, attach only (:func:`shmdict.get`).
+      ``shmdict://`` is the same.
     - ``redis://[[user]:password@]host[:port][/db]?prefix=myapp:``,
       ``rediss://`` (TLS), ``unix:///path/redis.sock?db=0&prefix=...``, and
       ``valkey://``, ``valkeys://``, ``valkey+unix://``: a
@@ -93,17 +96,29 @@ def _connect_shm(
     if not name or (netloc and path not in ("", "/")):
         raise ValueError(f"expected shm://NAME?size=64m, got {url!r}")
     q = dict(params)
-    unknown = set(q) - _SHM_PARAMS
+    accepted = set(inspect.signature(open).parameters) - {"name"}  # what this build's open() takes
+    unknown = set(q) - accepted
     if unknown or len(q) != len(params):
         raise ValueError(f"unknown or repeated parameter(s) {sorted(unknown) or 'repeated'} in {url!r}")
-    if "mode" in q:
-        try:
-            mode = int(q["mode"], 8)
-        except ValueError:
-            raise ValueError(f"mode must be octal such as 600 or 0o600, not {q['mode']!r}") from None
-        if "size" not in q:
-            raise ValueError("mode= applies only when the dict may be created: give size= too")
-        return open(name, q["size"], mode=mode)
-    if "size" in q:
-        return open(name, q["size"])
-    return get(name)
+    if "size" not in q:
+        if q:
+            raise ValueError(f"{sorted(q)} apply only when the dict may be created: give size= too")
+        return get(name)
+    kw: dict[str, Any] = {}
+    for k, v in q.items():
+        if k == "mode":
+            try:
+                kw[k] = int(v, 8)
+            except ValueError:
+                raise ValueError(f"mode must be octal such as 600 or 0o600, not {v!r}") from None
+        elif k == "events":
+            if not v.isdigit():
+                raise ValueError(f"events must be a count such as 1024, not {v!r}")
+            kw[k] = int(v)
+        elif k == "evict":
+            if v.lower() not in _BOOLS:
+                raise ValueError(f"evict must be 1/0, true/false or yes/no, not {v!r}")
+            kw[k] = _BOOLS[v.lower()]
+        elif k != "size":
+            kw[k] = v
+    return open(name, q["size"], **kw)

@@ -103,7 +103,19 @@ def test_shm_urls(monkeypatch):
         a["k"] = 1
         assert b["k"] == 1 and not a.owner and a.size == 64 * 1024
         assert os.stat(os.path.join(directory, f"shmdict.{name}")).st_mode & 0o777 == 0o640
-        for bad in (f"shm://{name}?size=1m&evil=1", f"shm://{name}?mode=600", f"shm://{name}?size=1m&mode=9x", "shm://", "shm://a/b"):
+        c = shmdict.connect(f"shm://e{name}?size=64k&events=16")
+        assert c._info()["events_cap"] > 0
+        c.close()
+        shmdict.unlink(f"e{name}")
+        for bad in (
+            f"shm://{name}?size=1m&evil=1",
+            f"shm://{name}?mode=600",
+            f"shm://{name}?size=1m&mode=9x",
+            f"shm://{name}?size=1m&events=x",
+            f"shm://{name}?size=1m&size=2m",
+            "shm://",
+            "shm://a/b",
+        ):
             with pytest.raises(ValueError):
                 shmdict.connect(bad)
         a.close()
