@@ -35,6 +35,7 @@ import shmdict
 CI = os.environ.get("CI", "").lower() == "true"
 # Another server binary speaking the protocol, e.g. SHMDICT_REDIS_SERVER=valkey-server.
 SERVER = os.environ.get("SHMDICT_REDIS_SERVER", "redis-server")
+PROTOCOL = os.environ.get("SHMDICT_REDIS_PROTOCOL", "")
 
 
 def _unavailable(reason: str) -> None:
@@ -52,7 +53,8 @@ class RedisServer:
         self.workdir = workdir
 
     def url(self, prefix: str = "", db: int = 0) -> str:
-        return f"unix://{self.sock}?db={db}" + (f"&prefix={prefix}" if prefix else "")
+        proto = f"&protocol={PROTOCOL}" if PROTOCOL else ""  # SHMDICT_REDIS_PROTOCOL=3: the suite over RESP3
+        return f"unix://{self.sock}?db={db}{proto}" + (f"&prefix={prefix}" if prefix else "")
 
     def client(self) -> Any:
         import redis
