@@ -14,7 +14,7 @@ corrupt.
 from typing import Any
 
 from ._connect import connect
-from ._dict import Event, SharedDict, Value, get, new, open, unlink
+from ._dict import Event, NamedLock, SharedDict, Value, get, new, open, unlink
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Error",
     "Event",
     "Full",
+    "NamedLock",
     "RedisDict",
     "SharedDict",
     "Unavailable",
