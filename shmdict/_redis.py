@@ -198,6 +198,24 @@ end
 return {1, redis.call('GET', k)}
 """
 
+# One row per key: {0} missing (or not ours), {1, value}, {2, elements...} a list.
+_GET_MANY = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'string' then
+    out[i] = {1, redis.call('GET', k)}
+  elseif t == 'list' then
+    local e = redis.call('LRANGE', k, 0, -1)
+    table.insert(e, 1, 2)
+    out[i] = e
+  else
+    out[i] = {0}
+  end
+end
+return out
+"""
+
 _EXPIRE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -211,16 +229,15 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
-# 1 swapped, 0 not swapped, -1 the key holds a list. ARGV[4] == '1': swap
-# only if absent (expected=None). Floats compare as numbers, as in C: -0.0
+# 1 swapped, 0 not swapped (a list never matches, as in C). ARGV[4] == '1':
+# swap only if absent (expected=None). Floats compare as numbers, as in C: -0.0
 # matches 0.0 and NaN matches nothing.
 _CAS = """
 local t = redis.call('TYPE', KEYS[1])['ok']
 if ARGV[4] == '1' then
   if t ~= 'none' then return 0 end
 else
-  if t == 'none' then return 0 end
-  if t ~= 'string' then return -1 end
+  if t ~= 'string' then return 0 end
   local v, e = redis.call('GET', KEYS[1]), ARGV[1]
   if string.sub(v, 1, 2) == 'f:' and string.sub(e, 1, 2) == 'f:' then
     if tonumber(string.sub(v, 3)) ~= tonumber(string.sub(e, 3)) then return 0 end
@@ -363,6 +380,7 @@ class RedisDict(MutableMapping[str, Value]):
         self._limit = r.register_script(_LIMIT)
         self._unlock = r.register_script(_UNLOCK)
         self._version = r.register_script(_VERSION)
+        self._get_many = r.register_script(_GET_MANY)
         self._notify_ok = False
         self._extend = r.register_script(_EXTEND)
 
@@ -477,11 +495,13 @@ class RedisDict(MutableMapping[str, Value]):
         except _redis_py.RedisError as e:
             _raise(e, key)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Value]:
-        """The values of the present ``keys``, in one ``MGET``.
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """``{key: value}`` for the present ``keys``, read by one Lua script:
+        a consistent snapshot of those keys, as on SharedDict. A list key
+        comes back as a Python ``list`` (a copy).
 
-        Returns:
-            A dict of the keys that exist (missing, expired and list keys are left out).
+        Raises:
+            TypeError / ValueError: for a bad key (nothing is read).
 
         .. versionadded:: 0.1
         """
@@ -490,12 +510,19 @@ class RedisDict(MutableMapping[str, Value]):
         names = list(dict.fromkeys(keys))
         ks = [self._k(k) for k in names]
         if not ks:
+            self._c()
             return {}
         try:
-            raws = self._c().mget(ks)
+            rows = self._get_many(client=self._c(), keys=ks)
         except _redis_py.RedisError as e:
             _raise(e)
-        return {n: decode(r) for n, r in zip(names, raws) if r is not None}
+        out: dict[str, Any] = {}
+        for n, row in zip(names, rows):
+            if row[0] == 1:
+                out[n] = decode(row[1])
+            elif row[0] == 2:
+                out[n] = [decode(x) for x in row[1:]]
+        return out
 
     def pop(self, key: str, *default: Any) -> Any:
         """Remove ``key`` and return its value, atomically (``GETDEL``).
@@ -585,7 +612,7 @@ class RedisDict(MutableMapping[str, Value]):
 
         Raises:
             TypeError / OverflowError / ValueError: as :meth:`set`, for
-                ``expected`` too; ``TypeError`` also if the key holds a list.
+                ``expected`` too. A list never matches.
 
         .. versionadded:: 0.1
         """
@@ -597,8 +624,6 @@ class RedisDict(MutableMapping[str, Value]):
             rc = self._cas(client=self._c(), keys=[k], args=[e, n, ms, 1 if expected is None else 0])
         except _redis_py.RedisError as exc:
             _raise(exc, key)
-        if rc < 0:
-            raise TypeError(f"key {key!r} holds a list, not a value")
         return bool(rc == 1)
 
     def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:

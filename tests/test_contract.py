@@ -703,8 +703,18 @@ def test_lists_contract(d):
     with pytest.raises(TypeError):
         d.lpush("s", 1)
     d.rpush("L2", True)
-    with pytest.raises(TypeError):
-        d.get("L2")
+    d.rpush("L2", 2.5)
+    for op in (lambda: d.get("L2"), lambda: d["L2"], lambda: d.pop("L2"), lambda: d.incr("L2"), lambda: d.limit("L2", 1, 1)):
+        with pytest.raises(TypeError):
+            op()
+    assert d.get_many(["L2", "s"]) == {"L2": [True, 2.5], "s": 1}  # a list comes back as a list
+    assert sorted(d.items(), key=lambda kv: kv[0]) == [("L2", [True, 2.5]), ("s", 1)]
+    assert d.cas("L2", None, 1) is False and d.add("L2", 1) is False
+    assert "L2" in d and len(d) == 2 and d.ttl("L2") == 0
+    assert d.expire("L2", 10) is True and d.rpush("L2", 3) == 3 and 9 < d.ttl("L2") <= 10  # push keeps the TTL
+    assert d.replace("L2", "scalar") is True and d["L2"] == "scalar"  # set/replace replace a list
+    d.rpush("L3", 1)
+    assert d.rpop("L3") == 1 and "L3" not in d  # popping the last element deletes the list
 
 
 def test_version_wait_watch_contract(d):

@@ -315,8 +315,8 @@ def test_cas(d):
     d["nan"] = float("nan")
     assert d.cas("nan", float("nan"), 1) is False  # NaN matches nothing
     d.rpush("L", 1)
-    with pytest.raises(TypeError):
-        d.cas("L", 1, 2)
+    assert d.cas("L", 1, 2) is False and d.cas("L", None, 2) is False  # a list never matches
+    assert d.lpop("L") == 1
 
 
 def test_get_many_set_many(d):
