@@ -136,6 +136,22 @@ int64_t shmdict_len(shmdict_t *h);
  * with out->len the bytes needed. */
 int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out);
 
+/* ---- fast paths (fast.c): fewer arguments, ints returned directly -------- */
+
+/* Results in [INT64_MIN, INT64_MIN + SHMDICT_FAST_CODES) are codes, not
+ * values: INT64_MIN + t (1 <= t <= 5) = present, of type t (an int in that
+ * range included); INT64_MIN + 32 - rc = the error code rc < 0. A code other
+ * than ENOTFOUND means: call the general function. A NULL handle: EINVAL. */
+enum { SHMDICT_FAST_CODES = 64 };
+/* shmdict_get for an int: the value, or a code. */
+int64_t shmdict_get_fast(shmdict_t *h, const char *key, size_t klen);
+/* shmdict_incr of a live int by delta, TTL kept: the new value, or a code
+ * and nothing changed (missing, not an int, overflow, reserved result). */
+int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t delta);
+/* shmdict_set with no TTL and SHMDICT_SET_ALWAYS, typed (type: STR or BYTES). */
+int shmdict_set_int(shmdict_t *h, const char *key, size_t klen, int64_t value);
+int shmdict_set_buf(shmdict_t *h, const char *key, size_t klen, const char *val, size_t vlen, int type);
+
 /* ---- diagnostics --------------------------------------------------------- */
 
 /* Full integrity check under the lock (O(table)): every slot, record, free
