@@ -38,6 +38,7 @@ _c_get_fast, _c_incr_fast = lib.shmdict_get_fast, lib.shmdict_incr_fast
 _c_set_int, _c_set_buf = lib.shmdict_set_int, lib.shmdict_set_buf
 _FMIN = INT64_MIN + lib.SHMDICT_FAST_CODES
 _F_MISS = INT64_MIN + 32 - _ENOTFOUND
+_F_STR, _F_BYTES = INT64_MIN + _STR, INT64_MIN + _BYTES
 _encode = str.encode  # a TypeError for a non-str key, with no isinstance call
 _u32 = struct.Struct("<I")
 
@@ -189,8 +190,10 @@ class SharedDict(MutableMapping[str, Value]):
 
     def _read(self, fn: Any, key: str) -> Any:
         """Run a get-like C call; returns the value or raises KeyError."""
-        h = self._handle()
-        k = encode_key(key)
+        return self._read_k(fn, self._handle(), encode_key(key), key)
+
+    def _read_k(self, fn: Any, h: Any, k: bytes, key: str) -> Any:
+        """_read for a handle and key already checked and encoded."""
         s = scratch
         out, buf, cap, view = s.all
         while True:
@@ -241,6 +244,11 @@ class SharedDict(MutableMapping[str, Value]):
             return v
         if v == _F_MISS:
             return default
+        if _F_STR <= v <= _F_BYTES and self._h is not None:
+            try:
+                return self._read_k(_c_get, self._h, k, key)  # a str or bytes value: one more call
+            except KeyError:
+                return default
         try:
             return self._read(_c_get, key)
         except KeyError:
@@ -256,6 +264,8 @@ class SharedDict(MutableMapping[str, Value]):
             return v  # type: ignore[no-any-return]
         if v == _F_MISS:
             raise KeyError(key)
+        if _F_STR <= v <= _F_BYTES and self._h is not None:
+            return self._read_k(_c_get, self._h, k, key)  # type: ignore[no-any-return]
         return self._read(_c_get, key)  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
