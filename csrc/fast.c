@@ -43,8 +43,9 @@ int64_t shmdict_get_fast(shmdict_t *h, const char *key, size_t klen)
     return rc > 0 ? CODE_TYPE(rc) : CODE_ERR(rc);
 }
 
-/* Add delta to a live int, keeping its TTL: the same stores, crash points and
- * version bump as shmdict_incr's in-place path. Every other case -- a missing
+/* Add delta to a live int, keeping its TTL: the same stores, crash points,
+ * version bump and change event as shmdict_incr's in-place path (ops.c: keep
+ * the two in step). Every other case -- a missing
  * or expired key (init), a float, not a number, an overflow, a result in the
  * reserved range -- returns a code and changes nothing; shmdict_incr then
  * does it (or reports it). */
@@ -67,13 +68,16 @@ int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t de
     } else if (__builtin_add_overflow(r->num.i, delta, &res) || res < FIRST_VALUE) {
         res = CODE_ERR(SHMDICT_EOVERFLOW);
     } else {
-        rec_t t = *r; /* the word at offset 8 (klen, type, cls, ver) with ver + 1 */
+        if (__builtin_expect(h->hdr->flags & HF_EVICT, 0) && !(r->cls & CLS_REF))
+            r->cls |= CLS_REF; /* CLOCK: referenced (an unlogged hint), as ops.c lookup() */
+        rec_t t = *r; /* the word at offset 8 (klen, type, cls, ver) with the next version */
         uint64_t w8;
-        t.ver = r->ver + 1;
+        t.ver = next_ver(r->ver);
         memcpy(&w8, &t.klen, 8);
         w64(h, &r->num.u, (uint64_t)res);
         FAULT(INCR_STORED);
         w64(h, (uint64_t *)(void *)&r->klen, w8);
+        note_change(h, hash, EV_SET, key, klen);
         FAULT(INCR_TTL);
         commit(h);
     }

@@ -39,15 +39,6 @@
  *
  * Per-entry cost: 24 bytes of record header (the value and key follow),
  * rounding to 8 bytes, and one 8-byte index slot at <= 85% load.
- *
- * INDEX SIZING. The index gets one slot per BYTES_PER_SLOT bytes of the
- * dict. 42 makes the index and the arena run out together for the typical
- * small entry, a 40-byte record (a key of 9-16 bytes and a number): S/42
- * slots at 85% hold S/49.4 entries, and the S*34/42 bytes left for records
- * hold S/49.4 records of 40 bytes. So such a dict costs 49.4 bytes per entry
- * in total (48 gave 56.5: the index filled first). Larger entries lose 19%
- * of the size to the index instead of 17%. index_cap is stored in the
- * header, so files created with another value stay valid.
  */
 #ifndef SHMDICT_LAYOUT_H
 #define SHMDICT_LAYOUT_H
@@ -74,10 +65,17 @@
 #define BACKUP_MAX 4096u               /* bytes of a record that can be rewritten in place */
 #define ULOG_BACKUP (1ull << 63)        /* log entry flag: restore `old` bytes from backup[] */
 #define LOAD_NUM 85                    /* max (count + tombs) / index_cap = 85% */
-#define BYTES_PER_SLOT 42u             /* index sizing: one slot per 42 bytes of dict (see below) */
+#define BYTES_PER_SLOT 48u             /* index sizing: one slot per 48 bytes of dict */
 #define SWEEP_SLOTS 4u                 /* expired-item slots examined per insert */
+#define NBUCKETS 128                   /* futex words for per-key waits */
+#define EV_WORD NBUCKETS               /* futex word of the event ring */
+#define WAITERS 0x80000000u            /* futex word bit: somebody sleeps on it */
 
 enum { T_FREE = 0 };
+
+/* header.flags */
+#define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
+#define CLS_REF 0x80u                  /* cls bit 7: CLOCK "referenced" bit (a hint, unlogged) */
 
 /* ABI stamp: the mutex and struct layout are libc/arch specific. */
 #define ABI_STAMP ((uint32_t)(sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | 0x01))
@@ -103,9 +101,10 @@ typedef struct header {
     uint64_t creator_pid;       /*  80 */
     uint64_t created_realtime;  /*  88: ns since the epoch */
     uint64_t user_size;         /*  96: size asked for */
-    uint64_t flags;             /* 104: reserved (eviction policy) */
-    uint64_t events_off;        /* 112: reserved: event ring for notifications */
-    uint64_t events_cap;        /* 120 */
+    uint64_t flags;             /* 104: HF_* policy bits; set once, right after creation (see
+                                 *      shmdict_configure), by a plain aligned store */
+    uint64_t events_off;        /* 112: event ring (notify.c), between index and arena */
+    uint64_t events_cap;        /* 120: its bytes, a multiple of 16; 0 = no events */
     char pad0[256 - 128];
 
     /* ---- the lock, on its own cache lines */
@@ -130,14 +129,30 @@ typedef struct header {
     uint64_t recoveries;        /* EOWNERDEAD repairs */
     uint64_t defrag_pending;    /* a defrag pass is being applied (redo on recovery) */
     uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
-    uint64_t stat_reserved[18]; /* reserved: hits, misses, evictions, lock waits ... */
+    /* statistics (ops.c shmdict_stats): plain unlogged increments under the
+     * lock. They are diagnostics, not state: an operation rolled back after a
+     * crash may leave its increment behind. */
+    uint64_t st_hits;           /* keyed reads that found a live value */
+    uint64_t st_misses;         /* keyed reads that found nothing */
+    uint64_t st_expired;        /* expired records reclaimed */
+    uint64_t st_evictions;      /* live records evicted by CLOCK (HF_EVICT) */
+    uint64_t st_locks;          /* lock acquisitions */
+    uint64_t st_lock_waits;     /* acquisitions that had to sleep in the kernel */
+    uint64_t st_lock_wait_ns;   /* time spent sleeping for the lock */
+    uint64_t stat_reserved[7]; /* reserved */
+    uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
+    uint64_t ev_tail;           /* absolute position of the oldest entry kept */
+    uint64_t ev_seq;            /* sequence number of the next event */
+    uint64_t ev_tail_seq;       /* sequence number of the entry at ev_tail */
     uint64_t free_head[NCLASS]; /* first free unit of each size class, 0 = none */
 
     /* ---- undo log (lock.c) */
     uint64_t ulog_n;
     ulog_entry_t ulog[ULOG_MAX];
 
-    /* ---- reserved for change notification: futex words */
+    /* ---- change notification (notify.c): futex words, 31-bit sequence |
+     * WAITERS bit. notify_seq[b] for keys whose tag % NBUCKETS == b; the last
+     * word for the event ring. Not table state: never logged. */
     uint32_t notify_seq[129];
     uint32_t pad2;
 
@@ -148,6 +163,7 @@ typedef struct header {
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its line");
 _Static_assert(sizeof(header_t) <= HEADER_SIZE, "header fits its page");
 _Static_assert(offsetof(header_t, lock) == 256, "lock at 256");
+_Static_assert(offsetof(header_t, free_head) == 640, "statistics took only reserved words");
 
 typedef struct rec {
     uint64_t expires;
@@ -178,7 +194,9 @@ struct shmdict {
     char *arena;
     uint64_t cap;      /* copies of validated header geometry: the file can't change these */
     uint64_t units;
+    uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
+    int closing;       /* shmdict_interrupt: waiters return ECLOSED */
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */
@@ -186,6 +204,18 @@ struct shmdict {
 static inline bool is_numeric(int type)
 {
     return type == SHMDICT_T_BOOL || type == SHMDICT_T_INT || type == SHMDICT_T_FLOAT;
+}
+
+/* Bytes of record r that hold data: header, key, value. A LIST record keeps
+ * its key padded to 8, then a u64 element count, then an element area whose
+ * live part is [num.s.reserved, num.s.reserved + num.s.vlen) (ops.c). */
+static inline uint64_t rec_bytes(const rec_t *r)
+{
+    if (is_numeric(r->type))
+        return REC_HDR + r->klen;
+    if (r->type == SHMDICT_T_LIST)
+        return REC_HDR + (((uint64_t)r->klen + 7) & ~7ull) + 8 + (uint64_t)r->num.s.reserved + r->num.s.vlen;
+    return REC_HDR + r->klen + (uint64_t)r->num.s.vlen;
 }
 
 static inline rec_t *unit_ptr(const shmdict_t *h, uint64_t unit)
@@ -247,14 +277,27 @@ int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int
 rec_t *rec_at(shmdict_t *h, uint64_t slot);
 int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
 int defrag(shmdict_t *h);
+uint64_t carve_units(uint64_t len);      /* first piece a defrag pass carves from a free run */
+int class_floor_units(uint64_t units);   /* largest class of at most `units` */
 int defrag_pass(shmdict_t *h);
 void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
-int delete_at(shmdict_t *h, uint64_t i, rec_t *r);
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r); /* emits EV_DELETE */
+int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op);
 int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
 void table_reset(shmdict_t *h);
 int table_check(shmdict_t *h, char *msg, size_t cap);
 uint64_t now_ns(void);
 uint64_t deadline_ns(uint64_t now, double exptime);
+
+/* ---- notify.c ----------------------------------------------------------- */
+enum { EV_SKIP = 0, EV_SET = 1, EV_DELETE = 2, EV_EXPIRE = 3, EV_EVICT = 4, EV_FLUSH = 5 };
+/* Inside an operation's transaction: record the change of a key (appends to
+ * the event ring, logged) and bump its bucket (woken after unlock). */
+void note_change(shmdict_t *h, uint64_t hash, int op, const char *key, size_t klen);
+void note_flush(shmdict_t *h);
+void wake_pending(shmdict_t *h); /* after unlock: FUTEX_WAKE the buckets this thread bumped */
+void wake_all(shmdict_t *h);     /* recovery: a dead writer may have bumped without waking */
+uint32_t next_ver(uint32_t v);
 
 /* ---- fault.c ------------------------------------------------------------ */
 /* Every crash point, as "<operation>.<step>". */
@@ -283,7 +326,21 @@ uint64_t deadline_ns(uint64_t now, double exptime);
     X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
-    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */
+    X(EVENT_APPENDED, "event.appended")         /* event written, op not committed */    \
+    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */      \
+    X(FLUSH_EXPIRED_DELETED, "flush_expired.deleted") /* one expired item freed */       \
+    X(LEN_RECLAIMED, "len.reclaimed")           /* len() reclaimed the expired items */  \
+    X(EVICT_DELETED, "evict.deleted")           /* one CLOCK victim removed */           \
+    X(CAS_MATCHED, "cas.matched")               /* compared equal, store not begun */    \
+    X(SET_MANY_ITEM, "set_many.item")           /* some items stored, not all */         \
+    X(LIMIT_STORED, "limit.stored")             /* new TAT stored, TTL pending */        \
+    X(LIMIT_TTL, "limit.ttl")                   /* TTL stored, log not cleared */         \
+    X(LIST_PUSHED, "list.pushed")               /* element in, count/version pending */  \
+    X(LIST_SLID, "list.slid")                   /* live part copied across, push pending */\
+    X(LIST_POPPED, "list.popped")               /* element out, count/version pending */ \
+    X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
+    X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
+    X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */
 
 #define X_ENUM(id, name) FP_##id,
 enum { FAULT_POINTS(X_ENUM) FP_COUNT };

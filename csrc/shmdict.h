@@ -38,14 +38,29 @@ enum {
     SHMDICT_ELOCK     =  -9, /* the mutex is unusable (ENOTRECOVERABLE or another pthread error) */
     SHMDICT_EINVAL    = -10, /* an argument C was given is out of range */
     SHMDICT_ERANGE    = -11, /* output buffer too small: out->len holds the size needed */
-    SHMDICT_EEXIST    = -12  /* SHMDICT_SET_NX: the key is present */
+    SHMDICT_EEXIST    = -12, /* SHMDICT_SET_NX: the key is present */
+    SHMDICT_ETIMEDOUT = -13, /* a wait ran out of time */
+    SHMDICT_EINTR     = -14, /* a wait was interrupted by a signal: call again */
+    SHMDICT_ECLOSED   = -15, /* the handle is being closed */
+    SHMDICT_EWRONGTYPE = -16 /* a scalar operation on a list, or a list operation on a scalar */
+};
+
+/* Kinds of change, as reported by shmdict_events. */
+enum {
+    SHMDICT_EV_SET    = 1, /* set, incr, expire() and every other store */
+    SHMDICT_EV_DELETE = 2,
+    SHMDICT_EV_EXPIRE = 3, /* an expired item was reclaimed */
+    SHMDICT_EV_EVICT  = 4,
+    SHMDICT_EV_FLUSH  = 5  /* flush_all: every key went away */
 };
 
 /* shmdict_set flags. An expired key counts as absent. */
 enum {
     SHMDICT_SET_ALWAYS = 0,
     SHMDICT_SET_NX     = 1, /* only if absent, else EEXIST (add, setdefault) */
-    SHMDICT_SET_XX     = 2  /* only if present, else ENOTFOUND (replace) */
+    SHMDICT_SET_XX     = 2, /* only if present, else ENOTFOUND (replace) */
+    SHMDICT_SET_NOEVICT = 4, /* never evict, even in an evicting dict: EFULL (safe_set, safe_add) */
+    SHMDICT_SET_MASK   = 7
 };
 
 /* Value types, as stored in a record. 0 marks a free block. */
@@ -54,7 +69,8 @@ enum {
     SHMDICT_T_INT   = 2,
     SHMDICT_T_FLOAT = 3,
     SHMDICT_T_STR   = 4, /* UTF-8 text */
-    SHMDICT_T_BYTES = 5
+    SHMDICT_T_BYTES = 5,
+    SHMDICT_T_LIST  = 6  /* a list of scalars (ops.c "lists"); get-like calls give EWRONGTYPE */
 };
 
 enum {
@@ -85,15 +101,18 @@ typedef struct shmdict_info {
     uint64_t creator_pid;
     uint64_t dev;           /* identity of the file this handle mapped */
     uint64_t ino;
+    uint64_t events_cap;    /* bytes of the event ring (0: no events) */
     uint32_t layout_version;
 } shmdict_info_t;
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-/* Create <dir>/shmdict.<name> with `size` bytes, reserved up front. Nobody
- * can attach before it is fully initialised. SHMDICT_ESYS with errno EEXIST
- * if the name exists, ENOSPC if the filesystem cannot hold it. */
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, shmdict_t **out);
+/* Create <dir>/shmdict.<name> with `size` bytes, reserved up front, with an
+ * event ring for about `events` changes (0: none). Nobody can attach before
+ * it is fully initialised. SHMDICT_ESYS with errno EEXIST if the name
+ * exists, ENOSPC if the filesystem cannot hold it. */
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
+                   shmdict_t **out);
 /* Attach to an existing dict: ESYS/ENOENT if missing, EVERSION or ECORRUPT
  * if the file is not a valid dict of this layout. Never follows a symlink. */
 int shmdict_attach(const char *dir, const char *name, shmdict_t **out);
@@ -135,6 +154,103 @@ int64_t shmdict_len(shmdict_t *h);
  * max_count of them if max_count > 0. Returns the number of keys, or ERANGE
  * with out->len the bytes needed. */
 int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out);
+
+/* ---- more operations (ngx.shared.DICT parity and beyond) ----------------- */
+
+/* As shmdict_get, but an expired record not yet reclaimed is returned too,
+ * with *stale = 1. */
+int shmdict_get_stale(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf,
+                      size_t cap, int *stale);
+/* Free up to max_count (0 = all) expired records; returns how many. */
+int64_t shmdict_flush_expired(shmdict_t *h, uint64_t max_count);
+/* evict = 1 turns CLOCK eviction on for the whole dict (it stays on); 0 leaves
+ * the policy alone. Returns the policy now in force (0 or 1). */
+int shmdict_configure(shmdict_t *h, int evict);
+/* Compare-and-set: if the live value equals the expected one (same type and
+ * value; etype 0 = expected absent), store the new one. 1 stored, 0 not. */
+int shmdict_cas(shmdict_t *h, const char *key, size_t klen, int etype, int64_t ei, double ef,
+                const char *eval, size_t elen, int ntype, int64_t ni, double nf, const char *nval,
+                size_t nlen, double exptime, shmdict_out_t *out);
+/* Many keys in one lock hold. keys: n x (u32 klen, key). Output: n x (u8
+ * type, 0 = missing; 8 bytes for bool/int/float, u32 len + bytes for
+ * str/bytes). Returns the number found, or ERANGE with out->len needed. */
+int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
+                         size_t cap, shmdict_out_t *out);
+/* Store n items (u32 klen, key, value packed as above) in order under one
+ * lock hold; flags as shmdict_set (add/replace skip, not fail). Returns n, or
+ * an error with out->i = items stored before it. */
+int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
+                         double exptime, int flags, shmdict_out_t *out);
+/* Snapshot of live keys (with_values: and values, packed as get_many's output
+ * after each key) matching glob pat (NULL = all), at most max_count (0 = all).
+ * Returns the count, or ERANGE with out->len needed. */
+int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_count, int with_values,
+                      char *buf, size_t cap, shmdict_out_t *out);
+/* One scan batch from slot `cursor`: examines at least `count` live keys
+ * unless the index ends, returning those matching pat (NULL = all); out->i =
+ * next cursor (0 = done). Returns the number returned, or ERANGE. */
+int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
+                     char *buf, size_t cap, shmdict_out_t *out);
+/* GCRA rate limit: 1 admitted, 0 refused; out->i = remaining, out->f =
+ * seconds until the bucket is full. ENOTNUM if the key holds a non-int. */
+int shmdict_limit(shmdict_t *h, const char *key, size_t klen, double rate, double per, double burst,
+                  shmdict_out_t *out);
+/* Named locks: the lock byte's offset for a name, and take (op 1, try) or
+ * release (op 0) it on an fd of the dict file: OK, 1 if held elsewhere, ESYS. */
+int64_t shmdict_lock_offset(shmdict_t *h, const char *name, size_t len);
+int shmdict_flock(int fd, int64_t off, int op);
+
+/* Lists: push (left = 1: lpush, else rpush) a scalar, out->i = new length;
+ * pop an end like shmdict_get (ENOTFOUND if absent); llen (0 if absent).
+ * EWRONGTYPE on a key that holds a scalar. */
+int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type, int64_t iv, double fv,
+                 const char *val, size_t vlen, shmdict_out_t *out);
+int shmdict_pop_end(shmdict_t *h, const char *key, size_t klen, int left, shmdict_out_t *out, char *buf,
+                    size_t cap);
+int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen);
+
+typedef struct shmdict_stats {
+    uint64_t size;              /* bytes asked for at creation */
+    uint64_t capacity;          /* bytes of the record arena */
+    uint64_t free_space;        /* largest key + value (bytes) a new str/bytes item may have now */
+    uint64_t entries;           /* live records */
+    uint64_t records;           /* records in the index, expired-not-reclaimed included */
+    uint64_t expired_pending;   /* expired records not yet reclaimed */
+    uint64_t used_bytes;        /* arena bytes held by records (class rounding included) */
+    uint64_t free_bytes;        /* capacity - used_bytes: not all of it usable by one item */
+    uint64_t index_cap;         /* index slots */
+    uint64_t index_used;        /* slots in use (records + tombstones) */
+    uint64_t index_limit;       /* slots usable before the index counts as full (85%) */
+    uint64_t hits, misses;      /* keyed reads (get, get_many, ...) */
+    uint64_t expired;           /* expired records reclaimed */
+    uint64_t evictions;         /* live records evicted */
+    uint64_t lock_acquisitions;
+    uint64_t lock_waits;        /* acquisitions that slept */
+    uint64_t lock_wait_ns;      /* total time slept */
+    uint64_t recoveries;        /* dead lock holders repaired (EOWNERDEAD) */
+    int evict;                  /* 1 if the dict evicts when full */
+} shmdict_stats_t;
+
+/* Statistics and the honest free_space (O(arena): walks the records). */
+int shmdict_stats(shmdict_t *h, shmdict_stats_t *out);
+
+/* ---- notification (notify.c) --------------------------------------------- */
+
+/* out->ver = the key's version (0 if missing). */
+int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);
+/* Block until the key's version differs from `since`, then return like
+ * shmdict_get (ENOTFOUND: it went away). timeout < 0: no limit. ETIMEDOUT,
+ * EINTR (call again after running signal handlers) or ECLOSED otherwise. */
+int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
+                 shmdict_out_t *out, char *buf, size_t cap);
+/* Events after cursor {position, sequence} ({0, UINT64_MAX}: from now),
+ * packed as (u8 op, u16 klen, key) into buf; blocks until there is one.
+ * Returns how many, with out->i = events lost before them (overwritten),
+ * and advances the cursor. EINVAL if the dict has no event ring. */
+int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
+                   shmdict_out_t *out);
+/* Wake this handle's waiters with ECLOSED (before closing it). */
+void shmdict_interrupt(shmdict_t *h);
 
 /* ---- fast paths (fast.c): fewer arguments, ints returned directly -------- */
 

@@ -113,13 +113,12 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
         return NULL;
     rec_t *r = unit_ptr(h, unit);
     int cls = r->cls & 0x7f;
-    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_BYTES || r->klen == 0)
+    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0)
         return NULL;
     uint64_t cu = class_units(cls);
     if (unit + cu > bump)
         return NULL;
-    uint64_t vlen = is_numeric(r->type) ? 0 : r->num.s.vlen;
-    if (rec_units(r->klen, r->type, vlen) > cu)
+    if ((rec_bytes(r) + UNIT - 1) / UNIT > cu) /* a list's start + vlen too */
         return NULL;
     return r;
 }
@@ -173,6 +172,10 @@ static uint64_t carve_len(uint64_t len)
         c--; /* above 64 units classes step by >= 16 units, so the rest is >= 17 */
     return class_units(c);
 }
+
+/* For free_space (ops.c): the same two rules, exported. */
+uint64_t carve_units(uint64_t len) { return carve_len(len); }
+int class_floor_units(uint64_t units) { return class_floor(units); }
 
 /* Turn [at, end) -- inside a block already logged or unpublished -- into free
  * blocks of class sizes and push them on their lists. The headers are plain
@@ -362,13 +365,16 @@ static bool in_range(uint64_t x, uint64_t a, uint64_t b)
 
 /* Remove the record r at slot i: free it, fix the counters, close the gap.
  * The caller commits. */
-int delete_at(shmdict_t *h, uint64_t i, rec_t *r)
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r) { return delete_at_op(h, i, r, EV_DELETE); }
+
+int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
 {
     header_t *H = h->hdr;
     uint64_t *slots = h->slots, cap = h->cap;
     uint64_t unit = slot_unit(slots[i]);
     uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
 
+    note_change(h, (uint64_t)slot_tag(slots[i]) << 32, ev_op, r->data, r->klen);
     w64(h, &slots[i], SLOT_TOMB);
     w64(h, &H->tombs, H->tombs + 1);
     FAULT(DELETE_TOMBED);
@@ -431,9 +437,10 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
             if (!r)
                 return SHMDICT_ECORRUPT;
             if (expired(r, now)) {
-                delete_at(h, i, r);
+                delete_at_op(h, i, r, EV_EXPIRE);
                 FAULT(RECLAIM_DELETED);
                 commit(h);
+                H->st_expired++;
                 removed++;
                 continue; /* another entry may have shifted into slot i */
             }
