@@ -38,6 +38,8 @@ class Backend:
     max_keys = 10**6              # largest resident set it is filled with
     shared = True                 # usable from several processes
     forks = True                  # the multi-process workloads can fork workers
+    get_many: Optional[Callable[[list[Any]], Any]] = None   # a batch call, where the store has one
+    set_many: Optional[Callable[[list[tuple[Any, Any]]], Any]] = None
     set: Callable[[Any, Any], Any]
     get: Callable[[Any], Any]
     incr: Callable[[Any], Any]
@@ -102,7 +104,7 @@ class ShmdictBackend(Backend):
 
         self.d = d = shmdict.new(f"bench-{uuid.uuid4().hex[:12]}", size)
         self.set, self.get, self.incr, self.delete = d.set, d.get, d.incr, d.delete
-        self._init_incr = d.incr
+        self.get_many, self.set_many = d.get_many, d.set_many
         return self
 
     def attach(self) -> Backend:
@@ -259,6 +261,8 @@ class RedisBackend(Backend):
         assert RedisBackend.server is not None
         r = self.r = self.redis.Redis(unix_socket_path=RedisBackend.server.sock)
         self.set, self.get, self.incr, self.delete = r.set, r.get, r.incr, r.delete
+        self.get_many = r.mget
+        self.set_many = lambda items: r.mset(dict(items))
 
     def fill(self, keys: list[Any], vals: list[Any]) -> None:
         for i in range(0, len(keys), 10000):

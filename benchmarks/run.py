@@ -38,6 +38,8 @@ WORKLOADS = [
     ("get_miss", "get miss"),
     ("set_str", "set, 100-byte str"),
     ("incr", "incr, 1k hot keys"),
+    ("get_many", "get_many, 100 keys a call (per key)"),
+    ("set_many", "set_many, 100 items a call (per item)"),
     ("delete", "delete"),
     ("get_1e3", "get, 1e3 keys resident"),
     ("get_1e5", "get, 1e5 keys resident"),
@@ -112,6 +114,22 @@ def single_process(b: Backend, name: str, n: int, cap: Capped, size: int) -> dic
         res["get_miss"] = cap.run(do_get, missing)[::2]
         ns, _, capped = cap.run(do_set, list(zip(present, s100)))
         res["set_str"] = (ns, capped)
+        if b.get_many is not None and b.set_many is not None:
+            gm, sm = b.get_many, b.set_many
+
+            def do_get_many(items: list[Any]) -> None:
+                for batch in items:
+                    gm(batch)
+
+            def do_set_many(items: list[Any]) -> None:
+                for batch in items:
+                    sm(batch)
+
+            ns, _, capped = cap.run(do_get_many, [order[i:i + 100] for i in range(0, len(order), 100)])
+            res["get_many"] = (ns / 100, capped)
+            pairs = list(zip(present, ints))
+            ns, _, capped = cap.run(do_set_many, [pairs[i:i + 100] for i in range(0, len(pairs), 100)])
+            res["set_many"] = (ns / 100, capped)
         hot = keys_for(b, 1000, prefix="hot:")
         b.fill(hot, [0] * len(hot))
         res["incr"] = cap.run(do_incr, [hot[rnd.randrange(1000)] for _ in range(n)])[::2]
