@@ -24,6 +24,7 @@ import random
 import signal
 import statistics
 import sys
+import textwrap
 import time
 from typing import Any, Callable, Optional
 
@@ -346,7 +347,7 @@ def chart(data: dict[str, Any], out_dir: str) -> Optional[str]:
     res = data["results"]
     names = [n for n in data["backends"] if res.get(n)]
     cols = [(c, t) for c, t in WORKLOADS if any(res[n].get(c) for n in names)]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(18, 6), gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / max(len(names), 1)
     for j, n in enumerate(names):
         xs, ys = [], []
@@ -358,7 +359,7 @@ def chart(data: dict[str, Any], out_dir: str) -> Optional[str]:
     ax.set_yscale("log")
     ax.set_ylabel("ns per operation (log scale, lower is better)")
     ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels([t.replace(", ", ",\n") for _, t in cols], fontsize=8)
+    ax.set_xticklabels([textwrap.fill(t, 13) for _, t in cols], fontsize=7)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_title("Single process: median ns/op")
