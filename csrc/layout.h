@@ -247,6 +247,19 @@ int table_check(shmdict_t *h, char *msg, size_t cap);
 uint64_t now_ns(void);
 uint64_t deadline_ns(uint64_t now, double exptime);
 
+/* ---- ops.c (shared with window.c) ---------------------------------------- */
+/* A value to store: numeric types carry their 8 bytes in num. */
+typedef struct value {
+    int type;
+    uint64_t num;
+    const char *buf;
+    size_t len;
+} value_t;
+int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
+        uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out);
+int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
+               uint64_t *now);
+
 /* ---- fault.c ------------------------------------------------------------ */
 /* Every crash point, as "<operation>.<step>". */
 #define FAULT_POINTS(X)                                                                  \
@@ -274,7 +287,8 @@ uint64_t deadline_ns(uint64_t now, double exptime);
     X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
-    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */
+    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */\
+    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
 
 #define X_ENUM(id, name) FP_##id,
 enum { FAULT_POINTS(X_ENUM) FP_COUNT };
