@@ -58,8 +58,8 @@ DEFAULT_SIZE = "16m"
 def _parse(uri: str | None, options: dict[str, Any]) -> tuple[str, Union[int, str], str]:
     """(name, size, key_prefix) from ``shmdict://NAME?size=...`` and options."""
     u = urlparse(uri or "shmdict://ratelimit")
-    name = u.netloc or u.path.lstrip("/")
-    if not name:
+    name = u.netloc
+    if not name or u.path not in ("", "/"):
         raise ValueError(f"{uri!r}: expected shmdict://NAME?size=16m")
     query = {k: v[-1] for k, v in parse_qs(u.query).items()}
     size = options.get("size", query.get("size", DEFAULT_SIZE))
