@@ -1,0 +1,163 @@
+"""examples/gunicorn_ratelimit run for real: gunicorn with 4 workers on
+127.0.0.1, Flask-Limiter on shmdict://, and the global limit holds exactly,
+also across a SIGKILLed worker."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gunicorn")
+pytest.importorskip("flask_limiter")
+
+import shmdict  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gunicorn_ratelimit"
+LIMIT = 60
+START_TIMEOUT = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port: int, path: str = "/") -> tuple[int, int]:
+    """(status, worker pid), or (0, 0) if the connection broke."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        return r.status, int(r.headers.get("X-Worker-Pid", 0))
+    except (ConnectionError, http.client.HTTPException):
+        return 0, 0
+    finally:
+        c.close()
+
+
+class Server:
+    def __init__(self, shm_dir: str, strategy: str, preload: bool) -> None:
+        self.port = free_port()
+        self.name = f"rl-{uuid.uuid4().hex[:8]}"
+        env = dict(os.environ, SHMDICT_DIR=shm_dir, RATELIMIT_NAME=self.name, RATELIMIT=f"{LIMIT}/hour",
+                   RATELIMIT_STRATEGY=strategy, BIND=f"127.0.0.1:{self.port}", WORKERS="4")
+        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *(["--preload"] if preload else []),
+               "app:app"]
+        self.proc = subprocess.Popen(cmd, cwd=EXAMPLE, env=env, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {self.proc.stderr.read().decode()[-2000:]}")
+            if request(self.port, "/health")[0] == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError("gunicorn did not start in time")
+
+    def burst(self, n: int, threads: int = 8) -> list[tuple[int, int]]:
+        with ThreadPoolExecutor(threads) as ex:
+            return list(ex.map(lambda _: request(self.port), range(n)))
+
+    def stop(self) -> int:
+        """SIGTERM the master (graceful: on_exit runs); SIGKILL the group if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def kill(self) -> int:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # master and workers: the session we started
+        except ProcessLookupError:
+            pass
+        return self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def shm_dir(monkeypatch):
+    d = f"/dev/shm/shmdict-test-{uuid.uuid4().hex[:12]}"
+    os.mkdir(d)
+    monkeypatch.setenv("SHMDICT_DIR", d)
+    yield d
+    for f in os.listdir(d):
+        os.unlink(os.path.join(d, f))
+    os.rmdir(d)
+
+
+@pytest.mark.parametrize("strategy,preload", [("moving-window", False), ("fixed-window", True),
+                                              ("sliding-window-counter", False)])
+def test_global_limit_holds_across_workers_and_a_killed_worker(shm_dir, strategy, preload):
+    """4 workers admit exactly LIMIT requests between them, before and after one is SIGKILLed
+    and replaced; the master removes the dict on exit."""
+    srv = Server(shm_dir, strategy, preload)
+    try:
+        srv.wait_ready()
+        assert os.path.exists(os.path.join(shm_dir, f"shmdict.{srv.name}"))
+
+        # 1. a burst below the limit, spread over several workers
+        first = srv.burst(LIMIT // 2)
+        assert [s for s, _ in first] == [200] * (LIMIT // 2)
+        pids = {p for _, p in first}
+        assert len(pids) >= 2, "requests should reach several workers"
+
+        # 2. SIGKILL an (idle) worker: gunicorn replaces it
+        victim = next(iter(pids))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{victim}/stat") and \
+                open(f"/proc/{victim}/stat").read().split()[2] != "Z":
+            time.sleep(0.05)
+
+        # 3. the rest of the traffic: exactly LIMIT 200s in total, the rest 429
+        rest = srv.burst(LIMIT + 20)
+        statuses = [s for s, _ in first + rest]
+        assert statuses.count(200) == LIMIT
+        assert statuses.count(429) == len(statuses) - LIMIT
+        assert victim not in {p for _, p in rest}
+
+        # 4. the CLI sees the same counters from outside
+        with shmdict.get(srv.name) as d:
+            assert any(k.startswith("LIMITS:") for k in d.get_keys())
+            d.check()
+    finally:
+        code = srv.stop()
+    assert code == 0
+    assert not os.path.exists(os.path.join(shm_dir, f"shmdict.{srv.name}")), "on_exit removes the dict"
+
+
+def test_worker_killed_mid_traffic_never_over_admits(shm_dir):
+    """SIGKILLing a worker while requests are in flight loses at most its own request and never lets
+    more than LIMIT through; the server keeps answering (no stuck lock)."""
+    srv = Server(shm_dir, "moving-window", preload=False)
+    try:
+        srv.wait_ready()
+        with ThreadPoolExecutor(8) as ex:
+            futs = [ex.submit(request, srv.port) for _ in range(LIMIT + 40)]
+            time.sleep(0.05)
+            done = [f.result() for f in futs[:10]]
+            os.kill(next(p for _, p in done if p), signal.SIGKILL)
+            results = [f.result() for f in futs]
+        statuses = [s for s, _ in results]
+        assert LIMIT - 1 <= statuses.count(200) <= LIMIT
+        assert statuses.count(0) <= 1  # only the request the killed worker was serving
+        assert [request(srv.port)[0] for _ in range(5)] == [429] * 5
+        assert request(srv.port, "/health")[0] == 200
+    finally:
+        assert srv.stop() == 0
