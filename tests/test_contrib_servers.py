@@ -1,6 +1,6 @@
-"""examples/gunicorn_ratelimit run for real: gunicorn with 4 workers on
-127.0.0.1, Flask-Limiter on shmdict://, and the global limit holds exactly,
-also across a SIGKILLed worker."""
+"""The examples run for real: gunicorn (4 forked workers, Flask-Limiter) and
+uvicorn (4 spawned workers, slowapi) on 127.0.0.1 with shmdict:// storage; the
+global limit holds exactly, also across a SIGKILLed worker."""
 
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("gunicorn")
-pytest.importorskip("flask_limiter")
+import shmdict
 
-import shmdict  # noqa: E402
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gunicorn_ratelimit"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LIMIT = 60
 START_TIMEOUT = 30
 
@@ -48,25 +45,31 @@ def request(port: int, path: str = "/") -> tuple[int, int]:
 
 
 class Server:
-    def __init__(self, shm_dir: str, strategy: str, preload: bool) -> None:
+    def __init__(self, shm_dir: str, strategy: str, preload: bool = False, server: str = "gunicorn") -> None:
+        pytest.importorskip(server)
+        pytest.importorskip("flask_limiter" if server == "gunicorn" else "slowapi")
         self.port = free_port()
         self.name = f"rl-{uuid.uuid4().hex[:8]}"
         env = dict(os.environ, SHMDICT_DIR=shm_dir, RATELIMIT_NAME=self.name, RATELIMIT=f"{LIMIT}/hour",
                    RATELIMIT_STRATEGY=strategy, BIND=f"127.0.0.1:{self.port}", WORKERS="4")
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *(["--preload"] if preload else []),
-               "app:app"]
-        self.proc = subprocess.Popen(cmd, cwd=EXAMPLE, env=env, start_new_session=True,
+        if server == "gunicorn":
+            cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                   *(["--preload"] if preload else []), "app:app"]
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", "app:app", "--workers", "4", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, cwd=EXAMPLES / f"{server}_ratelimit", env=env, start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise AssertionError(f"the server exited: {self.proc.stderr.read().decode()[-2000:]}")
             if request(self.port, "/health")[0] == 200:
                 return
             time.sleep(0.1)
-        raise AssertionError("gunicorn did not start in time")
+        raise AssertionError("the server did not start in time")
 
     def burst(self, n: int, threads: int = 8) -> list[tuple[int, int]]:
         with ThreadPoolExecutor(threads) as ex:
@@ -161,3 +164,19 @@ def test_worker_killed_mid_traffic_never_over_admits(shm_dir):
         assert request(srv.port, "/health")[0] == 200
     finally:
         assert srv.stop() == 0
+
+
+def test_uvicorn_spawned_workers_share_the_limit(shm_dir):
+    """uvicorn --workers 4 (spawn, no master hooks) with slowapi admits exactly LIMIT requests;
+    the workers attached to one dict, which stays after exit (nothing removes it)."""
+    srv = Server(shm_dir, "moving-window", server="uvicorn")
+    try:
+        srv.wait_ready()
+        results = srv.burst(LIMIT + 30)
+        statuses = [s for s, _ in results]
+        assert statuses.count(200) == LIMIT and statuses.count(429) == 30
+        assert len({p for s, p in results if s == 200}) >= 2, "requests should reach several workers"
+    finally:
+        assert srv.stop() == 0
+    with shmdict.get(srv.name) as d:
+        d.check()
