@@ -67,6 +67,9 @@
 #define LOAD_NUM 85                    /* max (count + tombs) / index_cap = 85% */
 #define BYTES_PER_SLOT 48u             /* index sizing: one slot per 48 bytes of dict */
 #define SWEEP_SLOTS 4u                 /* expired-item slots examined per insert */
+#define NBUCKETS 128                   /* futex words for per-key waits */
+#define EV_WORD NBUCKETS               /* futex word of the event ring */
+#define WAITERS 0x80000000u            /* futex word bit: somebody sleeps on it */
 
 enum { T_FREE = 0 };
 
@@ -95,8 +98,8 @@ typedef struct header {
     uint64_t created_realtime;  /*  88: ns since the epoch */
     uint64_t user_size;         /*  96: size asked for */
     uint64_t flags;             /* 104: reserved (eviction policy) */
-    uint64_t events_off;        /* 112: reserved: event ring for notifications */
-    uint64_t events_cap;        /* 120 */
+    uint64_t events_off;        /* 112: event ring (notify.c), between index and arena */
+    uint64_t events_cap;        /* 120: its bytes, a multiple of 16; 0 = no events */
     char pad0[256 - 128];
 
     /* ---- the lock, on its own cache lines */
@@ -121,14 +124,20 @@ typedef struct header {
     uint64_t recoveries;        /* EOWNERDEAD repairs */
     uint64_t defrag_pending;    /* a defrag pass is being applied (redo on recovery) */
     uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
-    uint64_t stat_reserved[18]; /* reserved: hits, misses, evictions, lock waits ... */
+    uint64_t stat_reserved[14]; /* reserved: hits, misses, evictions, lock waits ... */
+    uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
+    uint64_t ev_tail;           /* absolute position of the oldest entry kept */
+    uint64_t ev_seq;            /* sequence number of the next event */
+    uint64_t ev_tail_seq;       /* sequence number of the entry at ev_tail */
     uint64_t free_head[NCLASS]; /* first free unit of each size class, 0 = none */
 
     /* ---- undo log (lock.c) */
     uint64_t ulog_n;
     ulog_entry_t ulog[ULOG_MAX];
 
-    /* ---- reserved for change notification: futex words */
+    /* ---- change notification (notify.c): futex words, 31-bit sequence |
+     * WAITERS bit. notify_seq[b] for keys whose tag % NBUCKETS == b; the last
+     * word for the event ring. Not table state: never logged. */
     uint32_t notify_seq[129];
     uint32_t pad2;
 
@@ -169,7 +178,9 @@ struct shmdict {
     char *arena;
     uint64_t cap;      /* copies of validated header geometry: the file can't change these */
     uint64_t units;
+    uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
+    int closing;       /* shmdict_interrupt: waiters return ECLOSED */
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */
@@ -240,7 +251,8 @@ int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, i
 int defrag(shmdict_t *h);
 int defrag_pass(shmdict_t *h);
 void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
-int delete_at(shmdict_t *h, uint64_t i, rec_t *r);
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r); /* emits EV_DELETE */
+int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op);
 int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
 void table_reset(shmdict_t *h);
 int table_check(shmdict_t *h, char *msg, size_t cap);
@@ -259,6 +271,16 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out);
 int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
                uint64_t *now);
+
+/* ---- notify.c ----------------------------------------------------------- */
+enum { EV_SKIP = 0, EV_SET = 1, EV_DELETE = 2, EV_EXPIRE = 3, EV_EVICT = 4, EV_FLUSH = 5 };
+/* Inside an operation's transaction: record the change of a key (appends to
+ * the event ring, logged) and bump its bucket (woken after unlock). */
+void note_change(shmdict_t *h, uint64_t hash, int op, const char *key, size_t klen);
+void note_flush(shmdict_t *h);
+void wake_pending(shmdict_t *h); /* after unlock: FUTEX_WAKE the buckets this thread bumped */
+void wake_all(shmdict_t *h);     /* recovery: a dead writer may have bumped without waking */
+uint32_t next_ver(uint32_t v);
 
 /* ---- fault.c ------------------------------------------------------------ */
 /* Every crash point, as "<operation>.<step>". */
@@ -287,6 +309,7 @@ int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t 
     X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
+    X(EVENT_APPENDED, "event.appended")         /* event written, op not committed */    \
     X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */\
     X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
 

@@ -70,7 +70,7 @@ static inline void cpu_relax(void)
 #endif
 }
 
-int lock_init(header_t *hdr)
+static int mutex_init(pthread_mutex_t *mu)
 {
     pthread_mutexattr_t a;
     int r = pthread_mutexattr_init(&a);
@@ -78,7 +78,7 @@ int lock_init(header_t *hdr)
     if (!r) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
     if (!r) r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_NORMAL);
     if (!r) r = pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_NONE);
-    if (!r) r = pthread_mutex_init(&hdr->lock.mu, &a);
+    if (!r) r = pthread_mutex_init(mu, &a);
     pthread_mutexattr_destroy(&a);
     if (r) {
         errno = r;
@@ -86,6 +86,8 @@ int lock_init(header_t *hdr)
     }
     return SHMDICT_OK;
 }
+
+int lock_init(header_t *hdr) { return mutex_init(&hdr->lock.mu); }
 
 static void log_word(shmdict_t *h, uint64_t *p)
 {
@@ -189,6 +191,7 @@ int recover(shmdict_t *h)
         CBAR();
         H->defrag_pending = 0;
     }
+    wake_all(h); /* the dead writer may have bumped futex words without waking */
     /* O(1) sanity: the allocator and counters must be in range. */
     if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
         goto bad;
@@ -235,7 +238,14 @@ int lock_dict_any(shmdict_t *h) { return lock_impl(h, true); }
 
 void unlock_dict(shmdict_t *h)
 {
-    pthread_mutex_unlock(&h->hdr->lock.mu);
+    header_t *H = h->hdr;
+    /* An emptied dict gets its whole arena back in one piece: without this,
+     * free blocks scattered in size classes would serve the next fill worse
+     * than a fresh dict. Every operation has committed by now (log empty). */
+    if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
+        defrag(h);
+    pthread_mutex_unlock(&H->lock.mu);
+    wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
 }
 
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
@@ -245,12 +255,11 @@ bool lock_looks_valid(const header_t *hdr)
 {
 #ifdef __GLIBC__
     pthread_mutex_t probe;
-    header_t tmp;
-    if (lock_init(&tmp) != SHMDICT_OK)
+    if (mutex_init(&probe) != SHMDICT_OK)
         return false;
-    probe = tmp.lock.mu;
-    pthread_mutex_destroy(&tmp.lock.mu);
-    return hdr->lock.mu.__data.__kind == probe.__data.__kind;
+    int kind = probe.__data.__kind;
+    pthread_mutex_destroy(&probe);
+    return hdr->lock.mu.__data.__kind == kind;
 #else
     (void)hdr;
     return true;

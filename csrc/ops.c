@@ -71,12 +71,12 @@ static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t 
 /* Rewrite the live record `old` in place with key = v: its block is large
  * enough. The old bytes go to the backup area first (wbackup), so a crash
  * restores them. */
-static void rewrite(shmdict_t *h, rec_t *old, const char *key, size_t klen, const value_t *v,
-                    uint64_t deadline, uint32_t *ver_out)
+static void rewrite(shmdict_t *h, rec_t *old, const char *key, size_t klen, uint64_t hash,
+                    const value_t *v, uint64_t deadline, uint32_t *ver_out)
 {
     header_t *H = h->hdr;
     uint64_t old_bytes = REC_HDR + old->klen + (is_numeric(old->type) ? 0 : old->num.s.vlen);
-    uint32_t ver = old->ver + 1;
+    uint32_t ver = next_ver(old->ver);
     bool had_ttl = old->expires != 0;
     wbackup(h, old, old_bytes);
     FAULT(OVERWRITE_BACKED);
@@ -85,6 +85,7 @@ static void rewrite(shmdict_t *h, rec_t *old, const char *key, size_t klen, cons
     if (had_ttl != (deadline != 0))
         w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
     lower_hint(H, deadline);
+    note_change(h, hash, EV_SET, key, klen);
     commit(h);
     *ver_out = ver;
 }
@@ -129,18 +130,19 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         }
 
         if (old && is_numeric(old->type) && is_numeric(v->type)) {
-            uint32_t ver = old->ver + 1;
+            uint32_t ver = next_ver(old->ver);
             w64(h, &old->num.u, v->num);
             FAULT(OVERWRITE_INPLACE);
             w64(h, word8(old), word8_with(old, v->type, ver));
             set_deadline(h, old, deadline);
+            note_change(h, hash, EV_SET, key, klen);
             FAULT(OVERWRITE_COUNTED);
             commit(h);
             *ver_out = ver;
             return SHMDICT_OK;
         }
         if (old && fits_in_place(old, units) && class_of(units) == (old->cls & 0x7f)) {
-            rewrite(h, old, key, klen, v, deadline, ver_out);
+            rewrite(h, old, key, klen, hash, v, deadline, ver_out);
             return SHMDICT_OK;
         }
 
@@ -153,7 +155,7 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
             rc = alloc_units(h, units, stage >= 2, &unit, &cls);
 
         if (rc == SHMDICT_OK) {
-            uint32_t ver = old ? old->ver + 1 : (uint32_t)H->gen + 1;
+            uint32_t ver = next_ver(old ? old->ver : (uint32_t)H->gen);
             rec_t *r = unit_ptr(h, unit);
             uint64_t bytes = class_units(cls) * UNIT;
             if (old)
@@ -186,6 +188,7 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
                     w64(h, &H->n_ttl, H->n_ttl + 1);
                 FAULT(INSERT_COUNTED);
             }
+            note_change(h, hash, EV_SET, key, klen);
             commit(h);
             *ver_out = ver;
             return SHMDICT_OK;
@@ -193,7 +196,7 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         if (rc != SHMDICT_EFULL)
             return rc;
         if (old && fits_in_place(old, units)) {
-            rewrite(h, old, key, klen, v, deadline, ver_out); /* a full dict still takes an update that fits */
+            rewrite(h, old, key, klen, hash, v, deadline, ver_out); /* a full dict still takes an update that fits */
             return SHMDICT_OK;
         }
         if (stage == 0) {
@@ -350,7 +353,7 @@ int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
     } else {
         rec_t *r = rec_at(h, h->slots[i]);
         bool was_live = !expired(r, r->expires ? now_ns() : 0);
-        delete_at(h, (uint64_t)i, r); /* an expired record is reclaimed too */
+        delete_at_op(h, (uint64_t)i, r, was_live ? EV_DELETE : EV_EXPIRE); /* expired: reclaimed */
         commit(h);
         rc = was_live ? SHMDICT_OK : SHMDICT_ENOTFOUND;
     }
@@ -395,12 +398,13 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             v.type = SHMDICT_T_FLOAT;
             memcpy(&v.num, &sum, 8);
         }
-        uint32_t ver = r->ver + 1;
+        uint32_t ver = next_ver(r->ver);
         w64(h, &r->num.u, v.num);
         FAULT(INCR_STORED);
         w64(h, word8(r), word8_with(r, v.type, ver));
         if (set_ttl)
             set_deadline(h, r, deadline_ns(now, exptime));
+        note_change(h, hash, EV_SET, key, klen);
         FAULT(INCR_TTL);
         commit(h);
         out->ver = ver;
@@ -463,8 +467,9 @@ int shmdict_expire(shmdict_t *h, const char *key, size_t klen, double exptime)
     } else {
         if (!now)
             now = now_ns();
-        w64(h, word8(r), word8_with(r, r->type, r->ver + 1));
+        w64(h, word8(r), word8_with(r, r->type, next_ver(r->ver)));
         set_deadline(h, r, deadline_ns(now, exptime));
+        note_change(h, hash, EV_SET, key, klen);
         FAULT(EXPIRE_STORED);
         commit(h);
     }
@@ -479,6 +484,7 @@ int shmdict_flush_all(shmdict_t *h)
         return rc;
     header_t *H = h->hdr;
     w64(h, &H->flush_pending, 1);
+    note_flush(h);
     commit(h);
     FAULT(FLUSH_MARKED);
     table_reset(h);
@@ -591,6 +597,7 @@ int shmdict_info(shmdict_t *h, shmdict_info_t *out)
     out->creator_pid = H->creator_pid;
     out->dev = h->dev;
     out->ino = h->ino;
+    out->events_cap = h->ev_cap;
     out->layout_version = H->layout_version;
     unlock_dict(h);
     return SHMDICT_OK;

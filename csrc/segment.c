@@ -75,6 +75,8 @@ static void bind_geometry(shmdict_t *h)
     h->units = H->arena_units;
     h->slots = (uint64_t *)(h->base + H->index_off);
     h->arena = h->base + H->arena_off;
+    h->ev_off = H->events_off;
+    h->ev_cap = H->events_cap;
 }
 
 /* Header checks, against the real file size. EVERSION: not ours at all;
@@ -91,6 +93,10 @@ static int validate(const header_t *H, uint64_t st_size)
         return SHMDICT_ECORRUPT;
     if (H->arena_off % PAGE || H->arena_off < H->index_off + H->index_cap * 8 || H->arena_off > st_size)
         return SHMDICT_ECORRUPT;
+    if (H->events_cap && (H->events_cap % 16 || H->events_off % 16 ||
+                          H->events_off < H->index_off + H->index_cap * 8 ||
+                          H->events_cap > H->arena_off - H->events_off))
+        return SHMDICT_ECORRUPT;
     if (H->arena_units <= FIRST_UNIT + REC_HDR / UNIT || H->arena_units > (1ull << 32) ||
         H->arena_units > (st_size - H->arena_off) / UNIT)
         return SHMDICT_ECORRUPT;
@@ -101,13 +107,24 @@ static int validate(const header_t *H, uint64_t st_size)
     return SHMDICT_OK;
 }
 
-static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size)
+/* Event ring bytes for about `events` entries of 64 bytes, at most 1/8 of the dict. */
+static uint64_t ring_bytes(uint64_t events, uint64_t size)
+{
+    uint64_t max = size / 8 / 16 * 16;
+    if (events > max / 64)
+        return max;
+    return events * 64;
+}
+
+static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, uint64_t events)
 {
     header_t *H = h->hdr;
     uint64_t cap = user_size / BYTES_PER_SLOT;
     if (cap < 64)
         cap = 64;
-    uint64_t arena_off = round_up(HEADER_SIZE + cap * 8, PAGE);
+    uint64_t events_off = round_up(HEADER_SIZE + cap * 8, 16);
+    uint64_t events_cap = ring_bytes(events, user_size);
+    uint64_t arena_off = round_up(events_off + events_cap, PAGE);
     uint64_t units = (file_size - arena_off) / UNIT;
     if (units > (1ull << 32))
         units = 1ull << 32;
@@ -121,6 +138,8 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size)
     H->index_cap = cap;
     H->arena_off = arena_off;
     H->arena_units = units;
+    H->events_off = events_cap ? events_off : 0;
+    H->events_cap = events_cap;
     if (getrandom(H->seed, sizeof H->seed, 0) != sizeof H->seed) {
         struct timespec ts; /* getrandom cannot fail for 16 bytes after boot; belt and braces */
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -136,7 +155,8 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size)
     bind_geometry(h);
 }
 
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, shmdict_t **out)
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
+                   shmdict_t **out)
 {
     char fname[SHMDICT_NAME_MAX + 16], tmpname[SHMDICT_NAME_MAX + 64] = "";
     int rc = file_name(fname, sizeof fname, name);
@@ -172,7 +192,7 @@ int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, s
     rc = map_handle(fd, file_size, &h);
     if (rc)
         goto out_fd;
-    init_header(h, size, file_size);
+    init_header(h, size, file_size, events);
     rc = lock_init(h->hdr);
     if (rc)
         goto out_map;

@@ -38,7 +38,19 @@ enum {
     SHMDICT_ELOCK     =  -9, /* the mutex is unusable (ENOTRECOVERABLE or another pthread error) */
     SHMDICT_EINVAL    = -10, /* an argument C was given is out of range */
     SHMDICT_ERANGE    = -11, /* output buffer too small: out->len holds the size needed */
-    SHMDICT_EEXIST    = -12  /* SHMDICT_SET_NX: the key is present */
+    SHMDICT_EEXIST    = -12, /* SHMDICT_SET_NX: the key is present */
+    SHMDICT_ETIMEDOUT = -13, /* a wait ran out of time */
+    SHMDICT_EINTR     = -14, /* a wait was interrupted by a signal: call again */
+    SHMDICT_ECLOSED   = -15  /* the handle is being closed */
+};
+
+/* Kinds of change, as reported by shmdict_events. */
+enum {
+    SHMDICT_EV_SET    = 1, /* set, incr, expire() and every other store */
+    SHMDICT_EV_DELETE = 2,
+    SHMDICT_EV_EXPIRE = 3, /* an expired item was reclaimed */
+    SHMDICT_EV_EVICT  = 4,
+    SHMDICT_EV_FLUSH  = 5  /* flush_all: every key went away */
 };
 
 /* shmdict_set flags. An expired key counts as absent. */
@@ -85,15 +97,18 @@ typedef struct shmdict_info {
     uint64_t creator_pid;
     uint64_t dev;           /* identity of the file this handle mapped */
     uint64_t ino;
+    uint64_t events_cap;    /* bytes of the event ring (0: no events) */
     uint32_t layout_version;
 } shmdict_info_t;
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-/* Create <dir>/shmdict.<name> with `size` bytes, reserved up front. Nobody
- * can attach before it is fully initialised. SHMDICT_ESYS with errno EEXIST
- * if the name exists, ENOSPC if the filesystem cannot hold it. */
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, shmdict_t **out);
+/* Create <dir>/shmdict.<name> with `size` bytes, reserved up front, with an
+ * event ring for about `events` changes (0: none). Nobody can attach before
+ * it is fully initialised. SHMDICT_ESYS with errno EEXIST if the name
+ * exists, ENOSPC if the filesystem cannot hold it. */
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
+                   shmdict_t **out);
 /* Attach to an existing dict: ESYS/ENOENT if missing, EVERSION or ECORRUPT
  * if the file is not a valid dict of this layout. Never follows a symlink. */
 int shmdict_attach(const char *dir, const char *name, shmdict_t **out);
@@ -149,6 +164,24 @@ int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, sh
  * value; EINVAL for limit 0 or > 2^24, or expiry not in (0, 1e9) s. */
 int shmdict_window(shmdict_t *h, const char *key, size_t klen, uint64_t limit, double expiry,
                    uint64_t amount, char *buf, size_t cap, shmdict_out_t *out);
+
+/* ---- notification (notify.c) --------------------------------------------- */
+
+/* out->ver = the key's version (0 if missing). */
+int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);
+/* Block until the key's version differs from `since`, then return like
+ * shmdict_get (ENOTFOUND: it went away). timeout < 0: no limit. ETIMEDOUT,
+ * EINTR (call again after running signal handlers) or ECLOSED otherwise. */
+int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
+                 shmdict_out_t *out, char *buf, size_t cap);
+/* Events after cursor {position, sequence} ({0, UINT64_MAX}: from now),
+ * packed as (u8 op, u16 klen, key) into buf; blocks until there is one.
+ * Returns how many, with out->i = events lost before them (overwritten),
+ * and advances the cursor. EINVAL if the dict has no event ring. */
+int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
+                   shmdict_out_t *out);
+/* Wake this handle's waiters with ECLOSED (before closing it). */
+void shmdict_interrupt(shmdict_t *h);
 
 /* ---- diagnostics --------------------------------------------------------- */
 

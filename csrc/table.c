@@ -362,13 +362,16 @@ static bool in_range(uint64_t x, uint64_t a, uint64_t b)
 
 /* Remove the record r at slot i: free it, fix the counters, close the gap.
  * The caller commits. */
-int delete_at(shmdict_t *h, uint64_t i, rec_t *r)
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r) { return delete_at_op(h, i, r, EV_DELETE); }
+
+int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
 {
     header_t *H = h->hdr;
     uint64_t *slots = h->slots, cap = h->cap;
     uint64_t unit = slot_unit(slots[i]);
     uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
 
+    note_change(h, (uint64_t)slot_tag(slots[i]) << 32, ev_op, r->data, r->klen);
     w64(h, &slots[i], SLOT_TOMB);
     w64(h, &H->tombs, H->tombs + 1);
     FAULT(DELETE_TOMBED);
@@ -431,7 +434,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
             if (!r)
                 return SHMDICT_ECORRUPT;
             if (expired(r, now)) {
-                delete_at(h, i, r);
+                delete_at_op(h, i, r, EV_EXPIRE);
                 FAULT(RECLAIM_DELETED);
                 commit(h);
                 removed++;

@@ -11,8 +11,8 @@ corrupt.
 1
 """
 
-from ._dict import SharedDict, Value, get, new, open, unlink
+from ._dict import Event, SharedDict, Value, get, new, open, unlink
 from .exceptions import CorruptError, Error, Full
 
-__all__ = ["CorruptError", "Error", "Full", "SharedDict", "Value", "get", "new", "open", "unlink"]
+__all__ = ["CorruptError", "Error", "Event", "Full", "SharedDict", "Value", "get", "new", "open", "unlink"]
 __version__ = "0.1.0"

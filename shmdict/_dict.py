@@ -10,17 +10,23 @@ single atomic C call.
 
 from __future__ import annotations
 
+import asyncio
+import fnmatch
+import functools
 import os
 import re
 import struct
+import threading
+import time
 import weakref
-from collections.abc import Iterator, MutableMapping
-from typing import Any, Optional, Union
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, Optional, Union
 
 from . import _lib
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
 
-__all__ = ["SharedDict", "Value", "get", "new", "open", "unlink"]
+__all__ = ["Event", "SharedDict", "Value", "get", "new", "open", "unlink"]
 
 Value = Union[bool, int, float, str, bytes]
 
@@ -32,6 +38,51 @@ _NX, _XX = lib.SHMDICT_SET_NX, lib.SHMDICT_SET_XX
 _NULL = ffi.NULL
 _c_get, _c_set, _c_incr = lib.shmdict_get, lib.shmdict_set, lib.shmdict_incr
 _u32 = struct.Struct("<I")
+_u16 = struct.Struct("<H")
+_ETIMEDOUT, _EINTR, _ECLOSED = lib.SHMDICT_ETIMEDOUT, lib.SHMDICT_EINTR, lib.SHMDICT_ECLOSED
+_EV_NAMES = {
+    lib.SHMDICT_EV_SET: "set",
+    lib.SHMDICT_EV_DELETE: "delete",
+    lib.SHMDICT_EV_EXPIRE: "expire",
+    lib.SHMDICT_EV_EVICT: "evict",
+    lib.SHMDICT_EV_FLUSH: "flush",
+}
+_ASYNC_SLICE = 0.25  # seconds an executor thread waits before re-checking for cancellation
+_executor: Optional[ThreadPoolExecutor] = None
+_executor_lock = threading.Lock()
+
+
+def _wait_executor() -> ThreadPoolExecutor:
+    # Waiting threads sleep in the kernel; asyncio's default executor has only
+    # cpu+4 of them, so awaiting many keys at once gets its own pool.
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shmdict-wait")
+        return _executor
+
+
+class Event(NamedTuple):
+    """One change read by :meth:`SharedDict.watch`: ``op`` is ``"set"``,
+    ``"delete"``, ``"expire"``, ``"evict"`` or ``"flush"`` (``key`` is ``None``
+    for flush), or ``"lost"``, whose ``key`` is the number of events the
+    reader missed because it fell behind.
+
+    .. versionadded:: 0.1
+    """
+
+    op: str
+    key: Union[str, int, None]
+
+
+def _timeout(timeout: Optional[float]) -> float:
+    """-1.0 for no limit, else a finite number of seconds >= 0."""
+    if timeout is None:
+        return -1.0
+    t = seconds(timeout, "timeout")
+    if t < 0:
+        raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+    return t
 
 
 def _dir() -> str:
@@ -156,9 +207,11 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
-        if self._h is None:
+        h = self._h
+        if h is None:
             return
-        self._h = None  # the mapping goes when the last in-flight call returns
+        lib.shmdict_interrupt(h)  # waiters on this handle return (ValueError) instead of sleeping on
+        self._h = h = None  # the mapping goes when the last in-flight call returns
         if self._finalizer is not None:
             self._finalizer()
 
@@ -446,6 +499,182 @@ class SharedDict(MutableMapping[str, Value]):
             raise _lib.CorruptError(f"{self._name}: {ffi.string(msg).decode()}")
         _lib.check(rc)
 
+    # ---- notification -------------------------------------------------------
+
+    def version(self, key: str) -> int:
+        """The key's version: a number that changes with every change of its
+        value or TTL (``0`` while it is missing). Pass it to :meth:`wait` as
+        ``since`` so that a change between reading and waiting is never missed.
+
+        .. versionadded:: 0.1
+        """
+        h = self._handle()
+        k = encode_key(key)
+        out = scratch.out
+        rc = lib.shmdict_version(h, k, len(k), out)
+        if rc < 0:
+            raise_rc(rc, key)
+        return int(out.ver)
+
+    def wait(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
+        """Block until ``key`` changes -- set, incr, delete, expiry, eviction,
+        flush -- and return its new value, or ``None`` if it went away.
+
+        Without ``since``, waits for the next change after the call; with it,
+        returns at once if the key's :meth:`version` already differs. Waiting
+        releases the GIL and costs no CPU (a futex in the shared file); a
+        signal such as Ctrl-C interrupts it.
+
+        Raises:
+            TimeoutError: nothing changed within ``timeout`` seconds.
+            ValueError: the handle was closed (also from another thread while waiting).
+
+        .. versionadded:: 0.1
+        """
+        h = self._handle()
+        k = encode_key(key)
+        t = _timeout(timeout)
+        if since is None:
+            since = self.version(key)
+        elif isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
+            raise ValueError(f"since must be a version from version(), not {since!r}")
+        deadline = time.monotonic() + t
+        s = scratch
+        while True:
+            rc = lib.shmdict_wait(h, k, len(k), since, t, s.out, s.buf, s.cap)
+            if rc == _EINTR:  # signal handlers run here, between the two calls
+                if t >= 0:
+                    t = max(0.0, deadline - time.monotonic())
+                continue
+            if rc == _ENOTFOUND:
+                return None
+            if rc == _ETIMEDOUT:
+                raise TimeoutError(f"{key!r} did not change within {timeout} s")
+            if rc == _ECLOSED:
+                raise ValueError(f"SharedDict {self._name!r} was closed while waiting")
+            if (rc == _STR or rc == _BYTES) and s.out.len > s.cap:
+                return self.get(key)  # too large for the buffer: read the (newest) value
+            if rc < 0:
+                raise_rc(rc, key)
+            return self._decode(rc, s)
+
+    def _decode(self, rc: int, s: Any) -> Any:
+        out = s.out
+        if rc == _INT:
+            return out.i
+        if rc == _FLOAT:
+            return out.f
+        if rc == _BOOL:
+            return out.i != 0
+        b = ffi.unpack(s.buf, out.len)
+        return b.decode() if rc == _STR else b
+
+    def _events(self, cursor: Any, match: str, timeout: float) -> list[Event]:
+        """One batch of events after ``cursor`` (blocking up to ``timeout``)."""
+        h = self._handle()
+        s = scratch
+        while True:
+            rc = lib.shmdict_events(h, cursor, s.buf, s.cap, timeout, s.out)
+            if rc == _EINTR:
+                continue
+            if rc == _ETIMEDOUT:
+                return []
+            if rc == _ECLOSED:
+                raise ValueError(f"SharedDict {self._name!r} was closed while watching")
+            if rc == lib.SHMDICT_EINVAL:
+                raise ValueError(f"SharedDict {self._name!r} was created with events=0: nothing to watch")
+            if rc < 0:
+                raise_rc(rc)
+            events: list[Event] = []
+            if s.out.i:
+                events.append(Event("lost", int(s.out.i)))
+            data = ffi.buffer(s.buf, s.out.len)[:]
+            pos = 0
+            for _ in range(rc):
+                op = data[pos]
+                (n,) = _u16.unpack_from(data, pos + 1)
+                key = data[pos + 3 : pos + 3 + n].decode() if op != lib.SHMDICT_EV_FLUSH else None
+                pos += 3 + n
+                if key is None or match == "*" or fnmatch.fnmatchcase(key, match):
+                    events.append(Event(_EV_NAMES.get(op, "set"), key))
+            return events
+
+    def _watch_cursor(self) -> Any:
+        cursor = ffi.new("uint64_t[2]", [0, 2**64 - 1])
+        self._events(cursor, "*", 0.0)  # pins the cursor at "now"
+        return cursor
+
+    def watch(self, match: str = "*", *, timeout: Optional[float] = None) -> Iterator[Event]:
+        """Iterate over the changes made after this call, in the order they
+        were applied, as :class:`Event` ``(op, key)`` pairs, keeping the keys
+        that match the glob ``match``. The iteration ends when no event comes
+        for ``timeout`` seconds (never, by default).
+
+        Events come from a bounded ring in the shared file (size set by
+        ``new(..., events=N)``). A reader that falls behind gets
+        ``Event("lost", n)`` -- the number of events it missed -- and then the
+        newest ones: never silently wrong data. Resynchronise with ``get``.
+
+        Raises:
+            ValueError: the dict was created with ``events=0``, or the handle closed.
+
+        .. versionadded:: 0.1
+        """
+        if not isinstance(match, str):
+            raise TypeError(f"match must be a glob str, not {type(match).__name__}")
+        t = _timeout(timeout)
+        cursor = self._watch_cursor()
+
+        def gen() -> Iterator[Event]:
+            while True:
+                batch = self._events(cursor, match, t)
+                if not batch and t >= 0:
+                    return
+                yield from batch
+
+        return gen()
+
+    async def await_change(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
+        """:meth:`wait` for asyncio: the event loop keeps running.
+
+        .. versionadded:: 0.1
+        """
+        _timeout(timeout)
+        if since is None:
+            since = self.version(key)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
+            try:
+                return await loop.run_in_executor(
+                    _wait_executor(), functools.partial(self.wait, key, step, since=since)
+                )
+            except TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+
+    async def awatch(self, match: str = "*", *, timeout: Optional[float] = None) -> AsyncIterator[Event]:
+        """:meth:`watch` for asyncio: ``async for ev in d.awatch("user:*")``.
+
+        .. versionadded:: 0.1
+        """
+        if not isinstance(match, str):
+            raise TypeError(f"match must be a glob str, not {type(match).__name__}")
+        _timeout(timeout)
+        cursor = self._watch_cursor()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
+            batch = await loop.run_in_executor(_wait_executor(), self._events, cursor, match, step)
+            for ev in batch:
+                yield ev
+            if batch and timeout is not None:
+                deadline = loop.time() + timeout
+            elif not batch and deadline is not None and loop.time() >= deadline:
+                return
+
     def _info(self) -> dict[str, int]:
         info = ffi.new("shmdict_info_t *")
         _lib.check(lib.shmdict_info(self._handle(), info))
@@ -455,9 +684,18 @@ class SharedDict(MutableMapping[str, Value]):
 # ---- module-level constructors ------------------------------------------------
 
 
-def new(name: str, size: Union[int, str], *, mode: int = 0o600) -> SharedDict:
+def _default_events(size: int) -> int:
+    # about one event per KiB of dict, 16 to 4096 (a 64m dict keeps 4096: 256 KiB)
+    return max(16, min(4096, size // 1024))
+
+
+def new(name: str, size: Union[int, str], *, mode: int = 0o600, events: Optional[int] = None) -> SharedDict:
     """Create the dict ``name`` with ``size`` bytes of storage; the returned
     handle owns the name (closing it unlinks the name, in this process only).
+
+    ``events`` sizes the ring that :meth:`SharedDict.watch` reads (about that
+    many recent changes, 64 bytes each, at most 1/8 of ``size``); ``0``
+    disables it. Default: one per KiB of ``size``, from 16 to 4096.
 
     Raises:
         FileExistsError: the name exists.
@@ -471,9 +709,13 @@ def new(name: str, size: Union[int, str], *, mode: int = 0o600) -> SharedDict:
     n = _lib.parse_size(size)
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
         raise ValueError(f"mode must be an int permission mask such as 0o600, not {mode!r}")
+    if events is None:
+        events = _default_events(n)
+    elif isinstance(events, bool) or not isinstance(events, int) or events < 0:
+        raise ValueError(f"events must be an int >= 0, not {events!r}")
     d = _dir()
     p = ffi.new("shmdict_t **")
-    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, p)
+    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, events, p)
     if rc:
         raise_rc(rc, path=_path(d, name))
     return SharedDict(p[0], name, d, owner=True)
@@ -500,7 +742,9 @@ def get(name: str) -> SharedDict:
     return _attach(name, _dir())
 
 
-def open(name: str, size: Union[int, str], *, mode: int = 0o600) -> SharedDict:  # noqa: A001
+def open(  # noqa: A001
+    name: str, size: Union[int, str], *, mode: int = 0o600, events: Optional[int] = None
+) -> SharedDict:
     """Attach to ``name`` if it exists, else create it; race-free, and never an
     owner (nobody's close unlinks a dict that several processes opened).
 
@@ -514,7 +758,7 @@ def open(name: str, size: Union[int, str], *, mode: int = 0o600) -> SharedDict: 
         except FileNotFoundError:
             pass
         try:
-            d = new(name, size, mode=mode)
+            d = new(name, size, mode=mode, events=events)
         except FileExistsError:
             continue  # someone else created it first: attach to theirs
         if d._finalizer is not None:

@@ -6,22 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
 import shmdict
-
-
-@pytest.fixture
-def shm_dir(monkeypatch):
-    d = f"/dev/shm/shmdict-test-{uuid.uuid4().hex[:12]}"
-    os.mkdir(d)
-    monkeypatch.setenv("SHMDICT_DIR", d)
-    yield d
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
-    os.rmdir(d)
 
 
 def run(*args: str, code: int = 0) -> str:

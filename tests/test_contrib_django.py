@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,6 @@ if not settings.configured:
 import shmdict  # noqa: E402
 import shmdict._lib as _lib  # noqa: E402
 from shmdict.contrib.django import SharedDictCache  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def shm_dir(monkeypatch):
-    d = f"/dev/shm/shmdict-test-{uuid.uuid4().hex[:12]}"
-    os.mkdir(d)
-    monkeypatch.setenv("SHMDICT_DIR", d)
-    yield d
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
-    os.rmdir(d)
 
 
 def make(**params):

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -23,17 +22,6 @@ from limits.storage import storage_from_string  # noqa: E402
 import shmdict  # noqa: E402
 import shmdict._lib as _lib  # noqa: E402
 from shmdict.contrib.limits import AsyncSharedDictStorage, SharedDictStorage, _window  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def shm_dir(tmp_path_factory, monkeypatch):
-    d = f"/dev/shm/shmdict-test-{uuid.uuid4().hex[:12]}"
-    os.mkdir(d)
-    monkeypatch.setenv("SHMDICT_DIR", d)
-    yield d
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
-    os.rmdir(d)
 
 
 @pytest.fixture

@@ -93,17 +93,6 @@ class Server:
         return self.proc.wait(timeout=20)
 
 
-@pytest.fixture
-def shm_dir(monkeypatch):
-    d = f"/dev/shm/shmdict-test-{uuid.uuid4().hex[:12]}"
-    os.mkdir(d)
-    monkeypatch.setenv("SHMDICT_DIR", d)
-    yield d
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
-    os.rmdir(d)
-
-
 @pytest.mark.parametrize("strategy,preload", [("moving-window", False), ("fixed-window", True),
                                               ("sliding-window-counter", False)])
 def test_global_limit_holds_across_workers_and_a_killed_worker(shm_dir, strategy, preload):

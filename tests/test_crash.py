@@ -1,0 +1,670 @@
+"""Crash safety through fault injection (SPEC section 5).
+
+A forked child arms one named crash point and runs a list of operations; the
+nth time the C code reaches that step the child SIGKILLs itself while
+holding the lock. The child reports the start and the outcome of every
+operation through a pipe, so the parent knows exactly which operation was
+interrupted. The parent's next call must return promptly, ``check()`` must
+pass, and the contents must equal the model either before or after the
+interrupted operation: all or nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import MIN_SIZE, call_with_timeout, start_child, unique_name, wait_child
+
+import shmdict
+from shmdict import _lib
+
+POINTS: list[str] = _lib.fault_points()
+TTL_SLACK = 3.0  # seconds of real time allowed between a model TTL and ttl()
+
+Model = dict[str, tuple[Any, float]]  # key -> (value, ttl seconds; 0 = never)
+Op = tuple[Any, ...]
+
+
+# ---- model ---------------------------------------------------------------------
+
+
+def full_snapshot(sd: shmdict.SharedDict) -> dict[str, tuple[type, Any, float]]:
+    out = {}
+    for k in sd.get_keys():
+        v = sd.get(k, _MISSING)
+        t = sd.ttl(k)
+        if v is not _MISSING and t is not None:
+            out[k] = (type(v), v, t)
+    return out
+
+
+_MISSING = object()
+
+
+def model_of(sd: shmdict.SharedDict) -> Model:
+    return {k: (v, t) for k, (_, v, t) in full_snapshot(sd).items()}
+
+
+def matches(snap: dict[str, tuple[type, Any, float]], model: Model) -> bool:
+    if set(snap) != set(model):
+        return False
+    for k, (typ, v, t) in snap.items():
+        mv, mt = model[k]
+        if typ is not type(mv):
+            return False
+        if isinstance(v, float):
+            if not (v == mv or math.isclose(v, mv, rel_tol=1e-12)):
+                return False
+        elif v != mv:
+            return False
+        if (t == 0) != (mt == 0):
+            return False
+        if t and not (mt - TTL_SLACK <= t <= mt + 0.01):
+            return False
+    return True
+
+
+def apply(model: Model, op: Op) -> Model:
+    """The model after op succeeds."""
+    m = dict(model)
+    kind = op[0]
+    if kind == "set":
+        _, k, v, e = op
+        m[k] = (v, e if e > 0 else 0)
+    elif kind == "delete":
+        m.pop(op[1], None)
+    elif kind == "incr":
+        _, k, delta, exptime, init, init_ttl = op
+        if k in m:
+            cur, ttl = m[k]
+        else:
+            cur, ttl = init, (init_ttl if init_ttl and init_ttl > 0 else 0)
+        new = cur + delta if type(cur) is int and type(delta) is int else float(cur) + float(delta)
+        if exptime is not None:
+            ttl = exptime if exptime > 0 else 0
+        m[k] = (new, ttl)
+    elif kind == "expire":
+        _, k, e = op
+        if k in m:
+            m[k] = (m[k][0], e if e > 0 else 0)
+    elif kind == "flush_all":
+        m.clear()
+    elif kind in ("get", "len"):
+        pass
+    else:  # pragma: no cover
+        raise AssertionError(op)
+    return m
+
+
+def perform(sd: shmdict.SharedDict, op: Op) -> None:
+    kind = op[0]
+    if kind == "set":
+        sd.set(op[1], op[2], op[3])
+    elif kind == "delete":
+        sd.delete(op[1])
+    elif kind == "incr":
+        _, k, delta, exptime, init, init_ttl = op
+        kw: dict[str, Any] = {}
+        if init is not None:
+            kw["init"] = init
+        if init_ttl is not None:
+            kw["init_ttl"] = init_ttl
+        if exptime is None:
+            sd.incr(k, delta, **kw)
+        else:
+            sd.incr(k, delta, exptime, **kw)
+    elif kind == "expire":
+        sd.expire(op[1], op[2])
+    elif kind == "flush_all":
+        sd.flush_all()
+    elif kind == "get":
+        sd.get(op[1])
+    elif kind == "len":
+        len(sd)
+    else:  # pragma: no cover
+        raise AssertionError(op)
+
+
+# ---- scenarios -------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    prefixes: tuple[str, ...]
+    setup: Callable[[shmdict.SharedDict], None]
+    ops: list[Op]
+    size: int | str = "1m"
+    shift: float = 0.0  # clock shift after setup (expires setup's TTL'd items)
+    must_reach: bool = True  # False: the scenario reaches its points only by chance (bounded sweeps)
+
+
+def _fill_until_full(sd: shmdict.SharedDict, make: Callable[[int], tuple[str, Any, float]]) -> int:
+    for i in range(10**6):
+        k, v, e = make(i)
+        try:
+            sd.set(k, v, e)
+        except shmdict.Full:
+            return i
+    raise AssertionError("never full")
+
+
+def _setup_base(sd):
+    for i in range(20):
+        sd[f"base{i}"] = i
+    sd.set("base-ttl", "t", 500)
+
+
+def _setup_freelist(sd):
+    _setup_base(sd)
+    for i in range(30):
+        sd[f"f{i}"] = "y" * 50
+    for i in range(30):
+        del sd[f"f{i}"]
+
+
+def _setup_values(value, exptime=0):
+    def setup(sd):
+        _setup_base(sd)
+        for i in range(8):
+            v = value(i) if callable(value) else value
+            sd.set(f"o{i}", v, exptime)
+
+    return setup
+
+
+def _setup_packed(sd):
+    """A small dict packed with small items: high index load makes deletes shift."""
+    _fill_until_full(sd, lambda i: (f"p{i}", i, 0))
+
+
+_rng = random.Random(7)
+_PACKED_ORDER = list(range(400))
+_rng.shuffle(_PACKED_ORDER)
+
+
+def _setup_expiring_full(sd):
+    for i in range(3):
+        sd[f"keep{i}"] = f"kept {i}"
+    _fill_until_full(sd, lambda i: (f"ttl{i}", b"x" * 100, 5))
+
+
+def _setup_expiring_many(sd):
+    _setup_base(sd)
+    for i in range(300):
+        sd.set(f"ttl{i}", b"x" * (i % 50), 5)
+
+
+def _setup_fragmented(sd):
+    """Free space exists only as small blocks scattered between live ones."""
+    _setup_base(sd)
+    n = _fill_until_full(sd, lambda i: (f"a{i}", b"s" * 40, 0))
+    for i in range(n):
+        if i % 8:
+            del sd[f"a{i}"]
+
+
+SCENARIOS: list[Scenario] = [
+    # insert
+    Scenario("insert_bump", ("insert",), _setup_base, [("set", f"new{i}", "x" * 50, 0) for i in range(5)]),
+    Scenario("insert_freelist", ("insert",), _setup_freelist, [("set", f"new{i}", "x" * 50, 0) for i in range(5)]),
+    Scenario("insert_with_ttl", ("insert",), _setup_base, [("set", f"new{i}", b"v" * 20, 100) for i in range(5)]),
+    Scenario(
+        "insert_numbers",
+        ("insert",),
+        _setup_base,
+        [("set", "n-int", 1, 0), ("set", "n-float", 2.5, 0), ("set", "n-bool", True, 0)],
+    ),
+    Scenario(
+        "insert_by_incr", ("insert", "incr"), _setup_base, [("incr", f"c{i}", 1, None, 10, 100) for i in range(4)]
+    ),
+    # overwrite
+    Scenario(
+        "overwrite_larger", ("overwrite",), _setup_values("s" * 10), [("set", f"o{i}", "L" * 500, 0) for i in range(8)]
+    ),
+    Scenario(
+        "overwrite_smaller", ("overwrite",), _setup_values("L" * 500), [("set", f"o{i}", "s" * 10, 0) for i in range(8)]
+    ),
+    Scenario(
+        "overwrite_same_size",
+        ("overwrite",),
+        _setup_values(b"a" * 100),
+        [("set", f"o{i}", b"b" * 100, 0) for i in range(8)],
+    ),
+    Scenario(
+        "overwrite_number_in_place",
+        ("overwrite",),
+        _setup_values(lambda i: i),
+        [("set", f"o{i}", i * 1.5, 100) for i in range(8)],
+    ),
+    Scenario(
+        "overwrite_number_in_place_no_ttl",
+        ("overwrite",),
+        _setup_values(lambda i: i, 100),
+        [("set", f"o{i}", -i, 0) for i in range(8)],
+    ),
+    Scenario(
+        "overwrite_type_change",
+        ("overwrite",),
+        _setup_values(lambda i: i),
+        [("set", f"o{i}", "now a string" * 3, 0) for i in range(8)],
+    ),
+    Scenario(
+        "overwrite_to_number", ("overwrite",), _setup_values("text" * 10), [("set", f"o{i}", i, 0) for i in range(8)]
+    ),
+    Scenario(
+        "overwrite_in_full_dict",
+        ("overwrite",),
+        lambda sd: _fill_until_full(sd, lambda i: (f"o{i}", b"a" * 90, 0)),
+        [("set", f"o{i}", b"b" * 90, 0) for i in range(8)] + [("set", "o0", b"c" * 30, 0)],
+        size=MIN_SIZE,
+    ),
+    Scenario(
+        "overwrite_ttl_change",
+        ("overwrite",),
+        _setup_values(b"w" * 30, 100),
+        [("set", f"o{i}", b"z" * 60, 0) for i in range(8)],
+    ),
+    # delete
+    Scenario("delete_plain", ("delete",), _setup_values("d" * 40), [("delete", f"o{i}") for i in range(8)]),
+    Scenario("delete_with_ttl", ("delete",), _setup_values(7, 100), [("delete", f"o{i}") for i in range(8)]),
+    Scenario("delete_packed", ("delete",), _setup_packed, [("delete", f"p{i}") for i in _PACKED_ORDER], size="64k"),
+    # incr
+    Scenario(
+        "incr_int", ("incr",), _setup_values(lambda i: i), [("incr", f"o{i}", 3, None, None, None) for i in range(8)]
+    ),
+    Scenario(
+        "incr_float_promotion",
+        ("incr",),
+        _setup_values(lambda i: i),
+        [("incr", f"o{i}", 0.5, None, None, None) for i in range(8)],
+    ),
+    Scenario(
+        "incr_set_ttl",
+        ("incr",),
+        _setup_values(lambda i: i),
+        [("incr", f"o{i}", 1, 50.0, None, None) for i in range(8)],
+    ),
+    Scenario(
+        "incr_replace_ttl",
+        ("incr",),
+        _setup_values(lambda i: float(i), 100),
+        [("incr", f"o{i}", 2, 30.0, None, None) for i in range(8)],
+    ),
+    Scenario(
+        "incr_clear_ttl",
+        ("incr",),
+        _setup_values(lambda i: i, 100),
+        [("incr", f"o{i}", 1, 0.0, None, None) for i in range(8)],
+    ),
+    # expire
+    Scenario("expire_set", ("expire",), _setup_values("e"), [("expire", f"o{i}", 100.0) for i in range(8)]),
+    Scenario("expire_clear", ("expire",), _setup_values("e", 100), [("expire", f"o{i}", 0) for i in range(8)]),
+    Scenario(
+        "expire_change", ("expire",), _setup_values(lambda i: i, 100), [("expire", f"o{i}", 20.0) for i in range(8)]
+    ),
+    # reclaim of expired items
+    Scenario(
+        "reclaim_on_full",
+        ("reclaim",),
+        _setup_expiring_full,
+        [("set", f"new{i}", b"y" * 100, 0) for i in range(10)],
+        size=MIN_SIZE,
+        shift=6,
+    ),
+    Scenario(
+        "reclaim_on_write",
+        ("reclaim",),
+        _setup_expiring_many,
+        [("set", f"new{i}", "v", 0) for i in range(100)],
+        size="128k",
+        shift=6,
+        must_reach=False,
+    ),
+    Scenario(
+        "reclaim_on_access",
+        ("reclaim",),
+        _setup_expiring_many,
+        [op for i in range(10) for op in (("get", f"ttl{i}"), ("delete", f"ttl{i + 10}"), ("len",))],
+        shift=6,
+        must_reach=False,
+    ),
+    Scenario(
+        "reclaim_by_incr",
+        ("reclaim",),
+        _setup_expiring_full,
+        [("incr", f"c{i}", 1, None, 0, None) for i in range(10)],
+        size=MIN_SIZE,
+        shift=6,
+    ),
+    # defragmentation when only scattered small blocks are free
+    Scenario(
+        "defrag_for_insert",
+        ("defrag", "insert"),
+        _setup_fragmented,
+        [("set", f"L{i}", b"L" * 1500, 0) for i in range(4)],
+        size="64k",
+    ),
+    Scenario(
+        "defrag_for_overwrite",
+        ("defrag", "overwrite"),
+        _setup_fragmented,
+        [("set", f"base{i}", "L" * 1500, 0) for i in range(4)],
+        size="64k",
+    ),
+    # flush_all
+    Scenario("flush_many", ("flush",), _setup_values(lambda i: "f" * i), [("flush_all",), ("set", "after", 1, 0)]),
+    Scenario("flush_after_deletes", ("flush",), _setup_freelist, [("flush_all",), ("set", "after", 1, 0)]),
+]
+
+SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
+KNOWN_PREFIXES = {p for s in SCENARIOS for p in s.prefixes}
+
+
+def scenarios_for(point: str) -> list[Scenario]:
+    prefix = point.split(".", 1)[0]
+    if prefix in KNOWN_PREFIXES:
+        return [s for s in SCENARIOS if prefix in s.prefixes]
+    return list(SCENARIOS)  # an unknown operation: try everything
+
+
+# ---- the harness --------------------------------------------------------------------
+
+_OUTCOME = {shmdict.Full: b"F", KeyError: b"K", TypeError: b"T", OverflowError: b"V"}
+
+
+def _child_run(sd: shmdict.SharedDict, ops: list[Op], point: str | None, nth: int, wfd: int) -> int:
+    if point is not None:
+        _lib.fault_arm(point, nth)
+    for op in ops:
+        os.write(wfd, b"B")
+        try:
+            perform(sd, op)
+        except tuple(_OUTCOME) as e:  # an expected refusal: the op changed nothing
+            os.write(wfd, _OUTCOME[type(e)])
+            continue
+        os.write(wfd, b"O")
+    os.write(wfd, b"X")
+    return 0
+
+
+@dataclass
+class Run:
+    reached: bool
+    crashed_op: int | None
+    before: Model
+    after: Model
+
+
+def run_child_ops(sd: shmdict.SharedDict, model: Model, ops: list[Op], point: str | None, nth: int = 1) -> Run:
+    """Run ops in a forked child armed at point; returns what the parent must accept."""
+    rfd, wfd = os.pipe()
+    pid = start_child(_child_run, sd, ops, point, nth, wfd, alarm=20)
+    os.close(wfd)
+    result = wait_child(pid, 30)
+    chunks = []
+    while True:
+        b = os.read(rfd, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(rfd)
+    log = b"".join(chunks).decode()
+    if result.exitcode == 0:
+        assert log.endswith("X"), log
+    else:
+        assert result.killed, f"child armed at {point} ended with {result}, log {log!r}"
+
+    crashed = None
+    i = pos = 0
+    while pos < len(log) and log[pos] != "X":
+        assert log[pos] == "B", log
+        if pos + 1 == len(log):
+            crashed = i
+            break
+        if log[pos + 1] == "O":
+            model = apply(model, ops[i])
+        i += 1
+        pos += 2
+    if result.killed:
+        assert crashed is not None, f"killed outside any operation: {log!r}"
+        return Run(True, crashed, model, apply(model, ops[crashed]))
+    return Run(False, None, model, model)
+
+
+def verify_after(sd: shmdict.SharedDict, run: Run, what: str) -> None:
+    """The dict recovers promptly, passes check() and holds the before or after state."""
+    snap = call_with_timeout(lambda: full_snapshot(sd), 10)
+    call_with_timeout(sd.check, 10)
+    ok_before = matches(snap, run.before)
+    ok_after = matches(snap, run.after)
+    assert ok_before or ok_after, (
+        f"{what}: state after crash in op {run.crashed_op} is neither before nor after\n"
+        f"got    {snap}\nbefore {run.before}\nafter  {run.after}"
+    )
+    # A fresh attach sees the same, and the dict stays fully usable.
+    with call_with_timeout(lambda: shmdict.get(sd.name), 10) as g:
+        assert full_snapshot(g) == snap or matches(full_snapshot(g), run.before if ok_before else run.after)
+        if snap:  # delete one item and store it again: both must work after recovery
+            k, (_, v, t) = next(iter(snap.items()))
+            assert call_with_timeout(lambda: g.delete(k), 10) is True
+            call_with_timeout(lambda: g.set(k, v, t), 10)
+            assert g[k] == v
+        else:
+            call_with_timeout(lambda: g.set("__probe__", b"p" * 10), 10)
+            assert g["__probe__"] == b"p" * 10
+            assert g.delete("__probe__")
+    sd.check()
+
+
+def crash_once(scenario: Scenario, point: str, nth: int = 1) -> bool:
+    """Run scenario in a child armed at point; verify recovery if reached. Returns reached."""
+    with shmdict.new(unique_name("c"), scenario.size) as sd:
+        scenario.setup(sd)
+        if scenario.shift:
+            _lib.clock_shift(scenario.shift)
+        model = model_of(sd)
+        run = run_child_ops(sd, model, scenario.ops, point, nth)
+        if run.reached:
+            verify_after(sd, run, f"{scenario.name} @ {point} (nth={nth})")
+        else:  # never reached: the whole op list ran; the dict must hold the final model
+            assert matches(full_snapshot(sd), run.after)
+            sd.check()
+        return run.reached
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+
+def test_scenarios_without_fault_match_the_model():
+    """Every scenario run by an unarmed child ends exactly in its model's final state (harness control)."""
+    for s in SCENARIOS:
+        assert crash_once(s, None) is False, s.name
+
+
+# recovery: see below; window.*: shmdict_window is driven by limits keys, so its crash points
+# are exercised in tests/test_contrib_limits.py::test_window_crash_is_all_or_nothing
+OPERATION_POINTS = [p for p in POINTS if p.split(".", 1)[0] not in ("recover", "window")]
+
+
+@pytest.mark.parametrize("point", OPERATION_POINTS)
+def test_crash_at_every_fault_point_is_all_or_nothing(point):
+    """A holder killed at this point leaves a dict that recovers to the state before or after its op."""
+    reached = []
+    for s in scenarios_for(point):
+        for nth in (1, 2, 3):
+            if crash_once(s, point, nth):
+                reached.append(f"{s.name}#{nth}")
+            elif nth == 1:
+                break
+    assert reached, f"no scenario reaches {point}; tried {[s.name for s in scenarios_for(point)]}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_each_scenario_reaches_a_fault_point(scenario):
+    """Each operation scenario passes through at least one fault point of its operation."""
+    candidates = [p for p in POINTS if p.split(".", 1)[0] in scenario.prefixes]
+    assert candidates, f"no fault point for {scenario.prefixes}"
+    hit = [p for p in candidates if crash_once(scenario, p)]
+    assert hit or not scenario.must_reach, f"{scenario.name} reaches none of {candidates}"
+
+
+RECOVER_POINTS = [p for p in POINTS if p.split(".", 1)[0] == "recover"]
+FIRST_CRASHES = [
+    ("insert_bump", "insert.counted"),
+    ("overwrite_larger", "overwrite.freed"),
+    ("delete_plain", "delete.counted"),
+    ("incr_replace_ttl", "incr.ttl"),
+    ("flush_many", "flush.cleared"),
+]
+
+
+@pytest.mark.skipif(not RECOVER_POINTS, reason="no recovery fault points")
+@pytest.mark.parametrize("point", RECOVER_POINTS or ["none"])
+def test_crash_during_recovery(point):
+    """A process killed while repairing a dead holder's operation leaves the repair to the next one."""
+    reached = 0
+    for scenario_name, first in FIRST_CRASHES:
+        if first not in POINTS:
+            continue
+        s = SCENARIO_BY_NAME[scenario_name]
+        with shmdict.new(unique_name("r"), s.size) as sd:
+            s.setup(sd)
+            run = run_child_ops(sd, model_of(sd), s.ops, first)
+            assert run.reached, f"{scenario_name} did not reach {first}"
+            second = run_child_ops(sd, {}, [("get", "anything")], point)
+            if second.reached:
+                reached += 1
+            verify_after(sd, run, f"{scenario_name} @ {first}, then {point}")
+    assert reached, f"no first crash left work for {point}"
+
+
+def test_repeated_crashes_on_one_dict():
+    """Many crashes at random points on the same dict never corrupt it."""
+    rng = random.Random(11)
+    points = OPERATION_POINTS
+    with shmdict.new(unique_name("m"), "256k") as sd:
+        model = model_of(sd)
+        for round_ in range(40):
+            ops: list[Op] = []
+            for _ in range(rng.randrange(1, 8)):
+                k = f"k{rng.randrange(30)}"
+                r = rng.random()
+                if r < 0.35:
+                    ops.append(
+                        (
+                            "set",
+                            k,
+                            rng.choice([1, 2.5, "s" * rng.randrange(300), b"b" * rng.randrange(900)]),
+                            rng.choice([0, 0, 100.0]),
+                        )
+                    )
+                elif r < 0.5:
+                    ops.append(("delete", k))
+                elif r < 0.7:
+                    ops.append(("incr", "counter", 1, None, 0, None))
+                elif r < 0.8:
+                    ops.append(("expire", k, rng.choice([0, 50.0])))
+                elif r < 0.82:
+                    ops.append(("flush_all",))
+                else:
+                    ops.append(("get", k))
+            run = run_child_ops(sd, model, ops, rng.choice(points), rng.randrange(1, 4))
+            if run.reached:
+                verify_after(sd, run, f"round {round_}")
+            model = model_of(sd)
+
+
+def _random_ops_forever(sd: shmdict.SharedDict, wfd: int, seed: int) -> int:
+    rng = random.Random(seed)
+    while True:
+        r = rng.random()
+        k = f"k{rng.randrange(200)}"
+        try:
+            if r < 0.3:
+                sd.set(
+                    k,
+                    rng.choice([7, 1.5, True, "s" * rng.randrange(400), b"b" * rng.randrange(2000)]),
+                    rng.choice([0, 0, 0.05, 1.0, 30.0]),
+                )
+            elif r < 0.45:
+                sd.delete(k)
+            elif r < 0.65:
+                sd.incr("counter", 1)
+                os.write(wfd, b".")
+            elif r < 0.72:
+                sd.expire(k, rng.choice([0, 0.01, 10.0]))
+            elif r < 0.8:
+                sd.get(k)
+            elif r < 0.85:
+                sd.get_keys(10)
+            elif r < 0.9:
+                _lib.clock_shift(0.02)
+            else:
+                sd.incr(f"c{rng.randrange(20)}", 1, rng.choice([None, 0.5]), init=0)
+        except shmdict.Full:
+            pass
+        except TypeError:
+            pass  # incr on a key that currently holds a non-number
+
+
+def _survivor(sd: shmdict.SharedDict, n: int) -> int:
+    for _ in range(n):
+        sd.incr("survivor", 1)
+    return 0
+
+
+def _kill_loop(duration: float, seed: int) -> None:
+    rng = random.Random(seed)
+    with shmdict.new(unique_name("k"), "128k") as sd:
+        sd["counter"] = 0
+        sd["survivor"] = 0
+        survivor_n = 20000
+        survivor = start_child(_survivor, sd, survivor_n, alarm=int(duration) + 60)
+        expected = 0
+        kills = 0
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            rfd, wfd = os.pipe()
+            pid = start_child(_random_ops_forever, sd, wfd, rng.randrange(2**32), alarm=int(duration) + 30)
+            os.close(wfd)
+            time.sleep(rng.uniform(0.001, 0.03))
+            os.kill(pid, signal.SIGKILL)
+            res = wait_child(pid, 10)
+            assert res.killed, res
+            kills += 1
+            done = 0
+            while True:
+                b = os.read(rfd, 65536)
+                if not b:
+                    break
+                done += len(b)
+            os.close(rfd)
+            call_with_timeout(sd.check, 10)
+            value = call_with_timeout(lambda: sd["counter"], 10)
+            assert value in (expected + done, expected + done + 1), (value, expected, done)
+            expected = value
+        assert kills > 10
+        res = wait_child(survivor, 60)
+        assert res.exitcode == 0, res
+        assert sd["survivor"] == survivor_n
+        sd.check()
+
+
+def test_random_sigkill_of_busy_process():
+    """A process SIGKILLed at random instants while busy never corrupts the dict or loses counts."""
+    _kill_loop(2.0, 1)
+
+
+@pytest.mark.slow
+def test_random_sigkill_torture():
+    """A minute of random SIGKILLs leaves a consistent dict and exact counters."""
+    _kill_loop(60.0, 2)
