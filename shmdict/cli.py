@@ -4,7 +4,8 @@
 ``$SHMDICT_DIR``, or ``--dir``) with their size, entries, use, creator PID
 and whether anything still maps them; the other commands act on one dict by
 name. Output is an aligned table for people, or JSON with ``--json`` (one
-object per command; ``keys`` prints a JSON list).
+object per command; ``keys`` prints a JSON list, ``watch`` one JSON object per
+line).
 
 Exit codes, for scripts:
 
@@ -392,6 +393,22 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        try:
+            events = d.watch(args.pattern, timeout=args.timeout)
+            for ev in events:
+                if args.json:
+                    print(json.dumps({"op": ev.op, "key": ev.key}), flush=True)
+                else:
+                    print(f"{ev.op}\t{'' if ev.key is None else ev.key}", flush=True)
+        except ValueError as e:  # no event ring (created with events=0)
+            _fail(EXIT_FAIL, str(e))
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shmdict import demo
 
@@ -461,6 +478,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--orphans", action="store_true",
                     help="remove every dict whose creator is dead and that no process maps")
     sp.add_argument("--force", action="store_true", help="remove even if processes still map it")
+    sp = add("watch", cmd_watch, "print changes (op and key) as they happen, until Ctrl-C or --timeout")
+    sp.add_argument("name")
+    sp.add_argument("pattern", nargs="?", default="*", help="glob the keys must match (default *)")
+    sp.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a change")
     add("check", cmd_check, "verify the whole table; exit 3 if corrupt").add_argument("name")
     add("demo", cmd_demo, "run the multi-process counter demo")
     return p

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -135,3 +136,37 @@ def test_console_script_and_help():
     exe = os.path.join(os.path.dirname(sys.executable), "shmdict")
     if os.path.exists(exe):
         assert subprocess.run([exe, "--help"], capture_output=True, timeout=60).returncode == 0
+
+
+def test_watch_prints_changes(shm_dir):
+    """watch follows changes matching a glob as they happen (NDJSON with --json) and ends on --timeout."""
+    import select
+
+    with shmdict.new("w", "256k") as d:
+        p = subprocess.Popen([sys.executable, "-m", "shmdict", "watch", "w", "job*", "--json", "--timeout", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            deadline = time.monotonic() + 30
+            i = 0
+            while not lines and time.monotonic() < deadline:  # until the watcher is listening
+                d["job:tick"] = i
+                i += 1
+                if select.select([p.stdout], [], [], 0.1)[0]:
+                    lines.append(p.stdout.readline())
+            assert lines, "watch printed nothing"
+            d["other"] = 1  # does not match the glob
+            d["job:a"] = "x"
+            d.incr("job:n", init=0)
+            del d["job:a"]
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0, err
+        events = [json.loads(line) for line in lines + out.splitlines()]
+        tail = [e for e in events if e["key"] != "job:tick"]
+        assert tail == [{"op": "set", "key": "job:a"}, {"op": "set", "key": "job:n"},
+                        {"op": "delete", "key": "job:a"}]
+        assert all(e["key"].startswith("job") for e in events)
