@@ -40,10 +40,14 @@ def fetch() -> str:
             (sdist,) = Path(tmp).glob("*.tar.gz")
             with tarfile.open(sdist) as tar:
                 prefix = tar.getnames()[0].split("/")[0] + "/tests/"
-                members = [m for m in tar.getmembers() if m.name.startswith(prefix + "cache/")]
+                members = [m for m in tar.getmembers() if m.name.startswith(prefix + "cache/")
+                           and m.isfile() and ".." not in m.name.split("/")]
                 for m in members:
                     m.name = m.name[len(prefix):]
-                tar.extractall(root, members=members, filter="data")
+                try:
+                    tar.extractall(root, members=members, filter="data")
+                except TypeError:  # Python without extraction filters: the names were checked above
+                    tar.extractall(root, members=members)
     return str(root)
 
 
