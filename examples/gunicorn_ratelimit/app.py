@@ -34,7 +34,7 @@ limiter = Limiter(
 
 
 @app.after_request
-def tag_worker(response):
+def tag_worker(response):  # which worker answered: the test checks that several do
     response.headers["X-Worker-Pid"] = str(os.getpid())
     return response
 

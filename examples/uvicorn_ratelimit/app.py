@@ -40,7 +40,7 @@ async def index(request: Request) -> JSONResponse:
 
 
 async def health(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
+    return PlainTextResponse("ok", headers={"X-Worker-Pid": str(os.getpid())})
 
 
 app = Starlette(routes=[Route("/", index), Route("/health", health)])

@@ -32,7 +32,7 @@ import pickle
 import threading
 from typing import Any, Iterable, Optional
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache  # type: ignore[import-untyped]
 
 import shmdict
 from shmdict._dict import _EEXIST, _NX, _c_set, _dir, _store_args
@@ -55,7 +55,7 @@ def _shared(name: str, size: Any) -> shmdict.SharedDict:
         return d
 
 
-class SharedDictCache(BaseCache):
+class SharedDictCache(BaseCache):  # type: ignore[misc]
     """Django cache backend over one named :class:`shmdict.SharedDict`.
 
     Args:

@@ -64,7 +64,7 @@ def _parse(uri: str | None, options: dict[str, Any]) -> tuple[str, Union[int, st
     query = {k: v[-1] for k, v in parse_qs(u.query).items()}
     size = options.get("size", query.get("size", DEFAULT_SIZE))
     prefix = str(options.get("key_prefix", query.get("key_prefix", "LIMITS")))
-    return name, size, prefix  # type: ignore[return-value]
+    return name, size, prefix
 
 
 def _window(d: shmdict.SharedDict, key: str, limit: int, expiry: float, amount: int) -> tuple[bool, int, float]:
