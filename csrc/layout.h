@@ -73,6 +73,10 @@
 
 enum { T_FREE = 0 };
 
+/* header.flags */
+#define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
+#define CLS_REF 0x80u                  /* cls bit 7: CLOCK "referenced" bit (a hint, unlogged) */
+
 /* ABI stamp: the mutex and struct layout are libc/arch specific. */
 #define ABI_STAMP ((uint32_t)(sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | 0x01))
 
@@ -97,7 +101,8 @@ typedef struct header {
     uint64_t creator_pid;       /*  80 */
     uint64_t created_realtime;  /*  88: ns since the epoch */
     uint64_t user_size;         /*  96: size asked for */
-    uint64_t flags;             /* 104: reserved (eviction policy) */
+    uint64_t flags;             /* 104: HF_* policy bits; set once, right after creation (see
+                                 *      shmdict_configure), by a plain aligned store */
     uint64_t events_off;        /* 112: event ring (notify.c), between index and arena */
     uint64_t events_cap;        /* 120: its bytes, a multiple of 16; 0 = no events */
     char pad0[256 - 128];
@@ -124,7 +129,17 @@ typedef struct header {
     uint64_t recoveries;        /* EOWNERDEAD repairs */
     uint64_t defrag_pending;    /* a defrag pass is being applied (redo on recovery) */
     uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
-    uint64_t stat_reserved[14]; /* reserved: hits, misses, evictions, lock waits ... */
+    /* statistics (ops.c shmdict_stats): plain unlogged increments under the
+     * lock. They are diagnostics, not state: an operation rolled back after a
+     * crash may leave its increment behind. */
+    uint64_t st_hits;           /* keyed reads that found a live value */
+    uint64_t st_misses;         /* keyed reads that found nothing */
+    uint64_t st_expired;        /* expired records reclaimed */
+    uint64_t st_evictions;      /* live records evicted by CLOCK (HF_EVICT) */
+    uint64_t st_locks;          /* lock acquisitions */
+    uint64_t st_lock_waits;     /* acquisitions that had to sleep in the kernel */
+    uint64_t st_lock_wait_ns;   /* time spent sleeping for the lock */
+    uint64_t stat_reserved[7]; /* reserved */
     uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
     uint64_t ev_tail;           /* absolute position of the oldest entry kept */
     uint64_t ev_seq;            /* sequence number of the next event */
@@ -148,6 +163,7 @@ typedef struct header {
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its line");
 _Static_assert(sizeof(header_t) <= HEADER_SIZE, "header fits its page");
 _Static_assert(offsetof(header_t, lock) == 256, "lock at 256");
+_Static_assert(offsetof(header_t, free_head) == 640, "statistics took only reserved words");
 
 typedef struct rec {
     uint64_t expires;
@@ -188,6 +204,18 @@ struct shmdict {
 static inline bool is_numeric(int type)
 {
     return type == SHMDICT_T_BOOL || type == SHMDICT_T_INT || type == SHMDICT_T_FLOAT;
+}
+
+/* Bytes of record r that hold data: header, key, value. A LIST record keeps
+ * its key padded to 8, then a u64 element count, then an element area whose
+ * live part is [num.s.reserved, num.s.reserved + num.s.vlen) (ops.c). */
+static inline uint64_t rec_bytes(const rec_t *r)
+{
+    if (is_numeric(r->type))
+        return REC_HDR + r->klen;
+    if (r->type == SHMDICT_T_LIST)
+        return REC_HDR + (((uint64_t)r->klen + 7) & ~7ull) + 8 + (uint64_t)r->num.s.reserved + r->num.s.vlen;
+    return REC_HDR + r->klen + (uint64_t)r->num.s.vlen;
 }
 
 static inline rec_t *unit_ptr(const shmdict_t *h, uint64_t unit)
@@ -249,6 +277,8 @@ int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int
 rec_t *rec_at(shmdict_t *h, uint64_t slot);
 int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
 int defrag(shmdict_t *h);
+uint64_t carve_units(uint64_t len);      /* first piece a defrag pass carves from a free run */
+int class_floor_units(uint64_t units);   /* largest class of at most `units` */
 int defrag_pass(shmdict_t *h);
 void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
 int delete_at(shmdict_t *h, uint64_t i, rec_t *r); /* emits EV_DELETE */
@@ -310,7 +340,20 @@ uint32_t next_ver(uint32_t v);
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
     X(EVENT_APPENDED, "event.appended")         /* event written, op not committed */    \
-    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */\
+    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */      \
+    X(FLUSH_EXPIRED_DELETED, "flush_expired.deleted") /* one expired item freed */       \
+    X(LEN_RECLAIMED, "len.reclaimed")           /* len() reclaimed the expired items */  \
+    X(EVICT_DELETED, "evict.deleted")           /* one CLOCK victim removed */           \
+    X(CAS_MATCHED, "cas.matched")               /* compared equal, store not begun */    \
+    X(SET_MANY_ITEM, "set_many.item")           /* some items stored, not all */         \
+    X(LIMIT_STORED, "limit.stored")             /* new TAT stored, TTL pending */        \
+    X(LIMIT_TTL, "limit.ttl")                   /* TTL stored, log not cleared */         \
+    X(LIST_PUSHED, "list.pushed")               /* element in, count/version pending */  \
+    X(LIST_SLID, "list.slid")                   /* live part copied across, push pending */\
+    X(LIST_POPPED, "list.popped")               /* element out, count/version pending */ \
+    X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
+    X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
+    X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */\
     X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
 
 #define X_ENUM(id, name) FP_##id,

@@ -212,8 +212,16 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
         cpu_relax();
         r = pthread_mutex_trylock(mu);
     }
-    if (r == EBUSY)
+    if (r == EBUSY) {
+        struct timespec t0, t1; /* only a contended acquisition pays for the clock reads */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         r = pthread_mutex_lock(mu);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (r == 0 || r == EOWNERDEAD) {
+            H->st_lock_waits++;
+            H->st_lock_wait_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
+        }
+    }
     if (r == EOWNERDEAD) {
         recover(h);
         H->recoveries++;
@@ -226,6 +234,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0 || H->defrag_pending != 0, 0)) {
         recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
     }
+    H->st_locks++; /* statistics: plain stores under the lock */
     if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {
         pthread_mutex_unlock(mu);
         return SHMDICT_ECORRUPT;

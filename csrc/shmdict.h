@@ -41,7 +41,8 @@ enum {
     SHMDICT_EEXIST    = -12, /* SHMDICT_SET_NX: the key is present */
     SHMDICT_ETIMEDOUT = -13, /* a wait ran out of time */
     SHMDICT_EINTR     = -14, /* a wait was interrupted by a signal: call again */
-    SHMDICT_ECLOSED   = -15  /* the handle is being closed */
+    SHMDICT_ECLOSED   = -15, /* the handle is being closed */
+    SHMDICT_EWRONGTYPE = -16 /* a scalar operation on a list, or a list operation on a scalar */
 };
 
 /* Kinds of change, as reported by shmdict_events. */
@@ -57,7 +58,9 @@ enum {
 enum {
     SHMDICT_SET_ALWAYS = 0,
     SHMDICT_SET_NX     = 1, /* only if absent, else EEXIST (add, setdefault) */
-    SHMDICT_SET_XX     = 2  /* only if present, else ENOTFOUND (replace) */
+    SHMDICT_SET_XX     = 2, /* only if present, else ENOTFOUND (replace) */
+    SHMDICT_SET_NOEVICT = 4, /* never evict, even in an evicting dict: EFULL (safe_set, safe_add) */
+    SHMDICT_SET_MASK   = 7
 };
 
 /* Value types, as stored in a record. 0 marks a free block. */
@@ -66,7 +69,8 @@ enum {
     SHMDICT_T_INT   = 2,
     SHMDICT_T_FLOAT = 3,
     SHMDICT_T_STR   = 4, /* UTF-8 text */
-    SHMDICT_T_BYTES = 5
+    SHMDICT_T_BYTES = 5,
+    SHMDICT_T_LIST  = 6  /* a list of scalars (ops.c "lists"); get-like calls give EWRONGTYPE */
 };
 
 enum {
@@ -164,6 +168,85 @@ int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, sh
  * value; EINVAL for limit 0 or > 2^24, or expiry not in (0, 1e9) s. */
 int shmdict_window(shmdict_t *h, const char *key, size_t klen, uint64_t limit, double expiry,
                    uint64_t amount, char *buf, size_t cap, shmdict_out_t *out);
+
+/* ---- more operations (ngx.shared.DICT parity and beyond) ----------------- */
+
+/* As shmdict_get, but an expired record not yet reclaimed is returned too,
+ * with *stale = 1. */
+int shmdict_get_stale(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf,
+                      size_t cap, int *stale);
+/* Free up to max_count (0 = all) expired records; returns how many. */
+int64_t shmdict_flush_expired(shmdict_t *h, uint64_t max_count);
+/* evict = 1 turns CLOCK eviction on for the whole dict (it stays on); 0 leaves
+ * the policy alone. Returns the policy now in force (0 or 1). */
+int shmdict_configure(shmdict_t *h, int evict);
+/* Compare-and-set: if the live value equals the expected one (same type and
+ * value; etype 0 = expected absent), store the new one. 1 stored, 0 not. */
+int shmdict_cas(shmdict_t *h, const char *key, size_t klen, int etype, int64_t ei, double ef,
+                const char *eval, size_t elen, int ntype, int64_t ni, double nf, const char *nval,
+                size_t nlen, double exptime, shmdict_out_t *out);
+/* Many keys in one lock hold. keys: n x (u32 klen, key). Output: n x (u8
+ * type, 0 = missing; 8 bytes for bool/int/float, u32 len + bytes for
+ * str/bytes). Returns the number found, or ERANGE with out->len needed. */
+int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
+                         size_t cap, shmdict_out_t *out);
+/* Store n items (u32 klen, key, value packed as above) in order under one
+ * lock hold; flags as shmdict_set (add/replace skip, not fail). Returns n, or
+ * an error with out->i = items stored before it. */
+int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
+                         double exptime, int flags, shmdict_out_t *out);
+/* Snapshot of live keys (with_values: and values, packed as get_many's output
+ * after each key) matching glob pat (NULL = all), at most max_count (0 = all).
+ * Returns the count, or ERANGE with out->len needed. */
+int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_count, int with_values,
+                      char *buf, size_t cap, shmdict_out_t *out);
+/* One scan batch from slot `cursor`: examines at least `count` live keys
+ * unless the index ends, returning those matching pat (NULL = all); out->i =
+ * next cursor (0 = done). Returns the number returned, or ERANGE. */
+int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
+                     char *buf, size_t cap, shmdict_out_t *out);
+/* GCRA rate limit: 1 admitted, 0 refused; out->i = remaining, out->f =
+ * seconds until the bucket is full. ENOTNUM if the key holds a non-int. */
+int shmdict_limit(shmdict_t *h, const char *key, size_t klen, double rate, double per, double burst,
+                  shmdict_out_t *out);
+/* Named locks: the lock byte's offset for a name, and take (op 1, try) or
+ * release (op 0) it on an fd of the dict file: OK, 1 if held elsewhere, ESYS. */
+int64_t shmdict_lock_offset(shmdict_t *h, const char *name, size_t len);
+int shmdict_flock(int fd, int64_t off, int op);
+
+/* Lists: push (left = 1: lpush, else rpush) a scalar, out->i = new length;
+ * pop an end like shmdict_get (ENOTFOUND if absent); llen (0 if absent).
+ * EWRONGTYPE on a key that holds a scalar. */
+int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type, int64_t iv, double fv,
+                 const char *val, size_t vlen, shmdict_out_t *out);
+int shmdict_pop_end(shmdict_t *h, const char *key, size_t klen, int left, shmdict_out_t *out, char *buf,
+                    size_t cap);
+int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen);
+
+typedef struct shmdict_stats {
+    uint64_t size;              /* bytes asked for at creation */
+    uint64_t capacity;          /* bytes of the record arena */
+    uint64_t free_space;        /* largest key + value (bytes) a new str/bytes item may have now */
+    uint64_t entries;           /* live records */
+    uint64_t records;           /* records in the index, expired-not-reclaimed included */
+    uint64_t expired_pending;   /* expired records not yet reclaimed */
+    uint64_t used_bytes;        /* arena bytes held by records (class rounding included) */
+    uint64_t free_bytes;        /* capacity - used_bytes: not all of it usable by one item */
+    uint64_t index_cap;         /* index slots */
+    uint64_t index_used;        /* slots in use (records + tombstones) */
+    uint64_t index_limit;       /* slots usable before the index counts as full (85%) */
+    uint64_t hits, misses;      /* keyed reads (get, get_many, ...) */
+    uint64_t expired;           /* expired records reclaimed */
+    uint64_t evictions;         /* live records evicted */
+    uint64_t lock_acquisitions;
+    uint64_t lock_waits;        /* acquisitions that slept */
+    uint64_t lock_wait_ns;      /* total time slept */
+    uint64_t recoveries;        /* dead lock holders repaired (EOWNERDEAD) */
+    int evict;                  /* 1 if the dict evicts when full */
+} shmdict_stats_t;
+
+/* Statistics and the honest free_space (O(arena): walks the records). */
+int shmdict_stats(shmdict_t *h, shmdict_stats_t *out);
 
 /* ---- notification (notify.c) --------------------------------------------- */
 

@@ -113,13 +113,12 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
         return NULL;
     rec_t *r = unit_ptr(h, unit);
     int cls = r->cls & 0x7f;
-    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_BYTES || r->klen == 0)
+    if (cls >= NCLASS || r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0)
         return NULL;
     uint64_t cu = class_units(cls);
     if (unit + cu > bump)
         return NULL;
-    uint64_t vlen = is_numeric(r->type) ? 0 : r->num.s.vlen;
-    if (rec_units(r->klen, r->type, vlen) > cu)
+    if ((rec_bytes(r) + UNIT - 1) / UNIT > cu) /* a list's start + vlen too */
         return NULL;
     return r;
 }
@@ -173,6 +172,10 @@ static uint64_t carve_len(uint64_t len)
         c--; /* above 64 units classes step by >= 16 units, so the rest is >= 17 */
     return class_units(c);
 }
+
+/* For free_space (ops.c): the same two rules, exported. */
+uint64_t carve_units(uint64_t len) { return carve_len(len); }
+int class_floor_units(uint64_t units) { return class_floor(units); }
 
 /* Turn [at, end) -- inside a block already logged or unpublished -- into free
  * blocks of class sizes and push them on their lists. The headers are plain
@@ -437,6 +440,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
                 delete_at_op(h, i, r, EV_EXPIRE);
                 FAULT(RECLAIM_DELETED);
                 commit(h);
+                H->st_expired++;
                 removed++;
                 continue; /* another entry may have shifted into slot i */
             }

@@ -11,8 +11,36 @@ corrupt.
 1
 """
 
-from ._dict import Event, SharedDict, Value, get, new, open, unlink
-from .exceptions import CorruptError, Error, Full
+from typing import Any
 
-__all__ = ["CorruptError", "Error", "Event", "Full", "SharedDict", "Value", "get", "new", "open", "unlink"]
+from ._connect import connect
+from ._dict import Event, NamedLock, SharedDict, Value, get, new, open, unlink
+from .exceptions import CorruptError, Error, Full, Unavailable
+
+__all__ = [
+    "CorruptError",
+    "Error",
+    "Event",
+    "Full",
+    "NamedLock",
+    "RedisDict",
+    "SharedDict",
+    "Unavailable",
+    "Value",
+    "connect",
+    "get",
+    "new",
+    "open",
+    "unlink",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisDict is imported on first use, so that ``import shmdict`` never pays
+    # for importing redis-py.
+    if name == "RedisDict":
+        from ._redis import RedisDict
+
+        return RedisDict
+    raise AttributeError(f"module 'shmdict' has no attribute {name!r}")
 __version__ = "0.1.0"

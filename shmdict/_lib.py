@@ -30,6 +30,7 @@ _ERRORS: dict[int, type[BaseException]] = {
     lib.SHMDICT_ENOTNUM: TypeError,
     lib.SHMDICT_EOVERFLOW: OverflowError,
     lib.SHMDICT_EINVAL: ValueError,
+    lib.SHMDICT_EWRONGTYPE: TypeError,
 }
 
 

@@ -5,6 +5,7 @@ The tree::
     Error(Exception)                      base of the library's own exceptions
       Full(Error, MemoryError)            no room, even after reclaiming expired items
       CorruptError(Error, ValueError)     not a dict file of this layout, or an inconsistent one
+      Unavailable(Error, ConnectionError) a Redis/Valkey engine cannot be reached (refused, lost, timed out)
 
 Everything else uses the standard exception that fits: a missing key is a
 plain ``KeyError(key)``; bad arguments are ``TypeError`` / ``ValueError`` /
@@ -14,7 +15,7 @@ plain ``KeyError(key)``; bad arguments are ``TypeError`` / ``ValueError`` /
 
 from __future__ import annotations
 
-__all__ = ["CorruptError", "Error", "Full"]
+__all__ = ["CorruptError", "Error", "Full", "Unavailable"]
 
 
 class Error(Exception):
@@ -36,6 +37,18 @@ class Full(Error, MemoryError):
 
 class CorruptError(Error, ValueError):
     """The file is not a shmdict of a compatible layout, or is inconsistent.
+
+    .. versionadded:: 0.1
+    """
+
+
+class Unavailable(Error, ConnectionError):
+    """The Redis/Valkey server behind :func:`shmdict.connect` cannot be reached:
+    the connection was refused, lost or timed out.
+
+    An operation whose connection was lost after its request was sent may or
+    may not have been applied (never half-applied: each one is a single
+    command or script). The next call reconnects.
 
     .. versionadded:: 0.1
     """

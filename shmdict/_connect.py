@@ -1,0 +1,124 @@
+"""``shmdict.connect(url)``: one URL chooses the engine.
+
+``shm://name?size=64m`` is a local shared-memory dict (:func:`shmdict.open`);
+``redis://``, ``rediss://``, ``unix://`` and their Valkey spellings are a
+:class:`~shmdict._redis.RedisDict` over redis-py. Moving an app from one host
+to several is then a configuration change.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Union
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from ._dict import SharedDict
+    from ._redis import RedisDict
+
+__all__ = ["connect"]
+
+_SHM = ("shm", "shmdict")
+# Our spelling -> the scheme redis-py understands (Valkey speaks the same protocol).
+_REDIS = {
+    "redis": "redis",
+    "rediss": "rediss",
+    "unix": "unix",
+    "redis+unix": "unix",
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "valkey+unix": "unix",
+}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
+
+
+def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
+    """A dict with the SharedDict API on the engine ``url`` names.
+
+    - ``shm://NAME?size=64m[&mode=600][&events=N][&evict=1]``: attach to the
+      local dict ``NAME``, or create it with that size and those options
+      (:func:`shmdict.open`; ``evict`` where this version's ``open`` has
+      it); without ``size``, attach only (:func:`shmdict.get`).
+      ``shmdict://`` is the same.
+    - ``redis://[[user]:password@]host[:port][/db]?prefix=myapp:``,
+      ``rediss://`` (TLS), ``unix:///path/redis.sock?db=0&prefix=...``, and
+      ``valkey://``, ``valkeys://``, ``valkey+unix://``: a
+      :class:`RedisDict` over the keys starting with ``prefix`` (default: the
+      whole database) — needs ``pip install 'shmdict[redis]'``. Other query
+      parameters (``socket_timeout``, ``protocol``, ...) and ``options`` go to
+      ``redis.Redis.from_url``.
+
+    Args:
+        url: the engine and dict, as above.
+        options: keyword arguments for ``redis.Redis.from_url`` (Redis URLs only).
+
+    Returns:
+        A :class:`SharedDict` (never an owner) or a :class:`RedisDict`.
+
+    Raises:
+        ValueError: an unknown scheme, a missing name, or an unknown or
+            malformed shmdict parameter.
+        ImportError: a Redis URL without redis-py installed.
+        FileNotFoundError: ``shm://NAME`` without ``size`` and no such dict.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    u = urlsplit(url)
+    scheme = u.scheme.lower()
+    params = parse_qsl(u.query, keep_blank_values=True)
+    if scheme in _SHM:
+        return _connect_shm(url, u.netloc, u.path, params, options)
+    if scheme in _REDIS:
+        ours = {k: v for k, v in params if k in _REDIS_PARAMS}
+        rest = [(k, v) for k, v in params if k not in _REDIS_PARAMS]
+        # Built by hand: urlunsplit drops the "//" of "unix:///path" when the host is empty.
+        query = urlencode(rest)
+        redis_url = f"{_REDIS[scheme]}://{u.netloc}{u.path}" + (f"?{query}" if query else "")
+        from ._redis import RedisDict
+
+        return RedisDict(redis_url, ours.get("prefix", ""), **options)
+    raise ValueError(
+        f"unsupported URL scheme {u.scheme!r} in {url!r}: use shm://, redis://, rediss://, unix://, valkey:// or valkeys://"
+    )
+
+
+def _connect_shm(
+    url: str, netloc: str, path: str, params: list[tuple[str, str]], options: dict[str, Any]
+) -> SharedDict:
+    from ._dict import get, open
+
+    if options:
+        raise TypeError(f"shm:// URLs take no keyword options, got {sorted(options)}")
+    name = unquote(netloc or path.lstrip("/"))
+    if not name or (netloc and path not in ("", "/")):
+        raise ValueError(f"expected shm://NAME?size=64m, got {url!r}")
+    q = dict(params)
+    accepted = set(inspect.signature(open).parameters) - {"name"}  # what this build's open() takes
+    unknown = set(q) - accepted
+    if unknown or len(q) != len(params):
+        raise ValueError(f"unknown or repeated parameter(s) {sorted(unknown) or 'repeated'} in {url!r}")
+    if "size" not in q:
+        if q:
+            raise ValueError(f"{sorted(q)} apply only when the dict may be created: give size= too")
+        return get(name)
+    kw: dict[str, Any] = {}
+    for k, v in q.items():
+        if k == "mode":
+            try:
+                kw[k] = int(v, 8)
+            except ValueError:
+                raise ValueError(f"mode must be octal such as 600 or 0o600, not {v!r}") from None
+        elif k == "events":
+            if not v.isdigit():
+                raise ValueError(f"events must be a count such as 1024, not {v!r}")
+            kw[k] = int(v)
+        elif k == "evict":
+            if v.lower() not in _BOOLS:
+                raise ValueError(f"evict must be 1/0, true/false or yes/no, not {v!r}")
+            kw[k] = _BOOLS[v.lower()]
+        elif k != "size":
+            kw[k] = v
+    return open(name, q["size"], **kw)
