@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import fnmatch
 import json
 import os
 import sys
@@ -239,6 +238,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open(args.name) as d:
         s = _summary(args.name, d, _mappers([_path(_dir(), args.name)])[_path(_dir(), args.name)])
+        s.update((k, v) for k, v in d.stats().items() if k not in s)  # hits, misses, evictions, lock waits...
     s["path"] = _path(_dir(), args.name)
     _emit(args, s, "\n".join(_table([[k, v] for k, v in s.items()], ["FIELD", "VALUE"]).splitlines()[1:]))
     return EXIT_OK
@@ -246,10 +246,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     with _open(args.name) as d:
-        keys = d.get_keys()
-    if args.pattern is not None:
-        keys = [k for k in keys if fnmatch.fnmatchcase(k, args.pattern)]
-    keys.sort()
+        keys = sorted(d.get_keys(match=args.pattern))  # the glob is matched in C, under the lock
     if args.limit:
         keys = keys[: args.limit]
     _emit(args, keys, "\n".join(keys))
@@ -337,7 +334,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     except ValueError:
         _fail(EXIT_USAGE, f"--mode must be octal, such as 600, not {args.mode!r}")
     try:
-        d = shmdict.new(args.name, args.size, mode=mode)
+        d = shmdict.new(args.name, args.size, mode=mode, evict=args.evict)
     except FileExistsError:
         _fail(EXIT_FAIL, f"a dict named {args.name!r} already exists in {_dir()}")
     # The dict outlives this command: drop ownership so closing does not unlink it.
@@ -473,6 +470,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("size")
     sp.add_argument("--mode", default="600", help="file permissions, octal (default 600)")
+    sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
     sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
     sp.add_argument("names", nargs="*", metavar="name")
     sp.add_argument("--orphans", action="store_true",

@@ -104,10 +104,15 @@ def test_ls_stats_check(shm_dir):
         human = run("ls")
         assert human.splitlines()[0].split() == ["NAME", "SIZE", "KEYS", "USED", "CREATOR", "STATE", "MAPPED", "NOTE"]
         assert human.splitlines()[1].split()[:6] == ["one", "1M", "2", f"{r['use_pct']}%", str(os.getpid()), "alive"]
+        d.get("a")
+        d.get("missing")
         s = jrun("stats", "one")
         assert s["keys"] == 2 and s["path"] == os.path.join(shm_dir, "shmdict.one")
+        assert s["hits"] >= 1 and s["misses"] >= 1 and s["evict"] is False and s["evictions"] == 0
         assert "used_bytes" in run("stats", "one")
         assert run("check", "one") == "ok\n"
+    run("new", "ev", "64k", "--evict")
+    assert jrun("stats", "ev")["evict"] is True
 
 
 def test_rm_and_orphans(shm_dir):

@@ -17,7 +17,8 @@ negative) stores nothing, no argument uses ``TIMEOUT`` (default 300 s); float
 timeouts work and long ones stay relative. Values are pickled, except plain
 ``int`` (signed 64-bit), which is stored as a number so that ``incr`` /
 ``decr`` are one atomic C call across processes, and keep the key's TTL.
-``add`` is one atomic "set if absent". ``clear()`` empties the whole dict, as
+``add`` is one atomic "set if absent"; ``get_many`` / ``set_many`` take
+the lock once for all their keys. ``clear()`` empties the whole dict, as
 the Redis backend's FLUSHDB does: give the cache a dict of its own.
 ``close()`` (called after every request) does nothing: the mapping stays.
 ``MAX_ENTRIES`` / ``CULL_FREQUENCY`` do not apply; when the dict is full,
@@ -35,8 +36,8 @@ from typing import Any, Iterable, Optional
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache  # type: ignore[import-untyped]
 
 import shmdict
-from shmdict._dict import _EEXIST, _NX, _c_set, _dir, _store_args
-from shmdict._lib import INT64_MAX, INT64_MIN, encode_key, raise_rc
+from shmdict._dict import _dir
+from shmdict._lib import INT64_MAX, INT64_MIN
 
 __all__ = ["SharedDictCache"]
 
@@ -106,15 +107,7 @@ class SharedDictCache(BaseCache):  # type: ignore[misc]
         ex = self._exptime(timeout)
         if ex is None:
             return key not in self._dict  # as Redis: "would have been added", nothing kept
-        h = self._dict._handle()
-        k = encode_key(key)
-        t, i, f, b, n = _store_args(v)
-        rc = _c_set(h, k, len(k), t, i, f, b, n, ex, _NX)
-        if rc == _EEXIST:
-            return False
-        if rc:
-            raise_rc(rc, key)
-        return True
+        return self._dict.add(key, v, ex)
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
@@ -161,17 +154,21 @@ class SharedDictCache(BaseCache):  # type: ignore[misc]
     # ---- several keys ------------------------------------------------------------
 
     def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
-        out = {}
-        missing = self._missing_key
-        for k in keys:
-            v = self.get(k, missing, version=version)
-            if v is not missing:
-                out[k] = v
-        return out
+        """One lock hold for all the keys: a consistent snapshot."""
+        made = {self.make_and_validate_key(k, version=version): k for k in keys}
+        found = self._dict.get_many(list(made))
+        return {made[k]: self._decode(v) for k, v in found.items()}
 
     def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list[Any]:
-        for k, v in data.items():
-            self.set(k, v, timeout, version=version)
+        """One lock hold for all the items; every value is pickled before
+        anything is stored, so a PickleError stores nothing."""
+        items = [(self.make_and_validate_key(k, version=version), self._encode(v)) for k, v in data.items()]
+        ex = self._exptime(timeout)
+        if ex is None:
+            for k, _ in items:
+                self._dict.delete(k)
+        elif items:
+            self._dict.set_many(items, ex)
         return []
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
