@@ -155,6 +155,20 @@ int64_t shmdict_len(shmdict_t *h);
  * with out->len the bytes needed. */
 int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out);
 
+/* ---- rate limiting (window.c) ------------------------------------------- */
+
+/* Moving window: `key` holds the timestamps of up to `limit` hits within the
+ * last `expiry` seconds (a bytes value). amount > 0: if the hits in the
+ * window plus amount are <= limit, record amount hits now, drop hits outside
+ * the window, set the key's TTL to expiry and return 1; else return 0 and
+ * change nothing. amount == 0 only reports. Either way out->i = hits in the
+ * window (after the call) and out->f = age in seconds of the oldest of them
+ * (0 if none). buf/cap is caller scratch of at least 8 * limit bytes, so
+ * nothing is allocated under the lock. ENOTNUM if the key holds another
+ * value; EINVAL for limit 0 or > 2^24, or expiry not in (0, 1e9) s. */
+int shmdict_window(shmdict_t *h, const char *key, size_t klen, uint64_t limit, double expiry,
+                   uint64_t amount, char *buf, size_t cap, shmdict_out_t *out);
+
 /* ---- more operations (ngx.shared.DICT parity and beyond) ----------------- */
 
 /* As shmdict_get, but an expired record not yet reclaimed is returned too,
