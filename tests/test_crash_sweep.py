@@ -66,6 +66,10 @@ def run_op(d: shmdict.SharedDict, op: Op) -> None:
         d.cas(op[1], op[2], op[3])
     elif kind == "limit":
         d.limit(op[1], *LIMIT)
+    elif kind == "window":
+        from shmdict.contrib.limits import _window
+
+        _window(d, op[1], 10, 1000.0, 1)
     elif kind == "flush_expired":
         d.flush_expired()
     elif kind == "len":
@@ -124,6 +128,8 @@ def model_apply(state: State, op: Op) -> State:
             cur is not None and cur[0] is type(expected) and cur[1] == expected
         ):
             m[k] = (type(new), new, False)
+    elif kind == "window":
+        m[op[1]] = ANY  # a bytes list of hit timestamps: present, whatever the clock said
     elif kind == "limit":
         # GCRA: an existing bucket's arrival time (an int, ns) advances by per / rate
         cur = m.get(op[1])
@@ -323,6 +329,8 @@ SCENARIOS: dict[str, Scenario] = {
     "set-many": _basic([("set_many", [("m1", 1), ("s", "over"), ("m3", b"3"), ("i", 2.0)])]),
     "limit": Scenario(1 << 20, lambda d: (basic(d), d.limit("rl", *LIMIT)), lambda _: [("limit", "rl")]),
     "limit-new": _basic([("limit", "fresh")]),
+    "window": _basic([("window", "W")]),
+    "window-again": Scenario(1 << 20, lambda d: (basic(d), run_op(d, ("window", "W"))), lambda _: [("window", "W")]),
     "window": Scenario(1 << 20, lambda d: (basic(d), window(d, "mw", 1)), lambda _: [("window", "mw", 2)]),
     "list-new": _basic([("lpush", "N", "first")]),
     "list-push": Scenario(1 << 20, _lists, lambda _: [("rpush", "L", 5), ("lpush", "L", "zero")]),
@@ -402,6 +410,9 @@ SWEEP: list[tuple[str, str, int]] = [
     ("limit", "limit.stored", 1),
     ("limit", "limit.ttl", 1),
     ("limit-new", "insert.counted", 1),
+    ("window", "window.built", 1),
+    ("window-again", "window.built", 1),
+    ("window-again", "overwrite.published", 1),
     ("window", "window.built", 1),
     ("window", "overwrite.published", 1),
     ("list-new", "list.allocated", 1),
