@@ -148,7 +148,11 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
     if (!cap)
         return;
     uint64_t size = ev_size(klen), head = H->ev_head, seq = H->ev_seq;
-    if (H->ev_tail > head || head - H->ev_tail > cap || H->ev_tail_seq > seq) {
+    if (head % 16) { /* entries are 16-aligned: a scribbled head would misalign every entry */
+        head = (head + 15) & ~15ull;
+        w64(h, &H->ev_head, head);
+    }
+    if (H->ev_tail > head || head - H->ev_tail > cap || H->ev_tail_seq > seq || H->ev_tail % 16) {
         w64(h, &H->ev_tail, head); /* inconsistent after a scribble: start over */
         w64(h, &H->ev_tail_seq, seq);
     }
