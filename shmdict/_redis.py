@@ -1422,3 +1422,6 @@ class RedisLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def __repr__(self) -> str:
+        return f"<RedisLock {self.name!r} {'held' if self._token is not None else 'free'}>"
