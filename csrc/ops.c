@@ -510,6 +510,8 @@ int shmdict_flush_all(shmdict_t *h)
     if (rc)
         return rc;
     header_t *H = h->hdr;
+    if (H->corrupt)
+        H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */
     w64(h, &H->flush_pending, 1);
     note_flush(h);
     commit(h);

@@ -95,6 +95,7 @@ static int validate(const header_t *H, uint64_t st_size)
         return SHMDICT_ECORRUPT;
     if (H->events_cap && (H->events_cap % 16 || H->events_off % 16 ||
                           H->events_off < H->index_off + H->index_cap * 8 ||
+                          H->events_off > H->arena_off || /* else the next line wraps */
                           H->events_cap > H->arena_off - H->events_off))
         return SHMDICT_ECORRUPT;
     if (H->arena_units <= FIRST_UNIT + REC_HDR / UNIT || H->arena_units > (1ull << 32) ||

@@ -127,6 +127,16 @@ def _store_args(value: object) -> tuple[int, int, float, Any, int]:
     return _BOOL, 1 if value else 0, 0.0, _NULL, 0
 
 
+def _text(b: bytes, name: str) -> str:
+    """Decode UTF-8 from the file; bytes that are not UTF-8 can only come
+    from a corrupted (or hostile) file, so they are a CorruptError, not a
+    UnicodeDecodeError escaping from a read."""
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        raise _lib.CorruptError(f"{name}: a stored key or str value is not valid UTF-8") from None
+
+
 def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
     """Unlink the owner's name: only in the creating process, and only if the
     name still refers to the file it created (never a same-named successor)."""
@@ -246,7 +256,7 @@ class SharedDict(MutableMapping[str, Value]):
                     s.grow(n)
                     continue
                 b = ffi.unpack(s.buf, n)
-                return b.decode() if rc == _STR else b
+                return _text(b, self._name) if rc == _STR else b
             if rc == _BOOL:
                 return out.i != 0
             if rc == _ERANGE:
@@ -476,7 +486,7 @@ class SharedDict(MutableMapping[str, Value]):
             keys, pos, unpack = [], 0, _u32.unpack_from
             for _ in range(rc):
                 (n,) = unpack(data, pos)
-                keys.append(data[pos + 4 : pos + 4 + n].decode())
+                keys.append(_text(data[pos + 4 : pos + 4 + n], self._name))
                 pos += 4 + n
             return keys
 

@@ -1,0 +1,292 @@
+"""Hostile files: hypothesis mutates a valid dict file -- header, index,
+undo log and records -- and a forked child attaches to it and runs every
+operation. The only acceptable outcomes are correct behaviour or
+``CorruptError`` (plus the exceptions a well-formed dict could raise:
+``Full``, ``KeyError``, ``TypeError`` for incr on a non-number,
+``OverflowError``); never a crash, a hang or an out-of-bounds access (the
+sanitizer build in .ci/run turns the latter into a crash). After
+``flush_all()`` the dict must be whole again: ``check()`` passes and it
+stores and returns values.
+
+Each example runs in its own child with a deadline, so a crash or a hang is
+a failing, shrunk example rather than a dead test run.
+
+THE MUTEX IS NOT FUZZED. The 64 bytes of the pthread mutex at header offset
+256 are excluded: beyond the attach-time kind check (lock.c
+lock_looks_valid), a lock word cannot be validated -- a word naming a live
+or recycled thread as owner blocks lockers exactly as a real holder would.
+That is the trust boundary: whoever can write the file can hold the lock.
+
+Every file that ever failed is kept whole in tests/corpus/*.bin and
+replayed by ``test_corpus_regressions``.
+
+SHMDICT_FUZZ_EXAMPLES sets the number of examples (default 300; the long
+run uses 20000).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from relutil import LONG, describe, fork, report, shm_dir, wait
+
+import shmdict
+from shmdict import _lib
+
+__all__ = ["shm_dir"]
+
+CORPUS = Path(__file__).parent / "corpus"
+EXAMPLES = int(os.environ.get("SHMDICT_FUZZ_EXAMPLES") or (20000 if LONG else 300))
+SIZE = 1 << 15  # the smallest dict: every region is small enough to hit often
+MUTEX = range(256, 320)
+HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168))  # gen .. free_head[]
+ULOG = (HDR_TABLE[1], HDR_TABLE[1] + 8 + 16 * 64)
+OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError)
+KEYS = [f"key{n:03d}" for n in range(40)]
+_count = 0
+
+
+def _template(directory: str) -> bytes:
+    """A small dict exercising every structure: mixed types, TTLs, a free
+    list, an overwritten (moved) record; returns the file's bytes."""
+    with shmdict.new("tmpl", SIZE) as d:
+        for n, k in enumerate(KEYS):
+            v: object = [n, n * 0.5, f"s{n}" * (n % 7 + 1), bytes([n]) * (n % 13), n % 2 == 0][n % 5]
+            d.set(k, v, 1000 if n % 3 == 0 else 0)  # type: ignore[arg-type]
+        for k in KEYS[::6]:
+            del d[k]
+        d["key001"] = "moved to a larger block" * 3
+        d.check()
+        with open(os.path.join(directory, "shmdict.tmpl"), "rb") as f:
+            return f.read()
+
+
+def _geometry(blob: bytes) -> dict[str, int]:
+    index_off, index_cap, arena_off, arena_units = struct.unpack_from("<4Q", blob, 32)
+    events_off, events_cap = struct.unpack_from("<2Q", blob, 112)
+    bump = struct.unpack_from("<Q", blob, 384 + 8 * 5)[0]
+    return {"index_off": index_off, "index_cap": index_cap, "arena_off": arena_off,
+            "arena_units": arena_units, "bump": bump,
+            "events_off": events_off, "events_cap": events_cap, "used_end": arena_off + bump * 8}
+
+
+def _watch(d: shmdict.SharedDict) -> None:
+    try:
+        list(d.watch(timeout=0))
+    except ValueError as e:
+        if "events=0" not in str(e):  # a file without an event ring (as corpus files made before it)
+            raise
+
+
+def _exercise(name: str) -> int:
+    """Attach to a hostile file and run every operation (in the child)."""
+    try:
+        d = shmdict.get(name)
+    except shmdict.CorruptError:
+        return 0
+    ops = [
+        lambda: len(d),
+        lambda: d.get_keys(),
+        lambda: [d.get(k) for k in KEYS],
+        lambda: [d.ttl(k) for k in KEYS[:10]],
+        lambda: d.check(),
+        lambda: d.set("new", "fresh value" * 4),
+        lambda: d.set("key002", b"replaced" * 9, 5),
+        lambda: d.set("key003", 7),
+        lambda: [d.delete(k) for k in KEYS[::4]],
+        lambda: d.incr("key005", 1),
+        lambda: d.incr("ctr", 1, init=0),
+        lambda: d.expire("key007", 10),
+        lambda: d.pop("key008", None),
+        lambda: [d.set(f"fill{n}", "x" * 200) for n in range(80)],
+        lambda: d.version("key009"),
+        lambda: _watch(d),
+        lambda: d.check(),
+    ]
+    for op in ops:
+        try:
+            op()
+        except OK_EXC:
+            pass
+    d.flush_all()
+    d.check()  # flush_all re-initialises the table: whole again
+    try:
+        d["after"] = "flush"
+    except shmdict.Full:
+        pass  # a geometry that is consistent but tiny (index_cap = 1, a 6-unit arena) holds nothing
+    else:
+        assert d["after"] == "flush"
+    d.check()
+    return 0
+
+
+def _run(shm: str, blob: bytes) -> int:
+    path = os.path.join(shm, "shmdict.fz")
+    with open(path, "wb") as f:
+        f.write(blob)
+    try:
+        return wait(fork(_exercise, "fz", alarm=20), timeout=20)
+    finally:
+        os.unlink(path)
+
+
+def _apply(blob: bytes, muts: list[tuple[int, bytes]]) -> bytes:
+    b = bytearray(blob)
+    for off, data in muts:
+        for j, byte in enumerate(data):
+            if off + j < len(b) and off + j not in MUTEX:
+                b[off + j] = byte
+    return bytes(b)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    directory = tmp_path_factory.mktemp("tmpl")
+    old = os.environ.get("SHMDICT_DIR")
+    os.environ["SHMDICT_DIR"] = str(directory)
+    try:
+        return _template(str(directory))
+    finally:
+        if old is None:
+            del os.environ["SHMDICT_DIR"]
+        else:
+            os.environ["SHMDICT_DIR"] = old
+
+
+INTERESTING = [0, 1, 2, 3, 7, 8, 0xFF, 0x7F, 0x80, 0xFFFF, 2**31, 2**32 - 1, 2**32, 2**32 + 1,
+               2**63, 2**64 - 1, 2**64 - 8, 4096, 8192, 1 << 20]
+
+
+@st.composite
+def mutations(draw: st.DrawFn, geo: dict[str, int], size: int) -> list[tuple[int, bytes]]:
+    regions = [
+        (0, 256),                                   # identity and geometry
+        HDR_TABLE,                                  # counters, bump, flags, free-list heads
+        ULOG,                                       # the undo log
+        (ULOG[1], ULOG[1] + 4096),                  # backup area
+        (geo["index_off"], geo["index_off"] + geo["index_cap"] * 8),  # index slots
+        (geo["arena_off"], min(geo["used_end"], size)),              # live and free records
+        (geo["events_off"], geo["events_off"] + max(geo["events_cap"], 8)),  # the event ring
+        (0, size),                                  # anywhere
+    ]
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        lo, hi = draw(st.sampled_from(regions))
+        kind = draw(st.integers(0, 3))
+        if kind == 0:  # an aligned 64-bit word set to a boundary value
+            off = lo + draw(st.integers(0, max(0, (hi - lo) // 8 - 1))) * 8
+            base = draw(st.sampled_from(INTERESTING + [geo["index_cap"], geo["arena_units"], geo["bump"], size]))
+            delta = draw(st.integers(-2, 2))
+            out.append((off, struct.pack("<Q", (base + delta) % 2**64)))
+        elif kind == 1:  # one 32-bit field (tags, lengths, versions)
+            off = lo + draw(st.integers(0, max(0, (hi - lo) // 4 - 1))) * 4
+            out.append((off, struct.pack("<I", draw(st.sampled_from(INTERESTING)) % 2**32)))
+        elif kind == 2:  # random bytes
+            out.append((draw(st.integers(lo, hi - 1)), draw(st.binary(min_size=1, max_size=16))))
+        else:  # one flipped bit
+            out.append((draw(st.integers(lo, hi - 1)), ("flip", draw(st.integers(0, 7)))))
+    return out
+
+
+def _resolve(blob: bytes, muts: list[tuple[int, object]]) -> list[tuple[int, bytes]]:
+    """Turn bit flips into byte writes against the template."""
+    res = []
+    cur = bytearray(blob)
+    for off, data in muts:
+        if isinstance(data, tuple):
+            data = bytes([cur[off] ^ (1 << data[1])])
+        assert isinstance(data, bytes)
+        for j, byte in enumerate(data):
+            if off + j < len(cur):
+                cur[off + j] = byte
+        res.append((off, data))
+    return res
+
+
+def _save(blob: bytes) -> Path:
+    """Keep a failing file whole: the template's hash seed differs per run, so
+    replaying mutations would not reproduce it."""
+    CORPUS.mkdir(exist_ok=True)
+    path = CORPUS / f"crash-{hashlib.sha256(blob).hexdigest()[:16]}.bin"
+    path.write_bytes(blob)
+    return path
+
+
+def test_fuzz_hostile_files(shm_dir: str, template: bytes) -> None:
+    """Mutated files give CorruptError or correct behaviour, never a crash or hang."""
+    geo = _geometry(template)
+
+    failing: list[bytes] = []
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutations(geo, len(template)))
+    def run(muts: list[tuple[int, object]]) -> None:
+        global _count
+        blob = _apply(template, _resolve(template, muts))
+        status = _run(shm_dir, blob)
+        _count += 1
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            failing.append(blob)
+            pytest.fail(f"hostile file: child {describe(status)}")
+
+    try:
+        run()
+    finally:
+        if failing:  # hypothesis replays the shrunk example last
+            print(f"failing input saved as {_save(failing[-1])}")
+    report("fuzz", executions=_count)
+
+
+def test_fuzz_seed_file_is_valid(shm_dir: str, template: bytes) -> None:
+    """The unmutated template passes every operation, so the fuzzer's failures are the mutations'."""
+    status = _run(shm_dir, template)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS.glob("*.bin")) if CORPUS.is_dir() else [], ids=lambda p: p.stem)
+def test_corpus_regressions(shm_dir: str, case: Path) -> None:
+    """Every hostile file the fuzzer ever found is handled."""
+    status = _run(shm_dir, case.read_bytes())
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"{case.name}: {describe(status)}"
+
+
+def test_refused_full_log_is_discarded_by_flush(shm_dir: str) -> None:
+    """A full undo log that recovery refuses marks the dict corrupt; flush_all then resets it instead of aborting."""
+    with shmdict.new("log", SIZE) as d:
+        d["k"] = "v"
+        with open(os.path.join(shm_dir, "shmdict.log"), "r+b") as f:
+            f.seek(ULOG[0])
+            f.write(struct.pack("<Q", 64))  # ULOG_MAX entries, all pointing at offset 0: not loggable
+        with pytest.raises(shmdict.CorruptError):
+            d["k"]
+        # Found by the fuzzer: flush_all used to abort() here (the log had no room left).
+        status = wait(fork(lambda: shmdict.get("log").flush_all()))
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+        d.check()
+        d["k"] = "back"
+        assert d["k"] == "back"
+
+
+def test_event_ring_beyond_the_arena_start_is_refused(shm_dir: str) -> None:
+    """An events_off past arena_off is CorruptError at attach (it used to wrap a bounds check and segfault)."""
+    with shmdict.new("ev", SIZE) as d:
+        d["k"] = "v"
+        path = os.path.join(shm_dir, "shmdict.ev")
+        with open(path, "r+b") as f:
+            geo = _geometry(f.read())
+            assert geo["events_cap"] > 0
+            for bad in (geo["arena_off"] + 16, 1 << 32, 2**64 - 16):
+                f.seek(112)
+                f.write(struct.pack("<Q", bad))
+                f.flush()
+                status = wait(fork(_exercise, "ev"))
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+                with pytest.raises(shmdict.CorruptError):
+                    shmdict.get("ev")
