@@ -289,6 +289,19 @@ int table_check(shmdict_t *h, char *msg, size_t cap);
 uint64_t now_ns(void);
 uint64_t deadline_ns(uint64_t now, double exptime);
 
+/* ---- ops.c (shared with window.c) ---------------------------------------- */
+/* A value to store: numeric types carry their 8 bytes in num. */
+typedef struct value {
+    int type;
+    uint64_t num;
+    const char *buf;
+    size_t len;
+} value_t;
+int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
+        uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out);
+int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
+               uint64_t *now);
+
 /* ---- notify.c ----------------------------------------------------------- */
 enum { EV_SKIP = 0, EV_SET = 1, EV_DELETE = 2, EV_EXPIRE = 3, EV_EVICT = 4, EV_FLUSH = 5 };
 /* Inside an operation's transaction: record the change of a key (appends to
@@ -340,7 +353,8 @@ uint32_t next_ver(uint32_t v);
     X(LIST_POPPED, "list.popped")               /* element out, count/version pending */ \
     X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
     X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
-    X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */
+    X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */\
+    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
 
 #define X_ENUM(id, name) FP_##id,
 enum { FAULT_POINTS(X_ENUM) FP_COUNT };

@@ -50,14 +50,6 @@ static void set_deadline(shmdict_t *h, rec_t *r, uint64_t deadline)
     w64(h, &r->expires, deadline);
 }
 
-/* A value to store: numeric types carry their 8 bytes in num. */
-typedef struct value {
-    int type;
-    uint64_t num;
-    const char *buf;
-    size_t len;
-} value_t;
-
 static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t *v, uint64_t deadline,
                  uint32_t ver)
 {
@@ -118,7 +110,7 @@ static int64_t live_count(shmdict_t *h, bool reclaim);
  * the bump pointer; (1) the same after reclaiming every expired record;
  * (2) after a defrag pass, also borrowing a block of a larger class. An update
  * that fits its key's current block is rewritten in place rather than refused. */
-static int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
+int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
                uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out)
 {
     header_t *H = h->hdr;
@@ -231,7 +223,7 @@ static int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const 
 }
 
 /* Find a live (unexpired) record. Returns slot index, -1, or ECORRUPT. */
-static int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
+int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
                       uint64_t *now)
 {
     int64_t ins, i = find_slot(h, key, klen, hash, &ins);

@@ -155,6 +155,20 @@ int64_t shmdict_len(shmdict_t *h);
  * with out->len the bytes needed. */
 int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out);
 
+/* ---- rate limiting (window.c) ------------------------------------------- */
+
+/* Moving window: `key` holds the timestamps of up to `limit` hits within the
+ * last `expiry` seconds (a bytes value). amount > 0: if the hits in the
+ * window plus amount are <= limit, record amount hits now, drop hits outside
+ * the window, set the key's TTL to expiry and return 1; else return 0 and
+ * change nothing. amount == 0 only reports. Either way out->i = hits in the
+ * window (after the call) and out->f = age in seconds of the oldest of them
+ * (0 if none). buf/cap is caller scratch of at least 8 * limit bytes, so
+ * nothing is allocated under the lock. ENOTNUM if the key holds another
+ * value; EINVAL for limit 0 or > 2^24, or expiry not in (0, 1e9) s. */
+int shmdict_window(shmdict_t *h, const char *key, size_t klen, uint64_t limit, double expiry,
+                   uint64_t amount, char *buf, size_t cap, shmdict_out_t *out);
+
 /* ---- more operations (ngx.shared.DICT parity and beyond) ----------------- */
 
 /* As shmdict_get, but an expired record not yet reclaimed is returned too,
@@ -251,6 +265,22 @@ int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double
                    shmdict_out_t *out);
 /* Wake this handle's waiters with ECLOSED (before closing it). */
 void shmdict_interrupt(shmdict_t *h);
+
+/* ---- fast paths (fast.c): fewer arguments, ints returned directly -------- */
+
+/* Results in [INT64_MIN, INT64_MIN + SHMDICT_FAST_CODES) are codes, not
+ * values: INT64_MIN + t (1 <= t <= 5) = present, of type t (an int in that
+ * range included); INT64_MIN + 32 - rc = the error code rc < 0. A code other
+ * than ENOTFOUND means: call the general function. A NULL handle: EINVAL. */
+enum { SHMDICT_FAST_CODES = 64 };
+/* shmdict_get for an int: the value, or a code. */
+int64_t shmdict_get_fast(shmdict_t *h, const char *key, size_t klen);
+/* shmdict_incr of a live int by delta, TTL kept: the new value, or a code
+ * and nothing changed (missing, not an int, overflow, reserved result). */
+int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t delta);
+/* shmdict_set with no TTL and SHMDICT_SET_ALWAYS, typed (type: STR or BYTES). */
+int shmdict_set_int(shmdict_t *h, const char *key, size_t klen, int64_t value);
+int shmdict_set_buf(shmdict_t *h, const char *key, size_t klen, const char *val, size_t vlen, int type);
 
 /* ---- diagnostics --------------------------------------------------------- */
 

@@ -37,6 +37,15 @@ _ENOTFOUND, _EEXIST, _ERANGE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_EEXIST, lib.SH
 _NX, _XX = lib.SHMDICT_SET_NX, lib.SHMDICT_SET_XX
 _NULL = ffi.NULL
 _c_get, _c_set, _c_incr = lib.shmdict_get, lib.shmdict_set, lib.shmdict_incr
+_c_delete = lib.shmdict_delete
+# The hot path (csrc/fast.c): fewer cffi arguments, ints returned directly.
+# Results >= _FMIN are int values; below it, reserved codes (see fast.c).
+_c_get_fast, _c_incr_fast = lib.shmdict_get_fast, lib.shmdict_incr_fast
+_c_set_int, _c_set_buf = lib.shmdict_set_int, lib.shmdict_set_buf
+_FMIN = INT64_MIN + lib.SHMDICT_FAST_CODES
+_F_MISS = INT64_MIN + 32 - _ENOTFOUND
+_F_STR, _F_BYTES = INT64_MIN + _STR, INT64_MIN + _BYTES
+_encode = str.encode  # a TypeError for a non-str key, with no isinstance call
 _u32 = struct.Struct("<I")
 _u16 = struct.Struct("<H")
 _ETIMEDOUT, _EINTR, _ECLOSED = lib.SHMDICT_ETIMEDOUT, lib.SHMDICT_EINTR, lib.SHMDICT_ECLOSED
@@ -161,11 +170,14 @@ class SharedDict(MutableMapping[str, Value]):
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_h", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "__weakref__")
+    __slots__ = ("_h", "_hp", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "__weakref__")
 
     def __init__(self, handle: Any, name: str, directory: str, owner: bool) -> None:
         # Private: use shmdict.new / get / open.
         self._h: Any = ffi.gc(handle, lib.shmdict_close)  # munmap once no call holds it
+        # The hot path passes _hp unchecked: NULL once closed, which the fast C
+        # entry points answer with EINVAL, and the slow path then explains.
+        self._hp: Any = self._h
         self._name = name
         self._dir = directory
         info = ffi.new("shmdict_info_t *")
@@ -222,6 +234,7 @@ class SharedDict(MutableMapping[str, Value]):
             return
         lib.shmdict_interrupt(h)  # waiters on this handle return (ValueError) instead of sleeping on
         self._h = h = None  # the mapping goes when the last in-flight call returns
+        self._hp = _NULL
         if self._finalizer is not None:
             self._finalizer()
 
@@ -240,29 +253,42 @@ class SharedDict(MutableMapping[str, Value]):
 
     def _read(self, fn: Any, key: str) -> Any:
         """Run a get-like C call; returns the value or raises KeyError."""
-        h = self._handle()
-        k = encode_key(key)
+        return self._read_k(fn, self._handle(), encode_key(key), key)
+
+    def _read_k(self, fn: Any, h: Any, k: bytes, key: str) -> Any:
+        """_read for a handle and key already checked and encoded."""
         s = scratch
+        out, buf, cap, view = s.all
         while True:
-            out = s.out
-            rc = fn(h, k, len(k), out, s.buf, s.cap)
+            rc = fn(h, k, len(k), out, buf, cap)
             if rc == _INT:
                 return out.i
-            if rc == _FLOAT:
-                return out.f
             if rc == _STR or rc == _BYTES:
                 n = out.len
-                if n > s.cap:
+                if n > cap:
                     s.grow(n)
+                    out, buf, cap, view = s.all
                     continue
-                b = ffi.unpack(s.buf, n)
+                b = view[:n].tobytes()
                 return _text(b, self._name) if rc == _STR else b
+            if rc == _FLOAT:
+                return out.f
             if rc == _BOOL:
                 return out.i != 0
             if rc == _ERANGE:
                 s.grow(out.len)
+                out, buf, cap, view = s.all
                 continue
             raise_rc(rc, key)
+
+    # HOT PATH. get / [] / in / set / [] = / incr / delete are written for
+    # speed: one fast C call with the fewest cffi arguments (csrc/fast.c),
+    # an int result returned directly, no isinstance or length checks
+    # (str.encode rejects a non-str key; C rejects an empty or oversized one),
+    # no closed check (a closed handle is NULL, which C refuses). Anything
+    # unusual -- another value type, an error, a closed handle -- takes the
+    # general path, which re-runs the operation (the fast call changed
+    # nothing) and raises the precise exception.
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is missing or expired.
@@ -273,17 +299,50 @@ class SharedDict(MutableMapping[str, Value]):
         .. versionadded:: 0.1
         """
         try:
+            k = _encode(key)
+        except TypeError:
+            k = encode_key(key)
+        v = _c_get_fast(self._hp, k, len(k))
+        if v >= _FMIN:
+            return v
+        if v == _F_MISS:
+            return default
+        if _F_STR <= v <= _F_BYTES and self._h is not None:
+            try:
+                return self._read_k(_c_get, self._h, k, key)  # a str or bytes value: one more call
+            except KeyError:
+                return default
+        try:
             return self._read(_c_get, key)
         except KeyError:
             return default
 
     def __getitem__(self, key: str) -> Value:
+        try:
+            k = _encode(key)
+        except TypeError:
+            k = encode_key(key)
+        v = _c_get_fast(self._hp, k, len(k))
+        if v >= _FMIN:
+            return v  # type: ignore[no-any-return]
+        if v == _F_MISS:
+            raise KeyError(key)
+        if _F_STR <= v <= _F_BYTES and self._h is not None:
+            return self._read_k(_c_get, self._h, k, key)  # type: ignore[no-any-return]
         return self._read(_c_get, key)  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
-        h = self._handle()
-        if not isinstance(key, str):
+        try:
+            k = _encode(key)  # type: ignore[arg-type]
+        except TypeError:
+            self._handle()
             return False
+        v = _c_get_fast(self._hp, k, len(k))
+        if v >= _FMIN or INT64_MIN < v < INT64_MIN + 32:
+            return True  # an int, or a value of another type
+        if v == _F_MISS:
+            return False
+        h = self._handle()
         k = encode_key(key)
         rc = _c_get(h, k, len(k), scratch.out, _NULL, 0)
         if rc > 0 or rc == _EWRONGTYPE:  # a list is present too
@@ -337,6 +396,25 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
+        if not exptime:
+            t = type(value)
+            try:
+                k = _encode(key)
+                if t is int:
+                    if not _c_set_int(self._hp, k, len(k), value):
+                        return
+                elif t is str:
+                    b = _encode(value)
+                    if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
+                        return
+                elif t is bytes:
+                    if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
+                        return
+            except (TypeError, OverflowError):
+                pass  # a bad key, or an int beyond 64 bits: the general path explains
+        self._set(key, value, exptime)
+
+    def _set(self, key: str, value: Value, exptime: float) -> None:
         h = self._handle()
         k = encode_key(key)
         t, i, f, b, n = _store_args(value)
@@ -346,7 +424,22 @@ class SharedDict(MutableMapping[str, Value]):
             raise_rc(rc, key)
 
     def __setitem__(self, key: str, value: Value) -> None:
-        self.set(key, value)
+        t = type(value)
+        try:
+            k = _encode(key)
+            if t is int:
+                if not _c_set_int(self._hp, k, len(k), value):
+                    return
+            elif t is str:
+                b = _encode(value)
+                if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
+                    return
+            elif t is bytes:
+                if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
+                    return
+        except (TypeError, OverflowError):
+            pass
+        self._set(key, value, 0)
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
         """``d[key]`` if present, else store ``default`` and return it (atomic).
@@ -372,13 +465,20 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
-        h = self._handle()
-        k = encode_key(key)
-        rc = lib.shmdict_delete(h, k, len(k))
+        h = self._h
+        if h is None:
+            self._handle()
+        try:
+            k = _encode(key)
+        except TypeError:
+            k = encode_key(key)
+        rc = _c_delete(h, k, len(k))
         if rc == 0:
             return True
         if rc == _ENOTFOUND:
             return False
+        self._handle()
+        encode_key(key)
         raise_rc(rc, key)
 
     def __delitem__(self, key: str) -> None:
@@ -411,6 +511,15 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
+        if type(delta) is int and exptime is None and init is None and init_ttl is None:
+            try:
+                k = _encode(key)
+                v = _c_incr_fast(self._hp, k, len(k), delta)
+                if v >= _FMIN:
+                    return v  # type: ignore[no-any-return]
+            except (TypeError, OverflowError):
+                pass  # a bad key or a delta beyond 64 bits: the general path explains
+            # A code: nothing changed; the general call does it or raises.
         h = self._handle()
         k = encode_key(key)
         if type(delta) is int and INT64_MIN <= delta <= INT64_MAX:

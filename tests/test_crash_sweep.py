@@ -36,6 +36,7 @@ POINTS = _lib.fault_points()
 LONG_TTL = 1000.0
 ANY: Any = ("any",)
 LIMIT = (1, 100, 5)  # rate, per, burst: one request per 100 s, so the state never expires mid-test
+WINDOW = (10, 100.0)  # moving window: 10 hits per 100 s
 Op = tuple[Any, ...]
 State = dict[str, tuple[type, Any, bool]]
 
@@ -73,8 +74,21 @@ def run_op(d: shmdict.SharedDict, op: Op) -> None:
         getattr(d, kind)(op[1], op[2])
     elif kind in ("lpop", "rpop"):
         getattr(d, kind)(op[1])
+    elif kind == "window":
+        window(d, op[1], op[2])
     else:  # pragma: no cover
         raise AssertionError(kind)
+
+
+def window(d: shmdict.SharedDict, key: str, amount: int) -> bool:
+    """One moving-window acquire (shmdict_window, what shmdict.contrib.limits
+    calls): up to WINDOW[0] hits per WINDOW[1] seconds."""
+    k = key.encode()
+    buf = _lib.ffi.new("char[]", 8 * WINDOW[0])
+    out = _lib.ffi.new("shmdict_out_t *")
+    rc = _lib.lib.shmdict_window(d._handle(), k, len(k), WINDOW[0], WINDOW[1], amount, buf, 8 * WINDOW[0], out)
+    _lib.check(rc, key)
+    return rc == 1
 
 
 def model_apply(state: State, op: Op) -> State:
@@ -114,6 +128,10 @@ def model_apply(state: State, op: Op) -> State:
         # GCRA: an existing bucket's arrival time (an int, ns) advances by per / rate
         cur = m.get(op[1])
         m[op[1]] = ANY if cur is None else (int, cur[1] + int(LIMIT[1] / LIMIT[0] * 1e9), True)
+    elif kind == "window":
+        # the key's bytes are hit timestamps (ns): their exact value is not modelled
+        # (tests/test_contrib_limits.py checks old-or-new byte for byte)
+        m[op[1]] = ANY
     elif kind in ("lpush", "rpush"):
         _, k, v = op
         _, items, has_ttl = m.get(k, (list, (), False))
@@ -305,6 +323,7 @@ SCENARIOS: dict[str, Scenario] = {
     "set-many": _basic([("set_many", [("m1", 1), ("s", "over"), ("m3", b"3"), ("i", 2.0)])]),
     "limit": Scenario(1 << 20, lambda d: (basic(d), d.limit("rl", *LIMIT)), lambda _: [("limit", "rl")]),
     "limit-new": _basic([("limit", "fresh")]),
+    "window": Scenario(1 << 20, lambda d: (basic(d), window(d, "mw", 1)), lambda _: [("window", "mw", 2)]),
     "list-new": _basic([("lpush", "N", "first")]),
     "list-push": Scenario(1 << 20, _lists, lambda _: [("rpush", "L", 5), ("lpush", "L", "zero")]),
     "list-grow": Scenario(1 << 20, _lists, lambda _: [("rpush", "L", "x" * n) for n in range(40)]),
@@ -383,6 +402,8 @@ SWEEP: list[tuple[str, str, int]] = [
     ("limit", "limit.stored", 1),
     ("limit", "limit.ttl", 1),
     ("limit-new", "insert.counted", 1),
+    ("window", "window.built", 1),
+    ("window", "overwrite.published", 1),
     ("list-new", "list.allocated", 1),
     ("list-new", "list.filled", 1),
     ("list-new", "list.published", 1),

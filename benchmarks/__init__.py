@@ -1,0 +1,1 @@
+"""shmdict's benchmark suite against its peers: ``python -m benchmarks [--quick]``."""

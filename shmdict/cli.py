@@ -1,0 +1,523 @@
+"""The ``shmdict`` command: inspect and edit dicts from a shell.
+
+``shmdict ls`` lists the dicts in the directory (``/dev/shm`` or
+``$SHMDICT_DIR``, or ``--dir``) with their size, entries, use, creator PID
+and whether anything still maps them; the other commands act on one dict by
+name. Output is an aligned table for people, or JSON with ``--json`` (one
+object per command; ``keys`` prints a JSON list, ``watch`` one JSON object per
+line).
+
+Exit codes, for scripts:
+
+- 0: success;
+- 1: the dict or the key does not exist (``get``/``ttl``/``expire``/``del``/
+  ``incr`` without ``--init`` on a missing key, or any command on a missing dict);
+- 2: usage error: unknown command or option, bad name, size, value or number;
+- 3: the operation failed: the dict is corrupt or full, the stored value is
+  not a number, an integer overflowed, a system call failed, or ``rm``
+  refused because processes still map the dict.
+
+Errors are one line on stderr: ``shmdict: error: ...``.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from typing import Any, Iterable, NoReturn, Optional, Sequence
+
+import shmdict
+from shmdict._dict import _dir, _path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_NOTFOUND, EXIT_USAGE, EXIT_FAIL = 0, 1, 2, 3
+PREFIX = "shmdict."
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+def _fail(code: int, msg: str) -> NoReturn:
+    raise _Exit(code, msg)
+
+
+# ---- helpers ------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists in our PID namespace."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _mappers(paths: Iterable[str]) -> dict[str, list[int]]:
+    """PIDs (other than ours) that map each path, from /proc/*/maps.
+
+    A mapping is matched by device and inode, not by name: a dict is built
+    under a temporary name and linked into place, so /proc shows the
+    temporary name as "(deleted)". Processes whose maps we may not read (other
+    users', when not root) are not seen.
+    """
+    ids: dict[tuple[int, int, int], str] = {}
+    found: dict[str, list[int]] = {}
+    for p in paths:
+        found[p] = []
+        try:
+            st = os.stat(p, follow_symlinks=False)
+        except OSError:
+            continue
+        ids[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = p
+    me = os.getpid()
+    try:
+        pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if pid == me or not ids:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                seen = set()
+                for line in f:
+                    parts = line.split(maxsplit=5)
+                    if len(parts) < 5 or parts[4] == b"0":
+                        continue
+                    major, _, minor = parts[3].partition(b":")
+                    key = (int(major, 16), int(minor, 16), int(parts[4]))
+                    if key in ids and key not in seen:
+                        seen.add(key)
+                        found[ids[key]].append(pid)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _open(name: str) -> shmdict.SharedDict:
+    try:
+        return shmdict.get(name)
+    except FileNotFoundError:
+        _fail(EXIT_NOTFOUND, f"no dict named {name!r} in {_dir()}")
+
+
+def _summary(name: str, d: shmdict.SharedDict, mappers: list[int]) -> dict[str, Any]:
+    info = d._info()
+    cap = info["capacity"] or 1
+    pid = info["creator_pid"]
+    return {
+        "name": name,
+        "size": info["size"],
+        "file_size": info["file_size"],
+        "capacity": info["capacity"],
+        "keys": len(d),
+        "records": info["count"],
+        "used_bytes": info["used_bytes"],
+        "free_bytes": info["free_bytes"],
+        "use_pct": round(100.0 * info["used_bytes"] / cap, 1),
+        "index_slots": info["index_cap"],
+        "recoveries": info["recoveries"],
+        "creator_pid": pid,
+        "creator_alive": _pid_alive(pid),
+        "mapped_by": mappers,
+        "layout_version": info["layout_version"],
+    }
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}".replace(".0", "")
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    return v
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def _emit(args: argparse.Namespace, obj: Any, human: str) -> None:
+    print(json.dumps(obj) if args.json else human)
+
+
+def _number(s: str, what: str) -> int | float:
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            return float(s)
+        except ValueError:
+            _fail(EXIT_USAGE, f"{what} must be a number, not {s!r}")
+
+
+def _value(s: str, typ: str) -> shmdict.Value:
+    try:
+        if typ == "str":
+            return s
+        if typ == "int":
+            return int(s)
+        if typ == "float":
+            return float(s)
+        if typ == "bytes":
+            return os.fsencode(s)
+        if typ == "bool":
+            low = s.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+    except ValueError:
+        pass
+    _fail(EXIT_USAGE, f"{s!r} is not a valid {typ}")
+
+
+# ---- commands -------------------------------------------------------------------
+
+
+def _names() -> list[str]:
+    try:
+        entries = os.listdir(_dir())
+    except FileNotFoundError:
+        _fail(EXIT_NOTFOUND, f"directory {_dir()} does not exist")
+    return sorted(e[len(PREFIX) :] for e in entries if e.startswith(PREFIX) and len(e) > len(PREFIX))
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    names = _names()
+    mappers = _mappers(_path(_dir(), n) for n in names)
+    rows = []
+    for n in names:
+        try:
+            with shmdict.get(n) as d:
+                rows.append(_summary(n, d, mappers[_path(_dir(), n)]))
+        except (OSError, ValueError, shmdict.Error) as e:
+            rows.append({"name": n, "error": str(e)})
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    table = []
+    for r in rows:
+        if "error" in r:
+            table.append([r["name"], "-", "-", "-", "-", "-", "-", f"error: {r['error']}"])
+            continue
+        alive = "alive" if r["creator_alive"] else "dead"
+        orphan = not r["creator_alive"] and not r["mapped_by"]
+        table.append([r["name"], _human_size(r["size"]), r["keys"], f"{r['use_pct']}%",
+                      r["creator_pid"], alive, len(r["mapped_by"]), "orphan" if orphan else ""])
+    print(_table(table, ["NAME", "SIZE", "KEYS", "USED", "CREATOR", "STATE", "MAPPED", "NOTE"]))
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        s = _summary(args.name, d, _mappers([_path(_dir(), args.name)])[_path(_dir(), args.name)])
+        s.update((k, v) for k, v in d.stats().items() if k not in s)  # hits, misses, evictions, lock waits...
+    s["path"] = _path(_dir(), args.name)
+    _emit(args, s, "\n".join(_table([[k, v] for k, v in s.items()], ["FIELD", "VALUE"]).splitlines()[1:]))
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        keys = sorted(d.get_keys(match=args.pattern))  # the glob is matched in C, under the lock
+    if args.limit:
+        keys = keys[: args.limit]
+    _emit(args, keys, "\n".join(keys))
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        v = d.get(args.key)
+        ttl = d.ttl(args.key) if v is not None else None
+    if v is None:
+        _fail(EXIT_NOTFOUND, f"no key {args.key!r} in {args.name!r}")
+    obj = {"key": args.key, "type": _type_name(v), "value": _jsonable(v), "ttl": ttl}
+    _emit(args, obj, repr(v) if isinstance(v, bytes) else str(v))
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    v = _value(args.value, args.type)
+    with _open(args.name) as d:
+        d.set(args.key, v, args.ttl)
+    _emit(args, {"key": args.key, "type": _type_name(v), "value": _jsonable(v)}, "OK")
+    return EXIT_OK
+
+
+def cmd_del(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        n = sum(d.delete(k) for k in args.keys)
+    if not n:
+        _fail(EXIT_NOTFOUND, f"none of the keys exist in {args.name!r}")
+    _emit(args, {"deleted": n}, str(n))
+    return EXIT_OK
+
+
+def cmd_incr(args: argparse.Namespace) -> int:
+    delta = _number(args.delta, "DELTA")
+    init = None if args.init is None else _number(args.init, "--init")
+    with _open(args.name) as d:
+        try:
+            v = d.incr(args.key, delta, init=init, init_ttl=args.init_ttl)
+        except KeyError:
+            _fail(EXIT_NOTFOUND, f"no key {args.key!r} in {args.name!r} (use --init to create it)")
+    _emit(args, {"key": args.key, "value": v}, str(v))
+    return EXIT_OK
+
+
+def cmd_ttl(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        t = d.ttl(args.key)
+    if t is None:
+        _fail(EXIT_NOTFOUND, f"no key {args.key!r} in {args.name!r}")
+    _emit(args, {"key": args.key, "ttl": t}, "never" if t == 0 else f"{t:.3f}")
+    return EXIT_OK
+
+
+def cmd_expire(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        ok = d.expire(args.key, args.seconds)
+    if not ok:
+        _fail(EXIT_NOTFOUND, f"no key {args.key!r} in {args.name!r}")
+    _emit(args, {"key": args.key, "ttl": max(args.seconds, 0)}, "OK")
+    return EXIT_OK
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    if not args.yes:
+        _fail(EXIT_USAGE, f"flush deletes every key of {args.name!r}: add --yes")
+    with _open(args.name) as d:
+        n = len(d)
+        d.flush_all()
+    _emit(args, {"flushed": n}, f"flushed {n} keys")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        d.check()
+    _emit(args, {"name": args.name, "ok": True}, "ok")
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    try:
+        mode = int(args.mode, 8)
+    except ValueError:
+        _fail(EXIT_USAGE, f"--mode must be octal, such as 600, not {args.mode!r}")
+    try:
+        d = shmdict.new(args.name, args.size, mode=mode, evict=args.evict)
+    except FileExistsError:
+        _fail(EXIT_FAIL, f"a dict named {args.name!r} already exists in {_dir()}")
+    # The dict outlives this command: drop ownership so closing does not unlink it.
+    if d._finalizer is not None:
+        d._finalizer.detach()
+    d._owner_pid, d._finalizer = 0, None
+    size = d.size
+    d.close()
+    _emit(args, {"name": args.name, "size": size, "path": _path(_dir(), args.name)}, f"created {args.name} ({size} bytes)")
+    return EXIT_OK
+
+
+def _unlink(name: str) -> None:
+    try:
+        shmdict.unlink(name)
+    except FileNotFoundError:
+        _fail(EXIT_NOTFOUND, f"no dict named {name!r} in {_dir()}")
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    if args.orphans:
+        if args.names:
+            _fail(EXIT_USAGE, "rm --orphans takes no names")
+        names = _names()
+        mappers = _mappers(_path(_dir(), n) for n in names)
+        removed = []
+        for n in names:
+            try:
+                with shmdict.get(n) as d:
+                    pid = d._info()["creator_pid"]
+            except (OSError, ValueError, shmdict.Error):
+                continue  # not ours to judge: leave unreadable files alone
+            if not _pid_alive(pid) and not mappers[_path(_dir(), n)]:
+                _unlink(n)
+                removed.append(n)
+        _emit(args, {"removed": removed}, "\n".join(f"removed {n}" for n in removed) or "no orphans")
+        return EXIT_OK
+    if not args.names:
+        _fail(EXIT_USAGE, "rm needs NAME... or --orphans")
+    for n in args.names:
+        shmdict._dict._check_name(n)
+    if not args.force:
+        mappers = _mappers(_path(_dir(), n) for n in args.names)
+        for n in args.names:
+            if not os.path.lexists(_path(_dir(), n)):
+                _fail(EXIT_NOTFOUND, f"no dict named {n!r} in {_dir()}")
+            if mappers[_path(_dir(), n)]:
+                pids = " ".join(map(str, mappers[_path(_dir(), n)]))
+                _fail(EXIT_FAIL, f"{n!r} is mapped by pid {pids}; a later open would create a new dict: use --force")
+    for n in args.names:
+        _unlink(n)
+    _emit(args, {"removed": list(args.names)}, "\n".join(f"removed {n}" for n in args.names))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _open(args.name) as d:
+        try:
+            events = d.watch(args.pattern, timeout=args.timeout)
+            for ev in events:
+                if args.json:
+                    print(json.dumps({"op": ev.op, "key": ev.key}), flush=True)
+                else:
+                    print(f"{ev.op}\t{'' if ev.key is None else ev.key}", flush=True)
+        except ValueError as e:  # no event ring (created with events=0)
+            _fail(EXIT_FAIL, str(e))
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shmdict import demo
+
+    demo.main()
+    return EXIT_OK
+
+
+# ---- parser ---------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+    common.add_argument("--dir", default=argparse.SUPPRESS, help="directory of the dicts (default $SHMDICT_DIR or /dev/shm)")
+
+    p = argparse.ArgumentParser(prog="shmdict", description="Inspect and edit shmdict shared-memory dicts.",
+                                parents=[common],
+                                epilog="exit codes: 0 ok, 1 dict or key not found, 2 usage error, 3 operation failed")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("ls", cmd_ls, "list dicts: size, keys, use, creator PID and whether it is alive")
+    add("stats", cmd_stats, "every counter of one dict").add_argument("name")
+    sp = add("keys", cmd_keys, "list live keys, optionally matching a glob PATTERN")
+    sp.add_argument("name")
+    sp.add_argument("pattern", nargs="?")
+    sp.add_argument("--limit", type=int, default=0, help="print at most N keys")
+    sp = add("get", cmd_get, "print the value of KEY")
+    sp.add_argument("name")
+    sp.add_argument("key")
+    sp = add("set", cmd_set, "store VALUE under KEY")
+    sp.add_argument("name")
+    sp.add_argument("key")
+    sp.add_argument("value")
+    sp.add_argument("--type", choices=["str", "int", "float", "bool", "bytes"], default="str",
+                    help="type to store VALUE as (default str)")
+    sp.add_argument("--ttl", type=float, default=0, help="expire after this many seconds")
+    sp = add("del", cmd_del, "delete keys; exit 1 if none existed")
+    sp.add_argument("name")
+    sp.add_argument("keys", nargs="+", metavar="key")
+    sp = add("incr", cmd_incr, "add DELTA (default 1) to a number, atomically")
+    sp.add_argument("name")
+    sp.add_argument("key")
+    sp.add_argument("delta", nargs="?", default="1")
+    sp.add_argument("--init", help="create a missing key with this value first")
+    sp.add_argument("--init-ttl", type=float, default=None, help="TTL of a key created by --init")
+    sp = add("ttl", cmd_ttl, "remaining seconds of KEY ('never' if it does not expire)")
+    sp.add_argument("name")
+    sp.add_argument("key")
+    sp = add("expire", cmd_expire, "set KEY to expire in SECONDS (<= 0: never)")
+    sp.add_argument("name")
+    sp.add_argument("key")
+    sp.add_argument("seconds", type=float)
+    sp = add("flush", cmd_flush, "delete every key")
+    sp.add_argument("name")
+    sp.add_argument("--yes", action="store_true", help="really delete everything")
+    sp = add("new", cmd_new, "create a dict of SIZE bytes (e.g. 64m); it stays until rm")
+    sp.add_argument("name")
+    sp.add_argument("size")
+    sp.add_argument("--mode", default="600", help="file permissions, octal (default 600)")
+    sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
+    sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
+    sp.add_argument("names", nargs="*", metavar="name")
+    sp.add_argument("--orphans", action="store_true",
+                    help="remove every dict whose creator is dead and that no process maps")
+    sp.add_argument("--force", action="store_true", help="remove even if processes still map it")
+    sp = add("watch", cmd_watch, "print changes (op and key) as they happen, until Ctrl-C or --timeout")
+    sp.add_argument("name")
+    sp.add_argument("pattern", nargs="?", default="*", help="glob the keys must match (default *)")
+    sp.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a change")
+    add("check", cmd_check, "verify the whole table; exit 3 if corrupt").add_argument("name")
+    add("demo", cmd_demo, "run the multi-process counter demo")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``shmdict`` command; returns the exit code.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0, 1 (not found), 2 (usage) or 3 (operation failed).
+
+    .. versionadded:: 0.1
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.json = getattr(args, "json", False)
+    if getattr(args, "dir", None):
+        os.environ["SHMDICT_DIR"] = args.dir
+    try:
+        return int(args.fn(args))
+    except _Exit as e:
+        code, msg = e.code, str(e)
+    except KeyError as e:
+        code, msg = EXIT_NOTFOUND, f"no key {e.args[0]!r}"
+    except FileNotFoundError as e:
+        code, msg = EXIT_NOTFOUND, f"{e.strerror}: {e.filename}" if e.filename else str(e)
+    except (shmdict.Error, TypeError, OverflowError, MemoryError) as e:
+        code, msg = EXIT_FAIL, f"{type(e).__name__}: {e}"
+    except ValueError as e:  # bad name, size, key or number (CorruptError is caught above)
+        code, msg = EXIT_USAGE, str(e)
+    except OSError as e:
+        code, msg = EXIT_FAIL, str(e)
+    print(f"shmdict: error: {msg}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

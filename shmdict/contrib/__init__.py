@@ -1,0 +1,9 @@
+"""Integrations with other libraries, each behind an optional extra.
+
+- :mod:`shmdict.contrib.limits`: a ``shmdict://`` storage for ``limits`` 5.x
+  (Flask-Limiter, slowapi); ``pip install 'shmdict[limits]'``.
+- :mod:`shmdict.contrib.django`: ``SharedDictCache``, a Django cache backend;
+  ``pip install 'shmdict[django]'``.
+
+Nothing here is imported by ``import shmdict``.
+"""

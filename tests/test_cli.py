@@ -1,0 +1,177 @@
+"""The ``shmdict`` command, driven as a subprocess: output, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import shmdict
+
+
+def run(*args: str, code: int = 0) -> str:
+    """Run ``python -m shmdict ARGS``; assert the exit code; return stdout."""
+    p = subprocess.run([sys.executable, "-m", "shmdict", *args], capture_output=True, text=True, timeout=60)
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    if code:
+        assert p.stderr.startswith("shmdict: error: ") or p.stderr.startswith("usage:"), p.stderr
+        assert p.stderr.count("\n") <= 1 or p.stderr.startswith("usage:"), p.stderr
+    return p.stdout
+
+
+def jrun(*args: str, code: int = 0):
+    return json.loads(run("--json", *args, code=code))
+
+
+def test_new_set_get_incr_ttl_roundtrip(shm_dir):
+    """A dict made by `new` persists after the command; values keep their types through set/get."""
+    assert "created cfg" in run("new", "cfg", "256k")
+    assert os.path.exists(os.path.join(shm_dir, "shmdict.cfg"))
+    run("set", "cfg", "greeting", "hello world", "--ttl", "100")
+    run("set", "cfg", "n", "41", "--type", "int")
+    run("set", "cfg", "pi", "3.5", "--type", "float")
+    run("set", "cfg", "flag", "true", "--type", "bool")
+    run("set", "cfg", "raw", "abc", "--type", "bytes")
+    assert run("get", "cfg", "greeting") == "hello world\n"
+    assert run("incr", "cfg", "n") == "42\n"
+    assert run("incr", "cfg", "n", "-2.5") == "39.5\n"
+    assert run("incr", "cfg", "hits", "--init", "10", "--init-ttl", "30") == "11\n"
+    with shmdict.get("cfg") as d:  # the library sees exactly what the CLI stored
+        assert d["n"] == 39.5 and d["pi"] == 3.5 and d["flag"] is True and d["raw"] == b"abc"
+        assert 0 < d.ttl("greeting") <= 100 and 0 < d.ttl("hits") <= 30
+    assert jrun("get", "cfg", "flag") == {"key": "flag", "type": "bool", "value": True, "ttl": 0}
+    assert jrun("get", "cfg", "raw")["value"] == "YWJj"  # bytes travel as base64 in JSON
+    assert 90 < float(run("ttl", "cfg", "greeting")) <= 100
+    assert run("ttl", "cfg", "n") == "never\n"
+    run("expire", "cfg", "n", "50")
+    assert 40 < jrun("ttl", "cfg", "n")["ttl"] <= 50
+
+
+def test_keys_del_flush(shm_dir):
+    """keys filters by glob and limit; del reports how many existed; flush needs --yes."""
+    with shmdict.new("k", "256k") as d:
+        for i in range(5):
+            d[f"user:{i}"] = i
+        d["other"] = "x"
+        assert run("keys", "k").split() == ["other"] + [f"user:{i}" for i in range(5)]
+        assert jrun("keys", "k", "user:*", "--limit", "2") == ["user:0", "user:1"]
+        assert run("del", "k", "user:0", "user:1", "nope") == "2\n"
+        run("del", "k", "nope", code=1)
+        run("flush", "k", code=2)
+        assert jrun("flush", "k", "--yes") == {"flushed": 4}
+        assert len(d) == 0
+
+
+def test_exit_codes_and_errors(shm_dir):
+    """Missing dicts and keys exit 1, bad input exits 2, failed operations exit 3; one line on stderr."""
+    run("get", "ghost", "k", code=1)
+    run("ls", "--dir", shm_dir + "/nope", code=1)
+    with shmdict.new("e", "256k") as d:
+        d["s"] = "text"
+        run("get", "e", "missing", code=1)
+        run("ttl", "e", "missing", code=1)
+        run("expire", "e", "missing", "5", code=1)
+        run("incr", "e", "missing", code=1)
+        run("get", "../etc", "k", code=2)
+        run("get", "e", "", code=2)
+        run("new", "x", "12q", code=2)
+        run("new", "x", "1", code=2)
+        run("set", "e", "n", "nan?", "--type", "int", code=2)
+        run("incr", "e", "s", "abc", code=2)
+        run("bogus", code=2)
+        run("incr", "e", "s", code=3)  # not a number
+        run("new", "e", "256k", code=3)  # exists
+        assert d["s"] == "text"
+    with shmdict.new("small", 32768):
+        run("set", "small", "big", "x" * 40_000, code=3)  # larger than the dict
+
+
+def test_ls_stats_check(shm_dir):
+    """ls and stats report size, keys, use and the creator; check says ok."""
+    with shmdict.new("one", "1m") as d:
+        d["a"] = 1
+        d.set("b", "x" * 1000, 60)
+        rows = jrun("ls")
+        assert [r["name"] for r in rows] == ["one"]
+        r = rows[0]
+        assert r["size"] == 1 << 20 and r["keys"] == 2 and r["creator_pid"] == os.getpid()
+        assert r["creator_alive"] is True and r["mapped_by"] == [os.getpid()]
+        assert 0 < r["use_pct"] < 1
+        human = run("ls")
+        assert human.splitlines()[0].split() == ["NAME", "SIZE", "KEYS", "USED", "CREATOR", "STATE", "MAPPED", "NOTE"]
+        assert human.splitlines()[1].split()[:6] == ["one", "1M", "2", f"{r['use_pct']}%", str(os.getpid()), "alive"]
+        d.get("a")
+        d.get("missing")
+        s = jrun("stats", "one")
+        assert s["keys"] == 2 and s["path"] == os.path.join(shm_dir, "shmdict.one")
+        assert s["hits"] >= 1 and s["misses"] >= 1 and s["evict"] is False and s["evictions"] == 0
+        assert "used_bytes" in run("stats", "one")
+        assert run("check", "one") == "ok\n"
+    run("new", "ev", "64k", "--evict")
+    assert jrun("stats", "ev")["evict"] is True
+
+
+def test_rm_and_orphans(shm_dir):
+    """rm refuses a dict another process maps (unless --force); rm --orphans removes only dicts
+    whose creator is dead and that nobody maps."""
+    child = subprocess.run([sys.executable, "-c", "import shmdict,sys; shmdict.open('orphan', '64k')"],
+                           timeout=60)
+    assert child.returncode == 0
+    with shmdict.new("live", "64k"):
+        rows = {r["name"]: r for r in jrun("ls")}
+        assert rows["orphan"]["creator_alive"] is False and rows["orphan"]["mapped_by"] == []
+        assert "orphan" in run("ls").splitlines()[2]
+        run("rm", "live", code=3)
+        assert jrun("rm", "--orphans") == {"removed": ["orphan"]}
+        assert sorted(os.listdir(shm_dir)) == ["shmdict.live"]
+        run("rm", "live", "--force")
+        assert os.listdir(shm_dir) == []
+    run("rm", "live", code=1)
+    run("rm", code=2)
+
+
+def test_console_script_and_help():
+    """The installed `shmdict` script and `--help` work."""
+    out = run("--help")
+    assert "exit codes" in out and "rm" in out
+    exe = os.path.join(os.path.dirname(sys.executable), "shmdict")
+    if os.path.exists(exe):
+        assert subprocess.run([exe, "--help"], capture_output=True, timeout=60).returncode == 0
+
+
+def test_watch_prints_changes(shm_dir):
+    """watch follows changes matching a glob as they happen (NDJSON with --json) and ends on --timeout."""
+    import select
+
+    with shmdict.new("w", "256k") as d:
+        p = subprocess.Popen([sys.executable, "-m", "shmdict", "watch", "w", "job*", "--json", "--timeout", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            deadline = time.monotonic() + 30
+            i = 0
+            while not lines and time.monotonic() < deadline:  # until the watcher is listening
+                d["job:tick"] = i
+                i += 1
+                if select.select([p.stdout], [], [], 0.1)[0]:
+                    lines.append(p.stdout.readline())
+            assert lines, "watch printed nothing"
+            d["other"] = 1  # does not match the glob
+            d["job:a"] = "x"
+            d.incr("job:n", init=0)
+            del d["job:a"]
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0, err
+        events = [json.loads(line) for line in lines + out.splitlines()]
+        tail = [e for e in events if e["key"] != "job:tick"]
+        assert tail == [{"op": "set", "key": "job:a"}, {"op": "set", "key": "job:n"},
+                        {"op": "delete", "key": "job:a"}]
+        assert all(e["key"].startswith("job") for e in events)
