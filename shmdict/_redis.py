@@ -907,8 +907,10 @@ class RedisDict(MutableMapping[str, Value]):
 
     def stats(self) -> dict[str, Any]:
         """Entries under the prefix, plus the server-wide figures Redis keeps
-        (``INFO``): memory used and its limit, hits, misses, expired and
-        evicted keys — for the whole server, not only this prefix.
+        (``INFO``) under SharedDict's names: ``used_bytes`` (``used_memory``),
+        ``capacity`` (``maxmemory``, 0: no limit), ``hits``, ``misses``,
+        ``expired``, ``evictions`` -- for the whole server, not only this
+        prefix -- and ``engine`` (``"redis"``), ``server_version``.
 
         .. versionadded:: 0.1
         """
@@ -916,9 +918,9 @@ class RedisDict(MutableMapping[str, Value]):
             info = self._c().info()
         except _redis_py.RedisError as e:
             _raise(e)
-        out: dict[str, Any] = {"engine": "redis", "entries": len(self)}
+        out: dict[str, Any] = {"engine": "redis", "size": 0, "entries": len(self)}
         for ours, theirs in (
-            ("bytes_used", "used_memory"),
+            ("used_bytes", "used_memory"),
             ("capacity", "maxmemory"),
             ("hits", "keyspace_hits"),
             ("misses", "keyspace_misses"),
@@ -1420,3 +1422,6 @@ class RedisLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def __repr__(self) -> str:
+        return f"<RedisLock {self.name!r} {'held' if self._token is not None else 'free'}>"

@@ -767,3 +767,15 @@ def test_async_notifications_contract(d):
         return seen
 
     assert ("set", "a1") in asyncio.run(main())
+
+
+def test_stats_contract(d):
+    """stats() has the common figures under the same names on both engines."""
+    needs(d, "stats")
+    d["a"] = 1
+    d.get("a")
+    d.get("missing")
+    s = d.stats()
+    for name in ("entries", "used_bytes", "capacity", "hits", "misses", "expired", "evictions"):
+        assert isinstance(s[name], int) and s[name] >= 0, name
+    assert s["entries"] == 1 and s["hits"] >= 1 and s["misses"] >= 1

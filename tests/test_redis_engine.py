@@ -461,7 +461,7 @@ def test_stats(d):
     """stats reports the entries under the prefix and the server's figures."""
     d["a"] = 1
     s = d.stats()
-    assert s["engine"] == "redis" and s["entries"] == 1 and s["bytes_used"] > 0
+    assert s["engine"] == "redis" and s["entries"] == 1 and s["used_bytes"] > 0
     assert d.flush_expired() == 0
 
 

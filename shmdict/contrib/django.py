@@ -41,18 +41,21 @@ from shmdict._lib import INT64_MAX, INT64_MIN
 
 __all__ = ["SharedDictCache"]
 
-_handles: dict[tuple[str, str], shmdict.SharedDict] = {}
+_handles: dict[tuple[str, str], Any] = {}
 _handles_lock = threading.Lock()
 
 
-def _shared(name: str, size: Any) -> shmdict.SharedDict:
+def _shared(name: str, size: Any) -> Any:
     """One handle per (directory, name) per process: Django builds a backend
-    object per thread, and they all share this mapping."""
-    key = (_dir(), name)
+    object per thread, and they all share this mapping. A LOCATION with a
+    scheme (``redis://host/0?prefix=app:``, ``shm://name?size=64m``) goes
+    through :func:`shmdict.connect`, so moving the cache to Redis/Valkey is a
+    settings change."""
+    key = ("", name) if "://" in name else (_dir(), name)
     with _handles_lock:
         d = _handles.get(key)
         if d is None or d.closed:
-            d = _handles[key] = shmdict.open(name, size)
+            d = _handles[key] = shmdict.connect(name) if "://" in name else shmdict.open(name, size)
         return d
 
 
