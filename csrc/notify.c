@@ -327,9 +327,10 @@ int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double
         size_t used = 0;
         int64_t n = 0;
         while (cursor[0] < H->ev_head) {
-            ev_t *e = ev_at(h, cursor[0]);
+            /* entries are 16-aligned: a scribbled tail or head must not misalign the read */
+            ev_t *e = cursor[0] % 16 ? NULL : ev_at(h, cursor[0]);
             uint64_t phys = cursor[0] % h->ev_cap;
-            if (e->size < sizeof(ev_t) || e->size % 16 || e->size > h->ev_cap - phys ||
+            if (!e || e->size < sizeof(ev_t) || e->size % 16 || e->size > h->ev_cap - phys ||
                 e->size > H->ev_head - cursor[0] || (e->op != EV_SKIP && e->seq != cursor[1]) ||
                 e->op > EV_FLUSH || ev_size(e->klen) > e->size) {
                 /* Inconsistent entry: report everything up to the head as lost. */
