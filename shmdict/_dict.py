@@ -397,22 +397,9 @@ class SharedDict(MutableMapping[str, Value]):
         .. versionadded:: 0.1
         """
         if not exptime:
-            t = type(value)
-            try:
-                k = _encode(key)
-                if t is int:
-                    if not _c_set_int(self._hp, k, len(k), value):
-                        return
-                elif t is str:
-                    b = _encode(value)
-                    if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
-                        return
-                elif t is bytes:
-                    if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
-                        return
-            except (TypeError, OverflowError):
-                pass  # a bad key, or an int beyond 64 bits: the general path explains
-        self._set(key, value, exptime)
+            self.__setitem__(key, value)  # the typed fast path, kept in one place
+        else:
+            self._set(key, value, exptime)
 
     def _set(self, key: str, value: Value, exptime: float) -> None:
         h = self._handle()
@@ -438,7 +425,7 @@ class SharedDict(MutableMapping[str, Value]):
                 if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
                     return
         except (TypeError, OverflowError):
-            pass
+            pass  # a bad key, or an int beyond 64 bits: the general path explains
         self._set(key, value, 0)
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
