@@ -1,16 +1,14 @@
 """Helpers for the tests of the extra operations (tests/test_ops_*.py).
 
-Self-contained on purpose: it does not depend on tests/conftest.py, so these
-tests run whether or not the shared fixtures are there.
+The per-test ``SHMDICT_DIR`` on tmpfs comes from tests/conftest.py's autouse
+``shm_dir`` fixture, like everywhere else in the suite.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 import uuid
@@ -20,19 +18,6 @@ from typing import Any
 import pytest
 
 import shmdict
-from shmdict import _lib
-
-
-@pytest.fixture(autouse=True)
-def ops_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private SHMDICT_DIR on tmpfs for each test."""
-    path = tempfile.mkdtemp(prefix="shmdict-ops-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    monkeypatch.setenv("SHMDICT_DIR", path)
-    try:
-        yield path
-    finally:
-        _lib.fault_arm(None)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def uname(prefix: str = "ops") -> str:
@@ -40,7 +25,7 @@ def uname(prefix: str = "ops") -> str:
 
 
 @pytest.fixture
-def sd(ops_dir: str) -> Iterator[shmdict.SharedDict]:
+def sd(shm_dir: str) -> Iterator[shmdict.SharedDict]:
     """A fresh 1 MiB dict, closed (and unlinked) afterwards."""
     d = shmdict.new(uname(), "1m")
     try:

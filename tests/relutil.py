@@ -1,44 +1,26 @@
 """Helpers shared by the reliability tests (crash sweep, torture, fuzz,
 stress, security).
 
-They are self-contained on purpose: every test module that imports
-``shm_dir`` from here gets its own fresh ``SHMDICT_DIR`` on tmpfs, whether or
-not the suite's conftest provides one too (a module fixture of the same name
-simply takes precedence).
+The per-test ``SHMDICT_DIR`` on tmpfs comes from tests/conftest.py's autouse
+``shm_dir`` fixture, like everywhere else in the suite.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import shmdict
-from shmdict import _lib
 
-LONG = os.environ.get("SHMDICT_LONG", "") not in ("", "0")
-
-
-@pytest.fixture(autouse=True)
-def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private directory on tmpfs, exported as SHMDICT_DIR for the test."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = tempfile.mkdtemp(prefix="shmdict-rel-", dir=base)
-    monkeypatch.setenv("SHMDICT_DIR", path)
-    try:
-        yield path
-    finally:
-        _lib.fault_arm(None)
-        shutil.rmtree(path, ignore_errors=True)
+from conftest import LONG  # noqa: E402,F401  (re-exported for the reliability tests)
 
 
 def unique_name(prefix: str = "r") -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from relutil import describe, fork, killed, promptly, report, shm_dir, unique_name, wait
+from relutil import describe, fork, killed, promptly, report, unique_name, wait
 
 import shmdict
 from shmdict import _lib

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from relutil import LONG, describe, fork, report, shm_dir, wait
+from relutil import LONG, describe, fork, report, wait
 
 import shmdict
 from shmdict import _lib

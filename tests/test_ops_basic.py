@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from ops_support import ops_dir, sd, uname  # noqa: F401
+from ops_support import sd, uname  # noqa: F401
 
 import shmdict
 from shmdict import _lib

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from ops_support import contents, fork, join, killed, ops_dir, uname  # noqa: F401
+from ops_support import contents, fork, join, killed, uname  # noqa: F401
 
 import shmdict
 from shmdict import _lib

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ops_support import ops_dir, uname  # noqa: F401
+from ops_support import uname  # noqa: F401
 
 import shmdict
 

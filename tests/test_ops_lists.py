@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ops_support import exit_code, fork, join, killed, ops_dir, sd, uname  # noqa: F401
+from ops_support import exit_code, fork, join, killed, sd, uname  # noqa: F401
 
 import shmdict
 from shmdict import _lib

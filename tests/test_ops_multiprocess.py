@@ -7,7 +7,7 @@ import random
 import time
 
 import pytest
-from ops_support import exit_code, fork, join, killed, ops_dir, sd, uname  # noqa: F401
+from ops_support import exit_code, fork, join, killed, sd, uname  # noqa: F401
 
 import shmdict
 

@@ -8,7 +8,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ops_support import ops_dir, sd, uname  # noqa: F401
+from ops_support import sd, uname  # noqa: F401
 
 import shmdict
 from shmdict import _lib

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from relutil import describe, fork, shm_dir, unique_name, wait
+from relutil import describe, fork, unique_name, wait
 
 import shmdict
 from shmdict import _lib

@@ -13,7 +13,7 @@ import os
 import random
 import time
 
-from relutil import LONG, describe, fork, promptly, report, shm_dir, unique_name, wait
+from relutil import LONG, describe, fork, promptly, report, unique_name, wait
 
 import shmdict
 

@@ -27,7 +27,7 @@ import select
 import signal
 import time
 
-from relutil import LONG, describe, fork, killed, promptly, report, shm_dir, unique_name, wait
+from relutil import LONG, describe, fork, killed, promptly, report, unique_name, wait
 
 import shmdict
 
