@@ -201,6 +201,20 @@ bad:
     return SHMDICT_ECORRUPT;
 }
 
+/* The binding's hook, called right before a thread blocks on a busy lock
+ * (shmdict_on_block in shmdict.h). Atomic: set once by a binding at import,
+ * read by every contended acquisition. */
+static void (*_Atomic block_hook)(void);
+
+void shmdict_on_block(void (*fn)(void)) { atomic_store(&block_hook, fn); }
+
+static inline void about_to_block(void)
+{
+    void (*fn)(void) = atomic_load_explicit(&block_hook, memory_order_relaxed);
+    if (fn)
+        fn();
+}
+
 /* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
  * check), a table marked corrupt is still handed over. */
 static int lock_impl(shmdict_t *h, bool allow_corrupt)
@@ -214,6 +228,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     }
     if (r == EBUSY) {
         struct timespec t0, t1; /* only a contended acquisition pays for the clock reads */
+        about_to_block();
         clock_gettime(CLOCK_MONOTONIC, &t0);
         r = pthread_mutex_lock(mu);
         clock_gettime(CLOCK_MONOTONIC, &t1);

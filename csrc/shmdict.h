@@ -185,14 +185,15 @@ int shmdict_configure(shmdict_t *h, int evict);
 int shmdict_cas(shmdict_t *h, const char *key, size_t klen, int etype, int64_t ei, double ef,
                 const char *eval, size_t elen, int ntype, int64_t ni, double nf, const char *nval,
                 size_t nlen, double exptime, shmdict_out_t *out);
-/* Many keys in one lock hold. keys: n x (u32 klen, key). Output: n x (u8
- * type, 0 = missing; 8 bytes for bool/int/float, u32 len + bytes for
- * str/bytes). Returns the number found, or ERANGE with out->len needed. */
+/* Many keys, one lock hold per SHMDICT_BATCH_HOLD of them. keys: n x (u32
+ * klen, key). Output: n x (u8 type, 0 = missing; 8 bytes for bool/int/float,
+ * u32 len + bytes for str/bytes). Returns the number found, or ERANGE with
+ * out->len needed. */
 int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
                          size_t cap, shmdict_out_t *out);
-/* Store n items (u32 klen, key, value packed as above) in order under one
- * lock hold; flags as shmdict_set (add/replace skip, not fail). Returns n, or
- * an error with out->i = items stored before it. */
+/* Store n items (u32 klen, key, value packed as above) in order, one lock
+ * hold per SHMDICT_BATCH_HOLD items; flags as shmdict_set (add/replace skip,
+ * not fail). Returns n, or an error with out->i = items stored before it. */
 int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
                          double exptime, int flags, shmdict_out_t *out);
 /* Snapshot of live keys (with_values: and values, packed as get_many's output
@@ -281,6 +282,42 @@ int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t de
 /* shmdict_set with no TTL and SHMDICT_SET_ALWAYS, typed (type: STR or BYTES). */
 int shmdict_set_int(shmdict_t *h, const char *key, size_t klen, int64_t value);
 int shmdict_set_buf(shmdict_t *h, const char *key, size_t klen, const char *val, size_t vlen, int type);
+
+/* ---- bindings (api.c): the core's entry points as one table -------------- */
+
+/* A second binding in the same process (the CPython type in csrc/pytype.c)
+ * reaches the one copy of the core through this table rather than linking
+ * its own: crash points, clock shift and handles are then shared with the
+ * cffi module. `size` and `abi` let the binding refuse a table it does not
+ * know. */
+enum { SHMDICT_API_ABI = 1 };
+typedef struct shmdict_api {
+    uint32_t size; /* sizeof(shmdict_api_t) */
+    uint32_t abi;  /* SHMDICT_API_ABI */
+    int (*get)(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap);
+    int (*pop)(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap);
+    int (*set)(shmdict_t *h, const char *key, size_t klen, int type, int64_t i, double f,
+               const char *val, size_t vlen, double exptime, int flags);
+    int (*del)(shmdict_t *h, const char *key, size_t klen);
+    int (*incr)(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
+                int itype, int64_t ii, double fi, double init_ttl, int set_ttl, double exptime,
+                shmdict_out_t *out);
+    int64_t (*get_many)(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
+                        size_t cap, shmdict_out_t *out);
+    int64_t (*set_many)(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
+                        double exptime, int flags, shmdict_out_t *out);
+    const char *(*strerror)(int rc);
+    void (*on_block)(void (*fn)(void));
+} shmdict_api_t;
+const shmdict_api_t *shmdict_api(void);
+/* fn (NULL: none) is called by a thread right before it blocks on a busy dict
+ * lock, after the brief spin. The call then runs to completion; fn must not
+ * call into shmdict. A binding uses it to let other threads run while this
+ * one sleeps (the CPython type releases the GIL there). Process-wide. */
+void shmdict_on_block(void (*fn)(void));
+/* A batch (get_many, set_many) holds the lock for at most this many keys at a
+ * time, so a huge batch cannot stall every other process for long. */
+enum { SHMDICT_BATCH_HOLD = 1024 };
 
 /* ---- diagnostics --------------------------------------------------------- */
 

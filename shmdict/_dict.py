@@ -14,6 +14,7 @@ import asyncio
 import fnmatch
 import functools
 import os
+import platform
 import re
 import struct
 import threading
@@ -25,10 +26,27 @@ from typing import Any, NamedTuple, Optional, Union
 
 from . import _lib
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
+from ._pure import PureBase
+from ._values import MISSING as _MISSING
+from ._values import Value, i64 as _i64, f64 as _f64, read, unpack_list as _unpack_list
+from ._values import pack_item as _pack_item, pairs as _pairs, store_args as _store_args, text as _text
+from ._values import unpack_value as _unpack_value
 
 __all__ = ["Event", "NamedLock", "SharedDict", "Value", "get", "new", "open", "unlink"]
 
-Value = Union[bool, int, float, str, bytes]
+
+def _base() -> type:
+    """The base class with the hot methods: the C type on CPython, unless
+    SHMDICT_PURE is set (to anything but 0); the cffi version on PyPy."""
+    if platform.python_implementation() != "CPython" or os.environ.get("SHMDICT_PURE", "0") not in ("", "0"):
+        return PureBase
+    from . import _speed  # built with the package on CPython: an ImportError here is a broken install
+
+    _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list)
+    return _speed.SharedDictBase  # type: ignore[no-any-return]
+
+
+_Base: Any = _base()
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _BOOL, _INT, _FLOAT = lib.SHMDICT_T_BOOL, lib.SHMDICT_T_INT, lib.SHMDICT_T_FLOAT
@@ -36,16 +54,7 @@ _STR, _BYTES = lib.SHMDICT_T_STR, lib.SHMDICT_T_BYTES
 _ENOTFOUND, _EEXIST, _ERANGE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_EEXIST, lib.SHMDICT_ERANGE
 _NX, _XX = lib.SHMDICT_SET_NX, lib.SHMDICT_SET_XX
 _NULL = ffi.NULL
-_c_get, _c_set, _c_incr = lib.shmdict_get, lib.shmdict_set, lib.shmdict_incr
-_c_delete = lib.shmdict_delete
-# The hot path (csrc/fast.c): fewer cffi arguments, ints returned directly.
-# Results >= _FMIN are int values; below it, reserved codes (see fast.c).
-_c_get_fast, _c_incr_fast = lib.shmdict_get_fast, lib.shmdict_incr_fast
-_c_set_int, _c_set_buf = lib.shmdict_set_int, lib.shmdict_set_buf
-_FMIN = INT64_MIN + lib.SHMDICT_FAST_CODES
-_F_MISS = INT64_MIN + 32 - _ENOTFOUND
-_F_STR, _F_BYTES = INT64_MIN + _STR, INT64_MIN + _BYTES
-_encode = str.encode  # a TypeError for a non-str key, with no isinstance call
+_c_get, _c_set = lib.shmdict_get, lib.shmdict_set
 _u32 = struct.Struct("<I")
 _u16 = struct.Struct("<H")
 _ETIMEDOUT, _EINTR, _ECLOSED = lib.SHMDICT_ETIMEDOUT, lib.SHMDICT_EINTR, lib.SHMDICT_ECLOSED
@@ -110,42 +119,6 @@ def _path(directory: str, name: str) -> str:
     return os.path.join(directory, "shmdict." + name)
 
 
-def _store_args(value: object) -> tuple[int, int, float, Any, int]:
-    """(type, i, f, buffer, length) for shmdict_set. Subclasses of the five
-    value types are stored as their base type (an IntEnum comes back an int)."""
-    t = type(value)
-    if t is not bool and t is not int and t is not float and t is not str and t is not bytes:
-        for base in (bool, int, float, str, bytes):
-            if isinstance(value, base):
-                t = base
-                break
-        else:
-            raise TypeError(f"values must be bool, int, float, str or bytes, not {t.__name__}")
-    if t is int:
-        if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-            raise OverflowError(f"int {value} does not fit in a signed 64-bit integer")
-        return _INT, int(value), 0.0, _NULL, 0  # type: ignore[call-overload]
-    if t is str:
-        b = str.encode(value)  # type: ignore[arg-type]
-        return _STR, 0, 0.0, b, len(b)
-    if t is float:
-        return _FLOAT, 0, float(value), _NULL, 0  # type: ignore[arg-type]
-    if t is bytes:
-        b = bytes(value)  # type: ignore[call-overload]
-        return _BYTES, 0, 0.0, b, len(b)
-    return _BOOL, 1 if value else 0, 0.0, _NULL, 0
-
-
-def _text(b: bytes, name: str = "dict") -> str:
-    """Decode UTF-8 from the file; bytes that are not UTF-8 can only come
-    from a corrupted (or hostile) file, so they are a CorruptError, not a
-    UnicodeDecodeError escaping from a read."""
-    try:
-        return b.decode()
-    except UnicodeDecodeError:
-        raise _lib.CorruptError(f"{name}: a stored key or str value is not valid UTF-8") from None
-
-
 def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
     """Unlink the owner's name: only in the creating process, and only if the
     name still refers to the file it created (never a same-named successor)."""
@@ -159,7 +132,7 @@ def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
         pass
 
 
-class SharedDict(MutableMapping[str, Value]):
+class SharedDict(_Base, MutableMapping[str, Value]):
     """A dict shared by every process that opens the same name.
 
     Create one with :func:`shmdict.new`, attach with :func:`shmdict.get`, or
@@ -170,15 +143,15 @@ class SharedDict(MutableMapping[str, Value]):
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_h", "_hp", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "__weakref__")
+    __slots__ = ("_h", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "__weakref__")
 
     def __init__(self, handle: Any, name: str, directory: str, owner: bool) -> None:
         # Private: use shmdict.new / get / open.
         self._h: Any = ffi.gc(handle, lib.shmdict_close)  # munmap once no call holds it
-        # The hot path passes _hp unchecked: NULL once closed, which the fast C
-        # entry points answer with EINVAL, and the slow path then explains.
-        self._hp: Any = self._h
         self._name = name
+        # The base's hot methods call the core with this very handle; they keep
+        # self._h alive while a call is in flight (see csrc/pytype.c, CLOSING).
+        self._attach(int(ffi.cast("uintptr_t", handle)), self._h, name)
         self._dir = directory
         info = ffi.new("shmdict_info_t *")
         _lib.check(lib.shmdict_info(self._h, info))
@@ -233,8 +206,8 @@ class SharedDict(MutableMapping[str, Value]):
         if h is None:
             return
         lib.shmdict_interrupt(h)  # waiters on this handle return (ValueError) instead of sleeping on
+        self._detach()
         self._h = h = None  # the mapping goes when the last in-flight call returns
-        self._hp = _NULL
         if self._finalizer is not None:
             self._finalizer()
 
@@ -253,118 +226,11 @@ class SharedDict(MutableMapping[str, Value]):
 
     def _read(self, fn: Any, key: str) -> Any:
         """Run a get-like C call; returns the value or raises KeyError."""
-        return self._read_k(fn, self._handle(), encode_key(key), key)
+        return read(fn, self._handle(), encode_key(key), key, self._name)
 
-    def _read_k(self, fn: Any, h: Any, k: bytes, key: str) -> Any:
-        """_read for a handle and key already checked and encoded."""
-        s = scratch
-        out, buf, cap, view = s.all
-        while True:
-            rc = fn(h, k, len(k), out, buf, cap)
-            if rc == _INT:
-                return out.i
-            if rc == _STR or rc == _BYTES:
-                n = out.len
-                if n > cap:
-                    s.grow(n)
-                    out, buf, cap, view = s.all
-                    continue
-                b = view[:n].tobytes()
-                return _text(b, self._name) if rc == _STR else b
-            if rc == _FLOAT:
-                return out.f
-            if rc == _BOOL:
-                return out.i != 0
-            if rc == _ERANGE:
-                s.grow(out.len)
-                out, buf, cap, view = s.all
-                continue
-            raise_rc(rc, key)
-
-    # HOT PATH. get / [] / in / set / [] = / incr / delete are written for
-    # speed: one fast C call with the fewest cffi arguments (csrc/fast.c),
-    # an int result returned directly, no isinstance or length checks
-    # (str.encode rejects a non-str key; C rejects an empty or oversized one),
-    # no closed check (a closed handle is NULL, which C refuses). Anything
-    # unusual -- another value type, an error, a closed handle -- takes the
-    # general path, which re-runs the operation (the fast call changed
-    # nothing) and raises the precise exception.
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` if it is missing or expired.
-
-        Raises:
-            TypeError / ValueError: for a key that is not a non-empty str.
-
-        .. versionadded:: 0.1
-        """
-        try:
-            k = _encode(key)
-        except TypeError:
-            k = encode_key(key)
-        v = _c_get_fast(self._hp, k, len(k))
-        if v >= _FMIN:
-            return v
-        if v == _F_MISS:
-            return default
-        if _F_STR <= v <= _F_BYTES and self._h is not None:
-            try:
-                return self._read_k(_c_get, self._h, k, key)  # a str or bytes value: one more call
-            except KeyError:
-                return default
-        try:
-            return self._read(_c_get, key)
-        except KeyError:
-            return default
-
-    def __getitem__(self, key: str) -> Value:
-        try:
-            k = _encode(key)
-        except TypeError:
-            k = encode_key(key)
-        v = _c_get_fast(self._hp, k, len(k))
-        if v >= _FMIN:
-            return v  # type: ignore[no-any-return]
-        if v == _F_MISS:
-            raise KeyError(key)
-        if _F_STR <= v <= _F_BYTES and self._h is not None:
-            return self._read_k(_c_get, self._h, k, key)  # type: ignore[no-any-return]
-        return self._read(_c_get, key)  # type: ignore[no-any-return]
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            k = _encode(key)  # type: ignore[arg-type]
-        except TypeError:
-            self._handle()
-            return False
-        v = _c_get_fast(self._hp, k, len(k))
-        if v >= _FMIN or INT64_MIN < v < INT64_MIN + 32:
-            return True  # an int, or a value of another type
-        if v == _F_MISS:
-            return False
-        h = self._handle()
-        k = encode_key(key)
-        rc = _c_get(h, k, len(k), scratch.out, _NULL, 0)
-        if rc > 0 or rc == _EWRONGTYPE:  # a list is present too
-            return True
-        if rc == _ENOTFOUND:
-            return False
-        raise_rc(rc, key)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        """Remove ``key`` and return its value, atomically.
-
-        Raises:
-            KeyError: if it is missing and no default is given.
-
-        .. versionadded:: 0.1
-        """
-        try:
-            return self._read(lib.shmdict_pop, key)
-        except KeyError:
-            if default:
-                return default[0]
-            raise
+    # get, [], in, pop, set, [] =, del, delete, incr, get_many and set_many
+    # come from the base class: shmdict._speed.SharedDictBase (C) on CPython,
+    # shmdict._pure.PureBase (the same over cffi) on PyPy or with SHMDICT_PURE=1.
 
     def ttl(self, key: str) -> Optional[float]:
         """``None`` if ``key`` is missing; ``0`` if it never expires; else the
@@ -384,50 +250,6 @@ class SharedDict(MutableMapping[str, Value]):
 
     # ---- writes -----------------------------------------------------------
 
-    def set(self, key: str, value: Value, exptime: float = 0) -> None:
-        """Store ``value`` under ``key``; ``exptime > 0`` makes it expire after
-        that many seconds, ``<= 0`` never.
-
-        Raises:
-            TypeError: for a value that is not bool, int, float, str or bytes.
-            OverflowError: for an int outside the signed 64-bit range.
-            ValueError: for a non-finite ``exptime`` or a bad key.
-            shmdict.Full: if there is no room even after reclaiming expired items.
-
-        .. versionadded:: 0.1
-        """
-        if not exptime:
-            self.__setitem__(key, value)  # the typed fast path, kept in one place
-        else:
-            self._set(key, value, exptime)
-
-    def _set(self, key: str, value: Value, exptime: float) -> None:
-        h = self._handle()
-        k = encode_key(key)
-        t, i, f, b, n = _store_args(value)
-        ex = seconds(exptime) if exptime else 0.0
-        rc = _c_set(h, k, len(k), t, i, f, b, n, ex, 0)
-        if rc:
-            raise_rc(rc, key)
-
-    def __setitem__(self, key: str, value: Value) -> None:
-        t = type(value)
-        try:
-            k = _encode(key)
-            if t is int:
-                if not _c_set_int(self._hp, k, len(k), value):
-                    return
-            elif t is str:
-                b = _encode(value)
-                if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
-                    return
-            elif t is bytes:
-                if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
-                    return
-        except (TypeError, OverflowError):
-            pass  # a bad key, or an int beyond 64 bits: the general path explains
-        self._set(key, value, 0)
-
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
         """``d[key]`` if present, else store ``default`` and return it (atomic).
 
@@ -446,86 +268,6 @@ class SharedDict(MutableMapping[str, Value]):
                 return default
             if rc != _EEXIST:
                 raise_rc(rc, key)
-
-    def delete(self, key: str) -> bool:
-        """Remove ``key``; ``True`` if it existed (and had not expired).
-
-        .. versionadded:: 0.1
-        """
-        h = self._h
-        if h is None:
-            self._handle()
-        try:
-            k = _encode(key)
-        except TypeError:
-            k = encode_key(key)
-        rc = _c_delete(h, k, len(k))
-        if rc == 0:
-            return True
-        if rc == _ENOTFOUND:
-            return False
-        self._handle()
-        encode_key(key)
-        raise_rc(rc, key)
-
-    def __delitem__(self, key: str) -> None:
-        if not self.delete(key):
-            raise KeyError(key)
-
-    def incr(
-        self,
-        key: str,
-        delta: Union[int, float] = 1,
-        exptime: Optional[float] = None,
-        *,
-        init: Union[int, float, None] = None,
-        init_ttl: Optional[float] = None,
-    ) -> Union[int, float]:
-        """Atomically add ``delta`` to the number under ``key``; returns the new value.
-
-        A missing key raises ``KeyError`` unless ``init`` is given: then it is
-        created as ``init + delta`` expiring after ``init_ttl`` seconds (the
-        rate-limiting idiom: the window starts with the first hit). ``exptime``
-        given replaces the TTL (``<= 0`` clears it), and wins over ``init_ttl``
-        for a key this call creates; omitted, the TTL is kept.
-
-        Raises:
-            KeyError: missing key and no ``init``.
-            TypeError: the stored value, ``delta`` or ``init`` is not a number (bool is not).
-            OverflowError: int result outside 64 bits; the value is unchanged.
-            ValueError: non-finite ``delta``, ``init``, ``exptime`` or ``init_ttl``.
-            shmdict.Full: no room to create the key.
-
-        .. versionadded:: 0.1
-        """
-        if type(delta) is int and exptime is None and init is None and init_ttl is None:
-            try:
-                k = _encode(key)
-                v = _c_incr_fast(self._hp, k, len(k), delta)
-                if v >= _FMIN:
-                    return v  # type: ignore[no-any-return]
-            except (TypeError, OverflowError):
-                pass  # a bad key or a delta beyond 64 bits: the general path explains
-            # A code: nothing changed; the general call does it or raises.
-        h = self._handle()
-        k = encode_key(key)
-        if type(delta) is int and INT64_MIN <= delta <= INT64_MAX:
-            dt, di, df = _INT, delta, 0.0
-        else:
-            dt, di, df = _lib.number(delta, "delta")
-        if init is None:
-            it, ii, fi = 0, 0, 0.0
-        else:
-            it, ii, fi = _lib.number(init, "init")
-        ittl = 0.0 if init_ttl is None else seconds(init_ttl, "init_ttl")
-        ex = 0.0 if exptime is None else seconds(exptime)
-        out = scratch.out
-        rc = _c_incr(h, k, len(k), dt, di, df, it, ii, fi, ittl, exptime is not None, ex, out)
-        if rc == _INT:
-            return out.i  # type: ignore[no-any-return]
-        if rc == _FLOAT:
-            return out.f  # type: ignore[no-any-return]
-        raise_rc(rc, key)
 
     def expire(self, key: str, exptime: float) -> bool:
         """Set the TTL of ``key`` (``exptime > 0``) or clear it (``<= 0``);
@@ -973,113 +715,6 @@ class SharedDict(MutableMapping[str, Value]):
             raise_rc(rc, key)
         return bool(rc == 1)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Value]:
-        """``{key: value}`` for the keys that are present, read under one lock
-        hold (a consistent snapshot of those keys).
-
-        Raises:
-            TypeError / ValueError: for a bad key (nothing is read).
-
-        .. versionadded:: 0.1
-        """
-        h = self._handle()
-        ks = keys if type(keys) is list or type(keys) is tuple else list(keys)
-        parts: list[bytes] = []
-        ap, pack, limit = parts.append, _u32.pack, lib.SHMDICT_MAX_KEY
-        for key in ks:  # inlined: this loop is the per-key cost get_many exists to cut
-            b = key.encode() if type(key) is str else encode_key(key)
-            n = len(b)
-            if not n or n > limit:
-                encode_key(key)  # raises the right error
-            ap(pack(n))
-            ap(b)
-        packed = b"".join(parts)
-        s = scratch
-        while True:
-            rc = lib.shmdict_get_many(h, packed, len(packed), len(ks), s.buf, s.cap, s.out)
-            if rc == _ERANGE:
-                s.grow(s.out.len)
-                continue
-            if rc < 0:
-                raise_rc(rc)
-            break
-        data = ffi.buffer(s.buf, s.out.len)[:]
-        result: dict[str, Value] = {}
-        pos = 0
-        q, f, u = _i64.unpack_from, _f64.unpack_from, _u32.unpack_from
-        for key in ks:
-            t = data[pos]
-            if t == 0:
-                pos += 1
-            elif t == _INT:
-                result[key] = q(data, pos + 1)[0]
-                pos += 9
-            elif t == _STR or t == _BYTES:
-                (n,) = u(data, pos + 1)
-                v = data[pos + 5 : pos + 5 + n]
-                result[key] = _text(v, self._name) if t == _STR else v
-                pos += 5 + n
-            elif t == _FLOAT:
-                result[key] = f(data, pos + 1)[0]
-                pos += 9
-            elif t == _LIST:
-                result[key], pos = _unpack_value(data, pos)
-            else:
-                result[key] = q(data, pos + 1)[0] != 0
-                pos += 9
-        return result
-
-    def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
-        """Store every item, in order, under one lock hold, all with ``exptime``.
-
-        Raises:
-            TypeError / OverflowError / ValueError: for any bad key or value
-                (checked first: then nothing is stored).
-            shmdict.Full: an item that can never fit (nothing stored), or no
-                room for an item: the items before it stay stored (each item
-                is its own transaction), the rest are not.
-
-        .. versionadded:: 0.1
-        """
-        h = self._handle()
-        items = mapping.items() if isinstance(mapping, Mapping) else mapping
-        parts: list[bytes] = []
-        ap, pack, limit = parts.append, _u32.pack, lib.SHMDICT_MAX_KEY
-        n = 0
-        for key, value in items:  # inlined fast paths: this loop is set_many's per-item cost
-            b = key.encode() if type(key) is str else encode_key(key)
-            kn = len(b)
-            if not kn or kn > limit:
-                encode_key(key)  # raises the right error
-            t = type(value)
-            if t is int and INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_q(_INT, value))
-            elif t is str:
-                vb = value.encode()  # type: ignore[union-attr]
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_u32(_STR, len(vb)))
-                ap(vb)
-            elif t is bytes:
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_u32(_BYTES, len(value)))  # type: ignore[arg-type]
-                ap(value)  # type: ignore[arg-type]
-            elif t is float:
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_d(_FLOAT, value))
-            else:
-                ap(_pack_item(b, value))
-            n += 1
-        ex = seconds(exptime) if exptime else 0.0
-        packed = b"".join(parts)
-        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, scratch.out)
-        if rc < 0:
-            raise_rc(rc)
-
     def _items(self, match: Optional[str], max_count: int, values: bool) -> list[tuple[str, Any]]:
         h = self._handle()
         pat, plen = _pattern(match)
@@ -1348,9 +983,6 @@ class SharedDict(MutableMapping[str, Value]):
 
 _NOEVICT = lib.SHMDICT_SET_NOEVICT
 _LIST, _EWRONGTYPE = lib.SHMDICT_T_LIST, lib.SHMDICT_EWRONGTYPE
-_MISSING: Any = object()
-_i64 = struct.Struct("<q")
-_f64 = struct.Struct("<d")
 _tag_q = struct.Struct("<Bq").pack
 _tag_d = struct.Struct("<Bd").pack
 _tag_u32 = struct.Struct("<BI").pack
@@ -1378,57 +1010,6 @@ def _pattern(match: Optional[str]) -> tuple[Any, int]:
         raise TypeError(f"match must be a str glob pattern, not {type(match).__name__}")
     b = match.encode()
     return b, len(b)
-
-
-def _pack_item(k: bytes, value: object) -> bytes:
-    t, i, f, b, n = _store_args(value)
-    head = _u32.pack(len(k)) + k + bytes((t,))
-    if t == _STR or t == _BYTES:
-        return head + _u32.pack(n) + bytes(b)
-    if t == _FLOAT:
-        return head + _f64.pack(f)
-    return head + _i64.pack(i)
-
-
-def _unpack_value(data: bytes, pos: int) -> tuple[Any, int]:
-    """One packed value (u8 type, payload) at pos: (value or _MISSING, next pos)."""
-    t = data[pos]
-    pos += 1
-    if t == 0:
-        return _MISSING, pos
-    if t == _INT:
-        return _i64.unpack_from(data, pos)[0], pos + 8
-    if t == _FLOAT:
-        return _f64.unpack_from(data, pos)[0], pos + 8
-    if t == _BOOL:
-        return _i64.unpack_from(data, pos)[0] != 0, pos + 8
-    (n,) = _u32.unpack_from(data, pos)
-    b = data[pos + 4 : pos + 4 + n]
-    if t == _LIST:
-        return _unpack_list(b), pos + 4 + n
-    return (_text(b) if t == _STR else b), pos + 4 + n
-
-
-def _unpack_list(b: bytes) -> list[Value]:
-    """A list's packed elements: (u32 n, u8 type, payload, u32 n) each."""
-    out: list[Value] = []
-    pos, end = 0, len(b)
-    while pos < end:
-        (n,) = _u32.unpack_from(b, pos)
-        t = b[pos + 4]
-        p = pos + 5
-        if t == _INT:
-            out.append(_i64.unpack_from(b, p)[0])
-        elif t == _FLOAT:
-            out.append(_f64.unpack_from(b, p)[0])
-        elif t == _BOOL:
-            out.append(_i64.unpack_from(b, p)[0] != 0)
-        elif t == _STR:
-            out.append(_text(b[p : p + n]))
-        else:
-            out.append(b[p : p + n])
-        pos = p + n + 4
-    return out
 
 
 class NamedLock:
