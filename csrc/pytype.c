@@ -88,15 +88,9 @@ static inline void resume(void)
     }
 }
 
-/* Run one core call with the GIL held, releasing it only if the core blocks. */
-#define CALL(rc, expr)                                                         \
-    do {                                                                       \
-        armed = 1;                                                             \
-        (rc) = (expr);                                                         \
-        armed = 0;                                                             \
-        err = errno;                                                           \
-        resume();                                                              \
-    } while (0)
+/* The alternative, for measurement only (benchmarks): release the GIL around
+ * every core call, as cffi does. Set by _release_gil_per_call(). */
+static int gil_per_call;
 
 /* Run one core call without the GIL (long operations). */
 #define CALL_NOGIL(rc, expr)                                                   \
@@ -104,6 +98,20 @@ static inline void resume(void)
         Py_BEGIN_ALLOW_THREADS(rc) = (expr);                                   \
         err = errno;                                                           \
         Py_END_ALLOW_THREADS                                                   \
+    } while (0)
+
+/* Run one core call with the GIL held, releasing it only if the core blocks. */
+#define CALL(rc, expr)                                                         \
+    do {                                                                       \
+        if (__builtin_expect(gil_per_call, 0)) {                               \
+            CALL_NOGIL(rc, expr);                                              \
+            break;                                                             \
+        }                                                                      \
+        armed = 1;                                                             \
+        (rc) = (expr);                                                         \
+        armed = 0;                                                             \
+        err = errno;                                                           \
+        resume();                                                              \
     } while (0)
 
 /* ---- the object and its handle ---------------------------------------------------- */
@@ -1034,7 +1042,18 @@ static PyObject *bind(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
+/* _release_gil_per_call(flag): benchmarks compare the two GIL policies. */
+static PyObject *release_gil_per_call(PyObject *Py_UNUSED(m), PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    gil_per_call = on;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_release_gil_per_call", release_gil_per_call, METH_O, "Measurement only: release the GIL on every call."},
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, "Connect this module to the core (private)."},
     {NULL, NULL, 0, NULL},
 };

@@ -32,13 +32,16 @@ PURE_SELECTED = _dict._Base is PureBase
 pytestmark = pytest.mark.skipif(PURE_SELECTED, reason="the pure base is selected: nothing to compare against")
 
 
-class PureSharedDict(PureBase, shmdict.SharedDict):  # type: ignore[misc]
-    """SharedDict with the pure base's hot methods in front of the C type's."""
+if not PURE_SELECTED:
 
-    __slots__ = ()
+    class PureSharedDict(PureBase, shmdict.SharedDict):  # type: ignore[misc]
+        """SharedDict with the pure base's hot methods in front of the C type's."""
+
+        __slots__ = ()
 
 
 def attach_pure(d: shmdict.SharedDict) -> shmdict.SharedDict:
+    """Another handle on d's file, whose hot methods are the pure base's."""
     p = ffi.new("shmdict_t **")
     _lib.check(lib.shmdict_attach(d._dir.encode(), d.name.encode(), p))
     return PureSharedDict(p[0], d.name, d._dir, owner=False)
