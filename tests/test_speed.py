@@ -29,7 +29,7 @@ from shmdict._pure import PureBase
 
 PURE_SELECTED = _dict._Base is PureBase
 
-pytestmark = pytest.mark.skipif(PURE_SELECTED, reason="the pure base is selected: nothing to compare against")
+needs_c = pytest.mark.skipif(PURE_SELECTED, reason="the pure base is selected: nothing to compare against")
 
 
 if not PURE_SELECTED:
@@ -47,6 +47,7 @@ def attach_pure(d: shmdict.SharedDict) -> shmdict.SharedDict:
     return PureSharedDict(p[0], d.name, d._dir, owner=False)
 
 
+@needs_c
 def test_shareddict_uses_the_c_type_on_cpython() -> None:
     """Unless SHMDICT_PURE is set, CPython's SharedDict has the C base (the suite tests it)."""
     assert platform.python_implementation() == "CPython"
@@ -160,6 +161,7 @@ def contents(d: shmdict.SharedDict) -> Any:
     return typed({k: v for k, v in d.items()})
 
 
+@needs_c
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, max_size=25))
 def test_c_type_and_pure_path_agree(seq: list[tuple[Any, ...]]) -> None:
@@ -174,6 +176,7 @@ def test_c_type_and_pure_path_agree(seq: list[tuple[Any, ...]]) -> None:
             pure.close()
 
 
+@needs_c
 @pytest.mark.parametrize("op", [
     ("get", "a"), ("get_default", "a", 1), ("getitem", "a"), ("contains", "a"), ("contains", 5),
     ("set", "a", 1, None), ("set", 1, 1, 5), ("setitem", "a", 1), ("delitem", "a"), ("delete", "a"),
