@@ -1,7 +1,7 @@
 """Two extensions over one C core.
 
 ``shmdict._shmdict`` (cffi, csrc/build.py) holds the core and every entry
-point. On CPython, ``shmdict._speed`` (csrc/pytype.c) adds the hot methods as
+point. On CPython, ``shmdict._speed`` (csrc/python/pytype.c) adds the hot methods as
 a CPython type that calls the same core through its ``shmdict_api()`` table:
 it links no core code of its own. PyPy uses the cffi module alone.
 """
@@ -28,7 +28,7 @@ if platform.python_implementation() == "CPython":
     ext_modules.append(
         Extension(
             "shmdict._speed",
-            sources=["csrc/pytype.c"],
+            sources=["csrc/python/pytype.c"],
             include_dirs=["csrc"],
             extra_compile_args=cflags,
             extra_link_args=ldflags,

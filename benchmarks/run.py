@@ -550,7 +550,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     data["notes"] += [
         "Loops call bound methods over pre-built keys with the GC off; ns/op includes the Python loop "
         "(about 20-30 ns, the same for every backend). ±N% = half the range of the reps over their median.",
-        "shmdict = the C type (csrc/pytype.c); shmdict-pure = the same methods in Python over cffi (PyPy, "
+        "shmdict = the C type (csrc/python/pytype.c); shmdict-pure = the same methods in Python over cffi (PyPy, "
         "SHMDICT_PURE=1); shmdict-gil-released = the C type releasing the GIL around every call.",
         "lmdb: one transaction per operation (writemap, no sync), bytes keys, values stored as decimal "
         "bytes and returned raw; redis: redis-py over a Unix socket to a private redis-server "

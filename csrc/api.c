@@ -2,7 +2,7 @@
  * api.c -- the core's entry points as one table, for a second binding in the
  * same process.
  *
- * WHY. The CPython type (csrc/pytype.c, module shmdict._speed) must call the
+ * WHY. The CPython type (csrc/python/pytype.c, module shmdict._speed) must call the
  * very same core as the cffi module: one set of crash points, one TTL clock
  * shift, one handle per dict. Linking the core into both extensions would give
  * two copies whose statics disagree. So the cffi module, which holds the core,

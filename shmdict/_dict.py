@@ -150,7 +150,7 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         self._h: Any = ffi.gc(handle, lib.shmdict_close)  # munmap once no call holds it
         self._name = name
         # The base's hot methods call the core with this very handle; they keep
-        # self._h alive while a call is in flight (see csrc/pytype.c, CLOSING).
+        # self._h alive while a call is in flight (see csrc/python/pytype.c, CLOSING).
         self._attach(int(ffi.cast("uintptr_t", handle)), self._h, name)
         self._dir = directory
         info = ffi.new("shmdict_info_t *")

@@ -2,7 +2,7 @@
 
 ``PureBase`` is the base class of ``SharedDict`` on PyPy (where CPython-API
 extensions are slow) and on CPython with ``SHMDICT_PURE=1``. Otherwise the
-base is ``shmdict._speed.SharedDictBase`` (``csrc/pytype.c``), the same
+base is ``shmdict._speed.SharedDictBase`` (``csrc/python/pytype.c``), the same
 methods in C. Both behave identically -- same exceptions and messages, same
 checks in the same order (closed handle, then key, then value, then TTL), same
 types back -- and each method is one C call under the dict's lock. Their

@@ -1,7 +1,7 @@
 """Python values to and from the core's formats, for the cffi binding.
 
 Shared by the pure-Python base (``_pure.py``), the rest of ``SharedDict``
-(``_dict.py``) and, on its rare paths, the C type (``csrc/pytype.c`` calls
+(``_dict.py``) and, on its rare paths, the C type (``csrc/python/pytype.c`` calls
 ``text``, ``unpack_list`` and ``pairs`` so that both bindings raise the same
 errors from the same code).
 """
