@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
+from ._lib import INT64_MAX as _I64_MAX
+from ._lib import INT64_MIN as _I64_MIN
 from ._lib import encode_key, lib, number, raise_rc, scratch, seconds
-from ._values import FLOAT, INT, MISSING, NULL, Value, pack_item, read, store_args, u32, unpack_value
+from ._values import FLOAT, INT, MISSING, NULL, Value, pack_item, read, result, store_args, u32, unpack_value
 
 __all__ = ["PureBase"]
 
 _ENOTFOUND, _ERANGE, _EWRONGTYPE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_ERANGE, lib.SHMDICT_EWRONGTYPE
+_MAX_KEY = lib.SHMDICT_MAX_KEY
 _c_get, _c_pop, _c_set, _c_incr, _c_delete = (
     lib.shmdict_get,
     lib.shmdict_pop,
@@ -48,7 +51,9 @@ class PureBase:
             raise ValueError(f"operation on closed SharedDict {self._name!r}")
         return h
 
-    # ---- reads ------------------------------------------------------------
+    # Reads call shmdict_get once and return an int or a miss without a further
+    # Python call: these are the most frequent operations. Anything else goes
+    # through _values.result (other types, a value larger than the buffer, errors).
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is missing or expired.
@@ -58,15 +63,34 @@ class PureBase:
 
         .. versionadded:: 0.1
         """
-        h = self._open()
-        try:
-            return read(_c_get, h, encode_key(key), key, self._name)
-        except KeyError:
+        h = self._h
+        if h is None:
+            self._open()
+        k = key.encode() if type(key) is str else encode_key(key)
+        n = len(k)
+        if not 0 < n <= _MAX_KEY:
+            encode_key(key)  # raises the precise error
+        out, buf, cap, view = scratch.all
+        rc = _c_get(h, k, n, out, buf, cap)
+        if rc == INT:
+            return out.i
+        if rc == _ENOTFOUND:
             return default
+        return result(rc, out, view, cap, _c_get, h, k, key, self._name)
 
     def __getitem__(self, key: str) -> Value:
-        h = self._open()
-        return read(_c_get, h, encode_key(key), key, self._name)  # type: ignore[no-any-return]
+        h = self._h
+        if h is None:
+            self._open()
+        k = key.encode() if type(key) is str else encode_key(key)
+        n = len(k)
+        if not 0 < n <= _MAX_KEY:
+            encode_key(key)
+        out, buf, cap, view = scratch.all
+        rc = _c_get(h, k, n, out, buf, cap)
+        if rc == INT:
+            return out.i  # type: ignore[no-any-return]
+        return result(rc, out, view, cap, _c_get, h, k, key, self._name)  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
         h = self._open()
@@ -110,11 +134,19 @@ class PureBase:
 
         .. versionadded:: 0.1
         """
-        h = self._open()
-        k = encode_key(key)
-        t, i, f, b, n = store_args(value)
+        h = self._h
+        if h is None:
+            self._open()
+        k = key.encode() if type(key) is str else encode_key(key)
+        kn = len(k)
+        if not 0 < kn <= _MAX_KEY:
+            encode_key(key)
+        if type(value) is int and _I64_MIN <= value <= _I64_MAX:  # type: ignore[operator]
+            t, i, f, b, n = INT, value, 0.0, NULL, 0
+        else:
+            t, i, f, b, n = store_args(value)
         ex = seconds(exptime) if exptime else 0.0  # a false exptime (0, None): no TTL
-        rc = _c_set(h, k, len(k), t, i, f, b, n, ex, 0)
+        rc = _c_set(h, k, kn, t, i, f, b, n, ex, 0)
         if rc:
             raise_rc(rc, key)
 
@@ -165,9 +197,16 @@ class PureBase:
 
         .. versionadded:: 0.1
         """
-        h = self._open()
-        k = encode_key(key)
-        dt, di, df = number(delta, "delta")
+        h = self._h
+        if h is None:
+            self._open()
+        k = key.encode() if type(key) is str else encode_key(key)
+        if not 0 < len(k) <= _MAX_KEY:
+            encode_key(key)
+        if type(delta) is int and _I64_MIN <= delta <= _I64_MAX:
+            dt, di, df = INT, delta, 0.0
+        else:
+            dt, di, df = number(delta, "delta")
         it, ii, fi = (0, 0, 0.0) if init is None else number(init, "init")
         ittl = 0.0 if init_ttl is None else seconds(init_ttl, "init_ttl")
         ex = 0.0 if exptime is None else seconds(exptime)

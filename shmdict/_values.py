@@ -93,6 +93,26 @@ def read(fn: Callable[..., int], h: Any, k: bytes, key: object, name: str) -> An
         raise_rc(rc, key)
 
 
+def result(rc: int, out: Any, view: Any, cap: int, fn: Callable[..., int], h: Any, k: bytes, key: object,
+           name: str) -> Any:
+    """The value a get-like call with return code rc left in (out, view), for
+    any rc but INT and ENOTFOUND, which callers test first; a str/bytes value
+    that did not fit in the buffer is read again with ``read``."""
+    if rc == STR or rc == BYTES:
+        n = out.len
+        if n > cap:
+            return read(fn, h, k, key, name)
+        b = view[:n].tobytes()
+        return text(b, name) if rc == STR else b
+    if rc == FLOAT:
+        return out.f
+    if rc == BOOL:
+        return out.i != 0
+    if rc == _ERANGE:
+        return read(fn, h, k, key, name)
+    raise_rc(rc, key)
+
+
 def pack_item(k: bytes, value: object) -> bytes:
     """One set_many item: (u32 klen, key, u8 type, payload)."""
     t, i, f, b, n = store_args(value)
