@@ -48,6 +48,22 @@
 
 #include "shmdict.h"
 
+#if PY_VERSION_HEX < 0x030A0000 /* 3.9: two helpers of 3.10 */
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+static int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *o)
+{
+    Py_INCREF(o);
+    if (PyModule_AddObject(m, name, o) == 0)
+        return 0;
+    Py_DECREF(o);
+    return -1;
+}
+#endif
+
 #if defined(__GNUC__)
 #define TLS_MODEL __attribute__((tls_model("initial-exec"))) /* no __tls_get_addr per call */
 #else
@@ -181,9 +197,10 @@ static PyObject *fail(int rc, int err, PyObject *key)
     return NULL;
 }
 
+/* type(o).__name__ (PyType_GetName is 3.11+). */
 static PyObject *type_name(PyObject *o)
 {
-    return PyType_GetName(Py_TYPE(o));
+    return PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__name__");
 }
 
 static void type_error(const char *fmt, PyObject *o)
