@@ -370,8 +370,25 @@ static int number(PyObject *v, const char *what, int *type, int64_t *i, double *
 typedef struct {
     const char *fname;
     int npos, nall;
-    const char *const *names;
+    const char *names[5];
+    PyObject *kw[5]; /* the names, interned at import: a keyword is found by pointer */
 } sig_t;
+
+static sig_t SIG_GET = {"get", 2, 2, {"key", "default"}, {NULL}};
+static sig_t SIG_POP = {"pop", 2, 2, {"key", "default"}, {NULL}};
+static sig_t SIG_SET = {"set", 3, 3, {"key", "value", "exptime"}, {NULL}};
+static sig_t SIG_INCR = {"incr", 3, 5, {"key", "delta", "exptime", "init", "init_ttl"}, {NULL}};
+static sig_t SIG_SET_MANY = {"set_many", 2, 2, {"mapping", "exptime"}, {NULL}};
+static sig_t *const SIGS[] = {&SIG_GET, &SIG_POP, &SIG_SET, &SIG_INCR, &SIG_SET_MANY};
+
+static int intern_sigs(void)
+{
+    for (size_t j = 0; j < sizeof SIGS / sizeof SIGS[0]; j++)
+        for (int i = 0; i < SIGS[j]->nall; i++)
+            if (!SIGS[j]->kw[i] && !(SIGS[j]->kw[i] = PyUnicode_InternFromString(SIGS[j]->names[i])))
+                return -1;
+    return 0;
+}
 
 static int parse_args(const sig_t *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                       PyObject **out)
@@ -387,11 +404,12 @@ static int parse_args(const sig_t *s, PyObject *const *args, Py_ssize_t nargs, P
     for (Py_ssize_t j = 0; j < nkw; j++) {
         PyObject *kw = PyTuple_GET_ITEM(kwnames, j);
         int idx = -1;
-        for (int i = 0; i < s->nall; i++)
-            if (PyUnicode_CompareWithASCIIString(kw, s->names[i]) == 0) {
+        for (int i = 0; i < s->nall && idx < 0; i++)
+            if (kw == s->kw[i]) /* keyword names in calls are interned: the usual match */
                 idx = i;
-                break;
-            }
+        for (int i = 0; i < s->nall && idx < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(kw, s->names[i]) == 0)
+                idx = i;
         if (idx < 0) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", s->fname, kw);
             return -1;
@@ -487,14 +505,13 @@ static PyObject *read_value(Base *self, shmdict_t *h, int pop, const char *k, Py
 
 static PyObject *Base_get(Base *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "default"};
-    static const sig_t sig = {"get", 2, 2, names};
+    sig_t *const sig = &SIG_GET;
     PyObject *a[2] = {NULL, Py_None};
     if (!kwnames && (nargs == 1 || nargs == 2)) {
         a[0] = args[0];
         if (nargs == 2)
             a[1] = args[1];
-    } else if (parse_args(&sig, args, nargs, kwnames, a)) {
+    } else if (parse_args(sig, args, nargs, kwnames, a)) {
         return NULL;
     }
     shmdict_t *h = enter(self);
@@ -553,15 +570,14 @@ static int Base_contains(Base *self, PyObject *key)
 
 static PyObject *Base_pop(Base *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "default"};
-    static const sig_t sig = {"pop", 2, 2, names};
+    sig_t *const sig = &SIG_POP;
     PyObject *a[2] = {NULL, NOARG};
     int has_default;
     if (!kwnames && (nargs == 1 || nargs == 2)) {
         a[0] = args[0];
         if (nargs == 2)
             a[1] = args[1];
-    } else if (parse_args(&sig, args, nargs, kwnames, a)) {
+    } else if (parse_args(sig, args, nargs, kwnames, a)) {
         return NULL;
     }
     has_default = a[1] != NOARG;
@@ -611,8 +627,7 @@ done:
 
 static PyObject *Base_set(Base *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "value", "exptime"};
-    static const sig_t sig = {"set", 3, 3, names};
+    sig_t *const sig = &SIG_SET;
     PyObject *a[3] = {NULL, NULL, NULL};
     if (!kwnames && (nargs == 2 || nargs == 3)) {
         a[0] = args[0];
@@ -620,7 +635,7 @@ static PyObject *Base_set(Base *self, PyObject *const *args, Py_ssize_t nargs, P
         a[2] = nargs == 3 ? args[2] : NULL;
     } else {
         a[2] = Py_None; /* parse_args wants a default; None and 0 both mean no TTL */
-        if (parse_args(&sig, args, nargs, kwnames, a))
+        if (parse_args(sig, args, nargs, kwnames, a))
             return NULL;
     }
     if (do_set(self, a[0], a[1], a[2]))
@@ -668,14 +683,13 @@ static int Base_ass_subscript(Base *self, PyObject *key, PyObject *value)
 
 static PyObject *Base_incr(Base *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "delta", "exptime", "init", "init_ttl"};
-    static const sig_t sig = {"incr", 3, 5, names};
+    sig_t *const sig = &SIG_INCR;
     PyObject *a[5] = {NULL, NULL, Py_None, Py_None, Py_None};
     a[1] = ONE;
     if (!kwnames && nargs >= 1 && nargs <= 3) {
         for (Py_ssize_t i = 0; i < nargs; i++)
             a[i] = args[i];
-    } else if (parse_args(&sig, args, nargs, kwnames, a)) {
+    } else if (parse_args(sig, args, nargs, kwnames, a)) {
         return NULL;
     }
     shmdict_t *h = enter(self);
@@ -907,14 +921,13 @@ static int all_pairs(PyObject *seq)
 
 static PyObject *Base_set_many(Base *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"mapping", "exptime"};
-    static const sig_t sig = {"set_many", 2, 2, names};
+    sig_t *const sig = &SIG_SET_MANY;
     PyObject *a[2] = {NULL, Py_None};
     if (!kwnames && (nargs == 1 || nargs == 2)) {
         a[0] = args[0];
         if (nargs == 2)
             a[1] = args[1];
-    } else if (parse_args(&sig, args, nargs, kwnames, a)) {
+    } else if (parse_args(sig, args, nargs, kwnames, a)) {
         return NULL;
     }
     shmdict_t *h = enter(self);
@@ -1112,6 +1125,8 @@ static int exec_module(PyObject *m)
     if (!NOARG && !(NOARG = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)))
         return -1;
     if (!ONE && !(ONE = PyLong_FromLong(1)))
+        return -1;
+    if (intern_sigs())
         return -1;
     return PyModule_AddObjectRef(m, "SharedDictBase", (PyObject *)&BaseType);
 }
