@@ -11,18 +11,38 @@ docstrings live here.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
 from ._lib import INT64_MAX as _I64_MAX
 from ._lib import INT64_MIN as _I64_MIN
 from ._lib import encode_key, lib, number, raise_rc, scratch, seconds
-from ._values import FLOAT, INT, MISSING, NULL, Value, pack_item, read, result, store_args, u32, unpack_value
+from ._values import (
+    BYTES,
+    FLOAT,
+    INT,
+    MISSING,
+    NULL,
+    STR,
+    Value,
+    f64,
+    i64,
+    pack_item,
+    read,
+    result,
+    store_args,
+    text,
+    u32,
+    unpack_value,
+)
 
 __all__ = ["PureBase"]
 
 _ENOTFOUND, _ERANGE, _EWRONGTYPE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_ERANGE, lib.SHMDICT_EWRONGTYPE
 _MAX_KEY = lib.SHMDICT_MAX_KEY
+_tag_q = struct.Struct("<Bq").pack
+_tag_u32 = struct.Struct("<BI").pack
 _c_get, _c_pop, _c_set, _c_incr, _c_delete = (
     lib.shmdict_get,
     lib.shmdict_pop,
@@ -232,7 +252,16 @@ class PureBase:
         """
         h = self._open()
         ks = tuple(keys)
-        packed = b"".join(u32.pack(len(k)) + k for k in map(encode_key, ks))
+        parts: list[bytes] = []
+        ap, pack = parts.append, u32.pack
+        for key in ks:  # inlined: this loop is the per-key cost get_many exists to cut
+            b = key.encode() if type(key) is str else encode_key(key)
+            n = len(b)
+            if not 0 < n <= _MAX_KEY:
+                encode_key(key)  # raises the precise error
+            ap(pack(n))
+            ap(b)
+        packed = b"".join(parts)
         s = scratch
         while True:
             rc = lib.shmdict_get_many(h, packed, len(packed), len(ks), s.buf, s.cap, s.out)
@@ -244,11 +273,25 @@ class PureBase:
             break
         data = s.view[: s.out.len].tobytes()
         result: dict[str, Value] = {}
-        pos = 0
+        pos, name = 0, self._name
+        q, f, u = i64.unpack_from, f64.unpack_from, u32.unpack_from
         for key in ks:
-            v, pos = unpack_value(data, pos, self._name)
-            if v is not MISSING:
-                result[key] = v
+            t = data[pos]
+            if t == 0:
+                pos += 1
+            elif t == INT:
+                result[key] = q(data, pos + 1)[0]
+                pos += 9
+            elif t == STR or t == BYTES:
+                (n,) = u(data, pos + 1)
+                v = data[pos + 5 : pos + 5 + n]
+                result[key] = text(v, name) if t == STR else v
+                pos += 5 + n
+            elif t == FLOAT:
+                result[key] = f(data, pos + 1)[0]
+                pos += 9
+            else:  # bool, list
+                result[key], pos = unpack_value(data, pos, name)
         return result
 
     def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
@@ -266,10 +309,35 @@ class PureBase:
         """
         h = self._open()
         items = mapping.items() if isinstance(mapping, Mapping) else mapping
-        parts = [pack_item(encode_key(key), value) for key, value in items]
+        parts: list[bytes] = []
+        ap, pack = parts.append, u32.pack
+        n = 0
+        for key, value in items:  # inlined fast paths: this loop is set_many's per-item cost
+            b = key.encode() if type(key) is str else encode_key(key)
+            kn = len(b)
+            if not 0 < kn <= _MAX_KEY:
+                encode_key(key)
+            t = type(value)
+            if t is int and _I64_MIN <= value <= _I64_MAX:  # type: ignore[operator]
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_q(INT, value))
+            elif t is str:
+                vb = value.encode()  # type: ignore[union-attr]
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_u32(STR, len(vb)))
+                ap(vb)
+            elif t is bytes:
+                ap(pack(kn))
+                ap(b)
+                ap(_tag_u32(BYTES, len(value)))  # type: ignore[arg-type]
+                ap(value)  # type: ignore[arg-type]
+            else:
+                ap(pack_item(b, value))
+            n += 1
         ex = seconds(exptime) if exptime else 0.0
         packed = b"".join(parts)
-        rc = lib.shmdict_set_many(h, packed, len(packed), len(parts), ex, 0, scratch.out)
+        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, scratch.out)
         if rc < 0:
             raise_rc(rc)
-
