@@ -526,6 +526,24 @@ def test_every_point_is_swept() -> None:
     report("crash_sweep", points=len(POINTS), pairs=len(pairs), rows=len(SWEEP))
 
 
+def test_the_sweep_goes_through_the_binding_in_use() -> None:
+    """The sweep's operations run SharedDict's hot methods: on CPython the C type's
+    entry points (shmdict._speed), with SHMDICT_PURE=1 the cffi ones; CI runs both,
+    so a process killed inside either binding's call is recovered and checked."""
+    from shmdict import _dict
+    from shmdict._pure import PureBase
+
+    pure = os.environ.get("SHMDICT_PURE", "0") not in ("", "0")
+    if pure:
+        assert _dict._Base is PureBase
+    else:
+        from shmdict import _speed
+
+        assert _dict._Base is _speed.SharedDictBase
+        for name in ("get", "set", "delete", "pop", "incr", "set_many", "get_many", "__setitem__"):
+            assert getattr(shmdict.SharedDict, name) is getattr(_speed.SharedDictBase, name), name
+
+
 def test_borrow_scenario_needs_the_split() -> None:
     """The borrow setup leaves no room for a small record except inside the one free larger block."""
     with shmdict.new(unique_name(), 1 << 16) as d:

@@ -1036,19 +1036,34 @@ static void Base_dealloc(Base *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Docstrings: the full ones (Args / Raises) are on shmdict._pure.PureBase,
+ * whose methods these mirror; "--" lines give inspect.signature. */
 static PyMethodDef Base_methods[] = {
     {"get", (PyCFunction)(void (*)(void))Base_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(key, default=None): the value of key, or default if it is missing or expired."},
+     "get($self, /, key, default=None)\n--\n\n"
+     "The value of key, or default if it is missing or expired.\n\n"
+     "Raises TypeError / ValueError for a key that is not a non-empty str."},
     {"set", (PyCFunction)(void (*)(void))Base_set, METH_FASTCALL | METH_KEYWORDS,
-     "set(key, value, exptime=0): store value; exptime > 0 makes it expire after that many seconds."},
+     "set($self, /, key, value, exptime=0)\n--\n\n"
+     "Store value under key; exptime > 0 makes it expire after that many seconds, <= 0 never.\n\n"
+     "Raises TypeError (value not bool, int, float, str or bytes), OverflowError (int beyond\n"
+     "64 bits), ValueError (non-finite exptime, bad key), shmdict.Full (no room)."},
     {"incr", (PyCFunction)(void (*)(void))Base_incr, METH_FASTCALL | METH_KEYWORDS,
-     "incr(key, delta=1, exptime=None, *, init=None, init_ttl=None): atomic add; returns the new value."},
+     "incr($self, /, key, delta=1, exptime=None, *, init=None, init_ttl=None)\n--\n\n"
+     "Atomically add delta to the number under key; returns the new value.\n\n"
+     "A missing key raises KeyError unless init is given: then it is created as init + delta,\n"
+     "expiring after init_ttl seconds. exptime given replaces the TTL (<= 0 clears it)."},
     {"pop", (PyCFunction)(void (*)(void))Base_pop, METH_FASTCALL | METH_KEYWORDS,
-     "pop(key[, default]): remove key and return its value, atomically."},
-    {"delete", (PyCFunction)Base_delete, METH_O, "delete(key): remove key; True if it existed."},
-    {"get_many", (PyCFunction)Base_get_many, METH_O, "get_many(keys): {key: value} for the keys present."},
+     "pop(key[, default])\n\n"
+     "Remove key and return its value, atomically; KeyError if it is missing and no default is given."},
+    {"delete", (PyCFunction)Base_delete, METH_O,
+     "delete($self, key, /)\n--\n\nRemove key; True if it existed (and had not expired)."},
+    {"get_many", (PyCFunction)Base_get_many, METH_O,
+     "get_many($self, keys, /)\n--\n\n"
+     "{key: value} for the keys that are present; each run of up to 1,024 keys is one snapshot."},
     {"set_many", (PyCFunction)(void (*)(void))Base_set_many, METH_FASTCALL | METH_KEYWORDS,
-     "set_many(mapping, exptime=0): store every item, in order."},
+     "set_many($self, /, mapping, exptime=0)\n--\n\n"
+     "Store every item, in order, all with exptime; each item is its own transaction."},
     {"_attach", (PyCFunction)(void (*)(void))Base_attach, METH_FASTCALL, NULL},
     {"_detach", (PyCFunction)Base_detach, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
