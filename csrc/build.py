@@ -14,7 +14,7 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).parent
-SOURCES = ["segment.c", "lock.c", "table.c", "ops.c", "notify.c", "window.c", "fault.c", "fast.c"]
+SOURCES = ["segment.c", "lock.c", "table.c", "ops.c", "notify.c", "window.c", "fault.c", "fast.c", "snapshot.c"]
 
 
 def _without_preprocessor_lines(path: Path) -> str:

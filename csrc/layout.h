@@ -251,9 +251,12 @@ static inline int class_of(uint64_t units)
     return c; /* NCLASS if too large */
 }
 
+/* A LIST value (snapshot.c) is its packed elements: vlen bytes after the
+ * key padded to 8 and the u64 count. */
 static inline uint64_t rec_units(uint64_t klen, int type, uint64_t vlen)
 {
-    uint64_t bytes = REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
+    uint64_t bytes = type == SHMDICT_T_LIST ? REC_HDR + ((klen + 7) & ~7ull) + 8 + vlen
+                                            : REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
     return (bytes + UNIT - 1) / UNIT;
 }
 
@@ -290,7 +293,9 @@ uint64_t now_ns(void);
 uint64_t deadline_ns(uint64_t now, double exptime);
 
 /* ---- ops.c (shared with window.c) ---------------------------------------- */
-/* A value to store: numeric types carry their 8 bytes in num. */
+/* A value to store: numeric types carry their 8 bytes in num; str/bytes
+ * buf/len; a whole LIST (snapshot.c) its packed elements in buf/len and
+ * their count in num. */
 typedef struct value {
     int type;
     uint64_t num;
@@ -354,7 +359,8 @@ uint32_t next_ver(uint32_t v);
     X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
     X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
     X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */\
-    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
+    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */\
+    X(IMPORT_ITEM, "import.item")               /* a snapshot load: some items stored */
 
 #define X_ENUM(id, name) FP_##id,
 enum { FAULT_POINTS(X_ENUM) FP_COUNT };

@@ -61,6 +61,15 @@ static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t 
     if (is_numeric(v->type)) {
         r->num.u = v->num;
         memcpy(r->data, key, klen);
+    } else if (v->type == SHMDICT_T_LIST) {
+        /* a whole list (snapshot load): v->num elements packed in v->buf,
+         * live part at the start of the area (see "lists" below) */
+        r->num.s.vlen = (uint32_t)v->len;
+        r->num.s.reserved = 0;
+        memcpy(r->data, key, klen);
+        uint64_t count = v->num;
+        memcpy(r->data + ((klen + 7) & ~(size_t)7), &count, 8);
+        memcpy(r->data + ((klen + 7) & ~(size_t)7) + 8, v->buf, v->len);
     } else {
         r->num.s.vlen = (uint32_t)v->len;
         r->num.s.reserved = 0;

@@ -282,6 +282,32 @@ int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t de
 int shmdict_set_int(shmdict_t *h, const char *key, size_t klen, int64_t value);
 int shmdict_set_buf(shmdict_t *h, const char *key, size_t klen, const char *val, size_t vlen, int type);
 
+/* ---- snapshots (snapshot.c): dump and load -------------------------------- */
+
+/* Items are packed as snapshot.c describes: u32 klen, key, u8 type, u64
+ * wall-clock deadline (ns since the epoch, 0 = never), value.
+ *
+ * Export one batch of live items from slot `cursor` (0 to start), in one lock
+ * hold: at least `count` records examined, or `budget` bytes packed, unless
+ * the index ends. Deadlines are converted with wall_now (the caller's
+ * CLOCK_REALTIME, ns). Returns the number of items with out->i = the next
+ * cursor (0 = done) and out->len = bytes, or ERANGE with out->len = bytes
+ * needed (call again with the same cursor and a larger buffer). An item
+ * present for the whole export is returned exactly once. */
+int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t budget, uint64_t wall_now,
+                       char *buf, size_t cap, shmdict_out_t *out);
+/* store = 0: validate every item of items[0, len) without locking; returns
+ * their number, out->i = how many are still live at wall_now and out->len
+ * = the arena bytes those need. ECORRUPT if malformed; ETOOBIG if one could
+ * never fit in this dict.
+ * store = 1: validate, then store up to max_items items in order under one
+ * lock hold (each its own transaction; expired ones skipped); returns the
+ * number of items consumed, out->i = stored, out->len = bytes consumed. On
+ * an error (EFULL...) the items before it stay stored: out->i / out->len
+ * count them. */
+int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t wall_now,
+                       int store, shmdict_out_t *out);
+
 /* ---- diagnostics --------------------------------------------------------- */
 
 /* Full integrity check under the lock (O(table)): every slot, record, free
