@@ -1343,6 +1343,45 @@ class SharedDict(MutableMapping[str, Value]):
             raise FileNotFoundError(f"{path} no longer names this dict (unlinked?): named locks need it")
         return fd
 
+    # ---- snapshots (shmdict/_snapshot.py) -------------------------------------
+
+    def dump(self, file: Any) -> int:
+        """Write a snapshot of every live item (every type, lists too; TTLs as
+        wall-clock deadlines) to ``file``: a path (written to a temporary file
+        beside it, mode 0600, and renamed into place once complete) or a binary
+        file object. Returns the number of items written.
+
+        Each item is read whole under the lock, in batches of short lock holds:
+        an item present for the whole dump is in it exactly once, but writers
+        running meanwhile are not paused, so the snapshot is not one instant
+        of the whole dict.
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import dump_local
+
+        return dump_local(self, file)
+
+    def load(self, file: Any) -> int:
+        """Store the items of a snapshot (from a path or a binary file object),
+        as :meth:`set` would: the same keys are overwritten, other keys kept,
+        items whose TTL has run out since the dump skipped; the others keep the
+        time that remains. Returns the number of items stored.
+
+        Raises:
+            shmdict.CorruptError: not a snapshot, or damaged or truncated;
+                the whole file is checked first, so nothing was stored.
+            shmdict.Full: the snapshot can never fit in this dict (nothing was
+                stored); or the dict filled up during the load: the items
+                before the one that did not fit (in file order) are stored,
+                the rest are not (the exception's ``stored`` says how many).
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import load_local
+
+        return load_local(self, file)
+
 
 # ---- helpers of the extra operations ---------------------------------------------
 

@@ -1308,6 +1308,39 @@ class RedisDict(MutableMapping[str, Value]):
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
 
+    # ---- snapshots (shmdict/_snapshot.py): the format SharedDict uses --------
+
+    def dump(self, file: Any) -> int:
+        """Write a snapshot of every item under the prefix to ``file`` (a path
+        or a binary file object), in the same format as
+        :meth:`SharedDict.dump <shmdict.SharedDict.dump>`, so it loads into
+        either engine. Returns the number of items written. Each item is read
+        whole (a script per batch of keys found by ``SCAN``); not one instant
+        of the whole database.
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import dump_redis
+
+        return dump_redis(self, file)
+
+    def load(self, file: Any) -> int:
+        """Store a snapshot's items (see :meth:`SharedDict.load
+        <shmdict.SharedDict.load>`), each item whole, in ``MULTI``/``EXEC``
+        batches. Returns the number stored.
+
+        Raises:
+            shmdict.CorruptError: not a snapshot, or damaged or truncated;
+                nothing was written.
+            shmdict.Full: Redis reached ``maxmemory``: earlier batches are
+                stored (``stored`` on the exception counts them).
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import load_redis
+
+        return load_redis(self, file)
+
 
 def _reconnect(url: str, prefix: str) -> RedisDict:
     return RedisDict(url, prefix)
