@@ -413,6 +413,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- snapshots: dump NAME FILE / load NAME FILE --------------------------------------
+
+
+def _target(name: str) -> Any:
+    """A dict by name, or a Redis dict by URL (``redis://...``): snapshots move
+    between the two engines."""
+    if "://" in name:
+        return shmdict.connect(name)
+    return _open(name)
+
+
+def _snapshot_report(args: argparse.Namespace, obj: dict[str, Any], human: str) -> None:
+    # `dump NAME -` writes the snapshot itself to stdout: the report goes to stderr.
+    stream = sys.stderr if args.command == "dump" and args.file == "-" else sys.stdout
+    print(json.dumps(obj) if args.json else human, file=stream)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    with _target(args.name) as d:
+        if args.file == "-":
+            n = d.dump(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            n = d.dump(args.file)
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n},
+                     f"dumped {n} items of {args.name} to {args.file}")
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    with _target(args.name) as d:
+        n = d.load(sys.stdin.buffer if args.file == "-" else args.file)
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n},
+                     f"loaded {n} items into {args.name} from {args.file}")
+    return EXIT_OK
+
+
+def _add_snapshot_commands(add: Any) -> None:
+    sp = add("dump", cmd_dump, "write a snapshot of every live item to FILE ('-': stdout)")
+    sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+    sp = add("load", cmd_load, "store the items of a snapshot FILE ('-': stdin); other keys are kept")
+    sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+
+
 # ---- parser ---------------------------------------------------------------------
 
 
@@ -482,6 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a change")
     add("check", cmd_check, "verify the whole table; exit 3 if corrupt").add_argument("name")
     add("demo", cmd_demo, "run the multi-process counter demo")
+    _add_snapshot_commands(add)
     return p
 
 
