@@ -189,8 +189,9 @@ def read_all(src: FileArg) -> bytes:
     return bytes(data)
 
 
-def blocks(data: bytes) -> list[tuple[int, memoryview]]:
-    """The blocks of a snapshot as (count, items), after checking the header,
+def blocks(data: bytes) -> list[tuple[int, int, int]]:
+    """The blocks of a snapshot as (count, offset, length) of their items in
+    ``data``, after checking the header,
     every checksum, the trailer and the end of the file.
 
     Raises:
@@ -227,24 +228,23 @@ def blocks(data: bytes) -> list[tuple[int, memoryview]]:
         _, length = _BLOCK.unpack_from(data, pos)
         if count == 0 or length > end - pos - _BLOCK.size - 4:
             raise CorruptError("snapshot is damaged or truncated (bad block length)")
-        body = mv[pos + _BLOCK.size : pos + _BLOCK.size + length]
-        crc = zlib.crc32(body, zlib.crc32(mv[pos : pos + _BLOCK.size], crc))
-        pos += _BLOCK.size + length
+        off = pos + _BLOCK.size
+        crc = zlib.crc32(mv[off : off + length], zlib.crc32(mv[pos:off], crc))
+        pos = off + length
         if _U32.unpack_from(data, pos)[0] != crc:
             raise CorruptError(f"snapshot is damaged (checksum mismatch in block {len(out) + 1})")
         pos += 4
-        out.append((count, body))
+        out.append((count, off, length))
         total += count
 
 
-def decode_items(count: int, body: memoryview) -> list[tuple[str, Any, int]]:
-    """The items of one block as (key, value, deadline), checked as strictly
-    as the C loader checks them.
+def decode_items(count: int, b: bytes) -> list[tuple[str, Any, int]]:
+    """The items of one block (its ``count`` and item bytes) as (key, value,
+    deadline), checked as strictly as the C loader checks them.
 
     Raises:
         shmdict.CorruptError: a malformed item.
     """
-    b = bytes(body)
     out: list[tuple[str, Any, int]] = []
     pos, end = 0, len(b)
     try:
@@ -321,8 +321,8 @@ def read_items(src: FileArg) -> Iterator[tuple[str, Any, float]]:
     """Every item of a snapshot as ``(key, value, ttl)``: ``ttl`` is the
     seconds that remain now (``0``: never expires); items already expired are
     left out. The whole file is checked first."""
-    bl = blocks(read_all(src))
-    items = [decode_items(n, body) for n, body in bl]
+    data = read_all(src)
+    items = [decode_items(n, data[off : off + ln]) for n, off, ln in blocks(data)]
     now = time.time_ns()
     for block in items:
         for key, value, deadline in block:
@@ -373,24 +373,32 @@ def _check_rc(rc: int) -> None:
         raise_rc(rc)
 
 
+def _partial(stored: int, live: int) -> Full:
+    e = Full(
+        f"dict is full: stored the snapshot's first {stored} of {live} items "
+        f"(in file order); the rest were not loaded"
+    )
+    e.stored = stored  # type: ignore[attr-defined]
+    return e
+
+
 def load_local(d: Any, src: FileArg) -> int:
     """SharedDict.load: validate everything, refuse what can never fit, then
     store in batches of one lock hold each. Returns the items stored."""
     h = d._handle()
-    bl = blocks(read_all(src))
+    data = read_all(src)
+    bl = blocks(data)
+    base = ffi.from_buffer(data)  # the items are read in place: no copy
     out = ffi.new("shmdict_out_t *")
     wall = time.time_ns()
     live = need = 0
-    bufs = []
-    for count, body in bl:
-        buf = ffi.from_buffer(body)
-        rc = lib.shmdict_import(h, buf, len(body), 0, wall, 0, out)
+    for count, off, length in bl:
+        rc = lib.shmdict_import(h, base + off, length, 0, wall, 0, out)
         _check_rc(rc)
         if rc != count:
             raise CorruptError(f"snapshot is damaged (a block says {count} items, holds {rc})")
         live += int(out.i)
         need += int(out.len)
-        bufs.append((buf, len(body)))
     info = d._info()
     slots = info["index_cap"] * 85 // 100
     if need > info["capacity"] or live > slots:
@@ -399,19 +407,14 @@ def load_local(d: Any, src: FileArg) -> int:
             f"{info['capacity']} bytes and {slots} keys even when empty; nothing was loaded"
         )
     stored = 0
-    for buf, length in bufs:
-        pos = 0
-        while pos < length:
-            rc = lib.shmdict_import(h, buf + pos, length - pos, IMPORT_COUNT, time.time_ns(), 1, out)
+    for _, off, length in bl:
+        pos = off
+        while pos < off + length:
+            rc = lib.shmdict_import(h, base + pos, off + length - pos, IMPORT_COUNT, time.time_ns(), 1, out)
             stored += int(out.i)
             if rc < 0:
                 if rc in (lib.SHMDICT_EFULL, lib.SHMDICT_ETOOBIG):
-                    e = Full(
-                        f"dict is full: stored the snapshot's first {stored} of {live} items "
-                        f"(in file order); the rest were not loaded"
-                    )
-                    e.stored = stored  # type: ignore[attr-defined]
-                    raise e
+                    raise _partial(stored, live)
                 _check_rc(rc)
             pos += int(out.len)
     return stored
@@ -497,7 +500,8 @@ def load_redis(d: Any, src: FileArg) -> int:
     MULTI/EXEC batches (each item whole: a list is DEL + RPUSH + PEXPIRE)."""
     from ._redis import _raise, _redis_py, encode
 
-    items = [it for count, body in blocks(read_all(src)) for it in decode_items(count, body)]
+    data = read_all(src)
+    items = [it for n, off, ln in blocks(data) for it in decode_items(n, data[off : off + ln])]
     r = d._c()
     stored = 0
     try:
