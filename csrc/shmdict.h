@@ -300,13 +300,13 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
  * their number, out->i = how many are still live at wall_now and out->len
  * = the arena bytes those need. ECORRUPT if malformed; ETOOBIG if one could
  * never fit in this dict.
- * store = 1: validate, then store up to max_items items in order under one
- * lock hold (each its own transaction; expired ones skipped); returns the
+ * store = 1: validate, then store up to max_items items (stopping at the
+ * first item that ends at or past `budget` bytes) in order under one lock hold (each its own transaction; expired ones skipped); returns the
  * number of items consumed, out->i = stored, out->len = bytes consumed. On
  * an error (EFULL...) the items before it stay stored: out->i / out->len
  * count them. */
-int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t wall_now,
-                       int store, shmdict_out_t *out);
+int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t budget,
+                       uint64_t wall_now, int store, shmdict_out_t *out);
 
 /* ---- diagnostics --------------------------------------------------------- */
 

@@ -41,7 +41,8 @@
  * and that each item could fit in this dict; it reports how many items are
  * still live and the arena bytes they need, so the caller can refuse a
  * snapshot that can never fit before anything is written. Then (store = 1)
- * it stores up to max_items items under one lock hold, in order, each with
+ * it stores up to max_items items (or about budget bytes of them) under one
+ * lock hold, in order, each with
  * put(): each item is its own transaction (crash safe through the undo log,
  * all of one item or nothing of it), and a crash between items (crash point
  * import.item) leaves the items before it stored. Items whose deadline has
@@ -320,8 +321,8 @@ static inline bool fits_ever(const shmdict_t *h, const item_t *it, uint64_t *byt
     return true;
 }
 
-int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t wall_now,
-                       int store, shmdict_out_t *out)
+int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t budget,
+                       uint64_t wall_now, int store, shmdict_out_t *out)
 {
     item_t it;
     out->i = 0;
@@ -329,7 +330,7 @@ int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max
     out->f = 0;
     uint64_t pos = 0, n = 0, live = 0, bytes = 0, b;
     /* Validate first (no lock): a malformed item changes nothing. */
-    while (pos < len && (!store || n < max_items)) {
+    while (pos < len && (!store || (n < max_items && pos < budget))) {
         uint64_t sz = parse_one(items + pos, len - pos, &it);
         if (!sz)
             return SHMDICT_ECORRUPT;

@@ -65,9 +65,12 @@ _ITEM_HEAD = struct.Struct("<BQ")
 
 BOOL, INT, FLOAT, STR, BYTES, LIST = 1, 2, 3, 4, 5, 6
 
-EXPORT_COUNT = 4096  # records examined per lock hold while dumping
-IMPORT_COUNT = 4096  # items stored per lock hold while loading
-BLOCK_BYTES = 1 << 20  # dump buffer: a block holds about half of it
+# Work per lock hold (each hold is also one block of the file when dumping):
+# about a millisecond, so other processes never wait long for the dict.
+EXPORT_COUNT = 1024  # records examined
+IMPORT_COUNT = 1024  # items stored
+HOLD_BYTES = 256 << 10  # or this many bytes of items, whichever comes first
+BLOCK_BYTES = 1 << 20  # the dump buffer (grown for a larger probe run)
 
 FileArg = Union[str, bytes, "os.PathLike[str]", IO[bytes]]
 
@@ -345,7 +348,7 @@ def dump_local(d: Any, dst: FileArg) -> int:
     try:
         cursor = 0
         while True:
-            rc = lib.shmdict_export(h, cursor, EXPORT_COUNT, cap // 2, time.time_ns(), buf, cap, out)
+            rc = lib.shmdict_export(h, cursor, EXPORT_COUNT, HOLD_BYTES, time.time_ns(), buf, cap, out)
             if rc == lib.SHMDICT_ERANGE:  # one probe run holds more than the buffer: grow it, same cursor
                 cap = max(2 * cap, int(out.len) + int(out.len) // 4)
                 buf = ffi.new("char[]", cap)
@@ -393,7 +396,7 @@ def load_local(d: Any, src: FileArg) -> int:
     wall = time.time_ns()
     live = need = 0
     for count, off, length in bl:
-        rc = lib.shmdict_import(h, base + off, length, 0, wall, 0, out)
+        rc = lib.shmdict_import(h, base + off, length, 0, 0, wall, 0, out)
         _check_rc(rc)
         if rc != count:
             raise CorruptError(f"snapshot is damaged (a block says {count} items, holds {rc})")
@@ -410,7 +413,9 @@ def load_local(d: Any, src: FileArg) -> int:
     for _, off, length in bl:
         pos = off
         while pos < off + length:
-            rc = lib.shmdict_import(h, base + pos, off + length - pos, IMPORT_COUNT, time.time_ns(), 1, out)
+            rc = lib.shmdict_import(
+                h, base + pos, off + length - pos, IMPORT_COUNT, HOLD_BYTES, time.time_ns(), 1, out
+            )
             stored += int(out.i)
             if rc < 0:
                 if rc in (lib.SHMDICT_EFULL, lib.SHMDICT_ETOOBIG):
