@@ -15,6 +15,7 @@ from typing import Any
 
 from ._connect import connect
 from ._dict import Event, NamedLock, SharedDict, Value, get, new, open, unlink
+from ._snapshot import read_snapshot
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "get",
     "new",
     "open",
+    "read_snapshot",
     "unlink",
 ]
 

@@ -42,13 +42,12 @@ import struct
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
 from typing import IO, Any, Union
 
 from ._lib import INT64_MAX, INT64_MIN, ffi, lib, raise_rc
 from .exceptions import CorruptError, Full
 
-__all__ = ["dump_local", "load_local", "dump_redis", "load_redis", "read_items", "Writer"]
+__all__ = ["Writer", "dump_local", "dump_redis", "load_local", "load_redis", "read_snapshot"]
 
 MAGIC = b"\x89SHMDSNP\r\n\x1a\n"
 VERSION = 1
@@ -320,19 +319,29 @@ def _decode_elems(b: bytes, count: int) -> list[Any]:
     return out
 
 
-def read_items(src: FileArg) -> Iterator[tuple[str, Any, float]]:
-    """Every item of a snapshot as ``(key, value, ttl)``: ``ttl`` is the
-    seconds that remain now (``0``: never expires); items already expired are
-    left out. The whole file is checked first."""
-    data = read_all(src)
+def read_snapshot(file: FileArg) -> list[tuple[str, Any, float]]:
+    """The items of a snapshot file, without a dict: a list of ``(key, value,
+    ttl)`` in file order, where ``ttl`` is the seconds that remain now (``0``:
+    never expires) and a list value is a ``list``; items already expired are
+    left out. ``file`` is a path or a binary file object.
+
+    Raises:
+        shmdict.CorruptError: not a snapshot, or damaged or truncated.
+
+    .. versionadded:: 0.1
+    """
+    data = read_all(file)
     items = [decode_items(n, data[off : off + ln]) for n, off, ln in blocks(data)]
     now = time.time_ns()
+    out: list[tuple[str, Any, float]] = []
     for block in items:
         for key, value, deadline in block:
             if deadline == 0:
-                yield key, value, 0.0
+                out.append((key, value, 0.0))
             elif deadline > now:
-                yield key, value, (deadline - now) / 1e9
+                out.append((key, value, (deadline - now) / 1e9))
+    return out
+
 
 
 # ---- the local engine (C does the items) ---------------------------------------------

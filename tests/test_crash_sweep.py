@@ -306,12 +306,10 @@ def _snapshot_load(d: shmdict.SharedDict) -> tuple[str, list[tuple[str, Any, boo
     """A snapshot of basic() plus a list, then the dict changed so that
     loading it back inserts, rewrites in place, stores a number in place and
     replaces a list."""
-    from shmdict._snapshot import read_items
-
     _lists(d)
     path = os.path.join(os.environ["SHMDICT_DIR"], f"snap-{d.name}.bin")
     d.dump(path)
-    items = [(k, v, ttl > 0) for k, v, ttl in read_items(path)]
+    items = [(k, v, ttl > 0) for k, v, ttl in shmdict.read_snapshot(path)]
     d["s"] = "y" * 40
     d.delete("b")
     d["i"] = 99

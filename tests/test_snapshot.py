@@ -223,7 +223,7 @@ def test_expired_items_are_not_dumped(d):
 
     _lib.clock_shift(10)
     try:
-        assert _snapshot.blocks(snap(d)) and [k for k, _, _ in _snapshot.read_items(io.BytesIO(snap(d)))] == ["long"]
+        assert [k for k, _, _ in shmdict.read_snapshot(io.BytesIO(snap(d)))] == ["long"]
     finally:
         _lib.clock_shift(-10)
 
@@ -365,7 +365,7 @@ def test_malformed_items_with_valid_checksums_change_nothing(d, what):
         d.load(io.BytesIO(b.getvalue()))
     assert contents(d) == {"mine": 1}
     with pytest.raises(shmdict.CorruptError):
-        list(_snapshot.read_items(io.BytesIO(b.getvalue())))
+        list(shmdict.read_snapshot(io.BytesIO(b.getvalue())))
 
 
 def test_block_count_must_match_its_items(d):
@@ -417,7 +417,7 @@ def test_full_midway_stores_a_prefix_in_file_order():
         for i in range(100):
             src[f"s{i:03d}"] = "v" * 1000
         raw = snap(src)
-        order = [k for k, _, _ in _snapshot.read_items(io.BytesIO(raw))]
+        order = [k for k, _, _ in shmdict.read_snapshot(io.BytesIO(raw))]
     with shmdict.new(unique_name(), size) as d:
         i = 0
         while True:
@@ -533,7 +533,7 @@ def test_dump_while_other_processes_write(d):
         try:
             for _ in range(20):
                 raw = snap(big)
-                keys = [k for k, _, _ in _snapshot.read_items(io.BytesIO(raw))]
+                keys = [k for k, _, _ in shmdict.read_snapshot(io.BytesIO(raw))]
                 assert len(keys) == len(set(keys))
                 assert {f"stable{i}" for i in range(600)} <= set(keys)
                 with shmdict.new(unique_name(), MIN_SIZE * 8) as e:
@@ -544,9 +544,9 @@ def test_dump_while_other_processes_write(d):
             assert wait_pids(pids) == [0, 0]
 
 
-def test_read_items_inspects_offline(d):
+def test_read_snapshot_inspects_offline(d):
     items = fill_all_types(d)
     d.set("t", 1, 100)
-    got = {k: (v, ttl) for k, v, ttl in _snapshot.read_items(io.BytesIO(snap(d)))}
+    got = {k: (v, ttl) for k, v, ttl in shmdict.read_snapshot(io.BytesIO(snap(d)))}
     assert {k: v for k, (v, _) in got.items()} == {**items, "t": 1}
     assert 0 < got["t"][1] <= 100 and got["int"][1] == 0

@@ -110,7 +110,7 @@ def test_redis_dump_many_items_each_once(redis_dict):
     r.set_many([(f"k{i}", i) for i in range(3000)])
     b = io.BytesIO()
     assert r.dump(b) == 3000
-    keys = [k for k, _, _ in _snapshot.read_items(io.BytesIO(b.getvalue()))]
+    keys = [k for k, _, _ in shmdict.read_snapshot(io.BytesIO(b.getvalue()))]
     assert sorted(keys) == sorted(f"k{i}" for i in range(3000))
 
 
