@@ -101,21 +101,35 @@ class Writer:
         self.count = 0
         head = _HEADER.pack(MAGIC, VERSION)
         self._crc = zlib.crc32(head)
-        self._f.write(head)
+        self._write(head)
+
+    def _write(self, data: Any) -> None:
+        """All of data, even to an unbuffered file whose write() takes a part."""
+        n = self._f.write(data)
+        if n is None:
+            if isinstance(self._f, io.RawIOBase):
+                raise BlockingIOError("the snapshot's file would block: give a blocking file")
+            return  # a file-like object that reports nothing took it all
+        with memoryview(data) as mv:
+            while n < len(mv):
+                k = self._f.write(mv[n:])
+                if not k:
+                    raise BlockingIOError("the snapshot's file took no more bytes")
+                n += k
 
     def block(self, count: int, payload: Any) -> None:
         """Append a block of ``count`` (>= 1) encoded items."""
         head = _BLOCK.pack(count, len(payload))
         self._crc = zlib.crc32(payload, zlib.crc32(head, self._crc))
-        self._f.write(head)
-        self._f.write(payload)
-        self._f.write(_U32.pack(self._crc))
+        self._write(head)
+        self._write(payload)
+        self._write(_U32.pack(self._crc))
         self.count += count
 
     def finish(self) -> None:
         tail = _TAIL.pack(TRAILER, self.count, time.time_ns())
         self._crc = zlib.crc32(tail, self._crc)
-        self._f.write(tail + _U32.pack(self._crc))
+        self._write(tail + _U32.pack(self._crc))
         self._f.flush()
         if self._tmp is not None and self._path is not None:
             os.fsync(self._f.fileno())
@@ -186,6 +200,8 @@ def read_all(src: FileArg) -> bytes:
     if not hasattr(src, "read"):
         raise TypeError(f"file must be a path or a binary file object, not {type(src).__name__}")
     data = src.read()
+    if data is None:
+        raise BlockingIOError("the snapshot's file would block: give a blocking file")
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError("a snapshot is binary: open the file with 'rb'")
     return bytes(data)

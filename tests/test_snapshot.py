@@ -374,6 +374,41 @@ def test_block_count_must_match_its_items(d):
     assert len(d) == 0
 
 
+class Trickle(io.RawIOBase):
+    """An unbuffered file that takes at most 7 bytes per write() and gives at
+    most 5 per read()."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = bytearray(data)
+        self.pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        part = bytes(b[:7])
+        self.data += part
+        return len(part)
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        part = self.data[self.pos : self.pos + min(5, len(b))]
+        b[: len(part)] = part
+        self.pos += len(part)
+        return len(part)
+
+
+def test_unbuffered_files_with_short_writes_and_reads(d):
+    items = fill_all_types(d)
+    f = Trickle()
+    d.dump(f)
+    with shmdict.new(unique_name(), "1m") as e:
+        assert e.load(Trickle(bytes(f.data))) == len(items)
+        assert contents(e) == items
+
+
 def test_bad_file_arguments(d):
     with pytest.raises(TypeError):
         d.dump(42)
