@@ -1261,7 +1261,7 @@ class SharedDict(MutableMapping[str, Value]):
         finally:
             lk.release()
 
-    # ---- lists: one record per list, see csrc/ops.c "lists"
+    # ---- lists: one record per list, see csrc/list.c
 
     def _push(self, key: str, value: Value, left: int) -> int:
         h = self._handle()
