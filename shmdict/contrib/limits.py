@@ -200,10 +200,16 @@ class SharedDictStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             self.clear(k)
 
 
-class AsyncSharedDictStorage(AsyncStorage, AsyncMovingWindowSupport, AsyncSlidingWindowCounterSupport):
+class AsyncSharedDictStorage(
+    AsyncStorage, AsyncMovingWindowSupport, AsyncSlidingWindowCounterSupport, TimestampedSlidingWindow
+):
     """The ``async+shmdict://`` variant for ``limits.aio``. Each operation
     takes microseconds and never blocks on I/O, so it runs inline rather
     than in a thread.
+
+    It takes the same URI and options as :class:`SharedDictStorage` and
+    shares its dict and keys: a sync and an async storage built on the same
+    name enforce the same limits. ``.dict`` is that :class:`shmdict.SharedDict`.
 
     .. versionadded:: 0.1
     """
@@ -214,6 +220,8 @@ class AsyncSharedDictStorage(AsyncStorage, AsyncMovingWindowSupport, AsyncSlidin
         if uri and uri.startswith("async+"):
             uri = uri[len("async+") :]
         self.sync = SharedDictStorage(uri, wrap_exceptions=False, **options)
+        self.dict = self.sync.dict
+        self.prefix = self.sync.prefix
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
 
     @property
