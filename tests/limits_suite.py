@@ -24,6 +24,12 @@ that does it, loaded with ``-p limits_suite``):
   shmdict's class instead. Those parameters keep (or, in the one place limits
   left it off, get) the ``memory`` mark and are shown with the id ``shmdict``;
 - each test gets a fresh, empty directory as ``SHMDICT_DIR``, so a fresh dict;
+- no test starts in the last ``MARGIN`` seconds of a clock minute. limits'
+  sliding-window-counter keys are aligned to the clock, so a test whose hits
+  straddle a minute (or hour) boundary sees a new window and fails, with
+  ``memory://`` as with shmdict; limits guards most of its tests against
+  that and marks the others ``flaky`` to rerun them. Here nothing is rerun:
+  such a test waits for the next minute to begin instead;
 - limits' ``conftest.py`` (docker-backed fixtures for the other storages) is
   not loaded; the ``flaky`` mark is a no-op: nothing is rerun;
 - limits' ``pytest.ini`` is used as shipped (``filterwarnings = error``),
@@ -42,6 +48,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,7 @@ from typing import Any
 import pytest
 
 NAME = "limits-suite"
+MARGIN = 5.0  # seconds: longer than any of limits' tests with minute-long windows
 URIS = {
     "memory://": f"shmdict://{NAME}?size=16m",
     "async+memory://": f"async+shmdict://{NAME}?size=16m",
@@ -246,6 +254,14 @@ def shmdict_fresh_dict() -> Iterator[str]:
         else:
             os.environ["SHMDICT_DIR"] = old
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def clear_of_minute_boundary() -> None:
+    """Start each test at least MARGIN seconds before the clock's next minute."""
+    left = 60.0 - time.time() % 60.0
+    if left < MARGIN:
+        time.sleep(left + 0.05)
 
 
 if __name__ == "__main__":
