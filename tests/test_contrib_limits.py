@@ -243,6 +243,22 @@ def test_async_storage_exposes_its_dict(shm_dir):
     assert s.get("k") == 7
 
 
+def test_docs_limits_examples_run(shm_dir):
+    """The python blocks of docs/limits.md run as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "limits.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        env: dict = {}
+        exec(compile(block, "docs/limits.md", "exec"), env)
+    storage = env["storage"]
+    assert isinstance(storage, AsyncSharedDictStorage) and storage.dict.name == "ratelimit"
+    assert os.listdir(shm_dir) == ["shmdict.ratelimit"]
+
+
 def _next_multiple(t, step):
     return (int(t // step) + 1) * step
 
