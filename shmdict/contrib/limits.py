@@ -26,7 +26,12 @@ All three strategies are supported:
   hits inside the window and records new ones under a single hold of the
   lock, so no two workers can both take the last slot;
 - **sliding window counter**: the algorithm of limits' own memory storage
-  (timestamped keys, ``incr``, re-check and give back on a lost race).
+  (timestamped keys, ``incr``, re-check and give back on a lost race). Its
+  windows are aligned to the clock (they start on multiples of the period),
+  which both storages declare to limits as ``TimestampedSlidingWindow``.
+
+``async+shmdict://`` (:class:`AsyncSharedDictStorage`) wraps the sync storage:
+the same dict (``.dict``), the same keys, the same limits.
 
 The handle survives ``fork``: a storage built in a gunicorn master started
 with ``--preload`` keeps working in every worker.
