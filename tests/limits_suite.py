@@ -31,7 +31,8 @@ that does it, loaded with ``-p limits_suite``):
   that and marks the others ``flaky`` to rerun them. Here nothing is rerun:
   such a test waits for the next minute to begin instead;
 - limits' ``conftest.py`` (docker-backed fixtures for the other storages) is
-  not loaded; the ``flaky`` mark is a no-op: nothing is rerun;
+  not loaded; the ``flaky`` mark is registered as a no-op, and rerun plugins
+  are disabled;
 - limits' ``pytest.ini`` is used as shipped (``filterwarnings = error``),
   without its ``addopts`` (coverage, verbosity);
 - collection fails if a selected test still targets anything but shmdict.
@@ -109,12 +110,17 @@ def _missing_plugins() -> list[str]:
     return [p for p in PLUGINS if importlib.util.find_spec(p.replace("-", "_")) is None]
 
 
-def fetch_plugins() -> str | None:
-    """Install the pytest plugins limits' tests need into the cache, if they are not importable."""
+def plugin_path(install: bool) -> str | None:
+    """A directory to put on sys.path for the pytest plugins limits' tests need, if
+    they are not importable already: the cache's, installed there first if ``install``."""
     missing = _missing_plugins()
     if not missing:
         return None
     target = CACHE / "limits-suite-plugins"
+    if all((target / p.replace("-", "_")).is_dir() for p in missing):
+        return str(target)  # installed by an earlier run
+    if not install:
+        return None  # pytest will say what is missing
     # --no-deps: their only requirements (pytest, typing-extensions) are already here,
     # and a second pytest in the target directory would shadow the installed one.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target",
@@ -123,21 +129,18 @@ def fetch_plugins() -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    extra_path: list[str] = []
-    if argv and argv[0] == "--fetch":
-        src = fetch()
-        plugins = fetch_plugins()
-        if plugins:
-            extra_path.append(plugins)
-        argv = argv[1:]
+    fetching = bool(argv) and argv[0] == "--fetch"
+    if fetching:
+        src, argv = fetch(), argv[1:]
     elif argv and not argv[0].startswith("-"):
         src, argv = argv[0], argv[1:]
     else:
         src = os.environ.get("LIMITS_SRC_DIR", "")
     if not src or not os.path.exists(os.path.join(src, "tests", "utils.py")):
-        print("usage: limits_suite.py --fetch | LIMITS_SRC_DIR | (set LIMITS_SRC_DIR) [pytest args]", file=sys.stderr)
+        print("usage: limits_suite.py --fetch | SRC_DIR [pytest args]   (or set LIMITS_SRC_DIR)", file=sys.stderr)
         return 2
     here = os.path.dirname(os.path.abspath(__file__))
+    extra_path = list(filter(None, [plugin_path(install=fetching)]))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([here, *extra_path, *filter(None, [env.get("PYTHONPATH")])])
     env.pop("SHMDICT_DIR", None)
