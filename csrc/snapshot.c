@@ -52,7 +52,8 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "layout.h"
+#include "fault.h"
+#include "record.h"
 
 static inline uint32_t rd32(const char *p)
 {
@@ -67,8 +68,6 @@ static inline uint64_t rd64(const char *p)
     memcpy(&v, p, 8);
     return v;
 }
-
-static inline uint64_t pad8(uint64_t n) { return (n + 7) & ~7ull; }
 
 /* Strict UTF-8, as Python's codec: no overlong forms, no surrogates, nothing
  * above U+10FFFF. */
