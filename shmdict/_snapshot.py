@@ -222,7 +222,8 @@ def blocks(data: bytes) -> list[tuple[int, int, int]]:
     if version != VERSION:
         raise CorruptError(f"snapshot format version {version} is not supported (this shmdict reads {VERSION})")
     crc = zlib.crc32(mv[: _HEADER.size])
-    pos, total, out = _HEADER.size, 0, []
+    pos, total = _HEADER.size, 0
+    out: list[tuple[int, int, int]] = []
     while True:
         if end - pos < 4:
             raise CorruptError("snapshot is truncated (no trailer)")
@@ -474,7 +475,9 @@ REDIS_BATCH = 500
 def dump_redis(d: Any, dst: FileArg) -> int:
     """RedisDict.dump: SCAN the prefix, read each batch of keys with one
     script (each item whole), write the same format."""
-    from ._redis import _raise, _redis_py, decode
+    from redis import RedisError  # present: d is a RedisDict
+
+    from ._redis import _raise, decode
 
     r = d._c()
     script = r.register_script(_REDIS_READ)
@@ -515,7 +518,7 @@ def dump_redis(d: Any, dst: FileArg) -> int:
                     batch = []
             if batch:
                 flush(batch)
-        except _redis_py.RedisError as e:
+        except RedisError as e:
             _raise(e)
         w.finish()
     except BaseException:
@@ -527,7 +530,9 @@ def dump_redis(d: Any, dst: FileArg) -> int:
 def load_redis(d: Any, src: FileArg) -> int:
     """RedisDict.load: decode and check every item first, then write them in
     MULTI/EXEC batches (each item whole: a list is DEL + RPUSH + PEXPIRE)."""
-    from ._redis import _raise, _redis_py, encode
+    from redis import RedisError  # present: d is a RedisDict
+
+    from ._redis import _raise, encode
 
     data = read_all(src)
     items = [it for n, off, ln in blocks(data) for it in decode_items(n, data[off : off + ln])]
@@ -554,7 +559,7 @@ def load_redis(d: Any, src: FileArg) -> int:
             if n:
                 p.execute()
             stored += n
-    except _redis_py.RedisError as e:
+    except RedisError as e:
         try:
             _raise(e)
         except Full as f:
