@@ -197,6 +197,7 @@ struct shmdict {
     uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */
+    uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (lock.c) */
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */
@@ -268,6 +269,12 @@ void wbackup(shmdict_t *h, void *p, uint64_t len);
 void commit(shmdict_t *h);
 int lock_init(header_t *hdr);
 bool lock_looks_valid(const header_t *hdr);
+/* This thread's deadline (CLOCK_MONOTONIC ns, 0 = none) for every lock wait,
+ * on top of the handle's lock timeout: set returns the previous one, which the
+ * caller restores. The effective deadline is the earlier of the two. */
+uint64_t deadline_push(uint64_t abs_ns);
+void deadline_pop(uint64_t prev);
+uint64_t mono_now_ns(void);
 
 /* ---- table.c ------------------------------------------------------------ */
 uint64_t hash_key(const shmdict_t *h, const char *key, size_t klen);

@@ -380,6 +380,14 @@ int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
     return rc;
 }
 
+/* A float sum of finite operands that is not finite overflowed: refused like
+ * an int overflow, value unchanged (an inf or nan already stored stays as
+ * Python arithmetic would have it). */
+static bool float_overflow(double a, double b, double sum)
+{
+    return isfinite(a) && isfinite(b) && !isfinite(sum);
+}
+
 int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
                  int itype, int64_t ii, double fi, double init_ttl, int set_ttl, double exptime,
                  shmdict_out_t *out)
@@ -413,7 +421,12 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             v.num = (uint64_t)sum;
         } else {
             double a = type == SHMDICT_T_INT ? (double)r->num.i : r->num.f;
-            double sum = a + (dtype == SHMDICT_T_INT ? (double)di : df);
+            double b = dtype == SHMDICT_T_INT ? (double)di : df;
+            double sum = a + b;
+            if (float_overflow(a, b, sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
             v.type = SHMDICT_T_FLOAT;
             memcpy(&v.num, &sum, 8);
         }
@@ -442,7 +455,12 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             v.num = (uint64_t)sum;
         } else {
             double a = itype == SHMDICT_T_INT ? (double)ii : fi;
-            double sum = a + (dtype == SHMDICT_T_INT ? (double)di : df);
+            double b = dtype == SHMDICT_T_INT ? (double)di : df;
+            double sum = a + b;
+            if (float_overflow(a, b, sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
             v.type = SHMDICT_T_FLOAT;
             memcpy(&v.num, &sum, 8);
         }
@@ -629,7 +647,7 @@ const char *shmdict_strerror(int rc)
     case SHMDICT_ETOOBIG: return "item is larger than the dict can hold";
     case SHMDICT_ECORRUPT: return "dict is corrupt";
     case SHMDICT_ENOTNUM: return "value is not a number";
-    case SHMDICT_EOVERFLOW: return "integer overflow";
+    case SHMDICT_EOVERFLOW: return "overflow: the result does not fit its type";
     case SHMDICT_ESYS: return "system call failed";
     case SHMDICT_EVERSION: return "not a shmdict file of a compatible layout version";
     case SHMDICT_ELOCK: return "the dict's lock is unusable";
@@ -637,6 +655,8 @@ const char *shmdict_strerror(int rc)
     case SHMDICT_ERANGE: return "buffer too small";
     case SHMDICT_EEXIST: return "key exists";
     case SHMDICT_EWRONGTYPE: return "wrong kind of value: a list where a scalar is needed, or a scalar where a list is";
+    case SHMDICT_ELOCKTIMEOUT: return "timed out waiting for the dict's lock";
+    case SHMDICT_EUNTRUSTED: return "the file's owner or mode is not trusted";
     default: return "unknown error";
     }
 }
