@@ -308,6 +308,7 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out);
 int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
                uint64_t *now);
+const char *list_invalid(const rec_t *r); /* NULL, or what is wrong with a LIST record */
 
 /* ---- notify.c ----------------------------------------------------------- */
 enum { EV_SKIP = 0, EV_SET = 1, EV_DELETE = 2, EV_EXPIRE = 3, EV_EVICT = 4, EV_FLUSH = 5 };

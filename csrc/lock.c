@@ -286,6 +286,17 @@ static int lock_wait(shmdict_t *h, pthread_mutex_t *mu)
     return r;
 }
 
+/* O(1), on every acquisition: the header counters are in range (one cache
+ * line). A scribbled counter makes operations fail with ECORRUPT instead of
+ * wrapping below zero or reporting a full dict; check() says which one, and
+ * flush_all() (which takes the lock with allow_corrupt) resets them. */
+static bool counters_sane(const shmdict_t *h)
+{
+    const header_t *H = h->hdr;
+    return H->count <= h->cap && H->tombs <= h->cap - H->count && H->n_ttl <= H->count &&
+           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT;
+}
+
 /* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
  * check), a table marked corrupt is still handed over. */
 static int lock_impl(shmdict_t *h, bool allow_corrupt)
@@ -322,7 +333,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
         recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
     }
     H->st_locks++; /* statistics: plain stores under the lock */
-    if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {
+    if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
         pthread_mutex_unlock(mu);
         return SHMDICT_ECORRUPT;
     }

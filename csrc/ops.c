@@ -299,8 +299,9 @@ int shmdict_pop(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, 
             /* a list: nothing to pop this way */
         } else if (!is_numeric(r->type) && out->len > cap) {
             rc = SHMDICT_ERANGE;
+        } else if (delete_at(h, (uint64_t)i, r)) {
+            rc = SHMDICT_ECORRUPT; /* refused before any store */
         } else {
-            delete_at(h, (uint64_t)i, r);
             commit(h);
         }
     }
@@ -372,9 +373,12 @@ int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
     } else {
         rec_t *r = rec_at(h, h->slots[i]);
         bool was_live = !expired(r, r->expires ? now_ns() : 0);
-        delete_at_op(h, (uint64_t)i, r, was_live ? EV_DELETE : EV_EXPIRE); /* expired: reclaimed */
-        commit(h);
-        rc = was_live ? SHMDICT_OK : SHMDICT_ENOTFOUND;
+        if (delete_at_op(h, (uint64_t)i, r, was_live ? EV_DELETE : EV_EXPIRE)) { /* expired: reclaimed */
+            rc = SHMDICT_ECORRUPT;
+        } else {
+            commit(h);
+            rc = was_live ? SHMDICT_OK : SHMDICT_ENOTFOUND;
+        }
     }
     unlock_dict(h);
     return rc;
@@ -721,7 +725,8 @@ static int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evic
             continue;
         }
         uint64_t got = class_units(r->cls & 0x7f);
-        delete_at_op(h, i, r, EV_EVICT);
+        if (delete_at_op(h, i, r, EV_EVICT))
+            return SHMDICT_ECORRUPT;
         FAULT(EVICT_DELETED);
         commit(h);
         H->clock_hand = i; /* the backward shift may have moved an entry into slot i */
@@ -803,7 +808,10 @@ int64_t shmdict_flush_expired(shmdict_t *h, uint64_t max_count)
             if (expired(r, now)) {
                 if (max_count && (uint64_t)removed >= max_count)
                     goto out; /* stop before it: exp_hint stays as it was */
-                delete_at_op(h, i, r, EV_EXPIRE);
+                if (delete_at_op(h, i, r, EV_EXPIRE)) {
+                    removed = SHMDICT_ECORRUPT;
+                    goto out;
+                }
                 FAULT(FLUSH_EXPIRED_DELETED);
                 commit(h);
                 H->st_expired++;
@@ -1046,6 +1054,10 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
             used++;
             H->st_misses++;
         } else {
+            if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
+                found = SHMDICT_ECORRUPT; /* never a truncated or misframed list */
+                goto out;
+            }
             used = pack_value(r, buf, cap, used);
             H->st_hits++;
             found++;
@@ -1246,6 +1258,7 @@ typedef struct walk {
     const char *pat;
     uint64_t plen;
     bool values;
+    bool corrupt; /* a list record failed list_invalid() */
 } walk_t;
 
 /* Pack r's key (and value) if it matches; false once max is reached. */
@@ -1261,6 +1274,10 @@ static bool pack_rec(rec_t *r, void *p)
         memcpy(w->buf + w->used + 4, r->data, r->klen);
     }
     w->used += need;
+    if (w->values && r->type == SHMDICT_T_LIST && list_invalid(r)) {
+        w->corrupt = true;
+        return false;
+    }
     if (w->values)
         w->used = pack_value(r, w->buf, w->cap, w->used);
     w->n++;
@@ -1276,12 +1293,14 @@ int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_c
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0};
+    walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0, false};
     rc = for_each_live(h, pack_rec, &w);
     unlock_dict(h);
     out->len = w.used;
     if (rc)
         return rc;
+    if (w.corrupt)
+        return SHMDICT_ECORRUPT;
     return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
 }
 
@@ -1312,7 +1331,7 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    walk_t w = {buf, cap, 0, 0, 0, pat, plen, false};
+    walk_t w = {buf, cap, 0, 0, 0, pat, plen, false, false};
     uint64_t now = h->hdr->n_ttl ? now_ns() : 0, i = cursor, seen = 0;
     int64_t res = 0;
     for (; i < h->cap; i++) {
@@ -1487,6 +1506,33 @@ static uint64_t elem_check(const char *area, uint64_t lo, uint64_t hi, uint64_t 
     if (n != n2 || type < SHMDICT_T_BOOL || type > SHMDICT_T_BYTES || (is_numeric(type) && n != 8))
         return 0;
     return (uint64_t)n + 9;
+}
+
+/* check() and every reader that hands a whole list out: the live part lies in
+ * the block's element area, is a whole run of well-formed elements, and there
+ * are as many as the stored count (a list with no element is deleted, never
+ * kept). NULL if valid, else what is wrong. O(elements). */
+const char *list_invalid(const rec_t *r)
+{
+    uint64_t cap = list_cap(r->cls & 0x7f, r->klen), lo = r->num.s.reserved, len = r->num.s.vlen;
+    if (class_units(r->cls & 0x7f) * UNIT < REC_HDR + pad8(r->klen) + 8 || lo > cap || len > cap - lo)
+        return "live part lies outside its block";
+    const char *area = list_area(r);
+    uint64_t at = lo, hi = lo + len, n = 0;
+    while (at < hi) { /* each element is >= 9 bytes: at most len / 9 steps */
+        uint64_t sz = elem_check(area, lo, hi, at, true);
+        if (!sz)
+            return "malformed element (its length, type or trailing length)";
+        at += sz;
+        n++;
+    }
+    uint64_t count;
+    memcpy(&count, area - 8, 8);
+    if (n == 0)
+        return "no elements (an empty list is deleted, never kept)";
+    if (n != count)
+        return "stored element count differs from the elements";
+    return NULL;
 }
 
 static void elem_write(char *dst, const value_t *v)
@@ -1700,7 +1746,10 @@ int shmdict_pop_end(shmdict_t *h, const char *key, size_t klen, int left, shmdic
                 memcpy(buf, e + 5, n);
         }
         if (count == 1) {
-            delete_at(h, (uint64_t)i, r);
+            if (delete_at(h, (uint64_t)i, r)) {
+                rc = SHMDICT_ECORRUPT;
+                goto out;
+            }
         } else {
             w64(h, &r->num.u, num_word((uint32_t)(live - esz), (uint32_t)(left ? start + esz : start)));
             FAULT(LIST_POPPED);
@@ -1725,8 +1774,11 @@ int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen)
         n = SHMDICT_ECORRUPT;
     else if (i >= 0 && r->type != SHMDICT_T_LIST)
         n = SHMDICT_EWRONGTYPE;
-    else if (i >= 0)
+    else if (i >= 0) {
         n = (int64_t)*list_count(r);
+        if (n < 1 || (uint64_t)n > r->num.s.vlen / 9) /* O(1) sanity; check() walks the elements */
+            n = SHMDICT_ECORRUPT;
+    }
     (void)rc;
     unlock_dict(h);
     return n;
