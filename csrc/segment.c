@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "layout.h"
+#include "lock.h"
 
 #define PAGE 4096u
 

@@ -78,7 +78,7 @@ enum {
     SHMDICT_T_FLOAT = 3,
     SHMDICT_T_STR   = 4, /* UTF-8 text */
     SHMDICT_T_BYTES = 5,
-    SHMDICT_T_LIST  = 6  /* a list of scalars (ops.c "lists"); get-like calls give EWRONGTYPE */
+    SHMDICT_T_LIST  = 6  /* a list of scalars (list.c); get-like calls give EWRONGTYPE */
 };
 
 enum {
@@ -263,7 +263,7 @@ typedef struct shmdict_stats {
 /* Statistics and the honest free_space (O(arena): walks the records). */
 int shmdict_stats(shmdict_t *h, shmdict_stats_t *out);
 
-/* ---- notification (notify.c) --------------------------------------------- */
+/* ---- notification (watch.c) ---------------------------------------------- */
 
 /* out->ver = the key's version (0 if missing). */
 int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);

@@ -10,7 +10,7 @@ passes, and the live contents equal the model either before or after the
 interrupted operation -- all or nothing (SPEC section 5).
 
 ``test_every_point_is_swept`` fails as soon as a crash point exists that no
-row reaches: adding a step to FAULT_POINTS in csrc/layout.h means adding a
+row reaches: adding a step to FAULT_POINTS in csrc/fault.h means adding a
 row to SWEEP (one line: scenario, point, nth), and a SCENARIOS entry if no
 existing setup reaches it.
 """
