@@ -45,6 +45,7 @@ _c_set_int, _c_set_buf = lib.shmdict_set_int, lib.shmdict_set_buf
 _FMIN = INT64_MIN + lib.SHMDICT_FAST_CODES
 _F_MISS = INT64_MIN + 32 - _ENOTFOUND
 _F_STR, _F_BYTES = INT64_MIN + _STR, INT64_MIN + _BYTES
+_F_LOCKTIMEOUT = INT64_MIN + 32 - lib.SHMDICT_ELOCKTIMEOUT
 _encode = str.encode  # a TypeError for a non-str key, with no isinstance call
 _u32 = struct.Struct("<I")
 _u16 = struct.Struct("<H")
@@ -359,6 +360,8 @@ class SharedDict(MutableMapping[str, Value]):
             return v
         if v == _F_MISS:
             return default
+        if v == _F_LOCKTIMEOUT:
+            raise _lib.lock_timeout_error()  # (re-running the call would wait a second time)
         if _F_STR <= v <= _F_BYTES and self._h is not None:
             try:
                 return self._read_k(_c_get, self._h, k, key)  # a str or bytes value: one more call
@@ -379,6 +382,8 @@ class SharedDict(MutableMapping[str, Value]):
             return v  # type: ignore[no-any-return]
         if v == _F_MISS:
             raise KeyError(key)
+        if v == _F_LOCKTIMEOUT:
+            raise _lib.lock_timeout_error()
         if _F_STR <= v <= _F_BYTES and self._h is not None:
             return self._read_k(_c_get, self._h, k, key)  # type: ignore[no-any-return]
         return self._read(_c_get, key)  # type: ignore[no-any-return]
@@ -394,6 +399,8 @@ class SharedDict(MutableMapping[str, Value]):
             return True  # an int, or a value of another type
         if v == _F_MISS:
             return False
+        if v == _F_LOCKTIMEOUT:
+            raise _lib.lock_timeout_error()
         h = self._handle()
         k = encode_key(key)
         rc = _c_get(h, k, len(k), scratch.out, _NULL, 0)
@@ -467,17 +474,24 @@ class SharedDict(MutableMapping[str, Value]):
         try:
             k = _encode(key)
             if t is int:
-                if not _c_set_int(self._hp, k, len(k), value):
+                rc = _c_set_int(self._hp, k, len(k), value)
+                if not rc:
                     return
             elif t is str:
                 b = _encode(value)
-                if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
+                rc = _c_set_buf(self._hp, k, len(k), b, len(b), _STR)
+                if not rc:
                     return
             elif t is bytes:
-                if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
+                rc = _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES)
+                if not rc:
                     return
+            else:
+                rc = 0
         except (TypeError, OverflowError):
-            pass  # a bad key, or an int beyond 64 bits: the general path explains
+            rc = 0  # a bad key, or an int beyond 64 bits: the general path explains
+        if rc == _ELOCKTIMEOUT:
+            raise _lib.lock_timeout_error()  # (re-running the call would wait a second time)
         self._set(key, value, 0)
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
@@ -556,6 +570,8 @@ class SharedDict(MutableMapping[str, Value]):
                 v = _c_incr_fast(self._hp, k, len(k), delta)
                 if v >= _FMIN:
                     return v  # type: ignore[no-any-return]
+                if v == _F_LOCKTIMEOUT:
+                    raise _lib.lock_timeout_error()
             except (TypeError, OverflowError):
                 pass  # a bad key or a delta beyond 64 bits: the general path explains
             # A code: nothing changed; the general call does it or raises.

@@ -280,11 +280,13 @@ def _hold_lock_and_stop(path: str) -> int:
 
 
 @pytest.fixture
-def stopped_holder(shm_dir: str) -> Iterator[tuple[str, int]]:
-    """A dict (with k = 1) whose lock is held by a stopped process: (name, its pid)."""
+def stopped_holder(shm_dir: str) -> Iterator[tuple[str, int, shmdict.SharedDict]]:
+    """A dict (with k = 1) whose lock is held by a stopped process: (name, its pid, a handle
+    attached before it stopped, with lock_timeout=0.1)."""
     name = unique_name()
     owner = shmdict.new(name, "1m")
     owner["k"] = 1
+    early = shmdict.get(name, lock_timeout=0.1)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 99
@@ -295,19 +297,20 @@ def stopped_holder(shm_dir: str) -> Iterator[tuple[str, int]]:
     _, status = os.waitpid(pid, os.WUNTRACED)
     assert os.WIFSTOPPED(status), status
     try:
-        yield name, pid
+        yield name, pid, early
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         # The kernel marks the mutex owner-died: the next locker recovers, nothing was changed.
         assert owner["k"] == 1
         owner.check()
+        early.close()
         owner.close()
 
 
-def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int]) -> None:
+def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int, shmdict.SharedDict]) -> None:
     """Attaching (its first call takes the lock) raises LockTimeout naming the stopped holder's PID; so does the CLI."""
-    name, pid = stopped_holder
+    name, pid, _ = stopped_holder
     with pytest.raises(shmdict.LockTimeout) as e:
         call_with_timeout(lambda: shmdict.get(name, lock_timeout=0.1), 10)
     assert e.value.holder == pid and str(pid) in str(e.value) and "stopped" in str(e.value)
@@ -315,9 +318,27 @@ def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int]) 
     assert r.returncode == 3 and str(pid) in r.stderr, r.stderr
 
 
-def test_operations_time_out_and_change_nothing(stopped_holder: tuple[str, int], shm_dir: str) -> None:
+def test_python_operations_time_out(stopped_holder: tuple[str, int, shmdict.SharedDict]) -> None:
+    """The mapping methods, incr, len, keys and check raise LockTimeout (naming the holder) on a
+    handle with lock_timeout=0.1; nothing is changed (the fixture checks k afterwards)."""
+    _, pid, d = stopped_holder
+    calls = [
+        lambda: d["k"], lambda: d.get("k"), lambda: "k" in d, lambda: d.__setitem__("k", 2),
+        lambda: d.__setitem__("k", "s"), lambda: d.set("k", 2.5, 10), lambda: d.incr("k"),
+        lambda: d.incr("k", 1.5), lambda: d.delete("k"), lambda: d.pop("k"), lambda: len(d),
+        lambda: d.get_keys(), lambda: d.get_many(["k"]), lambda: d.set_many({"k": 3}), lambda: d.rpush("l", 1),
+        lambda: d.check(), lambda: d.flush_all(), lambda: d.stats(), lambda: d.ttl("k"),
+    ]
+    for call in calls:
+        with pytest.raises(shmdict.LockTimeout) as e:
+            call_with_timeout(call, 20)
+        assert e.value.holder == pid
+
+
+def test_operations_time_out_and_change_nothing(stopped_holder: tuple[str, int, shmdict.SharedDict],
+                                                shm_dir: str) -> None:
     """Every kind of operation on a handle with lock_timeout=0.1 raises LockTimeout while the holder is stopped."""
-    name, pid = stopped_holder
+    name, pid, _ = stopped_holder
     # Attach before the stop is impossible here (the fixture stops first), so attach by the C
     # core with the trust check only, then bound the handle: SharedDict's own first call would wait.
     p = _lib.ffi.new("shmdict_t **")
