@@ -267,11 +267,17 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out);
 
 /* out->ver = the key's version (0 if missing). */
 int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);
-/* Block until the key's version differs from `since`, then return like
- * shmdict_get (ENOTFOUND: it went away). With an event ring, a missing key
- * that is set and then deleted or expires during the wait counts as changed. timeout < 0: no limit. ETIMEDOUT,
- * EINTR (call again after running signal handlers) or ECLOSED otherwise. */
-int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
+/* Block until the key changes, then return like shmdict_get (ENOTFOUND: it
+ * went away). since is a cursor the caller keeps across calls (after EINTR,
+ * or to wait in slices): since[0] = the version it changes from (a value
+ * from shmdict_version; UINT64_MAX: the version at the first look, i.e. the
+ * next change); since[1] = the event ring's sequence from which an event for
+ * the key counts as a change while it is missing (UINT64_MAX: now), so a
+ * missing key set and then deleted, or expiring, before the waiter looks
+ * again is seen (dicts with an event ring). timeout < 0: no limit. ETIMEDOUT,
+ * EINTR (call again after running signal handlers) or ECLOSED otherwise;
+ * the timeout bounds the waits for the dict's lock too (ELOCKTIMEOUT). */
+int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, double timeout,
                  shmdict_out_t *out, char *buf, size_t cap);
 /* Events after cursor {position, sequence} ({0, UINT64_MAX}: from now),
  * packed as (u8 op, u16 klen, key) into buf; blocks until there is one.

@@ -107,14 +107,16 @@ out:
     return found;
 }
 
-static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint32_t since, uint64_t deadline,
+static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint64_t *since, uint64_t deadline,
                      shmdict_out_t *out, char *buf, size_t cap)
 {
     uint64_t hash = hash_key(h, key, klen);
     uint32_t *w = &h->hdr->notify_seq[(hash >> 32) % NBUCKETS];
-    /* Waiting on a missing key: remember where the event ring stood. An event
-     * for the key after this point is a change, even if it is missing again. */
-    uint64_t seq0 = h->ev_cap ? __atomic_load_n(&h->hdr->ev_seq, __ATOMIC_ACQUIRE) : 0;
+    /* Waiting on a missing key: remember where the event ring stood, before
+     * the first look. An event for the key from there on is a change, even if
+     * it is missing again. Kept in the caller's cursor across calls. */
+    if (since[1] == UINT64_MAX)
+        since[1] = h->ev_cap ? __atomic_load_n(&h->hdr->ev_seq, __ATOMIC_ACQUIRE) : 0;
     for (;;) {
         uint32_t s = arm(w); /* before the check: see the protocol above */
         /* Read the key's version and value in one locked call. */
@@ -124,10 +126,12 @@ static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint32_t since,
         if (rc < 0 && rc != SHMDICT_ENOTFOUND)
             return rc;
         uint32_t ver = rc == SHMDICT_ENOTFOUND ? 0 : out->ver;
-        if (ver != since)
+        if (since[0] == UINT64_MAX)
+            since[0] = ver; /* "the next change": this is the state it changes from */
+        if (ver != since[0])
             return rc; /* changed: its value (or ENOTFOUND: it went away) */
         if (!ver && h->ev_cap) {
-            int ch = key_event_since(h, key, klen, seq0);
+            int ch = key_event_since(h, key, klen, since[1]);
             if (ch < 0)
                 return ch;
             if (ch)
@@ -148,7 +152,7 @@ static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint32_t since,
 
 /* The caller's timeout bounds its waits for the dict's lock too: a stopped
  * lock holder must not hold a waiter past its deadline (lock.c). */
-int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
+int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, double timeout,
                  shmdict_out_t *out, char *buf, size_t cap)
 {
     if (klen == 0 || klen > SHMDICT_MAX_KEY)

@@ -558,7 +558,8 @@ class SharedDict(MutableMapping[str, Value]):
         Raises:
             KeyError: missing key and no ``init``.
             TypeError: the stored value, ``delta`` or ``init`` is not a number (bool is not).
-            OverflowError: int result outside 64 bits; the value is unchanged.
+            OverflowError: an int result outside 64 bits, or a float result that
+                overflows (finite operands, infinite sum); the value is unchanged.
             ValueError: non-finite ``delta``, ``init``, ``exptime`` or ``init_ttl``.
             shmdict.Full: no room to create the key.
 
@@ -702,7 +703,10 @@ class SharedDict(MutableMapping[str, Value]):
         flush -- and return its new value, or ``None`` if it went away.
 
         Without ``since``, waits for the next change after the call; with it,
-        returns at once if the key's :meth:`version` already differs. Waiting
+        returns at once if the key's :meth:`version` already differs. A missing
+        key that is set and then deleted -- or set with a TTL that runs out --
+        before this call looks again counts as a change (it returns ``None``),
+        in dicts with an event ring (the default; see ``events`` in :func:`new`). Waiting
         releases the GIL and costs no CPU (a futex in the shared file); a
         signal such as Ctrl-C interrupts it.
 
@@ -712,17 +716,26 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
+        return self._wait(key, timeout, self._wait_cursor(since))
+
+    @staticmethod
+    def _wait_cursor(since: Optional[int]) -> Any:
+        """The C wait cursor: (version it changes from, event ring position);
+        kept across calls so that waiting in slices misses nothing."""
+        if since is None:
+            return ffi.new("uint64_t[2]", [2**64 - 1, 2**64 - 1])
+        if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
+            raise ValueError(f"since must be a version from version(), not {since!r}")
+        return ffi.new("uint64_t[2]", [since, 2**64 - 1])
+
+    def _wait(self, key: str, timeout: Optional[float], cursor: Any) -> Any:
         h = self._handle()
         k = encode_key(key)
         t = _timeout(timeout)
-        if since is None:
-            since = self.version(key)
-        elif isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
-            raise ValueError(f"since must be a version from version(), not {since!r}")
         deadline = time.monotonic() + t
         s = scratch
         while True:
-            rc = lib.shmdict_wait(h, k, len(k), since, t, s.out, s.buf, s.cap)
+            rc = lib.shmdict_wait(h, k, len(k), cursor, t, s.out, s.buf, s.cap)
             if rc == _EINTR:  # signal handlers run here, between the two calls
                 if t >= 0:
                     t = max(0.0, deadline - time.monotonic())
@@ -824,14 +837,18 @@ class SharedDict(MutableMapping[str, Value]):
         .. versionadded:: 0.1
         """
         _timeout(timeout)
-        if since is None:
-            since = self.version(key)
+        encode_key(key)
+        cursor = self._wait_cursor(since)  # one cursor for every slice: nothing falls between them
+        try:
+            return self._wait(key, 0, cursor)  # the first look, now: pins the cursor at this call
+        except TimeoutError:
+            pass
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
             try:
-                return await _in_thread(functools.partial(self.wait, key, step, since=since))
+                return await _in_thread(self._wait, key, step, cursor)
             except TimeoutError:
                 if deadline is not None and loop.time() >= deadline:
                     raise

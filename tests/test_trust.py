@@ -609,3 +609,27 @@ def test_no_fork_warning_from_library_threads(d: shmdict.SharedDict) -> None:
         warnings.simplefilter("always")
         assert run_in_child(lambda: 0).exitcode == 0
     assert not [w for w in caught if "fork" in str(w.message)]
+
+
+def test_wait_cursor_spans_calls(d: shmdict.SharedDict) -> None:
+    """The cursor a wait keeps across calls (EINTR retries, await_change's slices): a set and a
+    delete of a missing key between two calls is still a change."""
+    cursor = d._wait_cursor(None)
+    with pytest.raises(TimeoutError):
+        d._wait("k", 0, cursor)  # first look: missing; pins the cursor
+    d["k"] = 1
+    del d["k"]
+    assert d._wait("k", 0, cursor) is None  # between the slices: seen
+    with pytest.raises(TimeoutError):
+        d._wait("k", 0, d._wait_cursor(None))  # a fresh wait starts after it: nothing new
+
+
+def test_await_change_sees_set_then_delete(d: shmdict.SharedDict) -> None:
+    async def main() -> object:
+        task = asyncio.ensure_future(d.await_change("k", timeout=10))
+        await asyncio.sleep(0)  # await_change has taken its first look
+        d["k"] = 1
+        del d["k"]
+        return await task
+
+    assert call_with_timeout(lambda: asyncio.run(main()), 20) is None
