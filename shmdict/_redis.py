@@ -40,7 +40,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._dict import Event
+from ._dict import Event, _in_thread
 from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from .exceptions import CorruptError, Error, Full, Unavailable
 
@@ -1117,7 +1117,7 @@ class RedisDict(MutableMapping[str, Value]):
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
             try:
-                return await loop.run_in_executor(None, functools.partial(self.wait, key, step, since=since))
+                return await _in_thread(functools.partial(self.wait, key, step, since=since))
             except TimeoutError:
                 if deadline is not None and loop.time() >= deadline:
                     raise
@@ -1135,7 +1135,7 @@ class RedisDict(MutableMapping[str, Value]):
         try:
             while True:
                 step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
-                batch = await loop.run_in_executor(None, self._poll, sub, step)
+                batch = await _in_thread(self._poll, sub, step)
                 for ev in batch:
                     yield ev
                 if batch and timeout is not None:
