@@ -5,7 +5,8 @@
  * step, so no process can ever attach to a half-initialised dict:
  *   1. open(dir, O_TMPFILE) -- an unnamed inode (fallback: a dot-named temp
  *      file created O_EXCL|O_NOFOLLOW, unlinked after publishing);
- *   2. fchmod to the requested mode (umask does not apply);
+ *   2. fchown to the requested group, if any, then fchmod to the requested
+ *      mode (umask does not apply): the file is never visible otherwise;
  *   3. posix_fallocate the whole size: a full /dev/shm fails here with ENOSPC
  *      instead of SIGBUS on first touch much later;
  *   4. mmap and initialise: geometry, random SipHash seed, robust mutex, and
@@ -184,15 +185,16 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, ui
     bind_geometry(h);
 }
 
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
-                   shmdict_t **out)
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, int64_t gid,
+                   uint64_t events, shmdict_t **out)
 {
     char fname[SHMDICT_NAME_MAX + 16], tmpname[SHMDICT_NAME_MAX + 64] = "";
     int rc = file_name(fname, sizeof fname, name);
     if (rc)
         return rc;
     if (size < SHMDICT_MIN_SIZE || size > (uint64_t)SHMDICT_MAX_SIZE_MB << 20 || mode < 0 ||
-        (mode & ~0666))  /* read/write bits only: never setuid, setgid, sticky or execute */
+        (mode & ~0666) ||  /* read/write bits only: never setuid, setgid, sticky or execute */
+        gid < -1 || gid >= (int64_t)UINT32_MAX)
         return SHMDICT_EINVAL;
     uint64_t file_size = round_up(size, PAGE);
 
@@ -213,7 +215,8 @@ int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, u
     }
     shmdict_t *h = NULL;
     int e;
-    if (fchmod(fd, (mode_t)mode) != 0 || ftruncate(fd, (off_t)file_size) != 0)
+    if ((gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)gid) != 0) || fchmod(fd, (mode_t)mode) != 0 ||
+        ftruncate(fd, (off_t)file_size) != 0)
         goto sys;
     if ((e = posix_fallocate(fd, 0, (off_t)file_size)) != 0) {
         errno = e;

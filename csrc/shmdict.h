@@ -117,11 +117,13 @@ typedef struct shmdict_info {
 
 /* Create <dir>/shmdict.<name> with `size` bytes, reserved up front, with an
  * event ring for about `events` changes (0: none), file mode `mode` (read and
- * write bits only, a subset of 0666, else EINVAL). Nobody can attach before
- * it is fully initialised. SHMDICT_ESYS with errno EEXIST if the name
- * exists, ENOSPC if the filesystem cannot hold it. */
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
-                   shmdict_t **out);
+ * write bits only, a subset of 0666, else EINVAL) and group `gid` (-1: the
+ * creator's). Nobody can attach before it is fully initialised, and it is
+ * never visible with another mode or group. SHMDICT_ESYS with errno EEXIST
+ * if the name exists, ENOSPC if the filesystem cannot hold it, EPERM if the
+ * creator may not give the file that group. */
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, int64_t gid,
+                   uint64_t events, shmdict_t **out);
 /* Attach to an existing dict: ESYS/ENOENT if missing, EVERSION or ECORRUPT
  * if the file is not a valid dict of this layout. Never follows a symlink.
  * EUNTRUSTED if the opened file is owned by anyone but the effective user,

@@ -36,7 +36,7 @@ _REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
 def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     """A dict with the SharedDict API on the engine ``url`` names.
 
-    - ``shm://NAME?size=64m[&mode=600][&events=N][&evict=1][&lock_timeout=S][&shared=1|USER]``:
+    - ``shm://NAME?size=64m[&mode=600][&group=G][&events=N][&evict=1][&lock_timeout=S][&shared=1|USER]``:
       attach to the local dict ``NAME``, or create it with that size and
       those options (:func:`shmdict.open`); without ``size``, attach only
       (:func:`shmdict.get`, which takes ``lock_timeout`` and ``shared``).

@@ -1674,6 +1674,26 @@ def _trust(shared: object) -> tuple[int, int]:
     raise TypeError(f"shared must be a bool, a user name or a uid, not {type(shared).__name__}")
 
 
+def _group(group: object) -> int:
+    """A gid for shmdict_create from ``group``: None (-1: the creator's), a group name or a gid."""
+    if group is None:
+        return -1
+    if isinstance(group, int) and not isinstance(group, bool):
+        if not 0 <= group < 2**32 - 1:
+            raise ValueError(f"group must be a group name or a gid >= 0, not {group!r}")
+        return group
+    if isinstance(group, str):
+        if group.isdigit() and group.isascii():
+            return _group(int(group))
+        import grp
+
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"group={group!r}: no such group") from None
+    raise TypeError(f"group must be a group name or a gid, not {type(group).__name__}")
+
+
 def _user(uid: int) -> str:
     import pwd
 
@@ -1692,8 +1712,9 @@ def _untrusted(path: str, uid: int, mode: int) -> PermissionError:
             hint = repr(pwd.getpwuid(uid).pw_name)
         except KeyError:
             hint = str(uid)
+        you = "root (you)" if me == 0 else f"you ({_user(me)}) or root"
         msg = (
-            f"refusing to attach to {path}: it is owned by {_user(uid)}, not by you ({_user(me)}) or root. "
+            f"refusing to attach to {path}: it is owned by {_user(uid)}, not by {you}. "
             "Anyone may create files in that directory, so another user could have planted it to read or "
             f"alter what you store. If the dict is meant to be shared with that user, pass shared={hint} "
             f"(URL: ?shared={hint.strip(chr(39))}, command line: --shared {hint.strip(chr(39))})."
@@ -1713,6 +1734,7 @@ def new(
     size: Union[int, str],
     *,
     mode: int = 0o600,
+    group: Union[str, int, None] = None,
     events: Optional[int] = None,
     evict: bool = False,
     lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
@@ -1727,7 +1749,9 @@ def new(
     disables it. Default: one per KiB of ``size``, from 16 to 4096.
 
     ``mode`` is the file's permissions: read/write bits only (a subset of
-    ``0o666``), default ``0o600``. ``lock_timeout`` bounds every wait of this
+    ``0o666``), default ``0o600``; ``group`` (a group name or gid) gives the
+    file that group from the start, for a dict shared with a group of users
+    (``mode=0o660``; see :func:`get`'s ``shared``). ``lock_timeout`` bounds every wait of this
     handle for the dict's lock (seconds, or ``None`` for no bound; default
     :data:`DEFAULT_LOCK_TIMEOUT`): past it an operation raises
     :class:`shmdict.LockTimeout` and changes nothing.
@@ -1743,6 +1767,7 @@ def new(
     _check_name(name)
     n = _lib.parse_size(size)
     _check_mode(mode)
+    gid = _group(group)
     _lib.lock_timeout(lock_timeout)
     if events is None:
         events = _default_events(n)
@@ -1750,7 +1775,7 @@ def new(
         raise ValueError(f"events must be an int >= 0, not {events!r}")
     d = _dir()
     p = ffi.new("shmdict_t **")
-    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, events, p)
+    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, gid, events, p)
     if rc:
         raise_rc(rc, path=_path(d, name))
     sd = SharedDict(p[0], name, d, owner=True, lock_timeout=lock_timeout)
@@ -1801,6 +1826,7 @@ def open(  # noqa: A001
     size: Union[int, str],
     *,
     mode: int = 0o600,
+    group: Union[str, int, None] = None,
     events: Optional[int] = None,
     evict: bool = False,
     shared: Any = False,
@@ -1810,7 +1836,7 @@ def open(  # noqa: A001
     owner (nobody's close unlinks a dict that several processes opened).
     ``evict=True`` turns eviction on for the dict, whether this call created
     it or attached to it (it stays on); ``False`` leaves the policy alone.
-    ``mode`` and ``events`` apply when it creates; ``shared`` when it attaches
+    ``mode``, ``group`` and ``events`` apply when it creates; ``shared`` when it attaches
     (see :func:`get`); ``lock_timeout`` as for :func:`new`.
 
     .. versionadded:: 0.1
@@ -1818,6 +1844,7 @@ def open(  # noqa: A001
     _check_name(name)
     _lib.parse_size(size)
     _check_mode(mode)
+    _group(group)
     _trust(shared)
     _lib.lock_timeout(lock_timeout)
     while True:
@@ -1829,7 +1856,7 @@ def open(  # noqa: A001
         except FileNotFoundError:
             pass
         try:
-            d = new(name, size, mode=mode, events=events, evict=evict, lock_timeout=lock_timeout)
+            d = new(name, size, mode=mode, group=group, events=events, evict=evict, lock_timeout=lock_timeout)
         except FileExistsError:
             continue  # someone else created it first: attach to theirs
         if d._finalizer is not None:

@@ -14,8 +14,10 @@ Exit codes, for scripts:
   ``incr`` without ``--init`` on a missing key, or any command on a missing dict);
 - 2: usage error: unknown command or option, bad name, size, value or number;
 - 3: the operation failed: the dict is corrupt or full, the stored value is
-  not a number, an integer overflowed, a system call failed, or ``rm``
-  refused because processes still map the dict.
+  not a number, a number overflowed, a system call failed, the dict's file
+  is not trusted (owned by another user, or writable by others: see
+  ``--shared``), its lock was not acquired within ``--lock-timeout``, or
+  ``rm`` refused because processes still map the dict.
 
 Errors are one line on stderr: ``shmdict: error: ...``.
 
@@ -342,7 +344,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     except ValueError:
         _fail(EXIT_USAGE, f"--mode must be octal, such as 600, not {args.mode!r}")
     try:
-        d = shmdict.new(args.name, args.size, mode=mode, evict=args.evict,
+        d = shmdict.new(args.name, args.size, mode=mode, group=args.group, evict=args.evict,
                         lock_timeout=_ATTACH.get("lock_timeout", shmdict.DEFAULT_LOCK_TIMEOUT))
     except FileExistsError:
         _fail(EXIT_FAIL, f"a dict named {args.name!r} already exists in {_dir()}")
@@ -485,6 +487,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("size")
     sp.add_argument("--mode", default="600", help="file permissions, octal, read/write bits only (default 600)")
+    sp.add_argument("--group", default=None, help="the file's group (a name or gid), e.g. with --mode 660")
     sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
     sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
     sp.add_argument("names", nargs="*", metavar="name")

@@ -95,7 +95,7 @@ def test_c_layer_refuses_slashes(shm_dir: str) -> None:
     """The C core refuses a name with a slash even if Python's check were bypassed."""
     p = _lib.ffi.new("shmdict_t **")
     for bad in (b"../evil", b"a/b", b""):
-        assert _lib.lib.shmdict_create(shm_dir.encode(), bad, 1 << 16, 0o600, 0, p) == _lib.lib.SHMDICT_EINVAL
+        assert _lib.lib.shmdict_create(shm_dir.encode(), bad, 1 << 16, 0o600, -1, 0, p) == _lib.lib.SHMDICT_EINVAL
         assert _lib.lib.shmdict_attach(shm_dir.encode(), bad, 0, -1, _lib.ffi.NULL, p) == _lib.lib.SHMDICT_EINVAL
     assert not os.path.exists(os.path.join(os.path.dirname(shm_dir), "shmdict.evil"))
 
