@@ -12,11 +12,14 @@ stores and returns values.
 Each example runs in its own child with a deadline, so a crash or a hang is
 a failing, shrunk example rather than a dead test run.
 
-THE MUTEX IS NOT FUZZED. The 64 bytes of the pthread mutex at header offset
-256 are excluded: beyond the attach-time kind check (lock.c
-lock_looks_valid), a lock word cannot be validated -- a word naming a live
-or recycled thread as owner blocks lockers exactly as a real holder would.
-That is the trust boundary: whoever can write the file can hold the lock.
+THE MUTEX'S LOCK WORD IS FUZZED TOO. Beyond the attach-time kind check
+(lock.c lock_looks_valid), a lock word cannot be validated -- a word naming
+a live or recycled thread as owner blocks lockers exactly as a real holder
+would. That is the trust boundary: whoever can write the file can hold the
+lock. What the library guarantees is that nobody waits for it forever: the
+child attaches with a short lock_timeout, so such a word gives LockTimeout
+(and then nothing more can be asked of the dict). The rest of the mutex
+(kind, owner, counters) is left alone: the kind check refuses it at attach.
 
 Every file that ever failed is kept whole in tests/corpus/*.bin and
 replayed by ``test_corpus_regressions``.
@@ -45,11 +48,12 @@ __all__ = ["shm_dir"]
 CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = int(os.environ.get("SHMDICT_FUZZ_EXAMPLES") or (20000 if LONG else 300))
 SIZE = 1 << 15  # the smallest dict: every region is small enough to hit often
-MUTEX = range(256, 320)
+MUTEX = range(256 + 4, 320)  # all but the lock word itself (__data.__lock, the first 4 bytes)
+LOCK_WORD = (256, 260)
 HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168))  # gen .. free_head[]
 ULOG = (HDR_TABLE[1], HDR_TABLE[1] + 8 + 16 * 64)
 COUNTERS = (384 + 8, 384 + 8 * 6)  # count, tombs, n_ttl, used_bytes, bump
-OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError)
+OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError, shmdict.LockTimeout)
 KEYS = [f"key{n:03d}" for n in range(40)]
 _count = 0
 
@@ -104,8 +108,8 @@ def _watch(d: shmdict.SharedDict) -> None:
 def _exercise(name: str) -> int:
     """Attach to a hostile file and run every operation (in the child)."""
     try:
-        d = shmdict.get(name)
-    except shmdict.CorruptError:
+        d = shmdict.get(name, lock_timeout=0.05)
+    except (shmdict.CorruptError, shmdict.LockTimeout):
         return 0
     ops = [
         lambda: len(d),
@@ -142,7 +146,10 @@ def _exercise(name: str) -> int:
             op()
         except OK_EXC:
             pass
-    d.flush_all()
+    try:
+        d.flush_all()
+    except shmdict.LockTimeout:
+        return 0  # a lock word naming a holder that never lets go: bounded, and that is all
     d.check()  # flush_all re-initialises the table: whole again
     try:
         d["after"] = "flush"
@@ -195,6 +202,7 @@ INTERESTING = [0, 1, 2, 3, 7, 8, 0xFF, 0x7F, 0x80, 0xFFFF, 2**31, 2**32 - 1, 2**
 def mutations(draw: st.DrawFn, geo: dict[str, int], size: int) -> list[tuple[int, bytes]]:
     regions = [
         (0, 256),                                   # identity and geometry
+        LOCK_WORD,                                  # the mutex's lock word (owner TID and flags)
         HDR_TABLE,                                  # counters, bump, flags, free-list heads
         COUNTERS,                                   # count, tombs, n_ttl, used_bytes, bump
         (geo["list_lo"], geo["list_hi"]),           # a list record: lengths, count, elements
