@@ -276,7 +276,8 @@ int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *o
  * next change); since[1] = the event ring's sequence from which an event for
  * the key counts as a change while it is missing (UINT64_MAX: now), so a
  * missing key set and then deleted, or expiring, before the waiter looks
- * again is seen (dicts with an event ring). timeout < 0: no limit. ETIMEDOUT,
+ * again is seen (dicts with an event ring); since[2] = the ring position up
+ * to which that was checked (UINT64_MAX: none), kept by the call. timeout < 0: no limit. ETIMEDOUT,
  * EINTR (call again after running signal handlers) or ECLOSED otherwise;
  * the timeout bounds the waits for the dict's lock too (ELOCKTIMEOUT). */
 int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, double timeout,

@@ -72,26 +72,29 @@ int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *o
 /* A MISSING KEY HAS NO VERSION TO COMPARE: missing -> set -> deleted (or
  * expired) looks unchanged to a waiter that saw it missing both times. The
  * event ring remembers: was there an event for this key at or after sequence
- * `seq`? Under the lock. 1 also when the ring cannot tell (events from `seq`
- * were overwritten, or an entry is inconsistent): a waiter then returns
- * rather than risk sleeping through a change. */
-static int key_event_since(shmdict_t *h, const char *key, size_t klen, uint64_t seq)
+ * since[1]? Under the lock. 1 also when the ring cannot tell (events from
+ * there were overwritten, or an entry is inconsistent): a waiter then returns
+ * rather than risk sleeping through a change. When nothing is found, the
+ * cursor moves to the head (since[1] = next sequence, since[2] = its
+ * position), so the next look reads only newer entries. */
+static int key_event_since(shmdict_t *h, const char *key, size_t klen, uint64_t *since)
 {
     int rc = lock_dict(h);
     if (rc)
         return rc;
     header_t *H = h->hdr;
     int found = 0;
-    uint64_t pos = H->ev_tail, next = H->ev_tail_seq;
-    if (next > seq || H->ev_head < pos || H->ev_head - pos > h->ev_cap || pos % 16) {
+    uint64_t seq = since[1], tail = H->ev_tail, head = H->ev_head;
+    if (H->ev_tail_seq > seq || head < tail || head - tail > h->ev_cap || tail % 16) {
         found = 1;
         goto out;
     }
-    while (pos < H->ev_head) { /* at most ev_cap / 16 entries: each is >= 16 bytes */
+    uint64_t pos = since[2] >= tail && since[2] <= head && since[2] % 16 == 0 ? since[2] : tail;
+    while (pos < head) { /* at most ev_cap / 16 entries: each is >= 16 bytes */
         ev_t *e = ev_at(h, pos);
         uint64_t phys = pos % h->ev_cap;
         if (e->size < sizeof(ev_t) || e->size % 16 || e->size > h->ev_cap - phys ||
-            e->size > H->ev_head - pos || e->op > EV_FLUSH || ev_size(e->klen) > e->size) {
+            e->size > head - pos || e->op > EV_FLUSH || ev_size(e->klen) > e->size) {
             found = 1;
             break;
         }
@@ -101,6 +104,10 @@ static int key_event_since(shmdict_t *h, const char *key, size_t klen, uint64_t 
             break;
         }
         pos += e->size;
+    }
+    if (!found) {
+        since[1] = H->ev_seq;
+        since[2] = head;
     }
 out:
     unlock_dict(h);
@@ -115,8 +122,14 @@ static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint64_t *since
     /* Waiting on a missing key: remember where the event ring stood, before
      * the first look. An event for the key from there on is a change, even if
      * it is missing again. Kept in the caller's cursor across calls. */
-    if (since[1] == UINT64_MAX)
-        since[1] = h->ev_cap ? __atomic_load_n(&h->hdr->ev_seq, __ATOMIC_ACQUIRE) : 0;
+    if (since[1] == UINT64_MAX) { /* read under the lock: never a sequence a rollback takes back */
+        int rc = h->ev_cap ? lock_dict(h) : SHMDICT_OK;
+        if (rc)
+            return rc;
+        since[1] = h->ev_cap ? h->hdr->ev_seq : 0;
+        if (h->ev_cap)
+            unlock_dict(h);
+    }
     for (;;) {
         uint32_t s = arm(w); /* before the check: see the protocol above */
         /* Read the key's version and value in one locked call. */
@@ -131,7 +144,7 @@ static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint64_t *since
         if (ver != since[0])
             return rc; /* changed: its value (or ENOTFOUND: it went away) */
         if (!ver && h->ev_cap) {
-            int ch = key_event_since(h, key, klen, since[1]);
+            int ch = key_event_since(h, key, klen, since);
             if (ch < 0)
                 return ch;
             if (ch)

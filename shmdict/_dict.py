@@ -720,13 +720,13 @@ class SharedDict(MutableMapping[str, Value]):
 
     @staticmethod
     def _wait_cursor(since: Optional[int]) -> Any:
-        """The C wait cursor: (version it changes from, event ring position);
+        """The C wait cursor: (version it changes from, event ring sequence and position);
         kept across calls so that waiting in slices misses nothing."""
         if since is None:
-            return ffi.new("uint64_t[2]", [2**64 - 1, 2**64 - 1])
+            return ffi.new("uint64_t[3]", [2**64 - 1, 2**64 - 1, 2**64 - 1])
         if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
             raise ValueError(f"since must be a version from version(), not {since!r}")
-        return ffi.new("uint64_t[2]", [since, 2**64 - 1])
+        return ffi.new("uint64_t[3]", [since, 2**64 - 1, 2**64 - 1])
 
     def _wait(self, key: str, timeout: Optional[float], cursor: Any) -> Any:
         h = self._handle()
