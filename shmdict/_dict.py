@@ -767,6 +767,9 @@ class SharedDict(MutableMapping[str, Value]):
         """One batch of events after ``cursor`` (blocking up to ``timeout``)."""
         h = self._handle()
         s = scratch
+        # Events for keys that do not match are consumed but do not count as
+        # "an event came": keep waiting for the rest of the timeout.
+        deadline = time.monotonic() + timeout if timeout >= 0 else None
         while True:
             rc = lib.shmdict_events(h, cursor, s.buf, s.cap, timeout, s.out)
             if rc == _EINTR:
@@ -794,7 +797,12 @@ class SharedDict(MutableMapping[str, Value]):
                 pos += 3 + n
                 if key is None or match == "*" or fnmatch.fnmatchcase(key, match):
                     events.append(Event(_EV_NAMES.get(op, "set"), key))
-            return events
+            if events:
+                return events
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return []
 
     def _watch_cursor(self) -> Any:
         cursor = ffi.new("uint64_t[2]", [0, 2**64 - 1])
@@ -1345,7 +1353,7 @@ class SharedDict(MutableMapping[str, Value]):
         finally:
             lk.release()
 
-    # ---- lists: one record per list, see csrc/ops.c "lists"
+    # ---- lists: one record per list, see csrc/list.c
 
     def _push(self, key: str, value: Value, left: int) -> int:
         h = self._handle()

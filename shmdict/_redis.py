@@ -256,7 +256,7 @@ else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """
 
-# GCRA, the same algorithm as the C core's shmdict_limit (csrc/ops.c): the
+# GCRA, the same algorithm as the C core's shmdict_limit (csrc/limit.c): the
 # key holds the theoretical arrival time TAT as a plain int (microseconds of
 # the server's TIME) and expires at TAT, when the bucket is full again. With
 # emission interval T = per / rate and a bucket of L = (rate + burst) * T, a
