@@ -197,6 +197,7 @@ struct shmdict {
     uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */
+    uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (guard.c) */
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */
