@@ -119,6 +119,10 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
             used++;
             H->st_misses++;
         } else {
+            if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
+                found = SHMDICT_ECORRUPT; /* never a truncated or misframed list */
+                goto out;
+            }
             used = pack_value(r, buf, cap, used);
             H->st_hits++;
             found++;
