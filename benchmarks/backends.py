@@ -154,7 +154,7 @@ class ShmdictPureBackend(ShmdictBackend):
 
     def _handle(self, d: Any) -> Any:
         import shmdict
-        from shmdict._dict import _Base
+        from shmdict._dict import _Base, _trust
         from shmdict._lib import check, ffi, lib
         from shmdict._pure import PureBase
 
@@ -165,7 +165,8 @@ class ShmdictPureBackend(ShmdictBackend):
         # a second handle on d's file, whose hot methods are the pure ones (d owns the name)
         self._owner = d
         p = ffi.new("shmdict_t **")
-        check(lib.shmdict_attach(d._dir.encode(), d.name.encode(), p))
+        flags, also = _trust(False)
+        check(lib.shmdict_attach(d._dir.encode(), d.name.encode(), flags, also, ffi.new("shmdict_out_t *"), p))
         return ShmdictPureBackend.cls(p[0], d.name, d._dir, owner=False)
 
     def close(self) -> None:

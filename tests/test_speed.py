@@ -43,7 +43,9 @@ if not PURE_SELECTED:
 def attach_pure(d: shmdict.SharedDict) -> shmdict.SharedDict:
     """Another handle on d's file, whose hot methods are the pure base's."""
     p = ffi.new("shmdict_t **")
-    _lib.check(lib.shmdict_attach(d._dir.encode(), d.name.encode(), p))
+    flags, also = _dict._trust(False)
+    why = ffi.new("shmdict_out_t *")
+    _lib.check(lib.shmdict_attach(d._dir.encode(), d.name.encode(), flags, also, why, p))
     return PureSharedDict(p[0], d.name, d._dir, owner=False)
 
 
