@@ -39,7 +39,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private directory on tmpfs, exported as SHMDICT_DIR for the test."""
+    """A private directory on tmpfs, exported as SHMDICT_DIR for the test.
+
+    Afterwards, whatever the test did or however it ended: no crash point stays
+    armed and the TTL clock is back to real time, so no test sees another's
+    state and any subset of the suite passes in any order.
+    """
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     path = tempfile.mkdtemp(prefix="shmdict-test-", dir=base)
     monkeypatch.setenv("SHMDICT_DIR", path)
@@ -47,6 +52,7 @@ def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield path
     finally:
         _lib.fault_arm(None)
+        _lib.clock_reset()
         shutil.rmtree(path, ignore_errors=True)
 
 
