@@ -739,11 +739,18 @@ class SharedDict(MutableMapping[str, Value]):
         cursor = self._watch_cursor()
 
         def gen() -> Iterator[Event]:
+            # A batch may hold only changes that do not match: that is no event
+            # for the caller, so it neither ends the watch nor restarts its clock.
+            deadline = time.monotonic() + t if t >= 0 else None
             while True:
-                batch = self._events(cursor, match, t)
-                if not batch and t >= 0:
+                left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                batch = self._events(cursor, match, left)
+                if batch:
+                    yield from batch
+                    if deadline is not None:
+                        deadline = time.monotonic() + t
+                elif deadline is not None and time.monotonic() >= deadline:
                     return
-                yield from batch
 
         return gen()
 

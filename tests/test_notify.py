@@ -143,6 +143,18 @@ def test_watch_filters_with_a_glob_and_starts_now(d):
     assert list(w) == [("set", "user:1"), ("set", "user:2")]
 
 
+def test_watch_keeps_waiting_past_changes_that_do_not_match(d):
+    """A batch holding only changes that do not match does not end the watch: it ends only
+    when no matching change comes for `timeout` seconds."""
+    w = d.watch("job*", timeout=10)
+    d["other"] = 1  # already in the ring: the watcher's first batch holds only this
+    pid = _later(lambda: shmdict.get(d.name).set("job:a", 1))
+    try:
+        assert next(w, None) == ("set", "job:a")
+    finally:
+        _reap(pid)
+
+
 def test_watch_from_another_process(d):
     """A watcher in this process sees changes made by another process."""
     w = d.watch(timeout=5)
