@@ -37,6 +37,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the shuffled order even under -q (which hides pytest-randomly's header line),
+    so a failure that depends on the order can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(f"test order: shuffled by pytest-randomly; replay with -p randomly --randomly-seed={seed}")
+
+
 @pytest.fixture(autouse=True)
 def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A private directory on tmpfs, exported as SHMDICT_DIR for the test.
