@@ -477,8 +477,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             data["notes"].append(f"{x}: resident sets above {cls.max_keys:,} keys not run (fill too slow).")
     if "manager" in names:
         data["notes"].append("manager: several-process workloads not run: workers forked from the "
-                             "benchmark process hang on the Manager proxies (the reference harness in "
-                             "../shared/bench measured about 2.5k incr/s with 2 processes, no loss).")
+                             "benchmark process hang on the Manager proxies.")
     data["notes"] += [
         "Loops call bound methods over pre-built keys with the GC off; ns/op includes the Python loop "
         "(about 20-30 ns, the same for every backend).",

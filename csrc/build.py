@@ -15,7 +15,11 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).parent
-SOURCES = ["segment.c", "lock.c", "table.c", "ops.c", "notify.c", "window.c", "fault.c", "fast.c"]
+SOURCES = [
+    "errors.c", "fault.c", "hash.c", "lock.c", "notify.c", "table.c", "guard.c", "segment.c", "record.c",
+    "kv.c", "list.c", "scan.c", "batch.c", "stats.c", "evict.c", "limit.c", "flock.c", "window.c",
+    "snapshot.c", "watch.c", "fast.c",
+]
 
 
 def _without_preprocessor_lines(path: Path) -> str:

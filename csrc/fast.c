@@ -16,14 +16,19 @@
  *     INT64_MIN + t            (1 <= t <= 5)  present, of type t
  *     INT64_MIN + 32 - rc      (rc < 0)       the SHMDICT_E* code rc
  * A code other than "not found" sends the caller to the general entry point
- * (ops.c), which re-runs the operation: so a fast call that returns a code
+ * (kv.c), which re-runs the operation: so a fast call that returns a code
  * must have changed nothing. Nothing here is thread-local or static: the GIL
  * is released during every call.
  *
  * A NULL handle (a closed SharedDict) gives EINVAL instead of a crash, which
  * lets Python skip its own "closed?" check on the hot path.
  */
-#include "layout.h"
+#include "fault.h"
+#include "guard.h"
+#include "hash.h"
+#include "lock.h"
+#include "notify.h"
+#include "table.h"
 
 #define CODE_BASE INT64_MIN
 #define CODE_TYPE(t) (CODE_BASE + (t))
@@ -44,7 +49,7 @@ int64_t shmdict_get_fast(shmdict_t *h, const char *key, size_t klen)
 }
 
 /* Add delta to a live int, keeping its TTL: the same stores, crash points,
- * version bump and change event as shmdict_incr's in-place path (ops.c: keep
+ * version bump and change event as shmdict_incr's in-place path (kv.c: keep
  * the two in step). Every other case -- a missing
  * or expired key (init), a float, not a number, an overflow, a result in the
  * reserved range -- returns a code and changes nothing; shmdict_incr then
@@ -69,7 +74,7 @@ int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t de
         res = CODE_ERR(SHMDICT_EOVERFLOW);
     } else {
         if (__builtin_expect(h->hdr->flags & HF_EVICT, 0) && !(r->cls & CLS_REF))
-            r->cls |= CLS_REF; /* CLOCK: referenced (an unlogged hint), as ops.c lookup() */
+            r->cls |= CLS_REF; /* CLOCK: referenced (an unlogged hint), as record.c lookup() */
         rec_t t = *r; /* the word at offset 8 (klen, type, cls, ver) with the next version */
         uint64_t w8;
         t.ver = next_ver(r->ver);

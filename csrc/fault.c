@@ -9,7 +9,8 @@
 #include <signal.h>
 #include <string.h>
 
-#include "layout.h"
+#include "fault.h"
+#include "shmdict.h"
 
 #define X_NAME(id, name) name,
 static const char *const names[] = {FAULT_POINTS(X_NAME)};

@@ -129,7 +129,7 @@ typedef struct header {
     uint64_t recoveries;        /* EOWNERDEAD repairs */
     uint64_t defrag_pending;    /* a defrag pass is being applied (redo on recovery) */
     uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
-    /* statistics (ops.c shmdict_stats): plain unlogged increments under the
+    /* statistics (stats.c shmdict_stats): plain unlogged increments under the
      * lock. They are diagnostics, not state: an operation rolled back after a
      * crash may leave its increment behind. */
     uint64_t st_hits;           /* keyed reads that found a live value */
@@ -197,6 +197,7 @@ struct shmdict {
     uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */
+    uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (guard.c) */
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */
@@ -208,7 +209,7 @@ static inline bool is_numeric(int type)
 
 /* Bytes of record r that hold data: header, key, value. A LIST record keeps
  * its key padded to 8, then a u64 element count, then an element area whose
- * live part is [num.s.reserved, num.s.reserved + num.s.vlen) (ops.c). */
+ * live part is [num.s.reserved, num.s.reserved + num.s.vlen) (list.c). */
 static inline uint64_t rec_bytes(const rec_t *r)
 {
     if (is_numeric(r->type))
@@ -251,121 +252,13 @@ static inline int class_of(uint64_t units)
     return c; /* NCLASS if too large */
 }
 
+/* A LIST value (snapshot.c) is its packed elements: vlen bytes after the
+ * key padded to 8 and the u64 count. */
 static inline uint64_t rec_units(uint64_t klen, int type, uint64_t vlen)
 {
-    uint64_t bytes = REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
+    uint64_t bytes = type == SHMDICT_T_LIST ? REC_HDR + ((klen + 7) & ~7ull) + 8 + vlen
+                                            : REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
     return (bytes + UNIT - 1) / UNIT;
 }
-
-/* ---- lock.c: mutex and undo log ------------------------------------------ */
-int lock_dict(shmdict_t *h);
-int lock_dict_any(shmdict_t *h); /* also hands over a table marked corrupt */
-void unlock_dict(shmdict_t *h);
-int recover(shmdict_t *h);
-void w64(shmdict_t *h, uint64_t *p, uint64_t v);
-void wlog(shmdict_t *h, uint64_t *p);
-void wbackup(shmdict_t *h, void *p, uint64_t len);
-void commit(shmdict_t *h);
-int lock_init(header_t *hdr);
-bool lock_looks_valid(const header_t *hdr);
-
-/* ---- table.c ------------------------------------------------------------ */
-uint64_t hash_key(const shmdict_t *h, const char *key, size_t klen);
-/* find: slot index of key, -1 if absent, or SHMDICT_ECORRUPT (< -1).
- * *ins receives the first reusable slot on the probe path (or -1). */
-int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins);
-rec_t *rec_at(shmdict_t *h, uint64_t slot);
-int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
-int defrag(shmdict_t *h);
-uint64_t carve_units(uint64_t len);      /* first piece a defrag pass carves from a free run */
-int class_floor_units(uint64_t units);   /* largest class of at most `units` */
-int defrag_pass(shmdict_t *h);
-void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
-int delete_at(shmdict_t *h, uint64_t i, rec_t *r); /* emits EV_DELETE */
-int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op);
-int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
-void table_reset(shmdict_t *h);
-int table_check(shmdict_t *h, char *msg, size_t cap);
-uint64_t now_ns(void);
-uint64_t deadline_ns(uint64_t now, double exptime);
-
-/* ---- ops.c (shared with window.c) ---------------------------------------- */
-/* A value to store: numeric types carry their 8 bytes in num. */
-typedef struct value {
-    int type;
-    uint64_t num;
-    const char *buf;
-    size_t len;
-} value_t;
-int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
-        uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out);
-int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
-               uint64_t *now);
-
-/* ---- notify.c ----------------------------------------------------------- */
-enum { EV_SKIP = 0, EV_SET = 1, EV_DELETE = 2, EV_EXPIRE = 3, EV_EVICT = 4, EV_FLUSH = 5 };
-/* Inside an operation's transaction: record the change of a key (appends to
- * the event ring, logged) and bump its bucket (woken after unlock). */
-void note_change(shmdict_t *h, uint64_t hash, int op, const char *key, size_t klen);
-void note_flush(shmdict_t *h);
-void wake_pending(shmdict_t *h); /* after unlock: FUTEX_WAKE the buckets this thread bumped */
-void wake_all(shmdict_t *h);     /* recovery: a dead writer may have bumped without waking */
-uint32_t next_ver(uint32_t v);
-
-/* ---- fault.c ------------------------------------------------------------ */
-/* Every crash point, as "<operation>.<step>". */
-#define FAULT_POINTS(X)                                                                  \
-    X(INSERT_ALLOCATED, "insert.allocated")     /* block allocated, not yet filled */    \
-    X(INSERT_FILLED, "insert.filled")           /* record written, not published */      \
-    X(INSERT_PUBLISHED, "insert.published")     /* slot points at it, counters stale */  \
-    X(INSERT_COUNTED, "insert.counted")         /* all stores done, log not cleared */   \
-    X(OVERWRITE_ALLOCATED, "overwrite.allocated")                                        \
-    X(OVERWRITE_FILLED, "overwrite.filled")                                              \
-    X(OVERWRITE_PUBLISHED, "overwrite.published")                                        \
-    X(OVERWRITE_FREED, "overwrite.freed")       /* old block back on its free list */    \
-    X(OVERWRITE_INPLACE, "overwrite.inplace")   /* number stored in place, TTL pending */\
-    X(OVERWRITE_BACKED, "overwrite.backed")     /* old record saved to the backup area */\
-    X(OVERWRITE_REWRITTEN, "overwrite.rewritten") /* record rewritten in place */        \
-    X(OVERWRITE_COUNTED, "overwrite.counted")                                            \
-    X(DELETE_TOMBED, "delete.tombed")           /* slot marked TOMB */                   \
-    X(DELETE_SHIFTED, "delete.shifted")         /* one backward-shift step done */       \
-    X(DELETE_FREED, "delete.freed")                                                      \
-    X(DELETE_COUNTED, "delete.counted")                                                  \
-    X(INCR_STORED, "incr.stored")               /* new number stored, TTL pending */     \
-    X(INCR_TTL, "incr.ttl")                     /* TTL stored, counters pending */       \
-    X(EXPIRE_STORED, "expire.stored")                                                    \
-    X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
-    X(DEFRAG_MARKED, "defrag.marked")           /* defrag_pending committed */           \
-    X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
-    X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
-    X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
-    X(EVENT_APPENDED, "event.appended")         /* event written, op not committed */    \
-    X(RECOVER_RESTORED, "recover.restored")     /* a crash inside recovery itself */      \
-    X(FLUSH_EXPIRED_DELETED, "flush_expired.deleted") /* one expired item freed */       \
-    X(LEN_RECLAIMED, "len.reclaimed")           /* len() reclaimed the expired items */  \
-    X(EVICT_DELETED, "evict.deleted")           /* one CLOCK victim removed */           \
-    X(CAS_MATCHED, "cas.matched")               /* compared equal, store not begun */    \
-    X(SET_MANY_ITEM, "set_many.item")           /* some items stored, not all */         \
-    X(LIMIT_STORED, "limit.stored")             /* new TAT stored, TTL pending */        \
-    X(LIMIT_TTL, "limit.ttl")                   /* TTL stored, log not cleared */         \
-    X(LIST_PUSHED, "list.pushed")               /* element in, count/version pending */  \
-    X(LIST_SLID, "list.slid")                   /* live part copied across, push pending */\
-    X(LIST_POPPED, "list.popped")               /* element out, count/version pending */ \
-    X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
-    X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
-    X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */\
-    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
-
-#define X_ENUM(id, name) FP_##id,
-enum { FAULT_POINTS(X_ENUM) FP_COUNT };
-#undef X_ENUM
-
-extern int fault_armed; /* -1 when disarmed */
-void fault_hit(int point);
-#define FAULT(id)                                                 \
-    do {                                                          \
-        if (__builtin_expect(fault_armed == FP_##id, 0))          \
-            fault_hit(FP_##id);                                   \
-    } while (0)
 
 #endif /* SHMDICT_LAYOUT_H */

@@ -8,9 +8,11 @@
  * waiter's PID namespace, which is wrong across containers). When a holder
  * dies -- SIGKILL included -- the kernel walks its robust list, marks the
  * futex OWNER_DIED and wakes a waiter, whose pthread_mutex_lock() returns
- * EOWNERDEAD. That locker repairs the table (recover()) and only then calls
- * pthread_mutex_consistent(). glibc robust mutexes never spin, so lock_dict()
- * spins briefly on trylock before paying for a FUTEX_WAIT.
+ * EOWNERDEAD. That locker repairs the table (recover(), guard.c) and only
+ * then calls pthread_mutex_consistent(). glibc robust mutexes never spin, so
+ * lock_dict() (guard.c) spins briefly on trylock before paying for a
+ * FUTEX_WAIT. This file owns the mutex's initialisation and the log's writer
+ * side; guard.c owns taking the lock and the recovery that replays the log.
  *
  * THE UNDO LOG
  * Every store to reachable shared state -- an index slot, a counter, the bump
@@ -55,20 +57,8 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
-#include <time.h>
 
-#include "layout.h"
-
-#define CBAR() atomic_signal_fence(memory_order_seq_cst)
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
+#include "lock.h"
 
 static int mutex_init(pthread_mutex_t *mu)
 {
@@ -140,122 +130,6 @@ void commit(shmdict_t *h)
     H->gen++; /* unlogged: a lost increment after a crash is harmless */
 }
 
-/* Is [off, off+8) a word that operations may log? Header table state or the
- * index/arena; never identity fields, the mutex or the log itself. */
-static bool loggable(const shmdict_t *h, uint64_t off)
-{
-    if (off % 8)
-        return false;
-    if (off >= offsetof(header_t, gen) && off + 8 <= offsetof(header_t, ulog_n))
-        return true;
-    return off >= HEADER_SIZE && off <= h->map_size - 8;
-}
-
-/* Roll back the operation in flight, then redo an interrupted flush.
- * Returns OK, or ECORRUPT after marking the table corrupt. */
-int recover(shmdict_t *h)
-{
-    header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
-    if (n > ULOG_MAX)
-        goto bad;
-    for (uint64_t k = 0; k < n; k++) {
-        uint64_t off = H->ulog[k].off & ~ULOG_BACKUP, len = H->ulog[k].old;
-        if (H->ulog[k].off & ULOG_BACKUP) {
-            if (len > BACKUP_MAX || off < (uint64_t)(h->arena - h->base) || off > h->map_size || len > h->map_size - off)
-                goto bad;
-        } else if (!loggable(h, off)) {
-            goto bad;
-        }
-    }
-    for (uint64_t k = n; k-- > 0;) {
-        uint64_t off = H->ulog[k].off & ~ULOG_BACKUP;
-        if (H->ulog[k].off & ULOG_BACKUP)
-            memcpy(h->base + off, H->backup, H->ulog[k].old);
-        else
-            __atomic_store_n((uint64_t *)(h->base + off), H->ulog[k].old, __ATOMIC_RELAXED);
-        if (k == n / 2)
-            FAULT(RECOVER_RESTORED);
-    }
-    CBAR();
-    H->ulog_n = 0;
-    CBAR();
-    if (H->flush_pending) {
-        table_reset(h);
-        CBAR();
-        H->flush_pending = 0;
-    }
-    if (H->defrag_pending) {
-        if (defrag_pass(h) != SHMDICT_OK)
-            goto bad;
-        CBAR();
-        H->defrag_pending = 0;
-    }
-    wake_all(h); /* the dead writer may have bumped futex words without waking */
-    /* O(1) sanity: the allocator and counters must be in range. */
-    if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
-        goto bad;
-    return SHMDICT_OK;
-bad:
-    H->corrupt = 1;
-    return SHMDICT_ECORRUPT;
-}
-
-/* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
- * check), a table marked corrupt is still handed over. */
-static int lock_impl(shmdict_t *h, bool allow_corrupt)
-{
-    header_t *H = h->hdr;
-    pthread_mutex_t *mu = &H->lock.mu;
-    int r = pthread_mutex_trylock(mu);
-    for (int spin = 0; r == EBUSY && spin < 200; spin++) {
-        cpu_relax();
-        r = pthread_mutex_trylock(mu);
-    }
-    if (r == EBUSY) {
-        struct timespec t0, t1; /* only a contended acquisition pays for the clock reads */
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        r = pthread_mutex_lock(mu);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (r == 0 || r == EOWNERDEAD) {
-            H->st_lock_waits++;
-            H->st_lock_wait_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
-        }
-    }
-    if (r == EOWNERDEAD) {
-        recover(h);
-        H->recoveries++;
-        if (pthread_mutex_consistent(mu)) {
-            pthread_mutex_unlock(mu);
-            return SHMDICT_ELOCK;
-        }
-    } else if (r != 0) {
-        return SHMDICT_ELOCK;
-    } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0 || H->defrag_pending != 0, 0)) {
-        recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
-    }
-    H->st_locks++; /* statistics: plain stores under the lock */
-    if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {
-        pthread_mutex_unlock(mu);
-        return SHMDICT_ECORRUPT;
-    }
-    return SHMDICT_OK;
-}
-
-int lock_dict(shmdict_t *h) { return lock_impl(h, false); }
-int lock_dict_any(shmdict_t *h) { return lock_impl(h, true); }
-
-void unlock_dict(shmdict_t *h)
-{
-    header_t *H = h->hdr;
-    /* An emptied dict gets its whole arena back in one piece: without this,
-     * free blocks scattered in size classes would serve the next fill worse
-     * than a fresh dict. Every operation has committed by now (log empty). */
-    if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
-        defrag(h);
-    pthread_mutex_unlock(&H->lock.mu);
-    wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
-}
 
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
  * process-shared one (garbage, or made by another libc) would make

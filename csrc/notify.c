@@ -1,7 +1,9 @@
 /*
  * notify.c -- change notification without a server: futex words in the
  * mapping for "wait until this key changes", and an event ring in the file
- * for "watch the stream of changes".
+ * for "watch the stream of changes". This file owns the writer's side
+ * (bumping and waking words, appending events inside an operation's
+ * transaction) and calls no operation; the waiting side is watch.c.
  *
  * FUTEX WORDS. The header holds NBUCKETS + 1 32-bit words; a key belongs to
  * bucket tag % NBUCKETS. Each word is a 31-bit sequence plus the WAITERS bit.
@@ -23,11 +25,11 @@
  * and they never block on a reader. A waiter killed at any moment leaves at most a stale WAITERS bit,
  * which costs one extra wake. A writer killed between its bump and its wake
  * leaves sleepers unwoken: recovery wakes every word (wake_all), and waiters
- * sleep at most WAIT_SLICE_NS at a time anyway. Wake-ups may be spurious
+ * sleep at most WAIT_SLICE_NS (watch.c) at a time anyway. Wake-ups may be spurious
  * (keys share buckets): waiters always re-check the key's version.
  *
  * PER-KEY VERSIONS. Every record carries `ver`, bumped by each change of its
- * value or TTL (see ops.c); a new record starts from the global operation
+ * value or TTL (record.c and the operation files); a new record starts from the global operation
  * counter, so a deleted and re-created key does not repeat an old version.
  * A missing key has version 0.
  *
@@ -42,21 +44,16 @@
  * operation's transaction: the entry's bytes lie beyond the published head
  * (unlogged), and head, seq and -- when old entries are overwritten -- tail
  * move through w64, so a rolled-back operation leaves no event behind.
- * Readers copy under the dict lock, checking each entry's size and sequence;
+ * Readers (watch.c) copy under the dict lock, checking each entry's size and sequence;
  * a reader that fell behind the tail gets "lost N" and resumes at the tail.
  * Nothing about a reader is stored in the file: a slow or dead reader costs
  * writers nothing.
  */
-#include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "layout.h"
-
-#define WAIT_SLICE_NS 1000000000ull /* a sleeper re-checks at least once a second */
+#include "notify.h"
+#include "fault.h"
+#include "lock.h"
 
 static __thread uint64_t wake_mask[(NBUCKETS + 1 + 63) / 64];
 static __thread int wake_any;
@@ -76,11 +73,6 @@ static void bump(header_t *H, int b)
         wake_mask[b / 64] |= 1ull << (b % 64);
         wake_any = 1;
     }
-}
-
-static long futex(uint32_t *w, int op, uint32_t val, const struct timespec *ts)
-{
-    return syscall(SYS_futex, w, op, val, ts, NULL, 0);
 }
 
 void wake_pending(shmdict_t *h)
@@ -106,21 +98,6 @@ void wake_all(shmdict_t *h)
 }
 
 /* ---- the event ring -------------------------------------------------------- */
-
-typedef struct ev {
-    uint32_t size;
-    uint8_t op;
-    uint8_t zero;
-    uint16_t klen;
-    uint64_t seq;
-    char key[];
-} ev_t;
-
-static inline uint64_t ev_size(size_t klen) { return (sizeof(ev_t) + klen + 15) & ~(uint64_t)15; }
-static inline ev_t *ev_at(shmdict_t *h, uint64_t pos)
-{
-    return (ev_t *)(h->base + h->ev_off + pos % h->ev_cap);
-}
 
 /* Drop entries at the tail until `need` more bytes fit. Returns false if the
  * ring is inconsistent (then the caller resets it). */
@@ -209,161 +186,4 @@ void note_flush(shmdict_t *h)
     append_event(h, EV_FLUSH, "", 0);
     for (int b = 0; b <= NBUCKETS; b++)
         bump(h->hdr, b);
-}
-
-/* ---- waiting ---------------------------------------------------------------- */
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Announce a waiter on word w: returns its value with WAITERS set. */
-static uint32_t arm(uint32_t *w)
-{
-    uint32_t s = __atomic_load_n(w, __ATOMIC_ACQUIRE);
-    while (!(s & WAITERS) &&
-           !__atomic_compare_exchange_n(w, &s, s | WAITERS, true, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        ;
-    return s | WAITERS;
-}
-
-/* Sleep while word w still holds s, until the deadline (0 = none), `until`
- * (0 = none) or one slice at most. OK (re-check), ETIMEDOUT, EINTR (a
- * signal: let Python run its handlers, then call again) or ECLOSED. */
-static int sleep_on(shmdict_t *h, uint32_t *w, uint32_t s, uint64_t deadline, uint64_t until)
-{
-    uint64_t now = mono_ns(), wait = WAIT_SLICE_NS;
-    if (deadline) {
-        if (now >= deadline)
-            return SHMDICT_ETIMEDOUT;
-        if (deadline - now < wait)
-            wait = deadline - now;
-    }
-    if (until && until - now < wait)
-        wait = until > now ? until - now : 1;
-    struct timespec ts = {(time_t)(wait / 1000000000u), (long)(wait % 1000000000u)};
-    if (__atomic_load_n(&h->closing, __ATOMIC_ACQUIRE))
-        return SHMDICT_ECLOSED;
-    if (futex(w, FUTEX_WAIT, s, &ts) != 0 && errno == EINTR)
-        return SHMDICT_EINTR;
-    return SHMDICT_OK;
-}
-
-static uint64_t to_deadline(double timeout)
-{
-    if (!(timeout >= 0))
-        return 0; /* negative or NaN: wait forever */
-    double ns = timeout * 1e9;
-    uint64_t now = mono_ns();
-    return ns > (double)(UINT64_MAX - now - 1) ? UINT64_MAX - 1 : now + (uint64_t)ns + 1;
-}
-
-int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out)
-{
-    out->ver = 0;
-    return shmdict_ttl(h, key, klen, out) == SHMDICT_ECORRUPT ? SHMDICT_ECORRUPT : SHMDICT_OK;
-}
-
-int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
-                 shmdict_out_t *out, char *buf, size_t cap)
-{
-    if (klen == 0 || klen > SHMDICT_MAX_KEY)
-        return SHMDICT_EINVAL;
-    uint64_t hash = hash_key(h, key, klen);
-    uint32_t *w = &h->hdr->notify_seq[(hash >> 32) % NBUCKETS];
-    uint64_t deadline = to_deadline(timeout);
-    for (;;) {
-        uint32_t s = arm(w); /* before the check: see the protocol above */
-        /* Read the key's version and value in one locked call. */
-        out->ver = 0;
-        out->len = 0;
-        int rc = shmdict_get(h, key, klen, out, buf, cap);
-        if (rc < 0 && rc != SHMDICT_ENOTFOUND)
-            return rc;
-        uint32_t ver = rc == SHMDICT_ENOTFOUND ? 0 : out->ver;
-        if (ver != since)
-            return rc; /* changed: its value (or ENOTFOUND: it went away) */
-        /* A key with a TTL changes when it expires, with or without a writer. */
-        uint64_t until = 0;
-        if (ver) {
-            shmdict_out_t t;
-            if (shmdict_ttl(h, key, klen, &t) == SHMDICT_OK && t.f > 0)
-                until = mono_ns() + (uint64_t)(t.f * 1e9) + 1000000;
-        }
-        rc = sleep_on(h, w, s, deadline, until);
-        if (rc != SHMDICT_OK)
-            return rc;
-    }
-}
-
-int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
-                   shmdict_out_t *out)
-{
-    header_t *H = h->hdr;
-    uint32_t *w = &H->notify_seq[EV_WORD];
-    uint64_t deadline = to_deadline(timeout);
-    if (!h->ev_cap)
-        return SHMDICT_EINVAL;
-    for (;;) {
-        uint32_t s = arm(w);
-        int rc = lock_dict(h);
-        if (rc)
-            return rc;
-        /* cursor[0] = position, cursor[1] = next sequence wanted; ~0 = start now */
-        if (cursor[1] == UINT64_MAX) {
-            cursor[0] = H->ev_head;
-            cursor[1] = H->ev_seq;
-        }
-        out->i = 0;
-        if (cursor[1] < H->ev_tail_seq || cursor[1] > H->ev_seq || cursor[0] > H->ev_head ||
-            cursor[0] < H->ev_tail) {
-            out->i = cursor[1] < H->ev_tail_seq ? (int64_t)(H->ev_tail_seq - cursor[1]) : 1;
-            cursor[0] = H->ev_tail;
-            cursor[1] = H->ev_tail_seq;
-        }
-        size_t used = 0;
-        int64_t n = 0;
-        while (cursor[0] < H->ev_head) {
-            /* entries are 16-aligned: a scribbled tail or head must not misalign the read */
-            ev_t *e = cursor[0] % 16 ? NULL : ev_at(h, cursor[0]);
-            uint64_t phys = cursor[0] % h->ev_cap;
-            if (!e || e->size < sizeof(ev_t) || e->size % 16 || e->size > h->ev_cap - phys ||
-                e->size > H->ev_head - cursor[0] || (e->op != EV_SKIP && e->seq != cursor[1]) ||
-                e->op > EV_FLUSH || ev_size(e->klen) > e->size) {
-                /* Inconsistent entry: report everything up to the head as lost. */
-                out->i += (int64_t)(H->ev_seq - cursor[1]);
-                cursor[0] = H->ev_head;
-                cursor[1] = H->ev_seq;
-                break;
-            }
-            if (e->op != EV_SKIP) {
-                if (used + 3 + e->klen > cap)
-                    break;
-                buf[used] = (char)e->op;
-                memcpy(buf + used + 1, &e->klen, 2);
-                memcpy(buf + used + 3, e->key, e->klen);
-                used += 3 + (size_t)e->klen;
-                n++;
-                cursor[1]++;
-            }
-            cursor[0] += e->size;
-        }
-        unlock_dict(h);
-        out->len = used;
-        if (n || out->i)
-            return (int)n;
-        rc = sleep_on(h, w, s, deadline, 0);
-        if (rc != SHMDICT_OK)
-            return rc;
-    }
-}
-
-void shmdict_interrupt(shmdict_t *h)
-{
-    __atomic_store_n(&h->closing, 1, __ATOMIC_RELEASE);
-    for (int b = 0; b <= NBUCKETS; b++)
-        futex(&h->hdr->notify_seq[b], FUTEX_WAKE, INT_MAX, NULL);
 }

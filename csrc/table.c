@@ -1,7 +1,8 @@
 /*
  * table.c -- the hash index and the record allocator. No locking here: every
- * function runs with the dict's mutex held (ops.c), and every mutation goes
- * through the undo log (w64/wlog, lock.c).
+ * function runs with the dict's mutex held (guard.c), and every mutation goes
+ * through the undo log (w64/wlog, lock.c). It also owns the expiry clock
+ * (now_ns) every TTL is measured on.
  *
  * INDEX. Fixed-capacity open addressing with linear probing over 8-byte slots
  * (see layout.h), never rehashed. The load factor, tombstones included, is
@@ -29,7 +30,11 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "layout.h"
+#include "table.h"
+#include "fault.h"
+#include "hash.h"
+#include "lock.h"
+#include "notify.h"
 
 static int64_t clock_shift_ns;
 
@@ -52,51 +57,6 @@ uint64_t deadline_ns(uint64_t now, double exptime)
         return UINT64_MAX - 1;
     uint64_t d = now + (uint64_t)ns;
     return d > now ? d : now + 1;
-}
-
-/* ---- SipHash-1-3, keyed by the file's random seed ----------------------- */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                               \
-    do {                                                                       \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);              \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                 \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                 \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);              \
-    } while (0)
-
-uint64_t hash_key(const shmdict_t *h, const char *key, size_t len)
-{
-    uint64_t k0 = h->hdr->seed[0], k1 = h->hdr->seed[1];
-    uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
-    const unsigned char *p = (const unsigned char *)key, *end = p + (len & ~(size_t)7);
-    uint64_t m;
-    for (; p != end; p += 8) {
-        memcpy(&m, p, 8);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t b = (uint64_t)len << 56;
-    switch (len & 7) {
-    case 7: b |= (uint64_t)p[6] << 48; /* fall through */
-    case 6: b |= (uint64_t)p[5] << 40; /* fall through */
-    case 5: b |= (uint64_t)p[4] << 32; /* fall through */
-    case 4: b |= (uint64_t)p[3] << 24; /* fall through */
-    case 3: b |= (uint64_t)p[2] << 16; /* fall through */
-    case 2: b |= (uint64_t)p[1] << 8;  /* fall through */
-    case 1: b |= (uint64_t)p[0]; break;
-    case 0: break;
-    }
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* ---- records -------------------------------------------------------------- */
@@ -173,7 +133,7 @@ static uint64_t carve_len(uint64_t len)
     return class_units(c);
 }
 
-/* For free_space (ops.c): the same two rules, exported. */
+/* For free_space (stats.c): the same two rules, exported. */
 uint64_t carve_units(uint64_t len) { return carve_len(len); }
 int class_floor_units(uint64_t units) { return class_floor(units); }
 
@@ -373,6 +333,9 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
     uint64_t *slots = h->slots, cap = h->cap;
     uint64_t unit = slot_unit(slots[i]);
     uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
+    /* Counters that would wrap below zero were scribbled on: refuse before any store. */
+    if (H->count == 0 || H->used_bytes < cls_bytes || (r->expires && H->n_ttl == 0) || H->tombs >= cap)
+        return SHMDICT_ECORRUPT;
 
     note_change(h, (uint64_t)slot_tag(slots[i]) << 32, ev_op, r->data, r->klen);
     w64(h, &slots[i], SLOT_TOMB);
@@ -410,11 +373,6 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
 
 /* ---- expiry ------------------------------------------------------------------- */
 
-static inline bool expired(const rec_t *r, uint64_t now)
-{
-    return r->expires && r->expires <= now;
-}
-
 /* all == false: sweep a few slots from the hand. all == true: remove every
  * expired record (unless exp_hint proves none can have expired). Each victim
  * is deleted in its own committed transaction. Returns the number removed,
@@ -437,7 +395,8 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
             if (!r)
                 return SHMDICT_ECORRUPT;
             if (expired(r, now)) {
-                delete_at_op(h, i, r, EV_EXPIRE);
+                if (delete_at_op(h, i, r, EV_EXPIRE))
+                    return SHMDICT_ECORRUPT;
                 FAULT(RECLAIM_DELETED);
                 commit(h);
                 H->st_expired++;

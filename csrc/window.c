@@ -25,7 +25,8 @@
  */
 #include <math.h>
 
-#include "layout.h"
+#include "record.h"
+#include "fault.h"
 
 enum { WINDOW_MAX_LIMIT = 1 << 24 }; /* 128 MiB of timestamps: far beyond any real limit */
 

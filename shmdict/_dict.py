@@ -11,6 +11,7 @@ single atomic C call.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import functools
 import os
@@ -20,13 +21,12 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Optional, Union
 
 from . import _lib
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
 
-__all__ = ["Event", "NamedLock", "SharedDict", "Value", "get", "new", "open", "unlink"]
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "Event", "NamedLock", "SharedDict", "Value", "get", "new", "open", "unlink"]
 
 Value = Union[bool, int, float, str, bytes]
 
@@ -45,6 +45,7 @@ _c_set_int, _c_set_buf = lib.shmdict_set_int, lib.shmdict_set_buf
 _FMIN = INT64_MIN + lib.SHMDICT_FAST_CODES
 _F_MISS = INT64_MIN + 32 - _ENOTFOUND
 _F_STR, _F_BYTES = INT64_MIN + _STR, INT64_MIN + _BYTES
+_F_LOCKTIMEOUT = INT64_MIN + 32 - lib.SHMDICT_ELOCKTIMEOUT
 _encode = str.encode  # a TypeError for a non-str key, with no isinstance call
 _u32 = struct.Struct("<I")
 _u16 = struct.Struct("<H")
@@ -56,19 +57,49 @@ _EV_NAMES = {
     lib.SHMDICT_EV_EVICT: "evict",
     lib.SHMDICT_EV_FLUSH: "flush",
 }
-_ASYNC_SLICE = 0.25  # seconds an executor thread waits before re-checking for cancellation
-_executor: Optional[ThreadPoolExecutor] = None
-_executor_lock = threading.Lock()
+_ASYNC_SLICE = 0.25  # seconds a waiting thread sleeps before re-checking for cancellation
+
+DEFAULT_LOCK_TIMEOUT = 10.0
+"""Seconds a handle waits for the dict's lock before raising LockTimeout,
+unless ``lock_timeout=`` says otherwise. The lock is normally held for
+microseconds; only a holder that is stopped, frozen or stuck -- or a damaged
+lock word -- makes anyone wait this long."""
+
+_EUNTRUSTED, _ELOCKTIMEOUT = lib.SHMDICT_EUNTRUSTED, lib.SHMDICT_ELOCKTIMEOUT
 
 
-def _wait_executor() -> ThreadPoolExecutor:
-    # Waiting threads sleep in the kernel; asyncio's default executor has only
-    # cpu+4 of them, so awaiting many keys at once gets its own pool.
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shmdict-wait")
-        return _executor
+# ---- asyncio: blocking waits on short-lived threads ---------------------------
+# Each await runs its blocking slice on a thread of its own that ends with the
+# slice, so no idle thread outlives an await: nothing for fork() to inherit
+# half-alive (a pool's threads vanish in a child and its queue then hangs), and
+# no "fork() with threads running" warnings from the library's own threads.
+
+
+def _deliver(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    if fut.done():  # cancelled meanwhile: the slice's result is dropped
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as e:  # delivered to the awaiting coroutine
+            result = (False, e)
+        try:
+            loop.call_soon_threadsafe(_deliver, fut, *result)
+        except RuntimeError:
+            pass  # the loop closed while this slice slept: nobody is waiting
+
+    threading.Thread(target=run, name="shmdict-wait", daemon=True).start()
+    return await fut
 
 
 class Event(NamedTuple):
@@ -101,7 +132,7 @@ def _dir() -> str:
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"name must be str, not {type(name).__name__}")
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or not name.isascii():
         raise ValueError(f"invalid dict name {name!r}: it must match [A-Za-z0-9][A-Za-z0-9._-]{{0,199}}")
     return name
 
@@ -170,10 +201,24 @@ class SharedDict(MutableMapping[str, Value]):
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_h", "_hp", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "__weakref__")
+    __slots__ = (
+        "_h", "_hp", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "_lock_timeout", "_shared",
+        "_ident", "__weakref__",
+    )
 
-    def __init__(self, handle: Any, name: str, directory: str, owner: bool) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        name: str,
+        directory: str,
+        owner: bool,
+        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+        shared: Any = False,
+    ) -> None:
         # Private: use shmdict.new / get / open.
+        self._lock_timeout = lock_timeout
+        self._shared = shared
+        lib.shmdict_set_lock_timeout(handle, _lib.lock_timeout(lock_timeout))  # before the first lock
         self._h: Any = ffi.gc(handle, lib.shmdict_close)  # munmap once no call holds it
         # The hot path passes _hp unchecked: NULL once closed, which the fast C
         # entry points answer with EINVAL, and the slow path then explains.
@@ -183,6 +228,7 @@ class SharedDict(MutableMapping[str, Value]):
         info = ffi.new("shmdict_info_t *")
         _lib.check(lib.shmdict_info(self._h, info))
         self._size = int(info.size)
+        self._ident = (int(info.dev), int(info.ino))
         self._owner_pid = os.getpid() if owner else 0
         self._finalizer: Optional[weakref.finalize] = None
         if owner:
@@ -245,9 +291,16 @@ class SharedDict(MutableMapping[str, Value]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        # A non-owner reference by name: what a spawn worker needs.
-        return (_attach, (self._name, self._dir))
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A non-owner reference by name, with the same trust and lock timeout:
+        # what a spawn worker needs.
+        return (_attach, (self._name, self._dir, self._shared, self._lock_timeout))
+
+    @property
+    def lock_timeout(self) -> Optional[float]:
+        """Seconds this handle waits for the dict's lock before raising
+        :class:`shmdict.LockTimeout` (``None``: no bound)."""
+        return self._lock_timeout
 
     # ---- reads ------------------------------------------------------------
 
@@ -307,6 +360,8 @@ class SharedDict(MutableMapping[str, Value]):
             return v
         if v == _F_MISS:
             return default
+        if v == _F_LOCKTIMEOUT:
+            raise _lib.lock_timeout_error()  # (re-running the call would wait a second time)
         if _F_STR <= v <= _F_BYTES and self._h is not None:
             try:
                 return self._read_k(_c_get, self._h, k, key)  # a str or bytes value: one more call
@@ -327,6 +382,8 @@ class SharedDict(MutableMapping[str, Value]):
             return v  # type: ignore[no-any-return]
         if v == _F_MISS:
             raise KeyError(key)
+        if v == _F_LOCKTIMEOUT:
+            raise _lib.lock_timeout_error()
         if _F_STR <= v <= _F_BYTES and self._h is not None:
             return self._read_k(_c_get, self._h, k, key)  # type: ignore[no-any-return]
         return self._read(_c_get, key)  # type: ignore[no-any-return]
@@ -342,6 +399,8 @@ class SharedDict(MutableMapping[str, Value]):
             return True  # an int, or a value of another type
         if v == _F_MISS:
             return False
+        if v == _F_LOCKTIMEOUT:
+            raise _lib.lock_timeout_error()
         h = self._handle()
         k = encode_key(key)
         rc = _c_get(h, k, len(k), scratch.out, _NULL, 0)
@@ -415,17 +474,24 @@ class SharedDict(MutableMapping[str, Value]):
         try:
             k = _encode(key)
             if t is int:
-                if not _c_set_int(self._hp, k, len(k), value):
+                rc = _c_set_int(self._hp, k, len(k), value)
+                if not rc:
                     return
             elif t is str:
                 b = _encode(value)
-                if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
+                rc = _c_set_buf(self._hp, k, len(k), b, len(b), _STR)
+                if not rc:
                     return
             elif t is bytes:
-                if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
+                rc = _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES)
+                if not rc:
                     return
+            else:
+                rc = 0
         except (TypeError, OverflowError):
-            pass  # a bad key, or an int beyond 64 bits: the general path explains
+            rc = 0  # a bad key, or an int beyond 64 bits: the general path explains
+        if rc == _ELOCKTIMEOUT:
+            raise _lib.lock_timeout_error()  # (re-running the call would wait a second time)
         self._set(key, value, 0)
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
@@ -492,7 +558,8 @@ class SharedDict(MutableMapping[str, Value]):
         Raises:
             KeyError: missing key and no ``init``.
             TypeError: the stored value, ``delta`` or ``init`` is not a number (bool is not).
-            OverflowError: int result outside 64 bits; the value is unchanged.
+            OverflowError: an int result outside 64 bits, or a float result that
+                overflows (finite operands, infinite sum); the value is unchanged.
             ValueError: non-finite ``delta``, ``init``, ``exptime`` or ``init_ttl``.
             shmdict.Full: no room to create the key.
 
@@ -504,6 +571,8 @@ class SharedDict(MutableMapping[str, Value]):
                 v = _c_incr_fast(self._hp, k, len(k), delta)
                 if v >= _FMIN:
                     return v  # type: ignore[no-any-return]
+                if v == _F_LOCKTIMEOUT:
+                    raise _lib.lock_timeout_error()
             except (TypeError, OverflowError):
                 pass  # a bad key or a delta beyond 64 bits: the general path explains
             # A code: nothing changed; the general call does it or raises.
@@ -634,7 +703,10 @@ class SharedDict(MutableMapping[str, Value]):
         flush -- and return its new value, or ``None`` if it went away.
 
         Without ``since``, waits for the next change after the call; with it,
-        returns at once if the key's :meth:`version` already differs. Waiting
+        returns at once if the key's :meth:`version` already differs. A missing
+        key that is set and then deleted -- or set with a TTL that runs out --
+        before this call looks again counts as a change (it returns ``None``),
+        in dicts with an event ring (the default; see ``events`` in :func:`new`). Waiting
         releases the GIL and costs no CPU (a futex in the shared file); a
         signal such as Ctrl-C interrupts it.
 
@@ -644,17 +716,26 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
+        return self._wait(key, timeout, self._wait_cursor(since))
+
+    @staticmethod
+    def _wait_cursor(since: Optional[int]) -> Any:
+        """The C wait cursor: (version it changes from, event ring sequence and position);
+        kept across calls so that waiting in slices misses nothing."""
+        if since is None:
+            return ffi.new("uint64_t[3]", [2**64 - 1, 2**64 - 1, 2**64 - 1])
+        if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
+            raise ValueError(f"since must be a version from version(), not {since!r}")
+        return ffi.new("uint64_t[3]", [since, 2**64 - 1, 2**64 - 1])
+
+    def _wait(self, key: str, timeout: Optional[float], cursor: Any) -> Any:
         h = self._handle()
         k = encode_key(key)
         t = _timeout(timeout)
-        if since is None:
-            since = self.version(key)
-        elif isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
-            raise ValueError(f"since must be a version from version(), not {since!r}")
         deadline = time.monotonic() + t
         s = scratch
         while True:
-            rc = lib.shmdict_wait(h, k, len(k), since, t, s.out, s.buf, s.cap)
+            rc = lib.shmdict_wait(h, k, len(k), cursor, t, s.out, s.buf, s.cap)
             if rc == _EINTR:  # signal handlers run here, between the two calls
                 if t >= 0:
                     t = max(0.0, deadline - time.monotonic())
@@ -686,6 +767,9 @@ class SharedDict(MutableMapping[str, Value]):
         """One batch of events after ``cursor`` (blocking up to ``timeout``)."""
         h = self._handle()
         s = scratch
+        # Events for keys that do not match are consumed but do not count as
+        # "an event came": keep waiting for the rest of the timeout.
+        deadline = time.monotonic() + timeout if timeout >= 0 else None
         while True:
             rc = lib.shmdict_events(h, cursor, s.buf, s.cap, timeout, s.out)
             if rc == _EINTR:
@@ -696,6 +780,9 @@ class SharedDict(MutableMapping[str, Value]):
                 raise ValueError(f"SharedDict {self._name!r} was closed while watching")
             if rc == lib.SHMDICT_EINVAL:
                 raise ValueError(f"SharedDict {self._name!r} was created with events=0: nothing to watch")
+            if rc == _ERANGE:  # the next event (a long key) does not fit: grow, never stall
+                s.grow(int(s.out.len))
+                continue
             if rc < 0:
                 raise_rc(rc)
             events: list[Event] = []
@@ -710,7 +797,12 @@ class SharedDict(MutableMapping[str, Value]):
                 pos += 3 + n
                 if key is None or match == "*" or fnmatch.fnmatchcase(key, match):
                     events.append(Event(_EV_NAMES.get(op, "set"), key))
-            return events
+            if events:
+                return events
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return []
 
     def _watch_cursor(self) -> Any:
         cursor = ffi.new("uint64_t[2]", [0, 2**64 - 1])
@@ -739,18 +831,11 @@ class SharedDict(MutableMapping[str, Value]):
         cursor = self._watch_cursor()
 
         def gen() -> Iterator[Event]:
-            # A batch may hold only changes that do not match: that is no event
-            # for the caller, so it neither ends the watch nor restarts its clock.
-            deadline = time.monotonic() + t if t >= 0 else None
             while True:
-                left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-                batch = self._events(cursor, match, left)
-                if batch:
-                    yield from batch
-                    if deadline is not None:
-                        deadline = time.monotonic() + t
-                elif deadline is not None and time.monotonic() >= deadline:
+                batch = self._events(cursor, match, t)
+                if not batch and t >= 0:
                     return
+                yield from batch
 
         return gen()
 
@@ -760,16 +845,18 @@ class SharedDict(MutableMapping[str, Value]):
         .. versionadded:: 0.1
         """
         _timeout(timeout)
-        if since is None:
-            since = self.version(key)
+        encode_key(key)
+        cursor = self._wait_cursor(since)  # one cursor for every slice: nothing falls between them
+        try:
+            return self._wait(key, 0, cursor)  # the first look, now: pins the cursor at this call
+        except TimeoutError:
+            pass
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
             try:
-                return await loop.run_in_executor(
-                    _wait_executor(), functools.partial(self.wait, key, step, since=since)
-                )
+                return await _in_thread(self._wait, key, step, cursor)
             except TimeoutError:
                 if deadline is not None and loop.time() >= deadline:
                     raise
@@ -787,7 +874,7 @@ class SharedDict(MutableMapping[str, Value]):
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
-            batch = await loop.run_in_executor(_wait_executor(), self._events, cursor, match, step)
+            batch = await _in_thread(self._events, cursor, match, step)
             for ev in batch:
                 yield ev
             if batch and timeout is not None:
@@ -1245,14 +1332,20 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
-        v = self.get(key, _MISSING)
-        if v is not _MISSING:
-            return v  # type: ignore[no-any-return]
-        lk = NamedLock(self, b"G" + encode_key(key), key, lock_timeout)
-        if not lk.acquire():
-            raise TimeoutError(f"get_or_set({key!r}): no value within {lock_timeout} s")
-        try:
+        if lock_timeout is not None:
+            lock_timeout = seconds(lock_timeout, "lock_timeout")
+        # lock_timeout bounds the waits for the dict's lock too (a stopped holder).
+        dl = _lib.deadline(lock_timeout if lock_timeout is not None and lock_timeout >= 0 else None)
+        with dl:
             v = self.get(key, _MISSING)
+            if v is not _MISSING:
+                return v  # type: ignore[no-any-return]
+            lk = NamedLock(self, b"G" + encode_key(key), key, lock_timeout)
+            if not lk.acquire():
+                raise TimeoutError(f"get_or_set({key!r}): no value within {lock_timeout} s")
+        try:
+            with dl:
+                v = self.get(key, _MISSING)
             if v is _MISSING:
                 v = factory()
                 self.set(key, v, exptime)
@@ -1260,7 +1353,7 @@ class SharedDict(MutableMapping[str, Value]):
         finally:
             lk.release()
 
-    # ---- lists: one record per list, see csrc/ops.c "lists"
+    # ---- lists: one record per list, see csrc/list.c
 
     def _push(self, key: str, value: Value, left: int) -> int:
         h = self._handle()
@@ -1340,15 +1433,53 @@ class SharedDict(MutableMapping[str, Value]):
     def _lock_fd(self) -> int:
         """A new file description of this dict's file (checked to be the same
         file), for named locks."""
-        info = ffi.new("shmdict_info_t *")
-        _lib.check(lib.shmdict_info(self._handle(), info))
+        self._handle()  # identity cached at attach: no wait for the dict's lock here
         path = _path(self._dir, self._name)
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (info.dev, info.ino):
+        if (st.st_dev, st.st_ino) != self._ident:
             os.close(fd)
             raise FileNotFoundError(f"{path} no longer names this dict (unlinked?): named locks need it")
         return fd
+
+    # ---- snapshots (shmdict/_snapshot.py) -------------------------------------
+
+    def dump(self, file: Any) -> int:
+        """Write a snapshot of every live item (every type, lists too; TTLs as
+        wall-clock deadlines) to ``file``: a path (written to a temporary file
+        beside it, mode 0600, and renamed into place once complete) or a binary
+        file object. Returns the number of items written.
+
+        Each item is read whole under the lock, in batches of short lock holds:
+        an item present for the whole dump is in it exactly once, but writers
+        running meanwhile are not paused, so the snapshot is not one instant
+        of the whole dict.
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import dump_local
+
+        return dump_local(self, file)
+
+    def load(self, file: Any) -> int:
+        """Store the items of a snapshot (from a path or a binary file object),
+        as :meth:`set` would: the same keys are overwritten, other keys kept,
+        items whose TTL has run out since the dump skipped; the others keep the
+        time that remains. Returns the number of items stored.
+
+        Raises:
+            shmdict.CorruptError: not a snapshot, or damaged or truncated;
+                the whole file is checked first, so nothing was stored.
+            shmdict.Full: the snapshot can never fit in this dict (nothing was
+                stored); or the dict filled up during the load: the items
+                before the one that did not fit (in file order) are stored,
+                the rest are not (the exception's ``stored`` says how many).
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import load_local
+
+        return load_local(self, file)
 
 
 # ---- helpers of the extra operations ---------------------------------------------
@@ -1455,7 +1586,7 @@ class NamedLock:
 
     def __init__(self, d: SharedDict, tagged: bytes, name: str, timeout: Optional[float]) -> None:
         if timeout is not None:
-            timeout = seconds(timeout, "timeout")
+            timeout = seconds(timeout, "timeout")  # NaN and inf: ValueError
         self._d = d
         self._off = int(lib.shmdict_lock_offset(d._handle(), tagged, len(tagged)))
         self._name = name
@@ -1476,8 +1607,10 @@ class NamedLock:
             raise RuntimeError(f"lock {self._name!r} is already held by this object (not reentrant)")
         if timeout is None:
             timeout = self._timeout
-        elif timeout >= 0 and not blocking:
-            raise ValueError("can't specify a timeout for a non-blocking call")
+        else:
+            timeout = seconds(timeout, "timeout")  # NaN would never expire, inf never either
+            if timeout >= 0 and not blocking:
+                raise ValueError("can't specify a timeout for a non-blocking call")
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         fd = self._d._lock_fd()
         delay = 0.0002
@@ -1552,8 +1685,106 @@ def _default_events(size: int) -> int:
     return max(16, min(4096, size // 1024))
 
 
+def _check_mode(mode: object) -> int:
+    """Read/write bits only: setuid, setgid, sticky and execute bits would turn
+    a file other processes write into something else entirely."""
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise ValueError(f"mode must be an int permission mask such as 0o600, not {mode!r}")
+    if mode < 0 or mode & ~0o666:
+        raise ValueError(
+            f"mode {oct(mode) if mode >= 0 else mode} has bits other than read/write: a dict file takes "
+            "a subset of 0o666 (e.g. 0o600, 0o660, 0o666)"
+        )
+    return mode
+
+
+def _trust(shared: object) -> tuple[int, int]:
+    """(flags, also_uid) for shmdict_attach from ``shared``: False, True, a
+    user name or a uid."""
+    if shared is False or shared is None:
+        return 0, -1
+    if shared is True:
+        return lib.SHMDICT_TRUST_SHARED, -1
+    if isinstance(shared, int) and not isinstance(shared, bool):
+        if not 0 <= shared < 2**32 - 1:
+            raise ValueError(f"shared must be True, a user name or a uid >= 0, not {shared!r}")
+        return lib.SHMDICT_TRUST_SHARED, shared
+    if isinstance(shared, str):
+        if shared.isdigit() and shared.isascii():
+            return _trust(int(shared))
+        import pwd
+
+        try:
+            return lib.SHMDICT_TRUST_SHARED, pwd.getpwnam(shared).pw_uid
+        except KeyError:
+            raise ValueError(f"shared={shared!r}: no such user") from None
+    raise TypeError(f"shared must be a bool, a user name or a uid, not {type(shared).__name__}")
+
+
+def _group(group: object) -> int:
+    """A gid for shmdict_create from ``group``: None (-1: the creator's), a group name or a gid."""
+    if group is None:
+        return -1
+    if isinstance(group, int) and not isinstance(group, bool):
+        if not 0 <= group < 2**32 - 1:
+            raise ValueError(f"group must be a group name or a gid >= 0, not {group!r}")
+        return group
+    if isinstance(group, str):
+        if group.isdigit() and group.isascii():
+            return _group(int(group))
+        import grp
+
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"group={group!r}: no such group") from None
+    raise TypeError(f"group must be a group name or a gid, not {type(group).__name__}")
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _untrusted(path: str, uid: int, mode: int) -> PermissionError:
+    me = os.geteuid()
+    if uid not in (me, 0):
+        try:
+            import pwd
+
+            hint = repr(pwd.getpwuid(uid).pw_name)
+        except KeyError:
+            hint = str(uid)
+        you = "root (you)" if me == 0 else f"you ({_user(me)}) or root"
+        msg = (
+            f"refusing to attach to {path}: it is owned by {_user(uid)}, not by {you}. "
+            "Anyone may create files in that directory, so another user could have planted it to read or "
+            f"alter what you store. If the dict is meant to be shared with that user, pass shared={hint} "
+            f"(URL: ?shared={hint.strip(chr(39))}, command line: --shared {hint.strip(chr(39))})."
+        )
+    else:
+        who = " and ".join(w for w, bit in (("its group", 0o020), ("other users", 0o002)) if mode & bit)
+        msg = (
+            f"refusing to attach to {path}: it is writable by {who} (mode {oct(mode & 0o7777)}), so they "
+            "could alter or corrupt it. If the dict is meant to be shared between users, pass shared=True "
+            "(URL: ?shared=1, command line: --shared)."
+        )
+    return PermissionError(errno.EACCES, msg)
+
+
 def new(
-    name: str, size: Union[int, str], *, mode: int = 0o600, events: Optional[int] = None, evict: bool = False
+    name: str,
+    size: Union[int, str],
+    *,
+    mode: int = 0o600,
+    group: Union[str, int, None] = None,
+    events: Optional[int] = None,
+    evict: bool = False,
+    lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
 ) -> SharedDict:
     """Create the dict ``name`` with ``size`` bytes of storage; the returned
     handle owns the name (closing it unlinks the name, in this process only).
@@ -1564,9 +1795,17 @@ def new(
     many recent changes, 64 bytes each, at most 1/8 of ``size``); ``0``
     disables it. Default: one per KiB of ``size``, from 16 to 4096.
 
+    ``mode`` is the file's permissions: read/write bits only (a subset of
+    ``0o666``), default ``0o600``; ``group`` (a group name or gid) gives the
+    file that group from the start, for a dict shared with a group of users
+    (``mode=0o660``; see :func:`get`'s ``shared``). ``lock_timeout`` bounds every wait of this
+    handle for the dict's lock (seconds, or ``None`` for no bound; default
+    :data:`DEFAULT_LOCK_TIMEOUT`): past it an operation raises
+    :class:`shmdict.LockTimeout` and changes nothing.
+
     Raises:
         FileExistsError: the name exists.
-        ValueError / TypeError: bad name or size.
+        ValueError / TypeError: bad name, size, mode or lock_timeout.
         OSError: the directory cannot hold ``size`` bytes (ENOSPC), or another
             system error.
 
@@ -1574,71 +1813,103 @@ def new(
     """
     _check_name(name)
     n = _lib.parse_size(size)
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-        raise ValueError(f"mode must be an int permission mask such as 0o600, not {mode!r}")
+    _check_mode(mode)
+    gid = _group(group)
+    _lib.lock_timeout(lock_timeout)
     if events is None:
         events = _default_events(n)
     elif isinstance(events, bool) or not isinstance(events, int) or events < 0:
         raise ValueError(f"events must be an int >= 0, not {events!r}")
     d = _dir()
     p = ffi.new("shmdict_t **")
-    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, events, p)
+    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, gid, events, p)
     if rc:
         raise_rc(rc, path=_path(d, name))
-    sd = SharedDict(p[0], name, d, owner=True)
+    sd = SharedDict(p[0], name, d, owner=True, lock_timeout=lock_timeout)
     if evict:
         _lib.check(lib.shmdict_configure(sd._h, 1))
     return sd
 
 
-def _attach(name: str, directory: str) -> SharedDict:
+def _attach(
+    name: str, directory: str, shared: Any = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT
+) -> SharedDict:
+    flags, also = _trust(shared)
+    _lib.lock_timeout(lock_timeout)
     p = ffi.new("shmdict_t **")
-    rc = lib.shmdict_attach(directory.encode(), name.encode(), p)
+    why = ffi.new("shmdict_out_t *")
+    rc = lib.shmdict_attach(directory.encode(), name.encode(), flags, also, why, p)
+    if rc == _EUNTRUSTED:
+        raise _untrusted(_path(directory, name), int(why.i), int(why.len))
     if rc:
         raise_rc(rc, path=_path(directory, name))
-    return SharedDict(p[0], name, directory, owner=False)
+    return SharedDict(p[0], name, directory, owner=False, lock_timeout=lock_timeout, shared=shared)
 
 
-def get(name: str) -> SharedDict:
+def get(name: str, *, shared: Any = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> SharedDict:
     """Attach to the existing dict ``name`` (not an owner).
+
+    The file must be owned by you or by root and not writable by its group or
+    by others: anyone may create files in ``/dev/shm``, so a dict another user
+    planted under the name is refused. ``shared=True`` accepts a file writable
+    by its group or others (a dict deliberately shared between users);
+    ``shared="www-data"`` (a user name or uid) also accepts one owned by that
+    user. ``lock_timeout`` as for :func:`new`.
 
     Raises:
         FileNotFoundError: no such dict.
+        PermissionError: the file's owner or mode is not trusted (the message
+            says why and how to opt in), or the system refuses access.
         shmdict.CorruptError: the file is not a dict of a compatible layout.
 
     .. versionadded:: 0.1
     """
     _check_name(name)
-    return _attach(name, _dir())
+    return _attach(name, _dir(), shared, lock_timeout)
 
 
 def open(  # noqa: A001
-    name: str, size: Union[int, str], *, mode: int = 0o600, events: Optional[int] = None, evict: bool = False
+    name: str,
+    size: Union[int, str],
+    *,
+    mode: int = 0o600,
+    group: Union[str, int, None] = None,
+    events: Optional[int] = None,
+    evict: bool = False,
+    shared: Any = False,
+    lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
 ) -> SharedDict:
     """Attach to ``name`` if it exists, else create it; race-free, and never an
     owner (nobody's close unlinks a dict that several processes opened).
     ``evict=True`` turns eviction on for the dict, whether this call created
     it or attached to it (it stays on); ``False`` leaves the policy alone.
+    ``mode``, ``group`` and ``events`` apply when it creates; ``shared`` when it attaches
+    (see :func:`get`); ``lock_timeout`` as for :func:`new`.
 
     .. versionadded:: 0.1
     """
     _check_name(name)
     _lib.parse_size(size)
+    _check_mode(mode)
+    _group(group)
+    _trust(shared)
+    _lib.lock_timeout(lock_timeout)
     while True:
         try:
-            sd = get(name)
+            sd = get(name, shared=shared, lock_timeout=lock_timeout)
             if evict:
                 _lib.check(lib.shmdict_configure(sd._h, 1))
             return sd
         except FileNotFoundError:
             pass
         try:
-            d = new(name, size, mode=mode, events=events, evict=evict)
+            d = new(name, size, mode=mode, group=group, events=events, evict=evict, lock_timeout=lock_timeout)
         except FileExistsError:
             continue  # someone else created it first: attach to theirs
         if d._finalizer is not None:
             d._finalizer.detach()
         d._owner_pid, d._finalizer = 0, None
+        d._shared = shared
         return d
 
 

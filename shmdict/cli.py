@@ -14,8 +14,10 @@ Exit codes, for scripts:
   ``incr`` without ``--init`` on a missing key, or any command on a missing dict);
 - 2: usage error: unknown command or option, bad name, size, value or number;
 - 3: the operation failed: the dict is corrupt or full, the stored value is
-  not a number, an integer overflowed, a system call failed, or ``rm``
-  refused because processes still map the dict.
+  not a number, a number overflowed, a system call failed, the dict's file
+  is not trusted (owned by another user, or writable by others: see
+  ``--shared``), its lock was not acquired within ``--lock-timeout``, or
+  ``rm`` refused because processes still map the dict.
 
 Errors are one line on stderr: ``shmdict: error: ...``. Output piped into a
 command that stops reading early (``shmdict ls | head -1``) ends the command
@@ -115,9 +117,17 @@ def _mappers(paths: Iterable[str]) -> dict[str, list[int]]:
     return found
 
 
+# How every command attaches: --shared and --lock-timeout (set by main()).
+_ATTACH: dict[str, Any] = {}
+
+
+def _get(name: str) -> shmdict.SharedDict:
+    return shmdict.get(name, **_ATTACH)
+
+
 def _open(name: str) -> shmdict.SharedDict:
     try:
-        return shmdict.get(name)
+        return _get(name)
     except FileNotFoundError:
         _fail(EXIT_NOTFOUND, f"no dict named {name!r} in {_dir()}")
 
@@ -260,7 +270,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows = []
     for n in names:
         try:
-            with shmdict.get(n) as d:
+            with _get(n) as d:
                 rows.append(_summary(n, d, mappers[_path(_dir(), n)]))
         except (OSError, ValueError, shmdict.Error) as e:
             rows.append({"name": n, "error": str(e)})
@@ -379,7 +389,8 @@ def cmd_new(args: argparse.Namespace) -> int:
     except ValueError:
         _fail(EXIT_USAGE, f"--mode must be octal, such as 600, not {args.mode!r}")
     try:
-        d = shmdict.new(args.name, args.size, mode=mode, evict=args.evict)
+        d = shmdict.new(args.name, args.size, mode=mode, group=args.group, evict=args.evict,
+                        lock_timeout=_ATTACH.get("lock_timeout", shmdict.DEFAULT_LOCK_TIMEOUT))
     except FileExistsError:
         _fail(EXIT_FAIL, f"a dict named {args.name!r} already exists in {_dir()}")
     # The dict outlives this command: drop ownership so closing does not unlink it.
@@ -408,7 +419,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         orphans = []
         for n in names:
             try:
-                with shmdict.get(n) as d:
+                with _get(n) as d:
                     pid = d._info()["creator_pid"]
             except (OSError, ValueError, shmdict.Error):
                 continue  # not ours to judge: leave unreadable files alone
@@ -472,6 +483,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- snapshots: dump NAME FILE / load NAME FILE --------------------------------------
+
+
+def _target(name: str) -> Any:
+    """A dict by name, or a Redis dict by URL (``redis://...``): snapshots move
+    between the two engines."""
+    if "://" in name:
+        return shmdict.connect(name)
+    return _open(name)
+
+
+def _snapshot_report(args: argparse.Namespace, obj: dict[str, Any], human: str) -> None:
+    # `dump NAME -` writes the snapshot itself to stdout: the report goes to stderr.
+    stream = sys.stderr if args.command == "dump" and args.file == "-" else sys.stdout
+    print(json.dumps(obj) if args.json else human, file=stream)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    with _target(args.name) as d:
+        if args.file == "-":
+            n = d.dump(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            n = d.dump(args.file)
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n},
+                     f"dumped {n} items of {args.name} to {args.file}")
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    with _target(args.name) as d:
+        n = d.load(sys.stdin.buffer if args.file == "-" else args.file)
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n},
+                     f"loaded {n} items into {args.name} from {args.file}")
+    return EXIT_OK
+
+
+def _add_snapshot_commands(add: Any) -> None:
+    sp = add("dump", cmd_dump, "write a snapshot of every live item to FILE ('-': stdout)")
+    sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+    sp = add("load", cmd_load, "store the items of a snapshot FILE ('-': stdin); other keys are kept")
+    sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+
+
 # ---- parser ---------------------------------------------------------------------
 
 
@@ -479,6 +536,12 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     common.add_argument("--dir", default=argparse.SUPPRESS, help="directory of the dicts (default $SHMDICT_DIR or /dev/shm)")
+    common.add_argument("--shared", nargs="?", const=True, default=argparse.SUPPRESS, metavar="USER",
+                        help="trust a dict shared between users: writable by its group or others, "
+                             "and (with USER, a name or uid) owned by USER")
+    common.add_argument("--lock-timeout", default=argparse.SUPPRESS, metavar="SECONDS",
+                        help=f"wait at most this long for a dict's lock ('none': no bound; "
+                             f"default {shmdict.DEFAULT_LOCK_TIMEOUT:g})")
 
     p = argparse.ArgumentParser(prog="shmdict", description="Inspect and edit shmdict shared-memory dicts.",
                                 parents=[common],
@@ -530,7 +593,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("new", cmd_new, "create a dict of SIZE bytes (e.g. 64m); it stays until rm")
     sp.add_argument("name")
     sp.add_argument("size")
-    sp.add_argument("--mode", default="600", help="file permissions, octal (default 600)")
+    sp.add_argument("--mode", default="600", help="file permissions, octal, read/write bits only (default 600)")
+    sp.add_argument("--group", default=None, help="the file's group (a name or gid), e.g. with --mode 660")
     sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
     sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
     sp.description = (
@@ -549,6 +613,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a change")
     add("check", cmd_check, "verify the whole table; exit 3 if corrupt").add_argument("name")
     add("demo", cmd_demo, "run the multi-process counter demo")
+    _add_snapshot_commands(add)
     return p
 
 
@@ -569,6 +634,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "dir", None):
         os.environ["SHMDICT_DIR"] = args.dir
     try:
+        _ATTACH.clear()
+        if getattr(args, "shared", None) is not None:
+            _ATTACH["shared"] = args.shared
+        lt = getattr(args, "lock_timeout", None)
+        if lt is not None:
+            try:
+                _ATTACH["lock_timeout"] = None if lt.lower() == "none" else float(lt)
+            except ValueError:
+                _fail(EXIT_USAGE, f"--lock-timeout must be seconds or 'none', not {lt!r}")
         rc = int(args.fn(args))
         sys.stdout.flush()  # a closed pipe shows up here, not at exit
         return rc

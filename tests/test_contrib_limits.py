@@ -225,6 +225,77 @@ def test_async_variant(shm_dir):
     assert s.dict.get_keys() == []
 
 
+def test_async_storage_exposes_its_dict(shm_dir):
+    """async+shmdict:// has the sync storage's .dict and prefix: the same SharedDict, the same keys."""
+    a = storage_from_string("async+shmdict://lim?size=1m", key_prefix="rl")
+    s = storage_from_string("shmdict://lim", key_prefix="rl")
+    assert isinstance(a.dict, shmdict.SharedDict)
+    assert a.dict is a.sync.dict and a.prefix == s.prefix == "rl"
+    assert a.dict.size == s.dict.size == 1 << 20
+
+    async def run():
+        await a.incr("k", 60, amount=3)
+        return await a.get("k")
+
+    assert asyncio.run(run()) == 3
+    assert a.dict["rl:k"] == 3 and s.get("k") == 3
+    a.dict["rl:k"] = 7
+    assert s.get("k") == 7
+
+
+def test_docs_limits_examples_run(shm_dir):
+    """The python blocks of docs/limits.md run as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "limits.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        env: dict = {}
+        exec(compile(block, "docs/limits.md", "exec"), env)
+    storage = env["storage"]
+    assert isinstance(storage, AsyncSharedDictStorage) and storage.dict.name == "ratelimit"
+    assert os.listdir(shm_dir) == ["shmdict.ratelimit"]
+
+
+def _next_multiple(t, step):
+    return (int(t // step) + 1) * step
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sliding_window_counter_resets_on_clock_aligned_windows(shm_dir, kind):
+    """Both storages use clock-aligned windows (limits' TimestampedSlidingWindow), and say so:
+    after one hit the reset time is the next multiple of the period, for sync and async alike."""
+    from limits.storage.base import TimestampedSlidingWindow
+
+    item = limits.parse("2/hour")
+    if kind == "sync":
+        storage = storage_from_string("shmdict://sw?size=1m")
+        limiter = strat.SlidingWindowCounterRateLimiter(storage)
+
+        def call(fn, *a):
+            return fn(*a)
+    else:
+        storage = storage_from_string("async+shmdict://sw?size=1m")
+        limiter = astrat.SlidingWindowCounterRateLimiter(storage)
+
+        def call(fn, *a):
+            return asyncio.run(fn(*a))
+
+    assert isinstance(storage, TimestampedSlidingWindow)
+    t0 = time.time()
+    assert call(limiter.hit, item, "u")
+    stats = call(limiter.get_window_stats, item, "u")
+    t1 = time.time()
+    assert stats.remaining == 1
+    # The window boundary may fall between t0 and t1: either boundary is right.
+    ends = {_next_multiple(t0, 3600), _next_multiple(t1, 3600)}
+    assert any(abs(stats.reset_time - e) < 0.01 for e in ends), (stats.reset_time, ends)
+    prev, cur = storage.sliding_window_keys(item.key_for("u"), 3600, t1)
+    assert storage.dict.get(f"LIMITS:{cur}", 0) + storage.dict.get(f"LIMITS:{prev}", 0) == 1
+
+
 _PATHS = {  # how put() stores the new list, and the crash points on that path
     "insert": (0, 0, ["insert.allocated", "insert.filled", "insert.published", "insert.counted"]),
     "grow": (1, 0, ["overwrite.allocated", "overwrite.filled", "overwrite.published", "overwrite.freed",

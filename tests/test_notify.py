@@ -143,16 +143,38 @@ def test_watch_filters_with_a_glob_and_starts_now(d):
     assert list(w) == [("set", "user:1"), ("set", "user:2")]
 
 
-def test_watch_keeps_waiting_past_changes_that_do_not_match(d):
-    """A batch holding only changes that do not match does not end the watch: it ends only
-    when no matching change comes for `timeout` seconds."""
-    w = d.watch("job*", timeout=10)
-    d["other"] = 1  # already in the ring: the watcher's first batch holds only this
-    pid = _later(lambda: shmdict.get(d.name).set("job:a", 1))
+def test_watch_keeps_waiting_past_events_that_do_not_match(d):
+    """A batch made only of non-matching events is not the end of a watch with a timeout:
+    the watch keeps waiting for the rest of its timeout (it used to end at once)."""
+    w = d.watch("job:*", timeout=5)
+    d["other"] = 1  # the only event pending when the watch first looks
+    t = threading.Timer(0.3, d.__setitem__, ("job:a", 1))
+    t.start()
     try:
-        assert next(w, None) == ("set", "job:a")
+        assert next(w) == ("set", "job:a")
     finally:
-        _reap(pid)
+        t.cancel()
+
+
+def test_watch_timeout_counts_from_the_last_matching_event(d):
+    """Non-matching events do not extend the watch past its timeout."""
+    w = d.watch("job:*", timeout=0.3)
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def noise():  # a non-matching change every 20 ms, for up to 3 s
+        while not done.is_set() and time.monotonic() - t0 < 3.0:
+            d["other"] = 1
+            time.sleep(0.02)
+
+    th = threading.Thread(target=noise)
+    th.start()
+    try:
+        assert list(w) == []
+        assert time.monotonic() - t0 < 2.5  # ended by its own timeout, not by the noise stopping
+    finally:
+        done.set()
+        th.join()
 
 
 def test_watch_from_another_process(d):

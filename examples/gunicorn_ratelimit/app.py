@@ -4,8 +4,10 @@ With ``storage_uri="memory://"`` each of gunicorn's N workers keeps its own
 counters, so clients get N times the limit (flask-limiter #40, #441). Here the
 counters live in one shmdict that all workers share.
 
-Run it (4 workers, the dict created by the master in gunicorn.conf.py)::
+Install what it imports (from the repository's root), then run it (4 workers,
+the dict created by the master in gunicorn.conf.py)::
 
+    pip install '.[limits]' flask flask-limiter gunicorn
     cd examples/gunicorn_ratelimit
     gunicorn -c gunicorn.conf.py app:app
     for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code}\n' localhost:8000/; done

@@ -4,8 +4,10 @@
 with slowapi's ``memory://`` each keeps its own counters: N times the limit
 (slowapi #226). Every worker here imports this module and attaches to, or
 creates, the same dict through ``shmdict://`` (race-free), so the limit holds
-once for the whole server::
+once for the whole server. Install what it imports (from the repository's
+root), then run it::
 
+    pip install '.[limits]' starlette slowapi uvicorn
     cd examples/uvicorn_ratelimit
     uvicorn app:app --workers 4 --port 8000
 

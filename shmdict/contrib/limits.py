@@ -26,7 +26,12 @@ All three strategies are supported:
   hits inside the window and records new ones under a single hold of the
   lock, so no two workers can both take the last slot;
 - **sliding window counter**: the algorithm of limits' own memory storage
-  (timestamped keys, ``incr``, re-check and give back on a lost race).
+  (timestamped keys, ``incr``, re-check and give back on a lost race). Its
+  windows are aligned to the clock (they start on multiples of the period),
+  which both storages declare to limits as ``TimestampedSlidingWindow``.
+
+``async+shmdict://`` (:class:`AsyncSharedDictStorage`) wraps the sync storage:
+the same dict (``.dict``), the same keys, the same limits.
 
 The handle survives ``fork``: a storage built in a gunicorn master started
 with ``--preload`` keeps working in every worker.
@@ -200,10 +205,16 @@ class SharedDictStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             self.clear(k)
 
 
-class AsyncSharedDictStorage(AsyncStorage, AsyncMovingWindowSupport, AsyncSlidingWindowCounterSupport):
+class AsyncSharedDictStorage(
+    AsyncStorage, AsyncMovingWindowSupport, AsyncSlidingWindowCounterSupport, TimestampedSlidingWindow
+):
     """The ``async+shmdict://`` variant for ``limits.aio``. Each operation
     takes microseconds and never blocks on I/O, so it runs inline rather
     than in a thread.
+
+    It takes the same URI and options as :class:`SharedDictStorage` and
+    shares its dict and keys: a sync and an async storage built on the same
+    name enforce the same limits. ``.dict`` is that :class:`shmdict.SharedDict`.
 
     .. versionadded:: 0.1
     """
@@ -214,6 +225,8 @@ class AsyncSharedDictStorage(AsyncStorage, AsyncMovingWindowSupport, AsyncSlidin
         if uri and uri.startswith("async+"):
             uri = uri[len("async+") :]
         self.sync = SharedDictStorage(uri, wrap_exceptions=False, **options)
+        self.dict = self.sync.dict
+        self.prefix = self.sync.prefix
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
 
     @property

@@ -1,0 +1,213 @@
+/*
+ * batch.c -- several keys under one lock hold: get_many, set_many, and cas
+ * (compare-and-set of one key's value).
+ */
+#include <math.h>
+
+#include "record.h"
+#include "fault.h"
+
+/* ---- cas ------------------------------------------------------------------------ */
+
+/* Does the live record r hold exactly value e (same type, equal value)? */
+static bool same_value(const rec_t *r, const value_t *e)
+{
+    if (r->type != e->type)
+        return false;
+    if (r->type == SHMDICT_T_FLOAT) {
+        double a, b;
+        memcpy(&a, &r->num.u, 8);
+        memcpy(&b, &e->num, 8);
+        return a == b;
+    }
+    if (is_numeric(r->type))
+        return r->num.u == e->num;
+    return r->num.s.vlen == e->len && (e->len == 0 || memcmp(r->data + r->klen, e->buf, e->len) == 0);
+}
+
+/* Compare-and-set: store new if the live value equals expected (etype 0:
+ * expected absent). Returns 1 if stored, 0 if not (out->ver: the version
+ * stored), or an error (EFULL / ETOOBIG leave the dict unchanged). */
+int shmdict_cas(shmdict_t *h, const char *key, size_t klen, int etype, int64_t ei, double ef,
+                const char *eval, size_t elen, int ntype, int64_t ni, double nf, const char *nval,
+                size_t nlen, double exptime, shmdict_out_t *out)
+{
+    value_t e = {0, 0, NULL, 0}, v;
+    if (check_key(klen) || isnan(exptime))
+        return SHMDICT_EINVAL;
+    int vrc = etype ? make_value(&e, etype, ei, ef, eval, elen) : SHMDICT_OK;
+    if (vrc == SHMDICT_OK)
+        vrc = make_value(&v, ntype, ni, nf, nval, nlen);
+    if (vrc)
+        return vrc;
+    BEGIN(h, key, klen);
+    if (i < -1) {
+        rc = SHMDICT_ECORRUPT;
+    } else if (etype ? i < 0 || !same_value(r, &e) : i >= 0) {
+        rc = 0;
+    } else {
+        if (!now)
+            now = now_ns();
+        FAULT(CAS_MATCHED);
+        rc = put(h, key, klen, hash, &v, deadline_ns(now, exptime), now, SHMDICT_SET_ALWAYS, &out->ver);
+        if (rc == SHMDICT_OK)
+            rc = 1;
+    }
+    unlock_dict(h);
+    return rc;
+}
+
+/* ---- get_many / set_many ---------------------------------------------------------
+ *
+ * Packed buffers, little-endian, no padding:
+ *   keys:   n x (u32 klen, key)
+ *   values: n x (u8 type (0 = missing), then 8 bytes for bool/int/float or
+ *           u32 vlen + bytes for str/bytes)
+ *   items:  n x (u32 klen, key, value as above)  (set_many input, items output) */
+
+static inline uint32_t get_u32(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Read n keys under one lock hold. Returns the number found, or ERANGE with
+ * out->len the bytes needed, or EINVAL for a malformed key buffer. */
+int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
+                         size_t cap, shmdict_out_t *out)
+{
+    /* Validate the whole input before locking: bad input changes nothing. */
+    uint64_t pos = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        if (keys_len - pos < 4)
+            return SHMDICT_EINVAL;
+        uint32_t kl = get_u32(keys + pos);
+        if (check_key(kl) || keys_len - pos - 4 < kl)
+            return SHMDICT_EINVAL;
+        pos += 4 + (uint64_t)kl;
+    }
+    if (pos != keys_len)
+        return SHMDICT_EINVAL;
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    header_t *H = h->hdr;
+    uint64_t used = 0, now = 0;
+    int64_t found = 0;
+    pos = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        uint32_t kl = get_u32(keys + pos);
+        const char *key = keys + pos + 4;
+        pos += 4 + (uint64_t)kl;
+        rec_t *r = NULL;
+        int64_t i = lookup(h, key, kl, hash_key(h, key, kl), &r, &now);
+        if (i < -1) {
+            found = SHMDICT_ECORRUPT;
+            goto out;
+        }
+        if (i < 0) {
+            if (used < cap)
+                buf[used] = 0;
+            used++;
+            H->st_misses++;
+        } else {
+            if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
+                found = SHMDICT_ECORRUPT; /* never a truncated or misframed list */
+                goto out;
+            }
+            used = pack_value(r, buf, cap, used);
+            H->st_hits++;
+            found++;
+        }
+    }
+out:
+    unlock_dict(h);
+    out->len = used;
+    if (found >= 0 && used > cap)
+        return SHMDICT_ERANGE;
+    return found;
+}
+
+/* Parse one packed item at p (remaining len bytes). Returns its size or 0. */
+static uint64_t parse_item(const char *p, uint64_t len, const char **key, uint32_t *klen, value_t *v)
+{
+    if (len < 5)
+        return 0;
+    uint32_t kl = get_u32(p);
+    if (check_key(kl) || len - 4 < (uint64_t)kl + 1)
+        return 0;
+    *key = p + 4;
+    *klen = kl;
+    uint64_t at = 4 + (uint64_t)kl;
+    int type = (unsigned char)p[at++];
+    v->type = type;
+    v->buf = NULL;
+    v->len = 0;
+    if (is_numeric(type)) {
+        if (len - at < 8)
+            return 0;
+        memcpy(&v->num, p + at, 8);
+        if (type == SHMDICT_T_BOOL)
+            v->num = v->num != 0;
+        return at + 8;
+    }
+    if ((type != SHMDICT_T_STR && type != SHMDICT_T_BYTES) || len - at < 4)
+        return 0;
+    uint32_t vl = get_u32(p + at);
+    at += 4;
+    if (len - at < vl)
+        return 0;
+    v->num = 0;
+    v->buf = p + at;
+    v->len = vl;
+    return at + vl;
+}
+
+/* Store n packed items under one lock hold, in order. Returns n, or an error
+ * with out->i = the number stored before it (each item is its own
+ * transaction: on EFULL the earlier items stay stored). A malformed buffer
+ * (EINVAL) or an item that can never fit (ETOOBIG) changes nothing. */
+int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
+                         double exptime, int flags, shmdict_out_t *out)
+{
+    const char *key;
+    uint32_t kl;
+    value_t v;
+    out->i = 0;
+    if (isnan(exptime) || flags < 0 || (flags & ~SHMDICT_SET_MASK) ||
+        (flags & SHMDICT_SET_NX && flags & SHMDICT_SET_XX))
+        return SHMDICT_EINVAL;
+    uint64_t pos = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t sz = parse_item(items + pos, items_len - pos, &key, &kl, &v);
+        if (!sz)
+            return SHMDICT_EINVAL;
+        uint64_t units = rec_units(kl, v.type, v.len);
+        if (class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
+            return SHMDICT_ETOOBIG;
+        pos += sz;
+    }
+    if (pos != items_len)
+        return SHMDICT_EINVAL;
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    uint64_t now = exptime > 0 || h->hdr->n_ttl ? now_ns() : 0, deadline = deadline_ns(now, exptime);
+    int64_t done = 0;
+    pos = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        pos += parse_item(items + pos, items_len - pos, &key, &kl, &v);
+        uint32_t ver;
+        rc = put(h, key, kl, hash_key(h, key, kl), &v, deadline, now, flags, &ver);
+        if (rc == SHMDICT_EEXIST || rc == SHMDICT_ENOTFOUND)
+            rc = SHMDICT_OK; /* add/replace semantics: skipped, not an error */
+        if (rc)
+            break;
+        done++;
+        FAULT(SET_MANY_ITEM);
+    }
+    unlock_dict(h);
+    out->i = done;
+    return rc ? rc : done;
+}

@@ -1,0 +1,27 @@
+/*
+ * errors.c -- the message for each SHMDICT_E* return code.
+ */
+#include "shmdict.h"
+
+const char *shmdict_strerror(int rc)
+{
+    switch (rc) {
+    case SHMDICT_OK: return "success";
+    case SHMDICT_ENOTFOUND: return "key not found";
+    case SHMDICT_EFULL: return "dict is full";
+    case SHMDICT_ETOOBIG: return "item is larger than the dict can hold";
+    case SHMDICT_ECORRUPT: return "dict is corrupt";
+    case SHMDICT_ENOTNUM: return "value is not a number";
+    case SHMDICT_EOVERFLOW: return "overflow: the result does not fit its type";
+    case SHMDICT_ESYS: return "system call failed";
+    case SHMDICT_EVERSION: return "not a shmdict file of a compatible layout version";
+    case SHMDICT_ELOCK: return "the dict's lock is unusable";
+    case SHMDICT_EINVAL: return "invalid argument";
+    case SHMDICT_ERANGE: return "buffer too small";
+    case SHMDICT_EEXIST: return "key exists";
+    case SHMDICT_EWRONGTYPE: return "wrong kind of value: a list where a scalar is needed, or a scalar where a list is";
+    case SHMDICT_ELOCKTIMEOUT: return "timed out waiting for the dict's lock";
+    case SHMDICT_EUNTRUSTED: return "the file's owner or mode is not trusted";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,247 @@
+/*
+ * guard.c -- taking and releasing the dict's lock, and recover(): the repair
+ * the next locker makes when pthread_mutex_lock() reports EOWNERDEAD (the
+ * holder died) or finds a log left behind. Recovery replays the undo log
+ * backwards (lock.c describes the log), then redoes an interrupted bulk step
+ * -- a flush_all (table_reset) or a defrag pass (defrag_pass), both table.c
+ * -- and wakes every futex word (notify.c). This is the one place that knows
+ * every bulk step: a new one adds its redo here.
+ *
+ * Every wait for the mutex has a deadline (see "bounded waits" below).
+ *
+ * unlock_dict() also gives an emptied dict its arena back in one piece
+ * (defrag) before releasing the mutex, and wakes waiters after it.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "guard.h"
+#include "fault.h"
+#include "lock.h"
+#include "notify.h"
+#include "table.h"
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Is [off, off+8) a word that operations may log? Header table state or the
+ * index/arena; never identity fields, the mutex or the log itself. */
+static bool loggable(const shmdict_t *h, uint64_t off)
+{
+    if (off % 8)
+        return false;
+    if (off >= offsetof(header_t, gen) && off + 8 <= offsetof(header_t, ulog_n))
+        return true;
+    return off >= HEADER_SIZE && off <= h->map_size - 8;
+}
+
+/* Roll back the operation in flight, then redo an interrupted flush.
+ * Returns OK, or ECORRUPT after marking the table corrupt. */
+int recover(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t n = H->ulog_n;
+    if (n > ULOG_MAX)
+        goto bad;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t off = H->ulog[k].off & ~ULOG_BACKUP, len = H->ulog[k].old;
+        if (H->ulog[k].off & ULOG_BACKUP) {
+            if (len > BACKUP_MAX || off < (uint64_t)(h->arena - h->base) || off > h->map_size || len > h->map_size - off)
+                goto bad;
+        } else if (!loggable(h, off)) {
+            goto bad;
+        }
+    }
+    for (uint64_t k = n; k-- > 0;) {
+        uint64_t off = H->ulog[k].off & ~ULOG_BACKUP;
+        if (H->ulog[k].off & ULOG_BACKUP)
+            memcpy(h->base + off, H->backup, H->ulog[k].old);
+        else
+            __atomic_store_n((uint64_t *)(h->base + off), H->ulog[k].old, __ATOMIC_RELAXED);
+        if (k == n / 2)
+            FAULT(RECOVER_RESTORED);
+    }
+    CBAR();
+    H->ulog_n = 0;
+    CBAR();
+    if (H->flush_pending) {
+        table_reset(h);
+        CBAR();
+        H->flush_pending = 0;
+    }
+    if (H->defrag_pending) {
+        if (defrag_pass(h) != SHMDICT_OK)
+            goto bad;
+        CBAR();
+        H->defrag_pending = 0;
+    }
+    wake_all(h); /* the dead writer may have bumped futex words without waking */
+    /* O(1) sanity: the allocator and counters must be in range. */
+    if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
+        goto bad;
+    return SHMDICT_OK;
+bad:
+    H->corrupt = 1;
+    return SHMDICT_ECORRUPT;
+}
+
+/* ---- bounded waits ----------------------------------------------------------
+ *
+ * A stopped holder (SIGSTOP, a debugger, a frozen cgroup) is alive, so the
+ * kernel never marks the mutex OWNER_DIED, and a scribbled mutex word names a
+ * holder that will never unlock. Every wait for the lock therefore has a
+ * deadline: the handle's lock timeout (shmdict_set_lock_timeout) and this
+ * thread's call deadline (shmdict_deadline: wait/watch/get_or_set bound their
+ * own lock waits by their own timeouts), whichever comes first. The wait is
+ * pthread_mutex_clocklock on CLOCK_MONOTONIC, which keeps the robust
+ * semantics: EOWNERDEAD is handled below exactly as after pthread_mutex_lock.
+ * A timed-out operation returns ELOCKTIMEOUT before touching the table.
+ */
+static __thread uint64_t call_deadline; /* CLOCK_MONOTONIC ns; 0 = none */
+static __thread int64_t last_holder;    /* TID seen at this thread's last timeout */
+
+static uint64_t mono_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t deadline_push(uint64_t abs_ns)
+{
+    uint64_t prev = call_deadline;
+    if (abs_ns && (!prev || abs_ns < prev))
+        call_deadline = abs_ns;
+    return prev;
+}
+
+void deadline_pop(uint64_t prev) { call_deadline = prev; }
+
+uint64_t shmdict_deadline(uint64_t abs_ns)
+{
+    uint64_t prev = call_deadline;
+    call_deadline = abs_ns;
+    return prev;
+}
+
+void shmdict_set_lock_timeout(shmdict_t *h, double seconds)
+{
+    if (!(seconds >= 0)) /* negative or NaN: no bound */
+        h->lock_timeout_ns = 0;
+    else if (seconds > 1e9) /* ~31 years: no bound in practice, and no overflow below */
+        h->lock_timeout_ns = 0;
+    else
+        h->lock_timeout_ns = (uint64_t)(seconds * 1e9) + 1; /* 0 s still means "try once" */
+}
+
+int64_t shmdict_lock_holder(void) { return last_holder; }
+
+/* The holder's thread id from the mutex word, 0 if it does not look like one.
+ * glibc stores the owner's TID in the robust futex word (FUTEX_TID_MASK); the
+ * word lives in a file anyone with write access may scribble on, so it is a
+ * hint for a message, range-checked against the kernel's PID_MAX_LIMIT. */
+static int64_t holder_tid(const pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+    uint32_t word = (uint32_t)__atomic_load_n(&mu->__data.__lock, __ATOMIC_RELAXED);
+    uint32_t tid = word & 0x3fffffffu; /* FUTEX_TID_MASK */
+    return tid > 0 && tid <= 4194304u ? (int64_t)tid : 0;
+#else
+    (void)mu;
+    return 0;
+#endif
+}
+
+/* The wait itself, after spinning: untimed, or until the earlier deadline. */
+static int lock_wait(shmdict_t *h, pthread_mutex_t *mu)
+{
+    uint64_t now = mono_now_ns(), deadline = call_deadline;
+    if (h->lock_timeout_ns && (!deadline || now + h->lock_timeout_ns < deadline))
+        deadline = now + h->lock_timeout_ns;
+    if (!deadline)
+        return pthread_mutex_lock(mu);
+    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+    int r;
+    do
+        r = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &ts);
+    while (r == EINTR);
+    if (r == ETIMEDOUT)
+        last_holder = holder_tid(mu);
+    return r;
+}
+
+/* O(1), on every acquisition: the header counters are in range (one cache
+ * line). A scribbled counter makes operations fail with ECORRUPT instead of
+ * wrapping below zero or reporting a full dict; check() says which one, and
+ * flush_all() (which takes the lock with allow_corrupt) resets them. */
+static bool counters_sane(const shmdict_t *h)
+{
+    const header_t *H = h->hdr;
+    return H->count <= h->cap && H->tombs <= h->cap - H->count && H->n_ttl <= H->count &&
+           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT;
+}
+
+/* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
+ * check), a table marked corrupt is still handed over. */
+static int lock_impl(shmdict_t *h, bool allow_corrupt)
+{
+    header_t *H = h->hdr;
+    pthread_mutex_t *mu = &H->lock.mu;
+    int r = pthread_mutex_trylock(mu);
+    for (int spin = 0; r == EBUSY && spin < 200; spin++) {
+        cpu_relax();
+        r = pthread_mutex_trylock(mu);
+    }
+    if (r == EBUSY) {
+        struct timespec t0, t1; /* only a contended acquisition pays for the clock reads */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        r = lock_wait(h, mu);
+        if (r == ETIMEDOUT)
+            return SHMDICT_ELOCKTIMEOUT; /* nothing touched: the lock was never ours */
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (r == 0 || r == EOWNERDEAD) {
+            H->st_lock_waits++;
+            H->st_lock_wait_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
+        }
+    }
+    if (r == EOWNERDEAD) {
+        recover(h);
+        H->recoveries++;
+        if (pthread_mutex_consistent(mu)) {
+            pthread_mutex_unlock(mu);
+            return SHMDICT_ELOCK;
+        }
+    } else if (r != 0) {
+        return SHMDICT_ELOCK;
+    } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0 || H->defrag_pending != 0, 0)) {
+        recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
+    }
+    H->st_locks++; /* statistics: plain stores under the lock */
+    if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
+        pthread_mutex_unlock(mu);
+        return SHMDICT_ECORRUPT;
+    }
+    return SHMDICT_OK;
+}
+
+int lock_dict(shmdict_t *h) { return lock_impl(h, false); }
+int lock_dict_any(shmdict_t *h) { return lock_impl(h, true); }
+
+void unlock_dict(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    /* An emptied dict gets its whole arena back in one piece: without this,
+     * free blocks scattered in size classes would serve the next fill worse
+     * than a fresh dict. Every operation has committed by now (log empty). */
+    if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
+        defrag(h);
+    pthread_mutex_unlock(&H->lock.mu);
+    wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
+}

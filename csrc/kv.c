@@ -1,0 +1,244 @@
+/*
+ * kv.c -- the keyed operations on one scalar value: get, pop, set, delete,
+ * incr, ttl, expire, and flush_all (empty the whole dict under the redo
+ * protocol described in lock.c; recovery, guard.c, redoes it).
+ */
+#include <math.h>
+
+#include "record.h"
+#include "fault.h"
+#include "notify.h"
+
+int shmdict_get(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
+{
+    BEGIN(h, key, klen);
+    rc = i < -1 ? SHMDICT_ECORRUPT : i < 0 ? SHMDICT_ENOTFOUND : read_value(r, out, buf, cap);
+    ++*(i >= 0 ? &h->hdr->st_hits : &h->hdr->st_misses); /* statistics, unlogged */
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_pop(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
+{
+    BEGIN(h, key, klen);
+    if (i < -1) {
+        rc = SHMDICT_ECORRUPT;
+    } else if (i < 0) {
+        rc = SHMDICT_ENOTFOUND;
+    } else {
+        rc = read_value(r, out, buf, cap);
+        if (rc < 0) {
+            /* a list: nothing to pop this way */
+        } else if (!is_numeric(r->type) && out->len > cap) {
+            rc = SHMDICT_ERANGE;
+        } else if (delete_at(h, (uint64_t)i, r)) {
+            rc = SHMDICT_ECORRUPT; /* refused before any store */
+        } else {
+            commit(h);
+        }
+    }
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_set(shmdict_t *h, const char *key, size_t klen, int type, int64_t i, double f,
+                const char *val, size_t vlen, double exptime, int flags)
+{
+    value_t v;
+    if (check_key(klen) || isnan(exptime) || flags < 0 || (flags & ~SHMDICT_SET_MASK) ||
+        (flags & SHMDICT_SET_NX && flags & SHMDICT_SET_XX))
+        return SHMDICT_EINVAL;
+    int rc = make_value(&v, type, i, f, val, vlen);
+    if (rc)
+        return rc;
+    uint64_t hash = hash_key(h, key, klen);
+    rc = lock_dict(h);
+    if (rc)
+        return rc;
+    uint64_t now = exptime > 0 || h->hdr->n_ttl ? now_ns() : 0;
+    uint32_t ver;
+    rc = put(h, key, klen, hash, &v, deadline_ns(now, exptime), now, flags, &ver);
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
+{
+    if (check_key(klen))
+        return SHMDICT_EINVAL;
+    uint64_t hash = hash_key(h, key, klen);
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    int64_t ins, i = find_slot(h, key, klen, hash, &ins);
+    if (i < -1) {
+        rc = SHMDICT_ECORRUPT;
+    } else if (i < 0) {
+        rc = SHMDICT_ENOTFOUND;
+    } else {
+        rec_t *r = rec_at(h, h->slots[i]);
+        bool was_live = !expired(r, r->expires ? now_ns() : 0);
+        if (delete_at_op(h, (uint64_t)i, r, was_live ? EV_DELETE : EV_EXPIRE)) { /* expired: reclaimed */
+            rc = SHMDICT_ECORRUPT;
+        } else {
+            commit(h);
+            rc = was_live ? SHMDICT_OK : SHMDICT_ENOTFOUND;
+        }
+    }
+    unlock_dict(h);
+    return rc;
+}
+
+/* A float sum of finite operands that is not finite overflowed: refused like
+ * an int overflow, value unchanged (an inf or nan already stored stays as
+ * Python arithmetic would have it). */
+static bool float_overflow(double a, double b, double sum)
+{
+    return isfinite(a) && isfinite(b) && !isfinite(sum);
+}
+
+int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
+                 int itype, int64_t ii, double fi, double init_ttl, int set_ttl, double exptime,
+                 shmdict_out_t *out)
+{
+    if ((dtype != SHMDICT_T_INT && dtype != SHMDICT_T_FLOAT) ||
+        (itype != 0 && itype != SHMDICT_T_INT && itype != SHMDICT_T_FLOAT) || isnan(init_ttl) ||
+        isnan(exptime))
+        return SHMDICT_EINVAL;
+    BEGIN(h, key, klen);
+    if (!now)
+        now = now_ns();
+    value_t v = {0, 0, NULL, 0};
+    uint64_t deadline;
+    if (i < -1) {
+        rc = SHMDICT_ECORRUPT;
+        goto out;
+    }
+    if (i >= 0) {
+        int type = r->type;
+        if (type != SHMDICT_T_INT && type != SHMDICT_T_FLOAT) {
+            rc = SHMDICT_ENOTNUM;
+            goto out;
+        }
+        if (type == SHMDICT_T_INT && dtype == SHMDICT_T_INT) {
+            int64_t sum;
+            if (__builtin_add_overflow(r->num.i, di, &sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
+            v.type = SHMDICT_T_INT;
+            v.num = (uint64_t)sum;
+        } else {
+            double a = type == SHMDICT_T_INT ? (double)r->num.i : r->num.f;
+            double b = dtype == SHMDICT_T_INT ? (double)di : df;
+            double sum = a + b;
+            if (float_overflow(a, b, sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
+            v.type = SHMDICT_T_FLOAT;
+            memcpy(&v.num, &sum, 8);
+        }
+        uint32_t ver = next_ver(r->ver);
+        w64(h, &r->num.u, v.num);
+        FAULT(INCR_STORED);
+        w64(h, word8(r), word8_with(r, v.type, ver));
+        if (set_ttl)
+            set_deadline(h, r, deadline_ns(now, exptime));
+        note_change(h, hash, EV_SET, key, klen);
+        FAULT(INCR_TTL);
+        commit(h);
+        out->ver = ver;
+    } else {
+        if (!itype) {
+            rc = SHMDICT_ENOTFOUND;
+            goto out;
+        }
+        if (itype == SHMDICT_T_INT && dtype == SHMDICT_T_INT) {
+            int64_t sum;
+            if (__builtin_add_overflow(ii, di, &sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
+            v.type = SHMDICT_T_INT;
+            v.num = (uint64_t)sum;
+        } else {
+            double a = itype == SHMDICT_T_INT ? (double)ii : fi;
+            double b = dtype == SHMDICT_T_INT ? (double)di : df;
+            double sum = a + b;
+            if (float_overflow(a, b, sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
+            v.type = SHMDICT_T_FLOAT;
+            memcpy(&v.num, &sum, 8);
+        }
+        deadline = deadline_ns(now, set_ttl ? exptime : init_ttl);
+        rc = put(h, key, klen, hash, &v, deadline, now, SHMDICT_SET_ALWAYS, &out->ver);
+        if (rc)
+            goto out;
+    }
+    memcpy(&out->i, &v.num, 8);
+    memcpy(&out->f, &v.num, 8);
+    rc = v.type;
+out:
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_ttl(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out)
+{
+    BEGIN(h, key, klen);
+    if (i < -1) {
+        rc = SHMDICT_ECORRUPT;
+    } else if (i < 0) {
+        rc = SHMDICT_ENOTFOUND;
+    } else {
+        out->f = r->expires ? (double)(r->expires - now) / 1e9 : 0.0;
+        out->ver = r->ver;
+    }
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_expire(shmdict_t *h, const char *key, size_t klen, double exptime)
+{
+    if (isnan(exptime))
+        return SHMDICT_EINVAL;
+    BEGIN(h, key, klen);
+    if (i < -1) {
+        rc = SHMDICT_ECORRUPT;
+    } else if (i < 0) {
+        rc = SHMDICT_ENOTFOUND;
+    } else {
+        if (!now)
+            now = now_ns();
+        w64(h, word8(r), word8_with(r, r->type, next_ver(r->ver)));
+        set_deadline(h, r, deadline_ns(now, exptime));
+        note_change(h, hash, EV_SET, key, klen);
+        FAULT(EXPIRE_STORED);
+        commit(h);
+    }
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_flush_all(shmdict_t *h)
+{
+    int rc = lock_dict_any(h);
+    if (rc)
+        return rc;
+    header_t *H = h->hdr;
+    if (H->corrupt)
+        H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */
+    w64(h, &H->flush_pending, 1);
+    note_flush(h);
+    commit(h);
+    FAULT(FLUSH_MARKED);
+    table_reset(h);
+    H->corrupt = 0;
+    atomic_signal_fence(memory_order_seq_cst);
+    H->flush_pending = 0;
+    unlock_dict(h);
+    return SHMDICT_OK;
+}

@@ -1,0 +1,399 @@
+/*
+ * record.c -- what every family of operations shares: storing key = value
+ * (put: insert, overwrite in place, or replace, escalating through reclaim,
+ * defrag, borrowing and eviction when the dict is full), finding a live
+ * record (lookup), the CLOCK eviction step (evict_some), the live count,
+ * walking live records, and packing a value into a caller's buffer.
+ *
+ * Every public entry point (kv.c, list.c, scan.c, batch.c, stats.c, evict.c,
+ * limit.c, window.c) has one shape:
+ *
+ *     validate arguments -> hash the key (no lock needed: the seed is
+ *     immutable) -> lock -> table work -> commit -> unlock -> return rc
+ *
+ * with a single unlock exit. Nothing inside the lock allocates memory, makes
+ * a system call (clock_gettime is a vDSO read) or calls back into Python.
+ * Every store goes through put() / w64() / delete_at() and so through the
+ * undo log; each step has a crash point.
+ */
+#include "record.h"
+#include "fault.h"
+#include "notify.h"
+
+static inline void lower_hint(header_t *H, uint64_t deadline)
+{
+    if (deadline && deadline < H->exp_hint)
+        H->exp_hint = deadline; /* unlogged: a hint that is too early only costs a scan */
+}
+
+/* Give a live record a new deadline (logged), keeping n_ttl right. */
+void set_deadline(shmdict_t *h, rec_t *r, uint64_t deadline)
+{
+    header_t *H = h->hdr;
+    if (r->expires == deadline)
+        return;
+    if (!r->expires != !deadline)
+        w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
+    lower_hint(H, deadline);
+    w64(h, &r->expires, deadline);
+}
+
+static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t *v, uint64_t deadline,
+                 uint32_t ver)
+{
+    r->expires = deadline;
+    r->klen = (uint16_t)klen;
+    r->type = (uint8_t)v->type;
+    r->cls = (uint8_t)cls;
+    r->ver = ver;
+    if (is_numeric(v->type)) {
+        r->num.u = v->num;
+        memcpy(r->data, key, klen);
+    } else if (v->type == SHMDICT_T_LIST) {
+        /* a whole list (snapshot load): v->num elements packed in v->buf,
+         * live part at the start of the area (see list.c) */
+        r->num.s.vlen = (uint32_t)v->len;
+        r->num.s.reserved = 0;
+        memcpy(r->data, key, klen);
+        uint64_t count = v->num;
+        memcpy(r->data + pad8(klen), &count, 8);
+        memcpy(r->data + pad8(klen) + 8, v->buf, v->len);
+    } else {
+        r->num.s.vlen = (uint32_t)v->len;
+        r->num.s.reserved = 0;
+        memcpy(r->data, key, klen);
+        if (v->len)
+            memcpy(r->data + klen, v->buf, v->len);
+    }
+}
+
+/* Rewrite the live record `old` in place with key = v: its block is large
+ * enough. The old bytes go to the backup area first (wbackup), so a crash
+ * restores them. */
+static void rewrite(shmdict_t *h, rec_t *old, const char *key, size_t klen, uint64_t hash,
+                    const value_t *v, uint64_t deadline, uint32_t *ver_out)
+{
+    header_t *H = h->hdr;
+    uint64_t old_bytes = rec_bytes(old); /* a list's whole element area too */
+    uint32_t ver = next_ver(old->ver);
+    bool had_ttl = old->expires != 0;
+    wbackup(h, old, old_bytes);
+    FAULT(OVERWRITE_BACKED);
+    fill(old, old->cls & 0x7f, key, klen, v, deadline, ver);
+    FAULT(OVERWRITE_REWRITTEN);
+    if (had_ttl != (deadline != 0))
+        w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
+    lower_hint(H, deadline);
+    note_change(h, hash, EV_SET, key, klen);
+    commit(h);
+    *ver_out = ver;
+}
+
+/* Can the record `old` be rewritten in place with a record of `units`? */
+static bool fits_in_place(const rec_t *old, uint64_t units)
+{
+    uint64_t old_bytes = rec_bytes(old);
+    return units <= class_units(old->cls & 0x7f) && old_bytes <= BACKUP_MAX;
+}
+
+/* Store key = v with the given deadline: insert, overwrite in place, or
+ * replace with a new block. Commits; on failure nothing of this store is
+ * applied.
+ *
+ * When there is no room it escalates, cheapest first: (0) the exact class and
+ * the bump pointer; (1) the same after reclaiming every expired record;
+ * (2) after a defrag pass, also borrowing a block of a larger class. An update
+ * that fits its key's current block is rewritten in place rather than refused. */
+int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
+               uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out)
+{
+    header_t *H = h->hdr;
+    uint64_t units = rec_units(klen, v->type, v->len);
+    if (class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
+        return SHMDICT_ETOOBIG;
+    if (H->n_ttl && reclaim_expired(h, now, false) < 0)
+        return SHMDICT_ECORRUPT;
+    uint64_t evicted = 0;
+
+    for (int stage = 0;; stage++) {
+        int64_t ins, i = find_slot(h, key, klen, hash, &ins);
+        if (i < -1)
+            return SHMDICT_ECORRUPT;
+        rec_t *old = i >= 0 ? rec_at(h, h->slots[i]) : NULL;
+        int rc;
+        if (flags & (SHMDICT_SET_NX | SHMDICT_SET_XX)) {
+            bool live = old && !(old->expires && old->expires <= (now ? now : (now = now_ns())));
+            if ((flags & SHMDICT_SET_NX) && live)
+                return SHMDICT_EEXIST;
+            if ((flags & SHMDICT_SET_XX) && !live)
+                return SHMDICT_ENOTFOUND;
+        }
+
+        if (old && is_numeric(old->type) && is_numeric(v->type)) {
+            uint32_t ver = next_ver(old->ver);
+            w64(h, &old->num.u, v->num);
+            FAULT(OVERWRITE_INPLACE);
+            w64(h, word8(old), word8_with(old, v->type, ver));
+            set_deadline(h, old, deadline);
+            note_change(h, hash, EV_SET, key, klen);
+            FAULT(OVERWRITE_COUNTED);
+            commit(h);
+            *ver_out = ver;
+            return SHMDICT_OK;
+        }
+        if (old && fits_in_place(old, units) && class_of(units) == (old->cls & 0x7f)) {
+            rewrite(h, old, key, klen, hash, v, deadline, ver_out);
+            return SHMDICT_OK;
+        }
+
+        uint64_t unit = 0;
+        int cls = 0;
+        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY &&
+                                 (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)))
+            rc = SHMDICT_EFULL; /* the index is at its load limit */
+        else
+            rc = alloc_units(h, units, stage >= 2, &unit, &cls);
+
+        if (rc == SHMDICT_OK) {
+            uint32_t ver = next_ver(old ? old->ver : (uint32_t)H->gen);
+            rec_t *r = unit_ptr(h, unit);
+            uint64_t bytes = class_units(cls) * UNIT;
+            if (old)
+                FAULT(OVERWRITE_ALLOCATED);
+            else
+                FAULT(INSERT_ALLOCATED);
+            fill(r, cls, key, klen, v, deadline, ver);
+            lower_hint(H, deadline);
+            if (old) {
+                uint64_t old_unit = slot_unit(h->slots[i]);
+                uint64_t old_bytes = class_units(old->cls & 0x7f) * UNIT;
+                FAULT(OVERWRITE_FILLED);
+                w64(h, &h->slots[i], (hash >> 32) << 32 | unit);
+                FAULT(OVERWRITE_PUBLISHED);
+                if (!old->expires != !deadline)
+                    w64(h, &H->n_ttl, deadline ? H->n_ttl + 1 : H->n_ttl - 1);
+                free_block(h, old_unit, old);
+                FAULT(OVERWRITE_FREED);
+                w64(h, &H->used_bytes, H->used_bytes - old_bytes + bytes);
+                FAULT(OVERWRITE_COUNTED);
+            } else {
+                FAULT(INSERT_FILLED);
+                if (h->slots[ins] == SLOT_TOMB)
+                    w64(h, &H->tombs, H->tombs - 1);
+                w64(h, &h->slots[ins], (hash >> 32) << 32 | unit);
+                FAULT(INSERT_PUBLISHED);
+                w64(h, &H->count, H->count + 1);
+                w64(h, &H->used_bytes, H->used_bytes + bytes);
+                if (deadline)
+                    w64(h, &H->n_ttl, H->n_ttl + 1);
+                FAULT(INSERT_COUNTED);
+            }
+            note_change(h, hash, EV_SET, key, klen);
+            commit(h);
+            *ver_out = ver;
+            return SHMDICT_OK;
+        }
+        if (rc != SHMDICT_EFULL)
+            return rc;
+        if (old && fits_in_place(old, units)) {
+            rewrite(h, old, key, klen, hash, v, deadline, ver_out); /* a full dict still takes an update that fits */
+            return SHMDICT_OK;
+        }
+        if (stage == 0) {
+            if (reclaim_expired(h, now ? now : (now = now_ns()), true) < 0)
+                return SHMDICT_ECORRUPT;
+        } else if (stage == 1) {
+            if (defrag(h) != SHMDICT_OK)
+                return SHMDICT_ECORRUPT;
+        } else if ((H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT)) {
+            rc = evict_some(h, i, units, &evicted); /* EFULL once nothing is left to evict */
+            if (rc != SHMDICT_OK)
+                return rc;
+            stage = 1; /* the loop's stage++ retries with borrowing */
+        } else {
+            return SHMDICT_EFULL;
+        }
+    }
+}
+
+/* Find a live (unexpired) record. Returns slot index, -1, or ECORRUPT. */
+int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
+                      uint64_t *now)
+{
+    int64_t ins, i = find_slot(h, key, klen, hash, &ins);
+    if (i < 0)
+        return i;
+    rec_t *r = rec_at(h, h->slots[i]);
+    if (r->expires) {
+        if (!*now)
+            *now = now_ns();
+        if (r->expires <= *now)
+            return -1;
+    }
+    if (__builtin_expect(h->hdr->flags & HF_EVICT, 0) && !(r->cls & CLS_REF))
+        r->cls |= CLS_REF; /* CLOCK: referenced (an unlogged hint) */
+    *r_out = r;
+    return i;
+}
+
+/* Call fn(record) for every live record; stops early when fn returns false.
+ * Runs under the lock; O(index). */
+int for_each_live(shmdict_t *h, bool (*fn)(rec_t *, void *), void *ctx)
+{
+    uint64_t now = h->hdr->n_ttl ? now_ns() : 0;
+    for (uint64_t i = 0; i < h->cap; i++) {
+        uint64_t s = h->slots[i];
+        if (s <= SLOT_TOMB)
+            continue;
+        rec_t *r = rec_at(h, s);
+        if (!r)
+            return SHMDICT_ECORRUPT;
+        if (expired(r, now))
+            continue;
+        if (!fn(r, ctx))
+            break;
+    }
+    return SHMDICT_OK;
+}
+
+static bool count_one(rec_t *r, void *ctx)
+{
+    (void)r;
+    ++*(int64_t *)ctx;
+    return true;
+}
+
+/* Live records: O(1) when no TTL can have passed (exp_hint says no record
+ * expires before it, so count is exact). Otherwise, with reclaim, every
+ * expired record is reclaimed (each in its own transaction) and exp_hint
+ * moves to the next deadline, so the next calls are O(1) again until it
+ * passes; without reclaim (read-only callers), one counting pass. */
+int64_t live_count(shmdict_t *h, bool reclaim)
+{
+    header_t *H = h->hdr;
+    if (H->count > h->cap)
+        return SHMDICT_ECORRUPT; /* a scribbled count must not come back as a negative "error code" */
+    if (H->n_ttl == 0)
+        return (int64_t)H->count;
+    uint64_t now = now_ns();
+    if (H->exp_hint && now < H->exp_hint)
+        return (int64_t)H->count;
+    if (reclaim) {
+        int rc = reclaim_expired(h, now, true);
+        FAULT(LEN_RECLAIMED);
+        return rc < 0 ? rc : (int64_t)H->count;
+    }
+    int64_t n = 0;
+    int rc = for_each_live(h, count_one, &n);
+    return rc ? rc : n;
+}
+
+/* ---- eviction ---------------------------------------------------------------
+ *
+ * CLOCK over the index. Every keyed access that finds a live record (lookup)
+ * sets its referenced bit (cls bit 7, an unlogged hint). When a put finds no
+ * room even after reclaiming and defragmenting, the hand sweeps the index
+ * from clock_hand: a referenced record loses its bit and is passed over, the
+ * first unreferenced one is evicted (deleted in its own transaction,
+ * counted). Each call evicts one victim; put() retries the allocation after
+ * each, and once the victims freed as many units as the item needs (or no
+ * victim is left) a defrag pass merges them. The key being stored (slot
+ * `keep`) is never a victim. Bounded: two full turns of the hand, then EFULL
+ * (nothing evictable). */
+int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
+{
+    header_t *H = h->hdr;
+    uint64_t cap = h->cap, i = H->clock_hand % cap;
+    for (uint64_t n = 0; n < 2 * cap + 1; n++, i = i + 1 == cap ? 0 : i + 1) {
+        uint64_t s = h->slots[i];
+        if (s <= SLOT_TOMB || (int64_t)i == keep)
+            continue;
+        rec_t *r = rec_at(h, s);
+        if (!r)
+            return SHMDICT_ECORRUPT;
+        if (r->cls & CLS_REF) {
+            r->cls &= (uint8_t)~CLS_REF; /* second chance; a hint, unlogged */
+            continue;
+        }
+        uint64_t got = class_units(r->cls & 0x7f);
+        if (delete_at_op(h, i, r, EV_EVICT))
+            return SHMDICT_ECORRUPT;
+        FAULT(EVICT_DELETED);
+        commit(h);
+        H->clock_hand = i; /* the backward shift may have moved an entry into slot i */
+        H->st_evictions++;
+        *evicted += got;
+        if (*evicted >= units) {
+            *evicted = 0;
+            if (defrag(h) != SHMDICT_OK)
+                return SHMDICT_ECORRUPT;
+        }
+        return SHMDICT_OK;
+    }
+    H->clock_hand = i;
+    if (*evicted) { /* nothing left to evict: merge what the last victims freed, then retry */
+        *evicted = 0;
+        return defrag(h) != SHMDICT_OK ? SHMDICT_ECORRUPT : SHMDICT_OK;
+    }
+    return SHMDICT_EFULL;
+}
+
+/* ---- packing values ----------------------------------------------------------
+ *
+ * A packed value (get_many, items), little-endian, no padding: u8 type
+ * (0 = missing), then 8 bytes for bool/int/float, or u32 vlen + bytes for
+ * str/bytes (a list: its live elements, packed as in the record). */
+
+/* Size of the packed value of r. */
+static inline uint64_t packed_size(const rec_t *r)
+{
+    return 1 + (is_numeric(r->type) ? 8 : 4 + (uint64_t)r->num.s.vlen);
+}
+
+/* Append r's value at buf+used if it fits; returns the new used. */
+uint64_t pack_value(const rec_t *r, char *buf, size_t cap, uint64_t used)
+{
+    uint64_t need = packed_size(r);
+    if (used + need <= cap) {
+        char *p = buf + used;
+        *p++ = (char)r->type;
+        if (is_numeric(r->type)) {
+            memcpy(p, &r->num.u, 8);
+        } else {
+            uint32_t n = r->num.s.vlen;
+            memcpy(p, &n, 4);
+            if (n) /* a list: its live elements, packed as in the record */
+                memcpy(p + 4, r->type == SHMDICT_T_LIST ? list_area(r) + r->num.s.reserved : r->data + r->klen, n);
+        }
+    }
+    return used + need;
+}
+
+/* A list record is well formed: its live part lies in the block's element
+ * area, is a whole run of valid elements, and there are as many as the stored
+ * count (a list with no element is deleted, never kept). Each element is at
+ * least 9 bytes, so the walk takes at most vlen / 9 steps. */
+const char *list_invalid(const rec_t *r)
+{
+    uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
+    if (cls_bytes < REC_HDR + pad8(r->klen) + 8)
+        return "block too small for its key and count";
+    uint64_t cap = list_cap(r->cls & 0x7f, r->klen), lo = r->num.s.reserved, len = r->num.s.vlen;
+    if (lo > cap || len > cap - lo)
+        return "live part lies outside its block";
+    const char *area = list_area(r);
+    uint64_t at = lo, hi = lo + len, n = 0, count;
+    while (at < hi) {
+        uint64_t sz = elem_check(area, lo, hi, at, true);
+        if (!sz)
+            return "malformed element (its length, type or trailing length)";
+        at += sz;
+        n++;
+    }
+    memcpy(&count, area - 8, 8);
+    if (n == 0)
+        return "no elements (an empty list is deleted, never kept)";
+    if (n != count)
+        return "stored element count differs from the elements";
+    return NULL;
+}

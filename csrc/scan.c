@@ -1,0 +1,248 @@
+/*
+ * scan.c -- listing keys: keys, items (keys with values, optionally matching a
+ * glob pattern, as one consistent snapshot), scan (a cursor over the index
+ * that never misses a key present throughout), and the glob matcher.
+ */
+#include "record.h"
+#include "guard.h"
+
+typedef struct keys_ctx {
+    char *buf;
+    size_t cap, used;
+    uint64_t max, n;
+} keys_ctx_t;
+
+static bool pack_key(rec_t *r, void *p)
+{
+    keys_ctx_t *c = p;
+    size_t need = 4 + r->klen;
+    if (c->used + need <= c->cap) {
+        uint32_t len = r->klen;
+        memcpy(c->buf + c->used, &len, 4);
+        memcpy(c->buf + c->used + 4, r->data, r->klen);
+    }
+    c->used += need;
+    c->n++;
+    return !(c->max && c->n >= c->max);
+}
+
+int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out)
+{
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    keys_ctx_t c = {buf, cap, 0, max_count, 0};
+    rc = for_each_live(h, pack_key, &c);
+    unlock_dict(h);
+    out->len = c.used;
+    if (rc)
+        return rc;
+    return c.used > cap ? SHMDICT_ERANGE : (int64_t)c.n;
+}
+
+/* ---- glob matching (Python's fnmatch.fnmatchcase) --------------------------------
+ *
+ * '*' any run, '?' one character, '[seq]' / '[!seq]' a set with ranges; a '['
+ * without a closing ']' is literal; a ']' first in a set is literal. UTF-8
+ * aware ('?' and sets consume a whole code point). Iterative with one
+ * backtrack point: O(len(key) * len(pattern)), never recursive. */
+
+static uint32_t utf8_next(const unsigned char *s, uint64_t n, uint64_t *at)
+{
+    uint64_t i = *at;
+    uint32_t c = s[i];
+    int extra = c < 0x80 ? 0 : c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+    if (c >= 0x80)
+        c &= 0x3fu >> extra;
+    for (i++; extra > 0 && i < n && (s[i] & 0xc0) == 0x80; extra--, i++)
+        c = c << 6 | (s[i] & 0x3f);
+    *at = i;
+    return c;
+}
+
+/* Match c against the set starting at p[at] == '['. Returns the position
+ * after the set, or 0 if the set is unterminated (then '[' is literal). */
+static uint64_t match_set(const unsigned char *p, uint64_t pn, uint64_t at, uint32_t c, bool *hit)
+{
+    uint64_t i = at + 1;
+    bool neg = false;
+    if (i < pn && p[i] == '!') {
+        neg = true;
+        i++;
+    }
+    bool first = true, m = false;
+    while (i < pn && (first || p[i] != ']')) {
+        first = false;
+        uint32_t lo = utf8_next(p, pn, &i), hi = lo;
+        if (i + 1 < pn && p[i] == '-' && p[i + 1] != ']') {
+            i++;
+            hi = utf8_next(p, pn, &i);
+        }
+        if (lo <= c && c <= hi)
+            m = true;
+    }
+    if (i >= pn)
+        return 0;
+    *hit = m != neg;
+    return i + 1;
+}
+
+static bool glob_match(const char *pat, uint64_t pn, const char *str, uint64_t sn)
+{
+    const unsigned char *p = (const unsigned char *)pat, *s = (const unsigned char *)str;
+    uint64_t pi = 0, si = 0, star_p = UINT64_MAX, star_s = 0;
+    while (si < sn) {
+        if (pi < pn && p[pi] == '*') {
+            star_p = ++pi;
+            star_s = si;
+            continue;
+        }
+        if (pi < pn) {
+            uint64_t s2 = si;
+            uint32_t c = utf8_next(s, sn, &s2);
+            if (p[pi] == '?') {
+                pi++;
+                si = s2;
+                continue;
+            }
+            if (p[pi] == '[') {
+                bool hit = false;
+                uint64_t after = match_set(p, pn, pi, c, &hit);
+                if (after) {
+                    if (hit) {
+                        pi = after;
+                        si = s2;
+                        continue;
+                    }
+                    goto backtrack;
+                }
+            }
+            if (p[pi] == s[si]) {
+                pi++;
+                si++;
+                continue;
+            }
+        }
+    backtrack:
+        if (star_p == UINT64_MAX)
+            return false;
+        pi = star_p;
+        utf8_next(s, sn, &star_s); /* the star takes one more character */
+        si = star_s;
+    }
+    while (pi < pn && p[pi] == '*')
+        pi++;
+    return pi == pn;
+}
+
+/* ---- keys(match), scan, items ------------------------------------------------------ */
+
+typedef struct walk {
+    char *buf;
+    size_t cap;
+    uint64_t used, n, max;
+    const char *pat;
+    uint64_t plen;
+    bool values;
+    bool corrupt; /* a list record failed list_invalid() */
+} walk_t;
+
+/* Pack r's key (and value) if it matches; false once max is reached. */
+static bool pack_rec(rec_t *r, void *p)
+{
+    walk_t *w = p;
+    if (w->pat && !glob_match(w->pat, w->plen, r->data, r->klen))
+        return true;
+    uint64_t need = 4 + (uint64_t)r->klen;
+    if (w->used + need <= w->cap) {
+        uint32_t len = r->klen;
+        memcpy(w->buf + w->used, &len, 4);
+        memcpy(w->buf + w->used + 4, r->data, r->klen);
+    }
+    w->used += need;
+    if (w->values && r->type == SHMDICT_T_LIST && list_invalid(r)) {
+        w->corrupt = true;
+        return false;
+    }
+    if (w->values)
+        w->used = pack_value(r, w->buf, w->cap, w->used);
+    w->n++;
+    return !(w->max && w->n >= w->max);
+}
+
+/* Live keys (values too, if with_values) matching pat (NULL: all), at most
+ * max_count (0: all), packed as described above, in one lock hold: a
+ * consistent snapshot. Returns the count, or ERANGE with out->len needed. */
+int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_count, int with_values,
+                      char *buf, size_t cap, shmdict_out_t *out)
+{
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0, false};
+    rc = for_each_live(h, pack_rec, &w);
+    unlock_dict(h);
+    out->len = w.used;
+    if (rc)
+        return rc;
+    if (w.corrupt)
+        return SHMDICT_ECORRUPT;
+    return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
+}
+
+/* One batch of a scan, in one lock hold.
+ *
+ * THE CURSOR is a slot index. A batch examines slots from the cursor and, once
+ * it has examined `count` live keys (matching or not), keeps going to the end
+ * of the current cluster: it stops only just before an EMPTY slot (or at the
+ * end of the index), and returns that slot as the next cursor (0 = done).
+ *
+ * WHY A KEY PRESENT THROUGHOUT IS NEVER MISSED. Inserts never move entries;
+ * only a delete's backward shift does, and it moves an entry back toward its
+ * home, never past it, and only through occupied slots. When a batch ends,
+ * the cursor slot c is EMPTY, so every entry at a slot >= c then has its home
+ * at >= c too (its probe path from home to its slot is occupied, so it cannot
+ * cross c); afterwards it can only move back as far as its home, so it stays
+ * at >= c and a later batch sees it. Entries that wrap around the end of the
+ * index sit in the occupied run that starts at slot 0, which the first batch
+ * covers entirely. A key can be returned twice: an entry of that wrapped run
+ * that a delete shifts back across the end of the index is seen again by the
+ * last batch. Keys inserted or deleted during the scan may or may not appear,
+ */
+int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
+                     char *buf, size_t cap, shmdict_out_t *out)
+{
+    if (count == 0)
+        return SHMDICT_EINVAL;
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    walk_t w = {buf, cap, 0, 0, 0, pat, plen, false, false};
+    uint64_t now = h->hdr->n_ttl ? now_ns() : 0, i = cursor, seen = 0;
+    int64_t res = 0;
+    for (; i < h->cap; i++) {
+        uint64_t s = h->slots[i];
+        if (s == SLOT_EMPTY) {
+            if (seen >= count) /* live keys examined, matching or not: the work per batch */
+                break;
+            continue;
+        }
+        if (s == SLOT_TOMB)
+            continue;
+        rec_t *r = rec_at(h, s);
+        if (!r) {
+            res = SHMDICT_ECORRUPT;
+            break;
+        }
+        if (!expired(r, now)) {
+            pack_rec(r, &w);
+            seen++;
+        }
+    }
+    unlock_dict(h);
+    out->i = (int64_t)(i < h->cap ? i : 0);
+    out->len = w.used;
+    if (res)
+        return res;
+    return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
+}

@@ -1,0 +1,151 @@
+/*
+ * stats.c -- how full the dict is and what it has done: len, stats (with
+ * free_space, the largest item that fits now), info, and check (the full
+ * integrity check, table_check in table.c).
+ */
+#include <stdio.h>
+
+#include "record.h"
+#include "guard.h"
+#include "table.h"
+
+int64_t shmdict_len(shmdict_t *h)
+{
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    int64_t n = live_count(h, true);
+    unlock_dict(h);
+    return n;
+}
+
+int shmdict_check(shmdict_t *h, char *msg, size_t cap)
+{
+    int rc = lock_dict_any(h);
+    if (rc)
+        return rc;
+    rc = table_check(h, msg, cap);
+    for (uint64_t i = 0; rc == SHMDICT_OK && i < h->cap; i++) { /* the table is sound: walk lists */
+        rec_t *r = h->slots[i] > SLOT_TOMB ? rec_at(h, h->slots[i]) : NULL;
+        const char *why = r && r->type == SHMDICT_T_LIST ? list_invalid(r) : NULL;
+        if (why) {
+            snprintf(msg, cap, "list at slot %llu: %s", (unsigned long long)i, why);
+            rc = SHMDICT_ECORRUPT;
+        }
+    }
+    unlock_dict(h);
+    return rc;
+}
+
+int shmdict_info(shmdict_t *h, shmdict_info_t *out)
+{
+    int rc = lock_dict_any(h);
+    if (rc)
+        return rc;
+    header_t *H = h->hdr;
+    out->size = H->user_size;
+    out->file_size = h->map_size;
+    out->capacity = (h->units - FIRST_UNIT) * UNIT;
+    out->index_cap = h->cap;
+    out->count = H->count;
+    out->used_bytes = H->used_bytes;
+    out->free_bytes = out->capacity - H->used_bytes;
+    out->recoveries = H->recoveries;
+    out->creator_pid = H->creator_pid;
+    out->dev = h->dev;
+    out->ino = h->ino;
+    out->events_cap = h->ev_cap;
+    out->layout_version = H->layout_version;
+    unlock_dict(h);
+    return SHMDICT_OK;
+}
+
+/* The largest block (in units) an insert could obtain right now, following
+ * put()'s escalation: the exact class's free list and the bump pointer, then
+ * (after reclaiming expired records and a defrag pass) any larger free block
+ * split to size. Walks the arena: O(arena), under the lock, read-only.
+ * A record is "free" here if it is a free block, or (reclaim would free it)
+ * an expired live record. Merged runs count only when put would run a defrag
+ * pass (something was freed since the last one, or something expired);
+ * otherwise only single blocks count. A new key also needs an index slot: if
+ * the index is at its load limit even after reclaiming, nothing fits. */
+static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t *expired_out)
+{
+    header_t *H = h->hdr;
+    uint64_t bump = H->bump, best_block = 0, best_run = 0, run = 0, n_expired = 0;
+    if (bump < FIRST_UNIT || bump > h->units)
+        return SHMDICT_ECORRUPT;
+    for (uint64_t u = FIRST_UNIT; u < bump;) {
+        rec_t *r = unit_ptr(h, u);
+        int c = r->cls & 0x7f;
+        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
+            return SHMDICT_ECORRUPT;
+        uint64_t cu = class_units(c);
+        bool is_free = r->type == T_FREE;
+        if (!is_free && expired(r, now)) {
+            is_free = true;
+            n_expired++;
+        }
+        if (is_free) {
+            run += cu;
+            if (cu > best_block)
+                best_block = cu;
+        } else {
+            if (run >= MIN_BLOCK && carve_units(run) > best_run)
+                best_run = carve_units(run);
+            run = 0;
+        }
+        u += cu;
+    }
+    bool merges = H->frees_since_defrag > 0 || n_expired > 0;
+    uint64_t tail = h->units - bump; /* the bump pointer's room */
+    if (merges)
+        tail += run;                 /* a free run at the end goes back to the bump pointer */
+    else if (run >= MIN_BLOCK && carve_units(run) > best_run)
+        best_run = carve_units(run);
+    uint64_t best = tail ? class_units(class_floor_units(tail)) : 0;
+    if (best_block > best)
+        best = best_block;
+    if (merges && best_run > best)
+        best = best_run;
+    uint64_t live = H->count - (n_expired <= H->count ? n_expired : H->count);
+    if ((live + H->tombs + 1) * 100 > h->cap * LOAD_NUM)
+        best = 0; /* no index slot for a new key */
+    *units_out = best;
+    *expired_out = n_expired;
+    return SHMDICT_OK;
+}
+
+int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
+{
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    header_t *H = h->hdr;
+    uint64_t units = 0, n_expired = 0;
+    rc = largest_fit(h, now_ns(), &units, &n_expired);
+    if (rc == SHMDICT_OK) {
+        out->size = H->user_size;
+        out->capacity = (h->units - FIRST_UNIT) * UNIT;
+        out->free_space = units > REC_HDR / UNIT ? units * UNIT - REC_HDR : 0;
+        out->entries = H->count - n_expired;
+        out->records = H->count;
+        out->expired_pending = n_expired;
+        out->used_bytes = H->used_bytes;
+        out->free_bytes = out->capacity - H->used_bytes;
+        out->index_cap = h->cap;
+        out->index_used = H->count + H->tombs;
+        out->index_limit = h->cap * LOAD_NUM / 100;
+        out->hits = H->st_hits;
+        out->misses = H->st_misses;
+        out->expired = H->st_expired;
+        out->evictions = H->st_evictions;
+        out->lock_acquisitions = H->st_locks;
+        out->lock_waits = H->st_lock_waits;
+        out->lock_wait_ns = H->st_lock_wait_ns;
+        out->recoveries = H->recoveries;
+        out->evict = (int)(H->flags & HF_EVICT);
+    }
+    unlock_dict(h);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/*
+ * table.h -- the hash index, the record allocator, expiry and the integrity
+ * check (table.c), plus the expiry clock. Everything here runs with the lock
+ * held and stores through the undo log.
+ */
+#ifndef SHMDICT_TABLE_H
+#define SHMDICT_TABLE_H
+
+#include "layout.h"
+
+/* find: slot index of key, -1 if absent, or SHMDICT_ECORRUPT (< -1).
+ * *ins receives the first reusable slot on the probe path (or -1). */
+int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins);
+rec_t *rec_at(shmdict_t *h, uint64_t slot);
+int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
+int defrag(shmdict_t *h);
+uint64_t carve_units(uint64_t len);      /* first piece a defrag pass carves from a free run */
+int class_floor_units(uint64_t units);   /* largest class of at most `units` */
+int defrag_pass(shmdict_t *h);
+void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
+int delete_at(shmdict_t *h, uint64_t i, rec_t *r); /* emits EV_DELETE */
+int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op);
+int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
+void table_reset(shmdict_t *h);
+int table_check(shmdict_t *h, char *msg, size_t cap);
+uint64_t now_ns(void);
+uint64_t deadline_ns(uint64_t now, double exptime);
+
+static inline bool expired(const rec_t *r, uint64_t now)
+{
+    return r->expires && r->expires <= now;
+}
+
+#endif /* SHMDICT_TABLE_H */
