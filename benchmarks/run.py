@@ -1,16 +1,18 @@
 """shmdict against its peers, side by side in one run.
 
-    python -m benchmarks            # full run (about 5-10 minutes on 2 cores)
-    python -m benchmarks --quick    # smoke run for CI (well under a minute)
+    python -m benchmarks              # full run (about 5-10 minutes on 2 cores)
+    python -m benchmarks --quick      # smoke run for CI (well under a minute)
+    python -m benchmarks --out docs   # full run that updates the published docs/
 
 Every backend runs the same tight loops (bound methods, keys built before
 timing, the garbage collector off) and reports ns per operation. Repetitions
 are interleaved -- rep 1 of every backend, then rep 2... -- so a noisy
 neighbour hits all backends alike; the table shows medians and the ratio to a
 plain ``dict`` timed in the same run. A workload that hits its time cap
-reports ns/op over the operations it did (marked ``*``). Results go to
-``docs/benchmarks.md`` (table), ``docs/benchmarks.png`` (chart) and
-``docs/benchmarks.json``; ``--out`` picks another directory.
+reports ns/op over the operations it did (marked ``*``). The table is printed;
+``benchmarks.md`` (table), ``benchmarks.png`` (chart) and ``benchmarks.json``
+go to a new temporary directory, or to ``--out DIR`` -- the published figures
+in ``docs/`` change only when asked with ``--out docs``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import random
 import signal
 import statistics
 import sys
+import tempfile
 import textwrap
 import time
 from typing import Any, Callable, Optional
@@ -463,8 +466,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all)")
     p.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
     p.add_argument("--cap", type=float, default=None, help="seconds per timed workload (default 1.5; quick 0.3)")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs"))
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for benchmarks.md/.json/.png (default: a new temporary directory; "
+                        "--out docs updates the published figures)")
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = tempfile.mkdtemp(prefix="shmdict-bench-")
     quick = a.quick
     n = 10_000 if quick else 100_000
     reps = a.reps or (1 if quick else 3)

@@ -238,6 +238,22 @@ def fault_arm(name: str | None, nth: int = 1) -> None:
         raise ValueError(f"unknown crash point {name!r}")
 
 
+# The sum of every shift so far, so clock_reset() can undo them all. Every
+# shift goes through clock_shift(); a forked child inherits both this and the
+# C-side offset, so the two stay equal there too.
+_clock_shifted_ns = 0
+
+
 def clock_shift(secs: float) -> None:
     """Advance this process's TTL clock by ``secs`` (cumulative)."""
-    lib.shmdict_clock_shift(int(secs * 1e9))
+    global _clock_shifted_ns
+    ns = int(secs * 1e9)
+    lib.shmdict_clock_shift(ns)
+    _clock_shifted_ns += ns
+
+
+def clock_reset() -> None:
+    """Undo every clock_shift() of this process: the TTL clock is real time again."""
+    global _clock_shifted_ns
+    lib.shmdict_clock_shift(-_clock_shifted_ns)
+    _clock_shifted_ns = 0

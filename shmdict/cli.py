@@ -19,7 +19,13 @@ Exit codes, for scripts:
   ``--shared``), its lock was not acquired within ``--lock-timeout``, or
   ``rm`` refused because processes still map the dict.
 
-Errors are one line on stderr: ``shmdict: error: ...``.
+Errors are one line on stderr: ``shmdict: error: ...``. Output piped into a
+command that stops reading early (``shmdict ls | head -1``) ends the command
+quietly with exit code 0.
+
+``set --type bytes`` reads VALUE with the escapes of a Python bytes literal
+(``\\x00``, ``\\n``, ``\\t``, ``\\\\``, octal ``\\0``...), so any byte can be typed;
+other characters are stored as their UTF-8 bytes.
 
 .. versionadded:: 0.1
 """
@@ -30,6 +36,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
@@ -186,6 +193,41 @@ def _number(s: str, what: str) -> int | float:
             _fail(EXIT_USAGE, f"{what} must be a number, not {s!r}")
 
 
+# The escapes of a Python bytes literal (a backslash-newline continues the line).
+_SIMPLE_ESCAPES = {"\\": b"\\", "'": b"'", '"': b'"', "a": b"\a", "b": b"\b", "f": b"\f",
+                   "n": b"\n", "r": b"\r", "t": b"\t", "v": b"\v", "\n": b""}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.?)", re.S)
+
+
+def _unescape(s: str) -> bytes:
+    """VALUE of ``--type bytes``: Python bytes-literal escapes decoded, the rest UTF-8.
+
+    An unknown or incomplete escape (``\\q``, ``\\x4``, a trailing backslash) is
+    a usage error rather than kept literally, so a typo never stores bytes the
+    user did not mean.
+    """
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(s):
+        out += os.fsencode(s[pos : m.start()])
+        esc = m.group(1)
+        if esc[:1] == "x" and len(esc) == 3:
+            out.append(int(esc[1:], 16))
+        elif esc[:1].isdigit() and esc[0] in "01234567":
+            code = int(esc, 8)
+            if code > 0o377:
+                raise ValueError(f"octal escape \\{esc} is larger than one byte (\\377)")
+            out.append(code)
+        elif esc in _SIMPLE_ESCAPES:
+            out += _SIMPLE_ESCAPES[esc]
+        else:
+            shown = "a trailing \\" if not esc else f"\\{esc}"
+            raise ValueError(f"{shown} is not a bytes escape (use \\xHH, \\n, \\t, \\\\, ...)")
+        pos = m.end()
+    out += os.fsencode(s[pos:])
+    return bytes(out)
+
+
 def _value(s: str, typ: str) -> shmdict.Value:
     try:
         if typ == "str":
@@ -195,7 +237,10 @@ def _value(s: str, typ: str) -> shmdict.Value:
         if typ == "float":
             return float(s)
         if typ == "bytes":
-            return os.fsencode(s)
+            try:
+                return _unescape(s)
+            except ValueError as e:
+                _fail(EXIT_USAGE, f"{s!r} is not a valid bytes value: {e}")
         if typ == "bool":
             low = s.lower()
             if low in ("1", "true", "yes", "on"):
@@ -371,7 +416,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
             _fail(EXIT_USAGE, "rm --orphans takes no names")
         names = _names()
         mappers = _mappers(_path(_dir(), n) for n in names)
-        removed = []
+        orphans = []
         for n in names:
             try:
                 with _get(n) as d:
@@ -379,12 +424,26 @@ def cmd_rm(args: argparse.Namespace) -> int:
             except (OSError, ValueError, shmdict.Error):
                 continue  # not ours to judge: leave unreadable files alone
             if not _pid_alive(pid) and not mappers[_path(_dir(), n)]:
-                _unlink(n)
-                removed.append(n)
-        _emit(args, {"removed": removed}, "\n".join(f"removed {n}" for n in removed) or "no orphans")
+                orphans.append(n)
+        if not args.yes:  # a dry run: the list, for a person to judge
+            _emit(args, {"orphans": orphans, "removed": []},
+                  "\n".join([f"would remove {n}" for n in orphans] + ["(add --yes to remove them)"])
+                  if orphans else "no orphans")
+            return EXIT_OK
+        removed = []
+        for n in orphans:
+            try:
+                shmdict.unlink(n)
+            except FileNotFoundError:
+                continue  # removed meanwhile by someone else
+            removed.append(n)
+        _emit(args, {"orphans": orphans, "removed": removed},
+              "\n".join(f"removed {n}" for n in removed) or "no orphans")
         return EXIT_OK
     if not args.names:
         _fail(EXIT_USAGE, "rm needs NAME... or --orphans")
+    if args.yes:
+        _fail(EXIT_USAGE, "--yes goes with --orphans; rm NAME... removes without asking")
     for n in args.names:
         shmdict._dict._check_name(n)
     if not args.force:
@@ -487,6 +546,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shmdict", description="Inspect and edit shmdict shared-memory dicts.",
                                 parents=[common],
                                 epilog="exit codes: 0 ok, 1 dict or key not found, 2 usage error, 3 operation failed")
+    p.add_argument("--version", action="version", version=f"shmdict {shmdict.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
@@ -508,7 +568,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("key")
     sp.add_argument("value")
     sp.add_argument("--type", choices=["str", "int", "float", "bool", "bytes"], default="str",
-                    help="type to store VALUE as (default str)")
+                    help="type to store VALUE as (default str); for bytes, VALUE takes the escapes of a "
+                         "Python bytes literal: \\x00, \\n, \\t, \\\\ ...")
     sp.add_argument("--ttl", type=float, default=0, help="expire after this many seconds")
     sp = add("del", cmd_del, "delete keys; exit 1 if none existed")
     sp.add_argument("name")
@@ -536,9 +597,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--group", default=None, help="the file's group (a name or gid), e.g. with --mode 660")
     sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
     sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
+    sp.description = (
+        "Remove dicts by name, or list the orphans (dicts whose creator is dead and that no "
+        "process maps) and, with --yes, remove them. An orphan is not always garbage: the dict "
+        "of an application that is stopped right now (a web site that is down, a cron job "
+        "between runs) looks exactly the same and would lose its data, so read the list first.")
     sp.add_argument("names", nargs="*", metavar="name")
     sp.add_argument("--orphans", action="store_true",
-                    help="remove every dict whose creator is dead and that no process maps")
+                    help="list every dict whose creator is dead and that no process maps; remove them with --yes")
+    sp.add_argument("--yes", action="store_true", help="with --orphans: really remove the listed dicts")
     sp.add_argument("--force", action="store_true", help="remove even if processes still map it")
     sp = add("watch", cmd_watch, "print changes (op and key) as they happen, until Ctrl-C or --timeout")
     sp.add_argument("name")
@@ -576,7 +643,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _ATTACH["lock_timeout"] = None if lt.lower() == "none" else float(lt)
             except ValueError:
                 _fail(EXIT_USAGE, f"--lock-timeout must be seconds or 'none', not {lt!r}")
-        return int(args.fn(args))
+        rc = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`shmdict ls | head -1`): it has all it wanted.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet too.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
     except _Exit as e:
         code, msg = e.code, str(e)
     except KeyError as e:
