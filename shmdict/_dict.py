@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, Optional, Union
 
 from . import _lib
+from ._api import implements
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
 from ._pure import PureBase
 from ._values import MISSING as _MISSING
@@ -42,7 +43,10 @@ def _base() -> type:
         return PureBase
     from . import _speed  # built with the package on CPython: an ImportError here is a broken install
 
-    _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list)
+    # The C type's methods show the contract's docstrings: the same text as
+    # PureBase's (shmdict._api composed it with PureBase's notes).
+    docs = {n: f.__doc__ for n, f in vars(PureBase).items() if not n.startswith("_") and f.__doc__}
+    _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list, docs)
     return _speed.SharedDictBase  # type: ignore[no-any-return]
 
 
@@ -162,6 +166,7 @@ def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
         pass
 
 
+@implements
 class SharedDict(_Base, MutableMapping[str, Value]):
     """A dict shared by every process that opens the same name.
 
@@ -212,12 +217,10 @@ class SharedDict(_Base, MutableMapping[str, Value]):
 
     @property
     def name(self) -> str:
-        """The dict's name."""
         return self._name
 
     @property
     def size(self) -> int:
-        """The size in bytes it was created with."""
         return self._size
 
     @property
@@ -242,11 +245,7 @@ class SharedDict(_Base, MutableMapping[str, Value]):
     # ---- lifecycle --------------------------------------------------------
 
     def close(self) -> None:
-        """Release this handle. The owner's close also unlinks the name (only in
-        the creating process). Idempotent; other handles are not disturbed.
-
-        .. versionadded:: 0.1
-        """
+        """The owner's close also unlinks the name (only in the creating process)."""
         h = self._h
         if h is None:
             return
@@ -285,11 +284,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
     # shmdict._pure.PureBase (the same over cffi) on PyPy or with SHMDICT_PURE=1.
 
     def ttl(self, key: str) -> Optional[float]:
-        """``None`` if ``key`` is missing; ``0`` if it never expires; else the
-        remaining seconds (a float > 0).
-
-        .. versionadded:: 0.1
-        """
         h = self._handle()
         k = encode_key(key)
         out = scratch.out
@@ -303,10 +297,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
     # ---- writes -----------------------------------------------------------
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
-        """``d[key]`` if present, else store ``default`` and return it (atomic).
-
-        .. versionadded:: 0.1
-        """
         h = self._handle()
         k = encode_key(key)
         t, i, f, b, n = _store_args(default)
@@ -322,11 +312,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
                 raise_rc(rc, key)
 
     def expire(self, key: str, exptime: float) -> bool:
-        """Set the TTL of ``key`` (``exptime > 0``) or clear it (``<= 0``);
-        ``True`` if the key exists.
-
-        .. versionadded:: 0.1
-        """
         h = self._handle()
         k = encode_key(key)
         rc = lib.shmdict_expire(h, k, len(k), seconds(exptime))
@@ -337,10 +322,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         raise_rc(rc, key)
 
     def flush_all(self) -> None:
-        """Remove every item.
-
-        .. versionadded:: 0.1
-        """
         _lib.check(lib.shmdict_flush_all(self._handle()))
 
     def clear(self) -> None:
@@ -350,15 +331,7 @@ class SharedDict(_Base, MutableMapping[str, Value]):
     # ---- whole-table reads --------------------------------------------------
 
     def get_keys(self, max_count: int = 0, match: Optional[str] = None) -> list[str]:
-        """The live keys (a snapshot); ``max_count > 0`` caps the list;
-        ``match`` keeps only keys matching a glob pattern, with the syntax of
-        :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[seq]``, ``[!seq]``).
-
-        Raises:
-            TypeError: ``max_count`` not an int, or ``match`` not a str.
-
-        .. versionadded:: 0.1
-        """
+        """The list is a snapshot, taken in one lock hold."""
         if isinstance(max_count, bool) or not isinstance(max_count, int):
             raise TypeError(f"max_count must be an int, not {type(max_count).__name__}")
         if match is not None:
@@ -409,12 +382,7 @@ class SharedDict(_Base, MutableMapping[str, Value]):
     # ---- notification -------------------------------------------------------
 
     def version(self, key: str) -> int:
-        """The key's version: a number that changes with every change of its
-        value or TTL (``0`` while it is missing). Pass it to :meth:`wait` as
-        ``since`` so that a change between reading and waiting is never missed.
-
-        .. versionadded:: 0.1
-        """
+        """It changes with every change of the key's value or TTL."""
         h = self._handle()
         k = encode_key(key)
         out = scratch.out
@@ -424,22 +392,11 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return int(out.ver)
 
     def wait(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
-        """Block until ``key`` changes -- set, incr, delete, expiry, eviction,
-        flush -- and return its new value, or ``None`` if it went away.
-
-        Without ``since``, waits for the next change after the call; with it,
-        returns at once if the key's :meth:`version` already differs. A missing
-        key that is set and then deleted -- or set with a TTL that runs out --
-        before this call looks again counts as a change (it returns ``None``),
-        in dicts with an event ring (the default; see ``events`` in :func:`new`). Waiting
-        releases the GIL and costs no CPU (a futex in the shared file); a
-        signal such as Ctrl-C interrupts it.
-
-        Raises:
-            TimeoutError: nothing changed within ``timeout`` seconds.
-            ValueError: the handle was closed (also from another thread while waiting).
-
-        .. versionadded:: 0.1
+        """A missing key that is set and then deleted -- or set with a TTL that runs
+        out -- before this call looks again counts as a change (it returns
+        ``None``), in dicts with an event ring (the default; see ``events`` in
+        :func:`new`). Waiting releases the GIL and costs no CPU (a futex in the
+        shared file); a signal such as Ctrl-C interrupts it.
         """
         return self._wait(key, timeout, self._wait_cursor(since))
 
@@ -535,20 +492,12 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return cursor
 
     def watch(self, match: str = "*", *, timeout: Optional[float] = None) -> Iterator[Event]:
-        """Iterate over the changes made after this call, in the order they
-        were applied, as :class:`Event` ``(op, key)`` pairs, keeping the keys
-        that match the glob ``match``. The iteration ends when no event comes
-        for ``timeout`` seconds (never, by default).
-
-        Events come from a bounded ring in the shared file (size set by
-        ``new(..., events=N)``). A reader that falls behind gets
-        ``Event("lost", n)`` -- the number of events it missed -- and then the
-        newest ones: never silently wrong data. Resynchronise with ``get``.
-
-        Raises:
-            ValueError: the dict was created with ``events=0``, or the handle closed.
-
-        .. versionadded:: 0.1
+        """Events come in the order they were applied, from a bounded ring in the
+        shared file (size set by ``new(..., events=N)``). A reader that falls
+        behind gets ``Event("lost", n)`` -- the number of events it missed -- and
+        then the newest ones: never silently wrong data. Resynchronise with
+        ``get``. Raises ``ValueError`` if the dict was created with ``events=0``
+        or the handle is closed.
         """
         if not isinstance(match, str):
             raise TypeError(f"match must be a glob str, not {type(match).__name__}")
@@ -565,10 +514,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return gen()
 
     async def await_change(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
-        """:meth:`wait` for asyncio: the event loop keeps running.
-
-        .. versionadded:: 0.1
-        """
         _timeout(timeout)
         encode_key(key)
         cursor = self._wait_cursor(since)  # one cursor for every slice: nothing falls between them
@@ -587,10 +532,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
                     raise
 
     async def awatch(self, match: str = "*", *, timeout: Optional[float] = None) -> AsyncIterator[Event]:
-        """:meth:`watch` for asyncio: ``async for ev in d.awatch("user:*")``.
-
-        .. versionadded:: 0.1
-        """
         if not isinstance(match, str):
             raise TypeError(f"match must be a glob str, not {type(match).__name__}")
         _timeout(timeout)
@@ -624,14 +565,7 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return _c_set(h, k, len(k), t, i, f, b, n, ex, flags)  # type: ignore[no-any-return]
 
     def add(self, key: str, value: Value, exptime: float = 0) -> bool:
-        """Store ``value`` only if ``key`` is absent (an expired key counts as
-        absent); ``True`` if stored. In an evicting dict it may evict.
-
-        Raises:
-            As :meth:`set`.
-
-        .. versionadded:: 0.1
-        """
+        """In an evicting dict it may evict."""
         rc = self._set_flags(key, value, exptime, _NX)
         if rc == _EEXIST:
             return False
@@ -640,13 +574,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return True
 
     def replace(self, key: str, value: Value, exptime: float = 0) -> bool:
-        """Store ``value`` only if ``key`` is present (and live); ``True`` if stored.
-
-        Raises:
-            As :meth:`set`.
-
-        .. versionadded:: 0.1
-        """
         rc = self._set_flags(key, value, exptime, _XX)
         if rc == _ENOTFOUND:
             return False
@@ -655,26 +582,12 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return True
 
     def safe_set(self, key: str, value: Value, exptime: float = 0) -> None:
-        """As :meth:`set`, but never evicts: a full dict raises ``Full`` even
-        when it was opened with ``evict=True``.
-
-        Raises:
-            As :meth:`set`.
-
-        .. versionadded:: 0.1
-        """
+        """A full dict raises ``Full`` even when it was opened with ``evict=True``."""
         rc = self._set_flags(key, value, exptime, _NOEVICT)
         if rc:
             raise_rc(rc, key)
 
     def safe_add(self, key: str, value: Value, exptime: float = 0) -> bool:
-        """As :meth:`add`, but never evicts (raises ``Full`` instead).
-
-        Raises:
-            As :meth:`set`.
-
-        .. versionadded:: 0.1
-        """
         rc = self._set_flags(key, value, exptime, _NX | _NOEVICT)
         if rc == _EEXIST:
             return False
@@ -683,14 +596,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return True
 
     def get_stale(self, key: str) -> tuple[Any, bool]:
-        """``(value, stale)``: the value even if it has expired but was not yet
-        reclaimed (then ``stale`` is ``True``); ``(None, False)`` if there is none.
-
-        Raises:
-            TypeError / ValueError: for a bad key.
-
-        .. versionadded:: 0.1
-        """
         stale = ffi.new("int *")
         fn = lib.shmdict_get_stale
 
@@ -703,22 +608,13 @@ class SharedDict(_Base, MutableMapping[str, Value]):
             return None, False
 
     def flush_expired(self, max_count: int = 0) -> int:
-        """Free expired items (at most ``max_count`` if ``> 0``); returns how many.
-
-        Raises:
-            TypeError: ``max_count`` not an int.
-
-        .. versionadded:: 0.1
-        """
         n = lib.shmdict_flush_expired(self._handle(), _count(max_count, "max_count"))
         if n < 0:
             raise_rc(n)
         return int(n)
 
     def stats(self) -> dict[str, Any]:
-        """Counters and sizes, to diagnose a full or contended dict.
-
-        Keys: ``size``, ``capacity``, ``free_space`` (as :meth:`free_space`),
+        """Keys: ``size``, ``capacity``, ``free_space`` (as :meth:`free_space`),
         ``entries`` (live items), ``records`` and ``expired_pending`` (expired
         items not reclaimed yet), ``used_bytes`` / ``free_bytes`` (arena bytes
         held by records / not; ``free_bytes`` is a sum over many blocks, not
@@ -731,8 +627,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         (the policy). Counters are since creation, shared by all processes,
         and approximate only in that an operation rolled back after a crash
         may have counted. O(size): it walks the arena for ``free_space``.
-
-        .. versionadded:: 0.1
         """
         st = ffi.new("shmdict_stats_t *")
         _lib.check(lib.shmdict_stats(self._handle(), st))
@@ -766,19 +660,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return int(st.free_space)
 
     def cas(self, key: str, expected: Optional[Value], new: Value, exptime: float = 0) -> bool:
-        """Compare-and-set: store ``new`` only if the current value equals
-        ``expected`` -- same type and equal value (``1`` does not match
-        ``1.0`` or ``True``; a NaN never matches) -- or, with ``expected=None``,
-        only if the key is absent. ``True`` if stored. The TTL becomes
-        ``exptime`` as in :meth:`set`.
-
-        Raises:
-            TypeError / OverflowError / ValueError: as :meth:`set`, for
-                ``expected`` too.
-            shmdict.Full: no room for ``new``; nothing changed.
-
-        .. versionadded:: 0.1
-        """
         h = self._handle()
         k = encode_key(key)
         if expected is None:
@@ -818,40 +699,18 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return out
 
     def items(self, match: Optional[str] = None) -> list[tuple[str, Value]]:  # type: ignore[override]
-        """A snapshot list of ``(key, value)`` of every live item (``match``:
-        a glob, as :meth:`get_keys`), taken in one lock hold. Unlike
-        ``dict.items()`` it is a list, not a live view: iterating it never
-        races with other processes.
-
-        .. versionadded:: 0.1
-        """
+        """Taken in one lock hold: a snapshot, so iterating it never races with other processes."""
         return self._items(match, 0, True)
 
     def values(self) -> list[Value]:  # type: ignore[override]
-        """A snapshot list of every live value, taken in one lock hold.
-
-        .. versionadded:: 0.1
-        """
+        """Taken in one lock hold: a snapshot."""
         return [v for _, v in self._items(None, 0, True)]
 
     def scan(self, cursor: int = 0, count: int = 100, match: Optional[str] = None) -> tuple[int, list[str]]:
-        """One batch of an incremental key scan: ``(next_cursor, keys)``.
-
-        Start with ``cursor=0`` and pass each ``next_cursor`` back until it is
-        0. The lock is held for one batch only, so scanning a big dict never
-        stalls other processes for long. A key present for the whole scan is
-        returned at least once (rarely twice); keys added or removed during
-        the scan may or may not appear. ``count`` bounds the work per batch:
+        """The lock is held for one batch only, so scanning a big dict never
+        stalls other processes for long. ``count`` bounds the work per batch:
         a batch examines at least ``count`` live keys unless the scan ends,
         and a few more (it always finishes the probe cluster it is in).
-        ``match`` filters them with a glob as :meth:`get_keys`, so filtered
-        batches may be short or even empty before the end.
-
-        Raises:
-            TypeError / ValueError: ``cursor`` not an int >= 0, ``count`` not
-                an int > 0, ``match`` not a str.
-
-        .. versionadded:: 0.1
         """
         cur = _count(cursor, "cursor")
         cnt = _count(count, "count")
@@ -878,28 +737,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return nxt, keys
 
     def limit(self, key: str, rate: float, per: float, burst: int = 0) -> tuple[bool, int, float]:
-        """Rate limiting in one atomic call: GCRA (a token bucket) kept in one
-        item. The bucket holds ``rate + burst`` requests and refills at
-        ``rate`` per ``per`` seconds; each call takes one request.
-
-        Returns:
-            ``(allowed, remaining, reset_after)``: whether this request is
-            admitted, how many more would be admitted right now, and the
-            seconds until the bucket is full again (the item expires then).
-            A refused request changes nothing; after one, the next request is
-            admitted ``reset_after - (rate + burst - 1) * per / rate`` seconds
-            later.
-
-        Raises:
-            TypeError: ``rate`` / ``per`` not numbers, ``burst`` not an int, or
-                ``key`` holds a value that is not an int (the item stores its
-                state as an int).
-            ValueError: ``rate <= 0``, ``per <= 0``, ``burst < 0``,
-                ``rate + burst < 1``, or values out of range.
-            shmdict.Full: no room to create the item.
-
-        .. versionadded:: 0.1
-        """
         h = self._handle()
         k = encode_key(key)
         r = seconds(rate, "rate")
@@ -914,19 +751,7 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return rc == 1, int(out.i), float(out.f)
 
     def lock(self, name: str, timeout: Optional[float] = None) -> "NamedLock":
-        """A cross-process lock called ``name``, separate from the dict's own
-        lock and released by the kernel if its holder dies.
-
-        ``with d.lock("job", timeout=5.0):`` waits at most 5 seconds, then
-        raises ``TimeoutError``; ``timeout=None`` waits forever. The object
-        also has ``acquire(blocking=True, timeout=None)`` / ``release()`` /
-        ``locked()`` like :class:`threading.Lock`. Not reentrant.
-
-        Raises:
-            TypeError / ValueError: bad name (a key, see SPEC §3) or timeout.
-
-        .. versionadded:: 0.1
-        """
+        """A kernel lock on one byte of the dict's file: released by the kernel if its holder dies, however it dies."""
         return NamedLock(self, b"L" + encode_key(name), name, timeout)
 
     def get_or_set(
@@ -936,20 +761,6 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         exptime: float = 0,
         lock_timeout: Optional[float] = 30.0,
     ) -> Value:
-        """The value of ``key``; if it is missing, exactly one of the
-        processes that miss it at the same time calls ``factory()`` and stores
-        the result (with ``exptime``); the others wait for it and return it
-        (single-flight: no dog-pile).
-
-        Raises:
-            TimeoutError: waited more than ``lock_timeout`` seconds for the
-                process computing the value.
-            Whatever ``factory`` raises (nothing is stored; the next waiter
-                calls ``factory`` itself).
-            TypeError / ValueError / shmdict.Full: as :meth:`set`.
-
-        .. versionadded:: 0.1
-        """
         if lock_timeout is not None:
             lock_timeout = seconds(lock_timeout, "lock_timeout")
         # lock_timeout bounds the waits for the dict's lock too (a stopped holder).
@@ -984,24 +795,9 @@ class SharedDict(_Base, MutableMapping[str, Value]):
         return int(out.i)
 
     def lpush(self, key: str, value: Value) -> int:
-        """Insert ``value`` at the head of the list ``key`` (created if
-        missing or expired); returns the new length. The list keeps its TTL.
-
-        Raises:
-            TypeError: ``key`` holds a scalar, or ``value`` is not a scalar
-                (bool, int, float, str, bytes).
-            OverflowError / ValueError: as :meth:`set`.
-            shmdict.Full: no room for the longer list (it is unchanged).
-
-        .. versionadded:: 0.1
-        """
         return self._push(key, value, 1)
 
     def rpush(self, key: str, value: Value) -> int:
-        """Append ``value`` at the tail of the list ``key``; as :meth:`lpush`.
-
-        .. versionadded:: 0.1
-        """
         return self._push(key, value, 0)
 
     def _pop_end(self, key: str, left: int) -> Any:
@@ -1016,31 +812,12 @@ class SharedDict(_Base, MutableMapping[str, Value]):
             return None
 
     def lpop(self, key: str) -> Optional[Value]:
-        """Remove and return the head of the list ``key``; ``None`` if there
-        is no such list. A list whose last element is popped is deleted.
-
-        Raises:
-            TypeError: ``key`` holds a scalar.
-
-        .. versionadded:: 0.1
-        """
         return self._pop_end(key, 1)  # type: ignore[no-any-return]
 
     def rpop(self, key: str) -> Optional[Value]:
-        """Remove and return the tail of the list ``key``; as :meth:`lpop`.
-
-        .. versionadded:: 0.1
-        """
         return self._pop_end(key, 0)  # type: ignore[no-any-return]
 
     def llen(self, key: str) -> int:
-        """The length of the list ``key``; 0 if there is none.
-
-        Raises:
-            TypeError: ``key`` holds a scalar.
-
-        .. versionadded:: 0.1
-        """
         h = self._handle()
         k = encode_key(key)
         n = lib.shmdict_llen(h, k, len(k))
@@ -1063,37 +840,20 @@ class SharedDict(_Base, MutableMapping[str, Value]):
     # ---- snapshots (shmdict/_snapshot.py) -------------------------------------
 
     def dump(self, file: Any) -> int:
-        """Write a snapshot of every live item (every type, lists too; TTLs as
-        wall-clock deadlines) to ``file``: a path (written to a temporary file
-        beside it, mode 0600, and renamed into place once complete) or a binary
-        file object. Returns the number of items written.
-
-        Each item is read whole under the lock, in batches of short lock holds:
+        """Each item is read whole under the lock, in batches of short lock holds:
         an item present for the whole dump is in it exactly once, but writers
         running meanwhile are not paused, so the snapshot is not one instant
         of the whole dict.
-
-        .. versionadded:: 0.1
         """
         from ._snapshot import dump_local
 
         return dump_local(self, file)
 
     def load(self, file: Any) -> int:
-        """Store the items of a snapshot (from a path or a binary file object),
-        as :meth:`set` would: the same keys are overwritten, other keys kept,
-        items whose TTL has run out since the dump skipped; the others keep the
-        time that remains. Returns the number of items stored.
-
-        Raises:
-            shmdict.CorruptError: not a snapshot, or damaged or truncated;
-                the whole file is checked first, so nothing was stored.
-            shmdict.Full: the snapshot can never fit in this dict (nothing was
-                stored); or the dict filled up during the load: the items
-                before the one that did not fit (in file order) are stored,
-                the rest are not (the exception's ``stored`` says how many).
-
-        .. versionadded:: 0.1
+        """A snapshot that can never fit in this dict raises ``shmdict.Full``
+        before anything is stored; if the dict fills up during the load, the
+        items before the one that did not fit (in file order) are stored, the
+        rest are not.
         """
         from ._snapshot import load_local
 
