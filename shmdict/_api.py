@@ -160,7 +160,7 @@ class DictAPI:
         """
         raise NotImplementedError
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, /) -> bool:
         """Remove ``key``; ``True`` if it existed (and had not expired).
 
         .. versionadded:: 0.1
@@ -308,8 +308,9 @@ class DictAPI:
 
     # ---- batches --------------------------------------------------------------------
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Value]:
-        """``{key: value}`` for the keys that are present.
+    def get_many(self, keys: Iterable[str], /) -> dict[str, Value]:
+        """``{key: value}`` for the keys that are present; a list comes back
+        as a Python ``list`` (a copy).
 
         Raises:
             TypeError / ValueError: for a bad key (nothing is read).

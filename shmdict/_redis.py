@@ -494,15 +494,7 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(e, key)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """``{key: value}`` for the present ``keys``, read by one Lua script:
-        a consistent snapshot of those keys, as on SharedDict. A list key
-        comes back as a Python ``list`` (a copy).
-
-        Raises:
-            TypeError / ValueError: for a bad key (nothing is read).
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: one Lua script reads them all, a consistent snapshot of those keys."""
         if isinstance(keys, (str, bytes)):
             raise TypeError("get_many takes an iterable of keys, not a single str")
         names = list(dict.fromkeys(keys))
