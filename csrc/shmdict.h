@@ -293,22 +293,6 @@ int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double
 /* Wake this handle's waiters with ECLOSED (before closing it). */
 void shmdict_interrupt(shmdict_t *h);
 
-/* ---- fast paths (fast.c): fewer arguments, ints returned directly -------- */
-
-/* Results in [INT64_MIN, INT64_MIN + SHMDICT_FAST_CODES) are codes, not
- * values: INT64_MIN + t (1 <= t <= 5) = present, of type t (an int in that
- * range included); INT64_MIN + 32 - rc = the error code rc < 0. A code other
- * than ENOTFOUND means: call the general function. A NULL handle: EINVAL. */
-enum { SHMDICT_FAST_CODES = 64 };
-/* shmdict_get for an int: the value, or a code. */
-int64_t shmdict_get_fast(shmdict_t *h, const char *key, size_t klen);
-/* shmdict_incr of a live int by delta, TTL kept: the new value, or a code
- * and nothing changed (missing, not an int, overflow, reserved result). */
-int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t delta);
-/* shmdict_set with no TTL and SHMDICT_SET_ALWAYS, typed (type: STR or BYTES). */
-int shmdict_set_int(shmdict_t *h, const char *key, size_t klen, int64_t value);
-int shmdict_set_buf(shmdict_t *h, const char *key, size_t klen, const char *val, size_t vlen, int type);
-
 /* ---- snapshots (snapshot.c): dump and load -------------------------------- */
 
 /* Items are packed as snapshot.c describes: u32 klen, key, u8 type, u64
