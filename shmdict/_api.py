@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 if TYPE_CHECKING:
-    from ._dict import Event
+    from ._notify import Event
 
 __all__ = ["DictAPI", "contract_doc", "implements", "names", "notes"]
 
@@ -579,8 +579,13 @@ def contract_doc(name: str) -> str:
 
 
 def notes(cls: type) -> dict[str, str]:
-    """The engine-specific notes that :func:`implements` found on ``cls``."""
-    return {m: n for (c, m), n in _NOTES.items() if c == f"{cls.__module__}.{cls.__qualname__}"}
+    """The engine-specific notes that :func:`implements` found on ``cls`` and
+    its bases (the first in the MRO wins, as for the method itself)."""
+    out: dict[str, str] = {}
+    for c in reversed(cls.__mro__):
+        owner = f"{c.__module__}.{c.__qualname__}"
+        out.update({m: n for (o, m), n in _NOTES.items() if o == owner})
+    return out
 
 
 def compose(contract: str, note: Optional[str]) -> str:

@@ -41,7 +41,7 @@ from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from ._api import implements
-from ._dict import Event, _in_thread
+from ._notify import Event, _in_thread
 from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from .exceptions import CorruptError, Error, Full, Unavailable
 
