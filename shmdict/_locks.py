@@ -20,9 +20,6 @@ from ._lib import encode_key, ffi, lib, raise_rc, seconds
 from ._values import MISSING as _MISSING
 from ._values import Value
 
-if TYPE_CHECKING:
-    from ._dict import SharedDict
-
 __all__ = ["Locks", "NamedLock"]
 
 
@@ -90,7 +87,7 @@ class NamedLock:
 
     __slots__ = ("_d", "_off", "_name", "_timeout", "_fd")
 
-    def __init__(self, d: "SharedDict", tagged: bytes, name: str, timeout: Optional[float]) -> None:
+    def __init__(self, d: Locks, tagged: bytes, name: str, timeout: Optional[float]) -> None:
         if timeout is not None:
             timeout = seconds(timeout, "timeout")  # NaN and inf: ValueError
         self._d = d
