@@ -1,7 +1,8 @@
 """The engine-neutral API of a shmdict dict: every public method's signature
 and docstring, written once.
 
-``DictAPI`` is the contract that both engines implement -- ``SharedDict``
+``DictAPI`` (and ``LockAPI``, for what ``lock()`` returns) is the contract
+that both engines implement -- ``SharedDict``
 (shared memory, ``shmdict/_dict.py``) and ``RedisDict`` (``shmdict/_redis.py``).
 It is never instantiated nor inherited: :func:`implements` gives each engine
 method the contract's docstring, and ``tests/test_contract.py`` checks that
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 if TYPE_CHECKING:
     from ._notify import Event
 
-__all__ = ["DictAPI", "contract_doc", "implements", "names", "notes"]
+__all__ = ["DictAPI", "LockAPI", "contract_doc", "implements", "names", "notes"]
 
 Value = Union[bool, int, float, str, bytes]
 _MISSING: Any = object()  # pop's "no default" (each engine has its own sentinel)
@@ -563,19 +564,62 @@ class DictAPI:
         raise NotImplementedError
 
 
+class LockAPI:
+    """What the object that :meth:`DictAPI.lock` returns does, on either engine."""
+
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
+        """Take the lock; ``True`` if taken. ``blocking=False`` tries once;
+        else wait up to ``timeout`` seconds (``None``: the timeout given to
+        ``lock()``; negative: forever).
+
+        Raises:
+            RuntimeError: this object already holds the lock (not reentrant).
+            ValueError: a timeout with ``blocking=False``.
+
+        .. versionadded:: 0.1
+        """
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Release the lock.
+
+        Raises:
+            RuntimeError: this object does not hold it.
+
+        .. versionadded:: 0.1
+        """
+        raise NotImplementedError
+
+    def locked(self) -> bool:
+        """Whether anyone (this object included) holds the lock now.
+
+        .. versionadded:: 0.1
+        """
+        raise NotImplementedError
+
+    def __enter__(self) -> LockAPI:
+        """:meth:`acquire`, waiting up to the timeout given to ``lock()``;
+        ``TimeoutError`` if the lock was not acquired in that time."""
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        """:meth:`release`."""
+        raise NotImplementedError
+
+
 # ---- giving the engines the contract's docstrings -------------------------------------------
 
 _NOTES: dict[tuple[str, str], str] = {}  # (engine class's qualified name, method) -> its own note
 
 
-def names() -> list[str]:
+def names(contract: type = DictAPI) -> list[str]:
     """The contract's method and property names, dunders included, sorted."""
-    return sorted(n for n, v in vars(DictAPI).items() if callable(v) or isinstance(v, property) if n != "__init__")
+    return sorted(n for n, v in vars(contract).items() if callable(v) or isinstance(v, property) if n != "__init__")
 
 
-def contract_doc(name: str) -> str:
+def contract_doc(name: str, contract: type = DictAPI) -> str:
     """The contract's docstring of ``name``, cleaned (as ``help`` shows it)."""
-    return inspect.cleandoc(_target(vars(DictAPI)[name]).__doc__ or "")
+    return inspect.cleandoc(_target(vars(contract)[name]).__doc__ or "")
 
 
 def notes(cls: type) -> dict[str, str]:
@@ -603,18 +647,27 @@ def _target(attr: Any) -> Any:
     return attr.fget if isinstance(attr, property) else attr
 
 
-def implements(cls: _T) -> _T:
-    """Class decorator: give each contract method that ``cls`` itself defines
-    in Python the contract's docstring, followed by the method's own
-    docstring as an engine-specific note. Methods ``cls`` inherits are left to
-    the class that defines them (a C type's methods get theirs at import: see
-    ``shmdict._dict``)."""
+def implements(contract: type) -> Callable[[_T], _T]:
+    """Class decorator: give each method of ``contract`` that the class itself
+    defines in Python the contract's docstring, followed by the method's own
+    docstring as an engine-specific note. Methods the class inherits are left
+    to the class that defines them (a C type's methods get theirs at import:
+    see ``shmdict._dict``)."""
+
+    def decorate(cls: _T) -> _T:
+        _give_docs(cls, contract)
+        return cls
+
+    return decorate
+
+
+def _give_docs(cls: type, contract: type) -> None:
     owner = f"{cls.__module__}.{cls.__qualname__}"
-    for name in names():
+    for name in names(contract):
         attr = vars(cls).get(name)
         if attr is None:
             continue
-        doc = contract_doc(name)
+        doc = contract_doc(name, contract)
         own = attr.__doc__ if not isinstance(attr, property) else attr.fget.__doc__
         note = inspect.cleandoc(own) if own else None
         if note:
@@ -625,4 +678,3 @@ def implements(cls: _T) -> _T:
             setattr(cls, name, property(attr.fget, attr.fset, attr.fdel, full))
         else:
             attr.__doc__ = full
-    return cls

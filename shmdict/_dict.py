@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Optional, Union
 
 from . import _lib
-from ._api import implements
+from ._api import DictAPI, implements
 from ._lists import Lists
 from ._locks import Locks, NamedLock
 from ._notify import Event, Notify
@@ -94,7 +94,7 @@ def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
         pass
 
 
-@implements
+@implements(DictAPI)
 class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
     """A dict shared by every process that opens the same name.
 

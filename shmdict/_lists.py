@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._api import implements
+from ._api import DictAPI, implements
 from ._lib import encode_key, lib, raise_rc, scratch
 from ._values import Value
 from ._values import store_args as _store_args
@@ -17,7 +17,7 @@ from ._values import store_args as _store_args
 __all__ = ["Lists"]
 
 
-@implements
+@implements(DictAPI)
 class Lists:
     """lpush, rpush, lpop, rpop, llen."""
 

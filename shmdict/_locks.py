@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import _lib
-from ._api import implements
+from ._api import DictAPI, LockAPI, implements
 from ._lib import encode_key, ffi, lib, raise_rc, seconds
 from ._values import MISSING as _MISSING
 from ._values import Value
@@ -23,7 +23,7 @@ from ._values import Value
 __all__ = ["Locks", "NamedLock"]
 
 
-@implements
+@implements(DictAPI)
 class Locks:
     """lock, get_or_set."""
 
@@ -72,6 +72,7 @@ class Locks:
             lk.release()
 
 
+@implements(LockAPI)
 class NamedLock:
     """A cross-process lock of one :class:`SharedDict`, from :meth:`SharedDict.lock`.
 
@@ -97,15 +98,6 @@ class NamedLock:
         self._fd = -1
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
-        """Take the lock; ``True`` if taken. ``blocking=False`` tries once;
-        else wait up to ``timeout`` seconds (``None``: the timeout given to
-        :meth:`SharedDict.lock`; negative: forever).
-
-        Raises:
-            RuntimeError: this object already holds the lock (not reentrant).
-
-        .. versionadded:: 0.1
-        """
         if self._fd >= 0:
             raise RuntimeError(f"lock {self._name!r} is already held by this object (not reentrant)")
         if timeout is None:
@@ -136,13 +128,6 @@ class NamedLock:
                 os.close(fd)
 
     def release(self) -> None:
-        """Release the lock.
-
-        Raises:
-            RuntimeError: this object does not hold it.
-
-        .. versionadded:: 0.1
-        """
         fd = self._fd
         if fd < 0:
             raise RuntimeError(f"release of unheld lock {self._name!r}")
@@ -153,10 +138,6 @@ class NamedLock:
             os.close(fd)  # closing the description releases it in any case
 
     def locked(self) -> bool:
-        """Whether some process (this object included) holds the lock now.
-
-        .. versionadded:: 0.1
-        """
         if self._fd >= 0:
             return True
         fd = self._d._lock_fd()

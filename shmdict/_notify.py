@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
-from ._api import implements
+from ._api import DictAPI, implements
 from ._lib import encode_key, ffi, lib, raise_rc, scratch, seconds
 from ._values import text as _text
 
@@ -94,7 +94,7 @@ def _timeout(timeout: Optional[float]) -> float:
     return t
 
 
-@implements
+@implements(DictAPI)
 class Notify:
     """version, wait, watch, await_change, awatch."""
 

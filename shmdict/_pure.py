@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
-from ._api import implements
+from ._api import DictAPI, implements
 from ._lib import INT64_MAX as _I64_MAX
 from ._lib import INT64_MIN as _I64_MIN
 from ._lib import encode_key, lib, number, raise_rc, scratch, seconds
@@ -54,7 +54,7 @@ _c_get, _c_pop, _c_set, _c_incr, _c_delete = (
 )
 
 
-@implements
+@implements(DictAPI)
 class PureBase:
     """get, [], in, set, [] =, del, delete, pop, incr, get_many, set_many."""
 

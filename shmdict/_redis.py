@@ -40,7 +40,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._api import implements
+from ._api import DictAPI, LockAPI, implements
 from ._notify import Event, _in_thread
 from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from .exceptions import CorruptError, Error, Full, Unavailable
@@ -348,7 +348,7 @@ def redact(url: str) -> str:
 # ---- the dict ---------------------------------------------------------------------
 
 
-@implements
+@implements(DictAPI)
 class RedisDict(MutableMapping[str, Value]):
     """The SharedDict API over one Redis/Valkey database and key prefix.
 
@@ -1107,6 +1107,7 @@ def _reconnect(url: str, prefix: str) -> RedisDict:
     return RedisDict(url, prefix)
 
 
+@implements(LockAPI)
 class RedisLock:
     """A lock held in one Redis key: ``SET NX PX`` with a random owner token,
     released by a Lua compare-and-delete, so only the holder can release it.
@@ -1130,17 +1131,7 @@ class RedisLock:
         self._token: Optional[bytes] = None
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
-        """Take the lock; ``True`` if taken. ``blocking=False`` tries once;
-        else wait up to ``timeout`` seconds (``None``: the timeout given to
-        :meth:`RedisDict.lock`; negative: forever).
-
-        Raises:
-            RuntimeError: this object already holds the lock (not reentrant).
-            ValueError: a timeout with ``blocking=False``.
-            shmdict.Unavailable: the server cannot be reached.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``shmdict.Unavailable`` if the server cannot be reached."""
         if self._token is not None:
             raise RuntimeError(f"lock {self.name!r} is already held by this object (not reentrant)")
         if timeout is None:
@@ -1167,14 +1158,7 @@ class RedisLock:
             delay = min(delay * 2, 0.05)
 
     def release(self) -> None:
-        """Release the lock.
-
-        Raises:
-            RuntimeError: this handle does not hold it, or its lease expired
-                and someone else may have taken it.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``RuntimeError`` also if the lease expired, so that someone else may have taken the lock."""
         token, self._token = self._token, None
         if token is None:
             raise RuntimeError(f"release of lock {self.name!r}, which this handle does not hold")
@@ -1200,10 +1184,6 @@ class RedisLock:
             _raise(e)
 
     def locked(self) -> bool:
-        """``True`` if anyone holds the lock.
-
-        .. versionadded:: 0.1
-        """
         try:
             return bool(self._d._c().exists(self._key))
         except _redis_py.RedisError as e:

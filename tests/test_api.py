@@ -2,7 +2,8 @@
 
 Checked on the classes, without opening a dict: every method of the contract
 exists on ``SharedDict`` (whichever base binding is in use: the C type, or
-PureBase with SHMDICT_PURE=1) and on ``RedisDict``, with a compatible
+PureBase with SHMDICT_PURE=1) and on ``RedisDict`` -- and every method of
+the lock contract on ``NamedLock`` and ``RedisLock`` -- with a compatible
 signature, and its docstring is the contract's text -- followed, at most, by
 a note of that engine's own -- so the engines cannot drift apart.
 """
@@ -15,20 +16,28 @@ from typing import Any
 
 import pytest
 
-from shmdict import SharedDict, _api
+from shmdict import NamedLock, SharedDict, _api
+from shmdict._api import DictAPI, LockAPI
 from shmdict._pure import PureBase
-from shmdict._redis import RedisDict
+from shmdict._redis import RedisDict, RedisLock
 
 ENGINES = [SharedDict, RedisDict]
+# What each engine implements: the dict, and the lock that lock() returns.
+IMPLEMENTS = {SharedDict: DictAPI, RedisDict: DictAPI, NamedLock: LockAPI, RedisLock: LockAPI}
 # Public names that only one engine has (what its storage makes possible).
 ONLY = {
     SharedDict: {"capacity", "check", "free_space", "lock_timeout"},
     RedisDict: {"client", "url"},
+    NamedLock: set(),
+    RedisLock: {"extend"},  # a Redis lock has a lease; a kernel lock needs none
 }
 # What both inherit unchanged from collections.abc.MutableMapping.
 MIXINS = {"keys", "popitem", "update"}
 CONTRACT = _api.names()
 PUBLIC = [n for n in CONTRACT if not n.startswith("_")]
+CASES = [
+    pytest.param(cls, name, id=f"{cls.__name__}.{name}") for cls, api in IMPLEMENTS.items() for name in _api.names(api)
+]
 
 
 def public(cls: type) -> set[str]:
@@ -59,15 +68,16 @@ def test_engines_expose_the_same_public_names():
     for cls in ENGINES:
         assert public(cls) - ONLY[cls] - MIXINS == set(PUBLIC), cls.__name__
     assert set(PUBLIC) <= public(SharedDict) & public(RedisDict)
+    for cls in (NamedLock, RedisLock):
+        assert public(cls) - ONLY[cls] == {n for n in _api.names(LockAPI) if not n.startswith("_")}, cls
 
 
-@pytest.mark.parametrize("cls", ENGINES, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("name", CONTRACT)
+@pytest.mark.parametrize(("cls", "name"), CASES)
 def test_docstring_is_the_contracts(cls: type, name: str):
     """help(Engine.name) shows the contract's text, then any engine note."""
     if is_c_slot(cls, name):
         pytest.skip("a slot of the C type: CPython fixes its docstring")
-    contract = _api.contract_doc(name)
+    contract = _api.contract_doc(name, IMPLEMENTS[cls])
     head, sep, tail = contract.rpartition("\n\n.. versionadded::")
     doc = doc_of(cls, name)
     assert doc.startswith(head if sep else contract), (cls.__name__, name, doc)
@@ -77,12 +87,12 @@ def test_docstring_is_the_contracts(cls: type, name: str):
         assert (head if sep else contract).splitlines()[0] in pydoc.render_doc(getattr(cls, name), renderer=pydoc.plaintext)
 
 
-@pytest.mark.parametrize("cls", [SharedDict, PureBase, RedisDict], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [SharedDict, PureBase, RedisDict, NamedLock, RedisLock], ids=lambda c: c.__name__)
 def test_engine_notes_do_not_copy_the_contract(cls: type):
     """An engine's own docstring is a note: no line of it repeats the contract."""
     for name, note in _api.notes(cls).items():
         assert ".. versionadded" not in note, (cls.__name__, name)
-        contract = set(_api.contract_doc(name).splitlines())
+        contract = set(_api.contract_doc(name, IMPLEMENTS.get(cls, DictAPI)).splitlines())
         copied = [line for line in note.splitlines() if len(line) > 20 and line in contract]
         assert not copied, (cls.__name__, name, copied)
 
@@ -106,10 +116,9 @@ def _compatible(contract: inspect.Signature, engine: inspect.Signature, where: s
         assert extra.kind is extra.KEYWORD_ONLY and extra.default is not extra.empty, (where, extra)
 
 
-@pytest.mark.parametrize("cls", ENGINES, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("name", CONTRACT)
+@pytest.mark.parametrize(("cls", "name"), CASES)
 def test_signature_is_compatible(cls: type, name: str):
-    spec = inspect.getattr_static(_api.DictAPI, name)
+    spec = inspect.getattr_static(IMPLEMENTS[cls], name)
     attr = inspect.getattr_static(cls, name)
     where = f"{cls.__name__}.{name}"
     if isinstance(spec, property):
