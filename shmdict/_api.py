@@ -5,7 +5,7 @@ and docstring, written once.
 that both engines implement -- ``SharedDict``
 (shared memory, ``shmdict/_dict.py``) and ``RedisDict`` (``shmdict/_redis.py``).
 It is never instantiated nor inherited: :func:`implements` gives each engine
-method the contract's docstring, and ``tests/test_contract.py`` checks that
+method the contract's docstring, and ``tests/test_api.py`` checks that
 both engines expose the same names with compatible signatures.
 
 An engine method carries no copy of the contract's text. Its own docstring,
