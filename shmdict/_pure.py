@@ -6,7 +6,8 @@ base is ``shmdict._speed.SharedDictBase`` (``csrc/python/pytype.c``), the same
 methods in C. Both behave identically -- same exceptions and messages, same
 checks in the same order (closed handle, then key, then value, then TTL), same
 types back -- and each method is one C call under the dict's lock. Their
-docstrings live here.
+docstrings are the contract's (``shmdict/_api.py``) plus the notes here,
+and the C type shows the same text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
+from ._api import DictAPI, implements
 from ._lib import INT64_MAX as _I64_MAX
 from ._lib import INT64_MIN as _I64_MIN
 from ._lib import encode_key, lib, number, raise_rc, scratch, seconds
@@ -52,6 +54,7 @@ _c_get, _c_pop, _c_set, _c_incr, _c_delete = (
 )
 
 
+@implements(DictAPI)
 class PureBase:
     """get, [], in, set, [] =, del, delete, pop, incr, get_many, set_many."""
 
@@ -76,13 +79,6 @@ class PureBase:
     # through _values.result (other types, a value larger than the buffer, errors).
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` if it is missing or expired.
-
-        Raises:
-            TypeError / ValueError: for a key that is not a non-empty str.
-
-        .. versionadded:: 0.1
-        """
         h = self._h
         if h is None:
             self._open()
@@ -125,13 +121,6 @@ class PureBase:
         raise_rc(rc, key)
 
     def pop(self, key: str, default: Any = MISSING) -> Any:
-        """Remove ``key`` and return its value, atomically.
-
-        Raises:
-            KeyError: if it is missing and no default is given.
-
-        .. versionadded:: 0.1
-        """
         h = self._open()
         try:
             return read(_c_pop, h, encode_key(key), key, self._name)
@@ -143,17 +132,7 @@ class PureBase:
     # ---- writes -----------------------------------------------------------
 
     def set(self, key: str, value: Value, exptime: float = 0) -> None:
-        """Store ``value`` under ``key``; ``exptime > 0`` makes it expire after
-        that many seconds, ``<= 0`` never.
-
-        Raises:
-            TypeError: for a value that is not bool, int, float, str or bytes.
-            OverflowError: for an int outside the signed 64-bit range.
-            ValueError: for a non-finite ``exptime`` or a bad key.
-            shmdict.Full: if there is no room even after reclaiming expired items.
-
-        .. versionadded:: 0.1
-        """
+        """A full dict first reclaims expired items (and evicts, if it evicts) before raising ``shmdict.Full``."""
         h = self._h
         if h is None:
             self._open()
@@ -174,10 +153,6 @@ class PureBase:
         PureBase.set(self, key, value)
 
     def delete(self, key: str) -> bool:
-        """Remove ``key``; ``True`` if it existed (and had not expired).
-
-        .. versionadded:: 0.1
-        """
         h = self._open()
         k = encode_key(key)
         rc = _c_delete(h, k, len(k))
@@ -200,23 +175,6 @@ class PureBase:
         init: Union[int, float, None] = None,
         init_ttl: Optional[float] = None,
     ) -> Union[int, float]:
-        """Atomically add ``delta`` to the number under ``key``; returns the new value.
-
-        A missing key raises ``KeyError`` unless ``init`` is given: then it is
-        created as ``init + delta`` expiring after ``init_ttl`` seconds (the
-        rate-limiting idiom: the window starts with the first hit). ``exptime``
-        given replaces the TTL (``<= 0`` clears it), and wins over ``init_ttl``
-        for a key this call creates; omitted, the TTL is kept.
-
-        Raises:
-            KeyError: missing key and no ``init``.
-            TypeError: the stored value, ``delta`` or ``init`` is not a number (bool is not).
-            OverflowError: int result outside 64 bits; the value is unchanged.
-            ValueError: non-finite ``delta``, ``init``, ``exptime`` or ``init_ttl``.
-            shmdict.Full: no room to create the key.
-
-        .. versionadded:: 0.1
-        """
         h = self._h
         if h is None:
             self._open()
@@ -241,14 +199,8 @@ class PureBase:
     # ---- batches ------------------------------------------------------------
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Value]:
-        """``{key: value}`` for the keys that are present. Each run of up to
-        1,024 keys is read under one lock hold (a consistent snapshot of those
-        keys); a longer list lets other processes in between runs.
-
-        Raises:
-            TypeError / ValueError: for a bad key (nothing is read).
-
-        .. versionadded:: 0.1
+        """Each run of up to 1,024 keys is read under one lock hold (a consistent
+        snapshot of those keys); a longer list lets other processes in between runs.
         """
         h = self._open()
         ks = tuple(keys)
@@ -295,17 +247,10 @@ class PureBase:
         return result
 
     def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
-        """Store every item, in order, all with ``exptime``. Each item is its
-        own transaction; up to 1,024 of them are stored per lock hold.
-
-        Raises:
-            TypeError / OverflowError / ValueError: for any bad key or value
-                (checked first: then nothing is stored).
-            shmdict.Full: an item that can never fit (nothing stored), or no
-                room for an item: the items before it stay stored, the rest
-                are not.
-
-        .. versionadded:: 0.1
+        """Each item is its own transaction; up to 1,024 of them are stored per
+        lock hold. An item that can never fit raises ``shmdict.Full`` before
+        anything is stored; when the dict fills up, the items before the one
+        that did not fit stay stored, the rest are not.
         """
         h = self._open()
         items = mapping.items() if isinstance(mapping, Mapping) else mapping

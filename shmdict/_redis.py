@@ -40,7 +40,8 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._dict import Event, _in_thread
+from ._api import DictAPI, LockAPI, implements
+from ._notify import Event, _in_thread
 from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from .exceptions import CorruptError, Error, Full, Unavailable
 
@@ -347,6 +348,7 @@ def redact(url: str) -> str:
 # ---- the dict ---------------------------------------------------------------------
 
 
+@implements(DictAPI)
 class RedisDict(MutableMapping[str, Value]):
     """The SharedDict API over one Redis/Valkey database and key prefix.
 
@@ -394,7 +396,7 @@ class RedisDict(MutableMapping[str, Value]):
 
     @property
     def name(self) -> str:
-        """The key prefix that names this dict inside the database."""
+        """On Redis: the key prefix that names this dict inside the database."""
         return self._prefix
 
     @property
@@ -404,12 +406,12 @@ class RedisDict(MutableMapping[str, Value]):
 
     @property
     def size(self) -> int:
-        """``0``: a Redis dict has no fixed size (the server's ``maxmemory`` bounds it)."""
+        """On Redis: always ``0``; a Redis dict has no fixed size (the server's ``maxmemory`` bounds it)."""
         return 0
 
     @property
     def owner(self) -> bool:
-        """Always ``False``: nobody's close removes a Redis dict."""
+        """On Redis: always ``False``; nobody's close removes a Redis dict."""
         return False
 
     @property
@@ -448,10 +450,7 @@ class RedisDict(MutableMapping[str, Value]):
     # ---- lifecycle --------------------------------------------------------
 
     def close(self) -> None:
-        """Close this handle's connections. Idempotent; the data stays.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: closes this handle's connections; the data stays."""
         r, self._r = self._r, None
         if r is not None:
             r.close()
@@ -471,14 +470,7 @@ class RedisDict(MutableMapping[str, Value]):
     # ---- reads ------------------------------------------------------------
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` if it is missing or expired.
-
-        Raises:
-            TypeError: the key holds a list.
-            shmdict.Unavailable: the server cannot be reached.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: a key that holds a list raises ``TypeError``."""
         k = self._k(key)
         try:
             raw = self._c().get(k)
@@ -502,15 +494,7 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(e, key)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """``{key: value}`` for the present ``keys``, read by one Lua script:
-        a consistent snapshot of those keys, as on SharedDict. A list key
-        comes back as a Python ``list`` (a copy).
-
-        Raises:
-            TypeError / ValueError: for a bad key (nothing is read).
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: one Lua script reads them all, a consistent snapshot of those keys."""
         if isinstance(keys, (str, bytes)):
             raise TypeError("get_many takes an iterable of keys, not a single str")
         names = list(dict.fromkeys(keys))
@@ -530,31 +514,21 @@ class RedisDict(MutableMapping[str, Value]):
                 out[n] = [decode(x) for x in row[1:]]
         return out
 
-    def pop(self, key: str, *default: Any) -> Any:
-        """Remove ``key`` and return its value, atomically (``GETDEL``).
-
-        Raises:
-            KeyError: if it is missing and no default is given.
-
-        .. versionadded:: 0.1
-        """
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """On Redis: one ``GETDEL``."""
         k = self._k(key)
         try:
             raw = self._c().getdel(k)
         except _redis_py.RedisError as e:
             _raise(e, key)
         if raw is None:
-            if default:
-                return default[0]
-            raise KeyError(key)
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
         return decode(raw)
 
     def ttl(self, key: str) -> Optional[float]:
-        """``None`` if ``key`` is missing; ``0`` if it never expires; else the
-        remaining seconds (a float > 0, millisecond resolution).
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: millisecond resolution (``PTTL``)."""
         k = self._k(key)
         try:
             ms = self._c().pttl(k)
@@ -569,18 +543,7 @@ class RedisDict(MutableMapping[str, Value]):
     # ---- writes -----------------------------------------------------------
 
     def set(self, key: str, value: Value, exptime: float = 0) -> None:
-        """Store ``value`` under ``key``; ``exptime > 0`` makes it expire after
-        that many seconds, ``<= 0`` never.
-
-        Raises:
-            TypeError: for a value that is not bool, int, float, str or bytes.
-            OverflowError: for an int outside the signed 64-bit range.
-            ValueError: for a non-finite ``exptime`` or a bad key.
-            shmdict.Full: Redis is at ``maxmemory`` (with ``noeviction``).
-            shmdict.Unavailable: the server cannot be reached.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``shmdict.Full`` means the server is at ``maxmemory`` (with ``noeviction``)."""
         self._set(key, value, exptime)
 
     def _set(self, key: str, value: Value, exptime: float, nx: bool = False, xx: bool = False) -> bool:
@@ -596,32 +559,15 @@ class RedisDict(MutableMapping[str, Value]):
         self._set(key, value, 0)
 
     def add(self, key: str, value: Value, exptime: float = 0) -> bool:
-        """Store only if ``key`` is absent (``SET NX``); ``True`` if stored.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: one ``SET NX``."""
         return self._set(key, value, exptime, nx=True)
 
     def replace(self, key: str, value: Value, exptime: float = 0) -> bool:
-        """Store only if ``key`` is present (``SET XX``); ``True`` if stored.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: one ``SET XX``."""
         return self._set(key, value, exptime, xx=True)
 
     def cas(self, key: str, expected: Optional[Value], new: Value, exptime: float = 0) -> bool:
-        """Compare-and-set, as :meth:`SharedDict.cas`: store ``new`` only if
-        the current value equals ``expected`` -- same type and equal value
-        (``1`` does not match ``1.0`` or ``True``; a NaN never matches) -- or,
-        with ``expected=None``, only if the key is absent. ``True`` if stored.
-        The TTL becomes ``exptime`` as in :meth:`set`. One Lua script.
-
-        Raises:
-            TypeError / OverflowError / ValueError: as :meth:`set`, for
-                ``expected`` too. A list never matches.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: one Lua script; a list never matches."""
         k = self._k(key)
         e = b"" if expected is None else encode(expected)
         n = encode(new)
@@ -633,17 +579,10 @@ class RedisDict(MutableMapping[str, Value]):
         return bool(rc == 1)
 
     def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
-        """Store every item (a mapping or ``(key, value)`` pairs), in order,
-        all with ``exptime``, in one ``MULTI``/``EXEC`` transaction: all or
-        nothing, and no client sees a part of it.
-
-        Raises:
-            TypeError / OverflowError / ValueError: for any bad key or value
-                (checked first: then nothing is stored).
-            shmdict.Full: Redis is at ``maxmemory``; Redis may have stored
-                the items before the refused one (a transaction is not rolled back).
-
-        .. versionadded:: 0.1
+        """On Redis: one ``MULTI``/``EXEC`` transaction, so no client sees a part
+        of it; but when the server refuses an item at ``maxmemory``
+        (``shmdict.Full``), the items before it may be stored (a transaction
+        is not rolled back).
         """
         pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
         items = [(self._k(k), encode(v)) for k, v in pairs]
@@ -660,33 +599,18 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(e)
 
     def safe_set(self, key: str, value: Value, exptime: float = 0) -> None:
-        """:meth:`set`. Redis cannot be told not to evict for one command:
-        eviction is the server's ``maxmemory-policy``.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: the same as :meth:`set`. Redis cannot be told not to evict for one command: eviction is the server's ``maxmemory-policy``."""
         self._set(key, value, exptime)
 
     def safe_add(self, key: str, value: Value, exptime: float = 0) -> bool:
-        """:meth:`add` (see :meth:`safe_set`).
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: the same as :meth:`add` (see :meth:`safe_set`)."""
         return self._set(key, value, exptime, nx=True)
 
     def get_stale(self, key: str) -> tuple[Any, bool]:
-        """``(value, False)`` if ``key`` is live, else ``(None, False)``: Redis
-        drops expired keys, so there is never a stale value to return.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``stale`` is always ``False``; Redis drops expired keys, so there is never a stale value to return."""
         return self.get(key), False
 
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
-        """``d[key]`` if present, else store ``default`` and return it (atomic).
-
-        .. versionadded:: 0.1
-        """
         k = self._k(key)
         v = encode(default)
         try:
@@ -696,10 +620,6 @@ class RedisDict(MutableMapping[str, Value]):
         return decode(raw)
 
     def delete(self, key: str) -> bool:
-        """Remove ``key``; ``True`` if it existed (and had not expired).
-
-        .. versionadded:: 0.1
-        """
         k = self._k(key)
         try:
             return bool(self._c().unlink(k))
@@ -719,20 +639,9 @@ class RedisDict(MutableMapping[str, Value]):
         init: Union[int, float, None] = None,
         init_ttl: Optional[float] = None,
     ) -> Union[int, float]:
-        """Atomically add ``delta`` to the number under ``key``; returns the new value.
-
-        Same semantics as :meth:`SharedDict.incr`: ``int + int`` uses Redis's
-        own ``INCRBY`` (exact, overflow-checked); a float on either side is
-        added in Lua as a double and stored as a float.
-
-        Raises:
-            KeyError: missing key and no ``init``.
-            TypeError: the stored value, ``delta`` or ``init`` is not a number (bool is not).
-            OverflowError: int result outside 64 bits; the value is unchanged.
-            ValueError: non-finite ``delta``, ``init``, ``exptime`` or ``init_ttl``.
-            shmdict.Unavailable: the server cannot be reached.
-
-        .. versionadded:: 0.1
+        """On Redis: ``int + int`` uses Redis's own ``INCRBY`` (exact,
+        overflow-checked); a float on either side is added in Lua as a double
+        and stored as a float.
         """
         k = self._k(key)
         dt, dv = _num_arg(delta, "delta")
@@ -758,11 +667,6 @@ class RedisDict(MutableMapping[str, Value]):
         raise CorruptError(f"not a shmdict value: {r[1][:40]!r}")
 
     def expire(self, key: str, exptime: float) -> bool:
-        """Set the TTL of ``key`` (``exptime > 0``) or clear it (``<= 0``);
-        ``True`` if the key exists.
-
-        .. versionadded:: 0.1
-        """
         k = self._k(key)
         ms = _ms(exptime)
         try:
@@ -771,24 +675,15 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(e, key)
 
     def flush_expired(self, max_count: int = 0) -> int:
-        """``0``: Redis reclaims expired keys itself, so none is ever held.
-
-        Raises:
-            TypeError / ValueError: ``max_count`` not an int >= 0.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: always ``0``; Redis reclaims expired keys itself, so none is ever held."""
         _count(max_count, "max_count")
         self._c()
         return 0
 
     def flush_all(self) -> None:
-        """Remove every item under the prefix (``SCAN`` + ``UNLINK`` in batches).
-
-        Not atomic: a key written by another client while the scan runs may
-        survive. Locks are not items and are left alone.
-
-        .. versionadded:: 0.1
+        """On Redis: ``SCAN`` + ``UNLINK`` in batches under the prefix. Not atomic:
+        a key written by another client while the scan runs may survive. Locks
+        are not items and are left alone.
         """
         r = self._c()
         batch: list[bytes] = []
@@ -833,20 +728,8 @@ class RedisDict(MutableMapping[str, Value]):
                 yield k
 
     def scan(self, cursor: int = 0, count: int = 100, match: Optional[str] = None) -> tuple[int, list[str]]:
-        """One ``SCAN`` step over the prefix: ``(next_cursor, keys)``; start
-        at 0, pass each ``next_cursor`` back until it is 0.
-
-        Redis's guarantees: a key present for the whole scan is returned at
-        least once (possibly more: dedupe if it matters); keys added or
-        removed during the scan may or may not appear; ``count`` is a hint,
-        and a batch may be short or empty before the end. ``match`` is a glob
-        with :func:`fnmatch.fnmatchcase` syntax, as :meth:`get_keys`.
-
-        Raises:
-            TypeError / ValueError: ``cursor`` not an int >= 0, ``count`` not
-                an int > 0, ``match`` not a str.
-
-        .. versionadded:: 0.1
+        """On Redis: one ``SCAN`` step over the prefix; ``count`` is a hint, and a
+        key may be returned more than once (dedupe if it matters).
         """
         cur = _count(cursor, "cursor")
         if _count(count, "count") == 0:
@@ -859,16 +742,7 @@ class RedisDict(MutableMapping[str, Value]):
         return int(nxt), list(self._keys_of(raws, fn))
 
     def get_keys(self, max_count: int = 0, match: Optional[str] = None) -> list[str]:
-        """The live keys (``SCAN``, never ``KEYS``); ``max_count > 0`` caps the
-        list; ``match`` keeps the keys matching a glob with the syntax of
-        :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[seq]``, ``[!seq]``).
-        Not a snapshot: keys written during the scan may or may not appear.
-
-        Raises:
-            TypeError: ``max_count`` not an int, or ``match`` not a str.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``SCAN``, never ``KEYS``. Not a snapshot: keys written during the scan may or may not appear."""
         if isinstance(max_count, bool) or not isinstance(max_count, int):
             raise TypeError(f"max_count must be an int, not {type(max_count).__name__}")
         pat, fn = self._pattern(match)
@@ -883,12 +757,9 @@ class RedisDict(MutableMapping[str, Value]):
         return list(seen)
 
     def items(self, match: Optional[str] = None) -> list[tuple[str, Value]]:  # type: ignore[override]
-        """A list of ``(key, value)`` of the live items (``match``: a glob, as
-        :meth:`get_keys`): ``SCAN`` then ``MGET`` in batches. Not a snapshot:
-        an item changed meanwhile may show its old or new value, and one
-        deleted meanwhile is left out.
-
-        .. versionadded:: 0.1
+        """On Redis: ``SCAN`` then ``MGET`` in batches. Not a snapshot: an item
+        changed meanwhile may show its old or new value, and one deleted
+        meanwhile is left out.
         """
         keys = self.get_keys(match=match)
         out: list[tuple[str, Value]] = []
@@ -898,10 +769,7 @@ class RedisDict(MutableMapping[str, Value]):
         return out
 
     def values(self) -> list[Value]:  # type: ignore[override]
-        """The live values (see :meth:`items`).
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: not a snapshot (see :meth:`items`)."""
         return [v for _, v in self.items()]
 
     def __iter__(self) -> Iterator[str]:
@@ -912,13 +780,12 @@ class RedisDict(MutableMapping[str, Value]):
         return len(self.get_keys())
 
     def stats(self) -> dict[str, Any]:
-        """Entries under the prefix, plus the server-wide figures Redis keeps
-        (``INFO``) under SharedDict's names: ``used_bytes`` (``used_memory``),
-        ``capacity`` (``maxmemory``, 0: no limit), ``hits``, ``misses``,
-        ``expired``, ``evictions`` -- for the whole server, not only this
-        prefix -- and ``engine`` (``"redis"``), ``server_version``.
-
-        .. versionadded:: 0.1
+        """On Redis: the entries under the prefix, plus the server-wide figures
+        Redis keeps (``INFO``) under SharedDict's names: ``used_bytes``
+        (``used_memory``), ``capacity`` (``maxmemory``, 0: no limit),
+        ``hits``, ``misses``, ``expired``, ``evictions`` -- for the whole
+        server, not only this prefix -- and ``engine`` (``"redis"``),
+        ``server_version``.
         """
         try:
             info = self._c().info()
@@ -941,12 +808,8 @@ class RedisDict(MutableMapping[str, Value]):
     # ---- change notifications (keyspace notifications over pub/sub) -------------------
 
     def version(self, key: str) -> int:
-        """The key's version: ``0`` while it is missing, else a number that
-        differs whenever its value or TTL differs (a hash of both: Redis
-        keeps no change counter, so storing the same value again keeps the
-        version). Pass it to :meth:`wait` as ``since``.
-
-        .. versionadded:: 0.1
+        """On Redis: a hash of the value and TTL (Redis keeps no change counter),
+        so storing the same value again keeps the version.
         """
         k = self._k(key)
         try:
@@ -989,19 +852,9 @@ class RedisDict(MutableMapping[str, Value]):
         return ps
 
     def wait(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
-        """Block until ``key`` changes and return its new value, or ``None``
-        if it went away; as :meth:`SharedDict.wait`, through Redis keyspace
-        notifications (the server must have ``notify-keyspace-events``
-        ``KA``). With ``since`` (a :meth:`version`), returns at once if the
-        key's version already differs.
-
-        Raises:
-            TimeoutError: nothing changed within ``timeout`` seconds.
-            ValueError: a bad ``since``; the handle was closed (also while waiting).
-            shmdict.Error: keyspace notifications are off on the server.
-            shmdict.Unavailable: the server cannot be reached.
-
-        .. versionadded:: 0.1
+        """On Redis: through keyspace notifications; the server must have
+        ``notify-keyspace-events`` ``KA``, else ``shmdict.Error``. A bad
+        ``since`` raises ``ValueError``.
         """
         k = self._k(key)
         if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32):
@@ -1030,24 +883,13 @@ class RedisDict(MutableMapping[str, Value]):
             ps.close()
 
     def watch(self, match: str = "*", *, timeout: Optional[float] = None) -> Iterator[Event]:
-        """Iterate over the changes made after this call as :class:`Event`
-        ``(op, key)`` pairs, keeping the keys that match the glob ``match``
-        (fnmatch syntax); as :meth:`SharedDict.watch`, through Redis keyspace
-        notifications. Ends when no event comes for ``timeout`` seconds
-        (never, by default).
-
-        Differences (Redis's pub/sub): every deleted key is its own
-        ``"delete"`` event (``flush_all`` sends no ``"flush"``); a ``set``
-        with a TTL, an ``expire()`` or an ``incr`` that creates an int may
-        send two events; and a subscriber that falls too far behind is
-        disconnected by the server (``Unavailable``), never told how many
-        events it lost.
-
-        Raises:
-            shmdict.Error: keyspace notifications are off on the server.
-            shmdict.Unavailable: the connection broke.
-
-        .. versionadded:: 0.1
+        """On Redis: through keyspace notifications (pub/sub), with these
+        differences: every deleted key is its own ``"delete"`` event
+        (``flush_all`` sends no ``"flush"``); a ``set`` with a TTL, an
+        ``expire()`` or an ``incr`` that creates an int may send two events;
+        and a subscriber that falls too far behind is disconnected by the
+        server (``Unavailable``), never told how many events it lost.
+        Keyspace notifications off on the server raise ``shmdict.Error``.
         """
         t = -1.0 if timeout is None else seconds(timeout, "timeout")
         if timeout is not None and t < 0:
@@ -1103,11 +945,6 @@ class RedisDict(MutableMapping[str, Value]):
                 events.append(Event(_EVENT_OPS.get(msg["data"], "set"), key))
 
     async def await_change(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
-        """:meth:`wait` for asyncio: the event loop keeps running (the wait
-        runs in a thread, in slices of 0.25 s, so cancelling is prompt).
-
-        .. versionadded:: 0.1
-        """
         if timeout is not None and seconds(timeout, "timeout") < 0:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
         if since is None:
@@ -1123,10 +960,6 @@ class RedisDict(MutableMapping[str, Value]):
                     raise
 
     async def awatch(self, match: str = "*", *, timeout: Optional[float] = None) -> AsyncIterator[Event]:
-        """:meth:`watch` for asyncio: ``async for ev in d.awatch("user:*")``.
-
-        .. versionadded:: 0.1
-        """
         if timeout is not None and seconds(timeout, "timeout") < 0:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
         sub = self._watch_sub(match)
@@ -1159,69 +992,29 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(e, key)
 
     def lpush(self, key: str, value: Value) -> int:
-        """Push ``value`` at the head of the list ``key`` (created if missing);
-        returns the new length.
-
-        Raises:
-            TypeError: the key holds a scalar value, or a bad value type.
-
-        .. versionadded:: 0.1
-        """
         return int(self._list("lpush", key, encode(value)))
 
     def rpush(self, key: str, value: Value) -> int:
-        """Push ``value`` at the tail of the list ``key``; returns the new length.
-
-        .. versionadded:: 0.1
-        """
         return int(self._list("rpush", key, encode(value)))
 
     def lpop(self, key: str) -> Optional[Value]:
-        """Pop the head of the list ``key``; ``None`` if it is missing or empty.
-
-        .. versionadded:: 0.1
-        """
         raw = self._list("lpop", key)
         return None if raw is None else decode(raw)
 
     def rpop(self, key: str) -> Optional[Value]:
-        """Pop the tail of the list ``key``; ``None`` if it is missing or empty.
-
-        .. versionadded:: 0.1
-        """
         raw = self._list("rpop", key)
         return None if raw is None else decode(raw)
 
     def llen(self, key: str) -> int:
-        """The length of the list ``key`` (0 if missing).
-
-        .. versionadded:: 0.1
-        """
         return int(self._list("llen", key))
 
     # ---- rate limiting, locks, single-flight ---------------------------------------
 
     def limit(self, key: str, rate: float, per: float, burst: int = 0) -> tuple[bool, int, float]:
-        """Rate limiting in one atomic call: GCRA (a token bucket) kept in one
-        item, as :meth:`SharedDict.limit`. The bucket holds ``rate + burst``
-        requests and refills at ``rate`` per ``per`` seconds; each call takes
-        one request. One Lua script on the server's clock, so exact for any
-        number of clients on any number of hosts.
-
-        Returns:
-            ``(allowed, remaining, reset_after)``: whether this request is
-            admitted, how many more would be admitted right now, and the
-            seconds until the bucket is full again (the item expires then).
-
-        Raises:
-            TypeError: ``rate`` / ``per`` not numbers, ``burst`` not an int,
-                or ``key`` holds something other than an int (the state is an
-                int: microseconds of the server's clock).
-            ValueError: ``rate <= 0``, ``per <= 0``, ``burst < 0``,
-                ``rate + burst < 1``, or more than a million requests per
-                second (the state counts microseconds).
-
-        .. versionadded:: 0.1
+        """On Redis: one Lua script on the server's clock, so exact for any number
+        of clients on any number of hosts. The state is an int of microseconds
+        of the server's clock, so more than a million requests per second raise
+        ``ValueError``.
         """
         k = self._k(key)
         r = seconds(rate, "rate")
@@ -1244,22 +1037,10 @@ class RedisDict(MutableMapping[str, Value]):
         return res[0] == 1, int(res[1]), int(res[2]) / 1e6
 
     def lock(self, name: str, timeout: Optional[float] = None, *, lease: float = 30.0) -> RedisLock:
-        """A named lock shared by every client of this prefix, as
-        :meth:`SharedDict.lock`: ``with d.lock("job", timeout=5.0):`` waits
-        at most 5 seconds, then raises ``TimeoutError``; ``timeout=None``
-        waits forever. The holder is identified by a random token. Redis
-        cannot see a process die, so the lock also frees itself ``lease``
-        seconds after it was taken (:meth:`RedisLock.extend` renews it).
-
-        Args:
-            name: the lock's name (a key-like str; locks are not items).
-            timeout: seconds ``with`` (and ``acquire()``) waits; ``None``: forever.
-            lease: seconds after which an unreleased lock frees itself.
-
-        Raises:
-            TypeError / ValueError: bad name, timeout or lease.
-
-        .. versionadded:: 0.1
+        """On Redis: the holder is identified by a random token. Redis cannot see
+        a process die, so the lock also frees itself ``lease`` seconds after it
+        was taken (:meth:`RedisLock.extend` renews it); a bad ``lease`` raises
+        ``ValueError``.
         """
         return RedisLock(self, name, timeout, lease)
 
@@ -1270,21 +1051,9 @@ class RedisDict(MutableMapping[str, Value]):
         exptime: float = 0,
         lock_timeout: Optional[float] = 30.0,
     ) -> Value:
-        """The value of ``key``; on a miss, exactly one of the clients that
-        miss it at the same time calls ``factory()`` and stores the result
-        (with ``exptime``); the others wait for it and return it
-        (single-flight: no dog-pile). The computing client holds a lock with
-        a lease of ``max(lock_timeout, 30)`` seconds: a factory that runs
-        longer may be called a second time.
-
-        Raises:
-            TimeoutError: waited more than ``lock_timeout`` seconds (``None``:
-                forever) for the client computing the value.
-            Whatever ``factory`` raises (nothing is stored; the next waiter
-                calls ``factory`` itself).
-            TypeError / ValueError / shmdict.Full: as :meth:`set`.
-
-        .. versionadded:: 0.1
+        """On Redis: the computing client holds a lock with a lease of
+        ``max(lock_timeout, 30)`` seconds: a factory that runs longer may be
+        called a second time.
         """
         v = self.get(key, _MISSING)
         if v is not _MISSING:
@@ -1317,31 +1086,17 @@ class RedisDict(MutableMapping[str, Value]):
     # ---- snapshots (shmdict/_snapshot.py): the format SharedDict uses --------
 
     def dump(self, file: Any) -> int:
-        """Write a snapshot of every item under the prefix to ``file`` (a path
-        or a binary file object), in the same format as
-        :meth:`SharedDict.dump <shmdict.SharedDict.dump>`, so it loads into
-        either engine. Returns the number of items written. Each item is read
-        whole (a script per batch of keys found by ``SCAN``); not one instant
-        of the whole database.
-
-        .. versionadded:: 0.1
+        """On Redis: every item under the prefix, each read whole (a script per
+        batch of keys found by ``SCAN``); not one instant of the whole database.
         """
         from ._snapshot import dump_redis
 
         return dump_redis(self, file)
 
     def load(self, file: Any) -> int:
-        """Store a snapshot's items (see :meth:`SharedDict.load
-        <shmdict.SharedDict.load>`), each item whole, in ``MULTI``/``EXEC``
-        batches. Returns the number stored.
-
-        Raises:
-            shmdict.CorruptError: not a snapshot, or damaged or truncated;
-                nothing was written.
-            shmdict.Full: Redis reached ``maxmemory``: earlier batches are
-                stored (``stored`` on the exception counts them).
-
-        .. versionadded:: 0.1
+        """On Redis: each item whole, in ``MULTI``/``EXEC`` batches; ``shmdict.Full``
+        means the server reached ``maxmemory``: earlier batches are stored
+        (``stored`` on the exception counts them).
         """
         from ._snapshot import load_redis
 
@@ -1352,6 +1107,7 @@ def _reconnect(url: str, prefix: str) -> RedisDict:
     return RedisDict(url, prefix)
 
 
+@implements(LockAPI)
 class RedisLock:
     """A lock held in one Redis key: ``SET NX PX`` with a random owner token,
     released by a Lua compare-and-delete, so only the holder can release it.
@@ -1375,17 +1131,7 @@ class RedisLock:
         self._token: Optional[bytes] = None
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
-        """Take the lock; ``True`` if taken. ``blocking=False`` tries once;
-        else wait up to ``timeout`` seconds (``None``: the timeout given to
-        :meth:`RedisDict.lock`; negative: forever).
-
-        Raises:
-            RuntimeError: this object already holds the lock (not reentrant).
-            ValueError: a timeout with ``blocking=False``.
-            shmdict.Unavailable: the server cannot be reached.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``shmdict.Unavailable`` if the server cannot be reached."""
         if self._token is not None:
             raise RuntimeError(f"lock {self.name!r} is already held by this object (not reentrant)")
         if timeout is None:
@@ -1412,14 +1158,7 @@ class RedisLock:
             delay = min(delay * 2, 0.05)
 
     def release(self) -> None:
-        """Release the lock.
-
-        Raises:
-            RuntimeError: this handle does not hold it, or its lease expired
-                and someone else may have taken it.
-
-        .. versionadded:: 0.1
-        """
+        """On Redis: ``RuntimeError`` also if the lease expired, so that someone else may have taken the lock."""
         token, self._token = self._token, None
         if token is None:
             raise RuntimeError(f"release of lock {self.name!r}, which this handle does not hold")
@@ -1445,10 +1184,6 @@ class RedisLock:
             _raise(e)
 
     def locked(self) -> bool:
-        """``True`` if anyone holds the lock.
-
-        .. versionadded:: 0.1
-        """
         try:
             return bool(self._d._c().exists(self._key))
         except _redis_py.RedisError as e:

@@ -10,7 +10,6 @@ out" section and in an engine's own tests.
 from __future__ import annotations
 
 import enum
-import inspect
 import math
 import os
 import shutil
@@ -555,20 +554,11 @@ def test_matches_a_dict_model(d, ops):
     assert snapshot(d) == {k: (type(v), v) for k, v in model.items()}
 
 
-# ---- the operations issue: run wherever the engine has the operation ------------------------
-# The local engine gains these on the ops branch; until it lands there, its
-# half of each test skips (the Redis half runs).
-
-
-def needs(d: Any, *names: str) -> None:
-    missing = [n for n in names if not hasattr(d, n)]
-    if missing:
-        pytest.skip(f"{type(d).__name__} has no {', '.join(missing)} yet")
+# ---- the other operations: both engines have every one (tests/test_api.py) ------------------
 
 
 def test_add_replace_contract(d):
     """add stores only if absent (expired counts as absent), replace only if present."""
-    needs(d, "add", "replace")
     assert d.add("k", 1) is True and d.add("k", 2) is False and d["k"] == 1
     assert d.replace("k", "x", 10) is True and d["k"] == "x" and 9 < d.ttl("k") <= 10
     assert d.replace("nope", 1) is False and "nope" not in d
@@ -584,7 +574,6 @@ def test_add_replace_contract(d):
 
 def test_cas_contract(d):
     """cas matches type and value; None means absent; NaN matches nothing."""
-    needs(d, "cas")
     assert d.cas("k", 1, 2) is False and "k" not in d
     assert d.cas("k", None, 1) is True and d.cas("k", None, 5) is False and d["k"] == 1
     assert d.cas("k", 1.0, 2) is False and d.cas("k", True, 2) is False
@@ -594,6 +583,11 @@ def test_cas_contract(d):
     assert d.cas("f", 0.1 + 0.2, "done") is True and d["f"] == "done"
     d["nan"] = math.nan
     assert d.cas("nan", math.nan, 1) is False
+    d["z"] = -0.0
+    assert d.cas("z", 0.0, "zero") is True  # floats compare as numbers
+    d.rpush("L", 1)
+    assert d.cas("L", 1, 2) is False and d.cas("L", None, 2) is False  # a list never matches
+    assert d.lpop("L") == 1
     with pytest.raises(TypeError):
         d.cas("k", 2, None)
     assert d["k"] == 2
@@ -601,10 +595,9 @@ def test_cas_contract(d):
 
 def test_get_many_set_many_contract(d):
     """get_many returns the present keys; set_many validates everything before storing."""
-    needs(d, "get_many", "set_many")
     d.set_many({"a": 1, "b": "two", "c": 3.0}, exptime=10)
     d.set_many([("d", b"4")])
-    assert d.get_many(["a", "b", "zz", "c", "d"]) == {"a": 1, "b": "two", "c": 3.0, "d": b"4"}
+    assert d.get_many(["a", "b", "zz", "c", "d", "a"]) == {"a": 1, "b": "two", "c": 3.0, "d": b"4"}
     assert 9 < d.ttl("b") <= 10 and d.ttl("d") == 0
     assert d.get_many([]) == {}
     with pytest.raises(TypeError):
@@ -616,30 +609,35 @@ def test_get_many_set_many_contract(d):
 
 def test_scan_and_match_contract(d):
     """A full scan returns every key present throughout; match uses fnmatch syntax."""
-    needs(d, "scan")
     keys = {f"k{i}" for i in range(200)}
     for k in keys:
         d[k] = 1
     seen: set[str] = set()
     cursor = 0
-    for _ in range(10_000):
+    for step in range(1, 10_000):
         cursor, batch = d.scan(cursor, count=30)
         seen.update(batch)
         if cursor == 0:
             break
-    assert seen == keys
+        if step % 2:  # writes and deletes of other keys during the scan
+            d[f"tmp{step}"] = 1
+            d.delete(f"tmp{step - 2}")
+    assert keys <= seen and seen - keys <= {f"tmp{i}" for i in range(step)}
     assert sorted(d.get_keys(match="k1?")) == sorted(f"k1{i}" for i in range(10))
+    assert sorted(d.get_keys(match="k19*")) == ["k19"] + [f"k19{i}" for i in range(10)]
     assert sorted(d.get_keys(match="k[!0-8]")) == ["k9"]
     with pytest.raises(ValueError):
         d.scan(0, count=0)
+    with pytest.raises(ValueError):
+        d.scan(-1)
     with pytest.raises(TypeError):
         d.get_keys(match=1)
+    with pytest.raises(TypeError):
+        d.get_keys(match=b"k*")
 
 
 def test_items_values_contract(d):
     """items and values list the live items."""
-    if "match" not in inspect.signature(d.items).parameters:
-        pytest.skip(f"{type(d).__name__}.items has no match= yet")
     d["a"] = 1
     d["b"] = "x"
     assert sorted(d.items()) == [("a", 1), ("b", "x")]
@@ -647,15 +645,32 @@ def test_items_values_contract(d):
     assert sorted(map(repr, d.values())) == ["'x'", "1"]
 
 
+def test_stale_safe_flush_expired_contract(d):
+    """get_stale of a live or missing key; safe_set / safe_add store as set / add."""
+    d["a"] = 1
+    assert d.get_stale("a") == (1, False) and d.get_stale("zz") == (None, False)
+    d.safe_set("s", 1)
+    assert d.safe_add("s", 2) is False and d["s"] == 1 and d.safe_add("t", 2) is True
+    assert isinstance(d.flush_expired(), int)
+    with pytest.raises(ValueError):
+        d.flush_expired(-1)
+    with pytest.raises(TypeError):
+        d.flush_expired(1.5)
+
+
 def test_limit_contract(d):
     """limit: a bucket of rate + burst, refilled at rate per per, exact numbers."""
-    needs(d, "limit")
     results = [d.limit("ip", rate=2, per=1, burst=1) for _ in range(5)]
     assert [r[0] for r in results] == [True, True, True, False, False]
     assert [r[1] for r in results] == [2, 1, 0, 0, 0]
     for r, full_in in zip(results, [0.5, 1.0, 1.5, 1.5, 1.5]):
         assert full_in - 0.3 < r[2] <= full_in + 1e-6  # less only by the time the calls took
     assert type(d["ip"]) is int and 1.0 < d.ttl("ip") <= 1.5
+    time.sleep(0.6)  # one request refilled
+    assert d.limit("ip", rate=2, per=1, burst=1)[0] is True
+    assert d.limit("ip", rate=2, per=1, burst=1)[0] is False
+    with pytest.raises(TypeError):
+        d.limit("x", 1, 1, burst=1.5)
     for bad in [(0, 1, 0), (1, 0, 0), (1, 1, -1), (0.5, 1, 0)]:
         with pytest.raises(ValueError):
             d.limit("x", *bad)
@@ -666,7 +681,6 @@ def test_limit_contract(d):
 
 def test_lock_contract(d):
     """A named lock excludes another holder, times out, and is not reentrant."""
-    needs(d, "lock")
     a, b = d.lock("job", timeout=0.05), d.lock("job", timeout=0.05)
     with a:
         assert a.locked() and b.locked()
@@ -688,19 +702,19 @@ def test_lock_contract(d):
 
 def test_get_or_set_contract(d):
     """get_or_set calls the factory on a miss only; a failing factory stores nothing."""
-    needs(d, "get_or_set")
     calls: list[int] = []
     assert d.get_or_set("k", lambda: calls.append(1) or 42, exptime=10) == 42
     assert d.get_or_set("k", lambda: calls.append(1) or 43) == 42
     assert calls == [1] and 9 < d.ttl("k") <= 10
     with pytest.raises(ZeroDivisionError):
         d.get_or_set("n", lambda: 1 / 0)
-    assert "n" not in d and d.get_or_set("n", lambda: 1) == 1
+    with pytest.raises(TypeError):
+        d.get_or_set("n", lambda: None)
+    assert "n" not in d and d.get_or_set("n", lambda: 1) == 1  # a failed factory leaves no lock behind
 
 
 def test_lists_contract(d):
     """Lists keep element types and order and refuse scalar keys."""
-    needs(d, "lpush", "rpush", "lpop", "rpop", "llen")
     assert d.lpop("L") is None and d.llen("L") == 0
     assert d.rpush("L", 1) == 1 and d.rpush("L", "two") == 2 and d.lpush("L", b"zero") == 3
     assert d.lpop("L") == b"zero" and d.rpop("L") == "two" and d.rpop("L") == 1
@@ -720,11 +734,16 @@ def test_lists_contract(d):
     assert d.replace("L2", "scalar") is True and d["L2"] == "scalar"  # set/replace replace a list
     d.rpush("L3", 1)
     assert d.rpop("L3") == 1 and "L3" not in d  # popping the last element deletes the list
+    with pytest.raises(TypeError):
+        d.llen("s")
+    d.rpush("L4", 1)
+    assert d.expire("L4", 0.05) is True
+    time.sleep(0.15)
+    assert d.llen("L4") == 0 and d.lpop("L4") is None  # an expired list is no list
 
 
 def test_version_wait_watch_contract(d):
     """version moves on change; wait(since=) returns the new value; watch reports changes."""
-    needs(d, "version", "wait", "watch")
     assert d.version("k") == 0
     d["k"] = 1
     v = d.version("k")
@@ -756,7 +775,6 @@ def test_huge_exptime_is_effectively_never(d):
 
 def test_async_notifications_contract(d):
     """await_change returns the new value; awatch yields later changes."""
-    needs(d, "await_change", "awatch")
     import asyncio
 
     async def main() -> list[Any]:
@@ -776,7 +794,6 @@ def test_async_notifications_contract(d):
 
 def test_stats_contract(d):
     """stats() has the common figures under the same names on both engines."""
-    needs(d, "stats")
     d["a"] = 1
     d.get("a")
     d.get("missing")

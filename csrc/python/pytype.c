@@ -1036,34 +1036,24 @@ static void Base_dealloc(Base *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Docstrings: the full ones (Args / Raises) are on shmdict._pure.PureBase,
- * whose methods these mirror; "--" lines give inspect.signature. */
+/* Docstrings: each entry holds only its text signature (the "--" line gives
+ * inspect.signature; pop's optional default has no text form, so it has none).
+ * The text is the engine-neutral contract's, shmdict._api, which bind() hands
+ * over: set_docs() points each ml_doc at "signature + contract text". CPython
+ * reads ml_doc on every __doc__ / __text_signature__ access, so the method
+ * descriptors made by PyType_Ready show it; calls never touch it. */
 static PyMethodDef Base_methods[] = {
     {"get", (PyCFunction)(void (*)(void))Base_get, METH_FASTCALL | METH_KEYWORDS,
-     "get($self, /, key, default=None)\n--\n\n"
-     "The value of key, or default if it is missing or expired.\n\n"
-     "Raises TypeError / ValueError for a key that is not a non-empty str."},
+     "get($self, /, key, default=None)\n--\n\n"},
     {"set", (PyCFunction)(void (*)(void))Base_set, METH_FASTCALL | METH_KEYWORDS,
-     "set($self, /, key, value, exptime=0)\n--\n\n"
-     "Store value under key; exptime > 0 makes it expire after that many seconds, <= 0 never.\n\n"
-     "Raises TypeError (value not bool, int, float, str or bytes), OverflowError (int beyond\n"
-     "64 bits), ValueError (non-finite exptime, bad key), shmdict.Full (no room)."},
+     "set($self, /, key, value, exptime=0)\n--\n\n"},
     {"incr", (PyCFunction)(void (*)(void))Base_incr, METH_FASTCALL | METH_KEYWORDS,
-     "incr($self, /, key, delta=1, exptime=None, *, init=None, init_ttl=None)\n--\n\n"
-     "Atomically add delta to the number under key; returns the new value.\n\n"
-     "A missing key raises KeyError unless init is given: then it is created as init + delta,\n"
-     "expiring after init_ttl seconds. exptime given replaces the TTL (<= 0 clears it)."},
-    {"pop", (PyCFunction)(void (*)(void))Base_pop, METH_FASTCALL | METH_KEYWORDS,
-     "pop(key[, default])\n\n"
-     "Remove key and return its value, atomically; KeyError if it is missing and no default is given."},
-    {"delete", (PyCFunction)Base_delete, METH_O,
-     "delete($self, key, /)\n--\n\nRemove key; True if it existed (and had not expired)."},
-    {"get_many", (PyCFunction)Base_get_many, METH_O,
-     "get_many($self, keys, /)\n--\n\n"
-     "{key: value} for the keys that are present; each run of up to 1,024 keys is one snapshot."},
+     "incr($self, /, key, delta=1, exptime=None, *, init=None, init_ttl=None)\n--\n\n"},
+    {"pop", (PyCFunction)(void (*)(void))Base_pop, METH_FASTCALL | METH_KEYWORDS, ""},
+    {"delete", (PyCFunction)Base_delete, METH_O, "delete($self, key, /)\n--\n\n"},
+    {"get_many", (PyCFunction)Base_get_many, METH_O, "get_many($self, keys, /)\n--\n\n"},
     {"set_many", (PyCFunction)(void (*)(void))Base_set_many, METH_FASTCALL | METH_KEYWORDS,
-     "set_many($self, /, mapping, exptime=0)\n--\n\n"
-     "Store every item, in order, all with exptime; each item is its own transaction."},
+     "set_many($self, /, mapping, exptime=0)\n--\n\n"},
     {"_attach", (PyCFunction)(void (*)(void))Base_attach, METH_FASTCALL, NULL},
     {"_detach", (PyCFunction)Base_detach, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -1093,11 +1083,60 @@ static PyTypeObject BaseType = {
 
 /* ---- the module ----------------------------------------------------------------------------- */
 
-/* bind(api_address, raise_rc, text, pairs, unpack_list): once, at import. */
+/* The signatures above, kept when set_docs() replaces ml_doc. */
+#define N_METHODS (sizeof Base_methods / sizeof Base_methods[0])
+static const char *method_sigs[N_METHODS];
+static PyObject *docs_kept; /* a list of bytes: the strings the ml_doc pointers point into */
+
+/* Point each public method's ml_doc at its signature followed by docs[name]
+ * (a str); methods docs does not name keep theirs. */
+static int set_docs(PyObject *docs)
+{
+    if (!PyDict_Check(docs)) {
+        PyErr_SetString(PyExc_TypeError, "docs must be a dict of str");
+        return -1;
+    }
+    PyObject *kept = PyList_New(0);
+    if (!kept)
+        return -1;
+    const char *next[N_METHODS] = {0};
+    for (size_t i = 0; Base_methods[i].ml_name; i++) {
+        PyMethodDef *m = &Base_methods[i];
+        if (!method_sigs[i])
+            method_sigs[i] = m->ml_doc ? m->ml_doc : "";
+        PyObject *doc = PyDict_GetItemString(docs, m->ml_name); /* borrowed */
+        if (!doc)
+            continue;
+        if (!PyUnicode_Check(doc)) {
+            PyErr_Format(PyExc_TypeError, "docs['%s'] must be a str", m->ml_name);
+            goto fail;
+        }
+        const char *text = PyUnicode_AsUTF8(doc);
+        if (!text)
+            goto fail;
+        PyObject *b = PyBytes_FromFormat("%s%s", method_sigs[i], text);
+        if (!b || PyList_Append(kept, b) < 0) {
+            Py_XDECREF(b);
+            goto fail;
+        }
+        Py_DECREF(b);
+        next[i] = PyBytes_AS_STRING(b); /* kept alive by the list */
+    }
+    for (size_t i = 0; Base_methods[i].ml_name; i++)
+        if (next[i])
+            Base_methods[i].ml_doc = next[i];
+    Py_XSETREF(docs_kept, kept); /* the previous strings are no longer pointed to */
+    return 0;
+fail:
+    Py_DECREF(kept);
+    return -1;
+}
+
+/* bind(api_address, raise_rc, text, pairs, unpack_list, docs): once, at import. */
 static PyObject *bind(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "bind(api_address, raise_rc, text, pairs, unpack_list)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "bind(api_address, raise_rc, text, pairs, unpack_list, docs)");
         return NULL;
     }
     const shmdict_api_t *t = PyLong_AsVoidPtr(args[0]);
@@ -1108,6 +1147,8 @@ static PyObject *bind(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
                      (unsigned)t->abi, (unsigned)t->size);
         return NULL;
     }
+    if (set_docs(args[5]) < 0)
+        return NULL;
     Py_XSETREF(raise_rc_fn, Py_NewRef(args[1]));
     Py_XSETREF(text_fn, Py_NewRef(args[2]));
     Py_XSETREF(pairs_fn, Py_NewRef(args[3]));
