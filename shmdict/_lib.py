@@ -149,6 +149,23 @@ class deadline:
             lib.shmdict_deadline(self._prev)
 
 
+def value_type(value: object) -> type:
+    """The value type a value is stored as: bool, int, float, str or bytes
+    (a subclass is stored as its base type, so an IntEnum comes back an int).
+    TypeError for any other type, OverflowError for an int outside int64."""
+    t = type(value)
+    if t is not bool and t is not int and t is not float and t is not str and t is not bytes:
+        for base in (bool, int, float, str, bytes):
+            if isinstance(value, base):
+                t = base
+                break
+        else:
+            raise TypeError(f"values must be bool, int, float, str or bytes, not {t.__name__}")
+    if t is int and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+        raise OverflowError(f"int {value} does not fit in a signed 64-bit integer")
+    return t
+
+
 def seconds(value: object, what: str = "exptime") -> float:
     """A finite number of seconds (TypeError / ValueError otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

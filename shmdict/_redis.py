@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._api import DictAPI, LockAPI, implements
 from ._notify import Event, _in_thread
-from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
+from ._lib import encode_key, number, seconds, value_type
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 try:  # the optional extra: shmdict[redis]
@@ -73,17 +73,8 @@ def _fmt_float(f: float) -> bytes:
 def encode(value: object) -> bytes:
     """A value as its Redis string (see ENCODING); TypeError / OverflowError
     per SPEC §3. Subclasses are stored as their base type, as in SharedDict."""
-    t = type(value)
-    if t is not bool and t is not int and t is not float and t is not str and t is not bytes:
-        for base in (bool, int, float, str, bytes):
-            if isinstance(value, base):
-                t = base
-                break
-        else:
-            raise TypeError(f"values must be bool, int, float, str or bytes, not {t.__name__}")
+    t = value_type(value)
     if t is int:
-        if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-            raise OverflowError(f"int {value} does not fit in a signed 64-bit integer")
         return b"%d" % value  # type: ignore[str-format]
     if t is str:
         return b"s:" + str.encode(value)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Union
 
 from . import _lib
-from ._lib import INT64_MAX, INT64_MIN, ffi, lib, raise_rc, scratch
+from ._lib import ffi, lib, raise_rc, scratch
 
 Value = Union[bool, int, float, str, bytes]
 
@@ -30,17 +30,8 @@ f64 = struct.Struct("<d")
 def store_args(value: object) -> tuple[int, int, float, Any, int]:
     """(type, i, f, buffer, length) for shmdict_set. Subclasses of the five
     value types are stored as their base type (an IntEnum comes back an int)."""
-    t = type(value)
-    if t is not bool and t is not int and t is not float and t is not str and t is not bytes:
-        for base in (bool, int, float, str, bytes):
-            if isinstance(value, base):
-                t = base
-                break
-        else:
-            raise TypeError(f"values must be bool, int, float, str or bytes, not {t.__name__}")
+    t = _lib.value_type(value)
     if t is int:
-        if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-            raise OverflowError(f"int {value} does not fit in a signed 64-bit integer")
         return INT, int(value), 0.0, NULL, 0  # type: ignore[call-overload]
     if t is str:
         b = str.encode(value)  # type: ignore[arg-type]
