@@ -92,11 +92,15 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         rec_t *old = i >= 0 ? rec_at(h, h->slots[i]) : NULL;
         uint64_t unit = 0;
         int cls = 0, rc;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY &&
-                                 (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)))
-            rc = SHMDICT_EFULL;
-        else
+        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
+            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
+            if (rc == SHMDICT_OK) {
+                stage--; /* slot numbers changed: look the key up again, same stage */
+                continue;
+            }
+        } else {
             rc = alloc_units(h, units, stage >= 2, &unit, &cls);
+        }
         if (rc == SHMDICT_OK) {
             FAULT(LIST_ALLOCATED);
             rec_t *r = unit_ptr(h, unit);

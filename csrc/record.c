@@ -139,11 +139,15 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
 
         uint64_t unit = 0;
         int cls = 0;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY &&
-                                 (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)))
-            rc = SHMDICT_EFULL; /* the index is at its load limit */
-        else
+        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
+            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
+            if (rc == SHMDICT_OK) {
+                stage--; /* slot numbers changed: look the key up again, same stage */
+                continue;
+            }
+        } else {
             rc = alloc_units(h, units, stage >= 2, &unit, &cls);
+        }
 
         if (rc == SHMDICT_OK) {
             uint32_t ver = next_ver(old ? old->ver : (uint32_t)H->gen);

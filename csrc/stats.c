@@ -89,6 +89,17 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
     }
     bool merges = H->frees_since_defrag > 0 || n_expired > 0;
     uint64_t tail = h->units - bump; /* the bump pointer's room */
+    uint64_t live = H->count - (n_expired <= H->count ? n_expired : H->count), free_units;
+    bool index_full = (live + H->tombs + 1) * LOAD_DEN > h->cap * LOAD_NUM;
+    if (index_full) {
+        uint64_t grow = index_growth(h, &free_units); /* put would take these slots first */
+        if (grow == 0) {
+            *units_out = 0; /* no index slot for a new key */
+            *expired_out = n_expired;
+            return SHMDICT_OK;
+        }
+        tail -= grow;
+    }
     if (merges)
         tail += run;                 /* a free run at the end goes back to the bump pointer */
     else if (run >= MIN_BLOCK && carve_units(run) > best_run)
@@ -98,9 +109,6 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
         best = best_block;
     if (merges && best_run > best)
         best = best_run;
-    uint64_t live = H->count - (n_expired <= H->count ? n_expired : H->count);
-    if ((live + H->tombs + 1) * 100 > h->cap * LOAD_NUM)
-        best = 0; /* no index slot for a new key */
     *units_out = best;
     *expired_out = n_expired;
     return SHMDICT_OK;
@@ -125,7 +133,7 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
         out->free_bytes = out->capacity - H->used_bytes;
         out->index_cap = h->cap;
         out->index_used = H->count + H->tombs;
-        out->index_limit = h->cap * LOAD_NUM / 100;
+        out->index_limit = h->cap * LOAD_NUM / LOAD_DEN;
         out->hits = H->st_hits;
         out->misses = H->st_misses;
         out->expired = H->st_expired;

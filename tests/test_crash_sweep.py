@@ -295,6 +295,19 @@ def _evicting(d: shmdict.SharedDict) -> None:
         d[f"e{n:04d}"] = "v" * 100
 
 
+def _index_at_limit(d: shmdict.SharedDict) -> None:
+    """Small keys until the index has grown once and is at its load limit
+    again with more than 4096 entries: the next new key makes it grow."""
+    n = 0
+    while True:
+        st = d.stats()
+        if st["index_used"] == st["index_limit"] and st["index_used"] > 4096:
+            return
+        for _ in range(max(1, st["index_limit"] - st["index_used"])):
+            d[f"x{n:05d}"] = n
+            n += 1
+
+
 SMALL = shmdict._lib.lib.SHMDICT_MIN_SIZE  # 32 KiB: a small index makes probe clusters
 
 SCENARIOS: dict[str, Scenario] = {
@@ -320,6 +333,9 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "defrag": Scenario(1 << 16, _fragmented, lambda _: [("set", "big", "B" * 150)]),
     "borrow": Scenario(1 << 16, _borrowable, lambda _: [("set", "small", "t" * 30)]),
+    "reindex": Scenario(1 << 20, _index_at_limit, lambda _: [("set", "new", "v"), ("set", "new2", 2)]),
+    "reindex-recover": Scenario(1 << 20, _index_at_limit, lambda _: [("set", "new", "v")],
+                                pre_kill="reindex.inserted"),
     "flush": _basic([("flush",)]),
     "flush-expired": Scenario(SMALL, _expiring, lambda _: [("flush_expired",)]),
     "len-reclaim": Scenario(SMALL, _expiring, lambda _: [("len",)]),
@@ -390,6 +406,11 @@ SWEEP: list[tuple[str, str, int]] = [
     ("borrow", "insert.allocated", 1),
     ("borrow", "insert.filled", 1),
     ("borrow", "insert.counted", 1),
+    ("reindex", "reindex.marked", 1),
+    ("reindex", "reindex.cleared", 1),
+    ("reindex", "reindex.inserted", 1),
+    ("reindex", "insert.counted", 1),
+    ("reindex-recover", "reindex.cleared", 1),  # the recovery's redo of the rebuild dies too
     ("flush", "flush.marked", 1),
     ("flush", "flush.cleared", 1),
     ("insert", "event.appended", 1),
@@ -506,7 +527,14 @@ def test_crash_point(scenario: str, point: str, nth: int) -> None:
         promptly(lambda: len(d2))
         promptly(d2.check)
         now = full_snapshot(d2)
-        assert any(matches(now, c) for c in candidates(before, ops[k])), (
+        ok = any(matches(now, c) for c in candidates(before, ops[k]))
+        if sc.evict and not ok:
+            # A victim is deleted in its own transaction, and a long backward shift commits its
+            # first part (a valid state) before the crash point: an evicting dict may have lost
+            # a few evictable keys, never changed one.
+            ok = any(set(now) <= set(c) and len(c) - len(now) <= 8 and matches(now, {x: c[x] for x in now})
+                     for c in candidates(before, ops[k]))
+        assert ok, (
             f"{scenario} killed at {point}: neither all nor nothing"
         )
         # The dict stays fully usable.

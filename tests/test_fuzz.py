@@ -45,7 +45,7 @@ CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = int(os.environ.get("SHMDICT_FUZZ_EXAMPLES") or (20000 if LONG else 300))
 SIZE = 1 << 15  # the smallest dict: every region is small enough to hit often
 MUTEX = range(256, 320)
-HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168))  # gen .. free_head[]
+HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168 + 5))  # gen .. free_head[], index_cap .. compactions
 ULOG = (HDR_TABLE[1], HDR_TABLE[1] + 8 + 16 * 64)
 OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError)
 KEYS = [f"key{n:03d}" for n in range(40)]
@@ -71,7 +71,10 @@ def _template(directory: str) -> bytes:
 
 
 def _geometry(blob: bytes) -> dict[str, int]:
-    index_off, index_cap, arena_off, arena_units = struct.unpack_from("<4Q", blob, 32)
+    arena_off = struct.unpack_from("<Q", blob, 48)[0]
+    index_cap = struct.unpack_from("<Q", blob, 384 + 8 * (14 + 18 + 168))[0]
+    index_off = len(blob) - index_cap * 8  # the index is the file's last index_cap slots
+    arena_units = (index_off - arena_off) // 8
     events_off, events_cap = struct.unpack_from("<2Q", blob, 112)
     bump = struct.unpack_from("<Q", blob, 384 + 8 * 5)[0]
     return {"index_off": index_off, "index_cap": index_cap, "arena_off": arena_off,

@@ -1,0 +1,184 @@
+"""Memory: how densely a dict stores entries, and how its index grows into the arena."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+import pytest
+from conftest import dict_path, unique_name
+from relutil import fork, wait
+
+import shmdict
+
+# Entries that fit before Full with the previous fixed split (one index slot per 48 bytes of
+# dict, 85% load), by value size (0 = an int): a dict must never hold fewer than these.
+FIXED_SPLIT = {
+    "64k": {0: 1160, 1: 1023, 16: 853, 100: 301, 1000: 31, 4000: 9},
+    "1m": {0: 18568, 1: 18568, 16: 16639, 100: 5872, 1000: 623, 4000: 194},
+}
+
+
+def count_until_full(d: shmdict.SharedDict, vsize: int, prefix: str = "", klen: int = 8) -> int:
+    """Store keys of klen bytes with an int (vsize 0) or vsize-byte values until Full."""
+    v: int | bytes = 7 if vsize == 0 else b"x" * vsize
+    n = 0
+    while True:
+        try:
+            d[f"{prefix}{n:0{klen - len(prefix)}d}"] = v
+        except shmdict.Full:
+            return n
+        n += 1
+
+
+def test_density_of_small_entries() -> None:
+    """A 16 MiB dict holds 8-byte keys with int values at no more than 42 bytes per entry."""
+    with shmdict.new(unique_name(), "16m") as d:
+        n = count_until_full(d, 0)
+        assert (16 << 20) / n <= 42.0, f"{(16 << 20) / n:.2f} bytes per entry ({n} entries)"
+        st = d.stats()
+        assert st["index_used"] == n and st["index_cap"] * 7 // 8 >= n
+        d.check()
+
+
+@pytest.mark.parametrize("size", sorted(FIXED_SPLIT))
+@pytest.mark.parametrize("vsize", [0, 1, 16, 100, 1000, 4000])
+def test_small_dicts_keep_their_capacity(size: str, vsize: int) -> None:
+    """64 KiB and 1 MiB dicts hold at least as many items of each size as the fixed split did."""
+    with shmdict.new(unique_name(), size) as d:
+        n = count_until_full(d, vsize)
+        assert n >= FIXED_SPLIT[size][vsize]
+        assert len(d) == n
+        d.check()
+
+
+def test_large_items_get_the_bytes_the_index_does_not_need() -> None:
+    """With large values the index stays small: most of the dict holds records."""
+    with shmdict.new(unique_name(), "1m") as d:
+        cap0 = d.stats()["index_cap"]
+        n = count_until_full(d, 4000)
+        assert d.stats()["index_cap"] == cap0  # a new dict's index: 1/32 of it, never grown here
+        assert n * 4000 > 0.85 * (1 << 20)  # the rest: header, event ring, index, record headers
+
+
+def test_index_grows_with_mixed_sizes_and_every_key_stays_found() -> None:
+    """Keys of random sizes, some deleted, while the index grows several times: all found, check passes."""
+    rng = random.Random(7)
+    with shmdict.new(unique_name(), "2m") as d:
+        cap0 = d.stats()["index_cap"]
+        model: dict[str, bytes] = {}
+        for n in range(40000):
+            k = f"m{n}"
+            v = b"v" * rng.choice([0, 1, 8, 30, 200])
+            try:
+                d[k] = v
+            except shmdict.Full:
+                break
+            model[k] = v
+            if n % 7 == 0:
+                victim = rng.choice(list(model)) if n % 14 == 0 else k
+                del d[victim]
+                del model[victim]
+        assert d.stats()["index_cap"] > 2 * cap0
+        assert dict(d.items()) == model
+        d.check()
+        d.flush_all()  # the index goes back to its first size, the arena gets its top back
+        assert d.stats()["index_cap"] == cap0 and len(d) == 0
+        d.check()
+        assert count_until_full(d, 4000, "b") >= FIXED_SPLIT["1m"][4000] * 2
+
+
+def test_other_processes_see_a_grown_index() -> None:
+    """A process that attached before the index grew finds every key the other one stored."""
+    name = unique_name()
+    with shmdict.new(name, "1m") as d:
+        d["before"] = 1
+        cap0 = d.stats()["index_cap"]
+
+        def child() -> int:
+            c = shmdict.get(name)
+            for n in range(12000):
+                c[f"c{n}"] = n
+            return 0
+
+        assert wait(fork(child)) == 0
+        assert d.stats()["index_cap"] > cap0  # this handle rebinds at its next operation
+        assert d["before"] == 1 and all(d[f"c{n}"] == n for n in range(12000))
+        d.check()
+
+
+def test_scan_across_index_growth_misses_no_key() -> None:
+    """Scan batches interleaved with inserts that grow the index still return every stable key."""
+    with shmdict.new(unique_name(), "1m") as d:  # index: 4096 slots at first
+        stable = {f"s{n}" for n in range(3500)}  # at the index's first load limit
+        d.set_many({k: 1 for k in stable})
+        seen: set[str] = set()
+        cur, grown, n = 0, 0, 0
+        cap = d.stats()["index_cap"]
+        while True:
+            cur, keys = d.scan(cur, 100)
+            seen.update(keys)
+            if cur == 0:
+                break
+            for _ in range(100):
+                d[f"new{n}"] = n
+                n += 1
+            c = d.stats()["index_cap"]
+            grown += c != cap
+            cap = c
+        assert grown >= 2, grown
+        assert stable <= seen
+
+
+def test_an_older_file_format_is_refused() -> None:
+    """A dict file written by a previous layout version raises CorruptError at attach."""
+    name = unique_name()
+    with shmdict.new(name, "64k") as d:
+        d["k"] = 1
+        with open(dict_path(name), "r+b") as f:
+            f.seek(8)
+            assert struct.unpack("<I", f.read(4))[0] >= 2
+            f.seek(8)
+            f.write(struct.pack("<I", 1))
+
+        def child() -> int:
+            try:
+                shmdict.get(name)
+            except shmdict.CorruptError:
+                return 0
+            return 1
+
+        assert wait(fork(child)) == 0
+
+
+def test_a_scribbled_index_capacity_is_corruption_not_a_crash() -> None:
+    """An index_cap that would put the index outside the file is refused at attach, and by a
+    handle already attached at its next operation (flush_all restores the dict)."""
+    name = unique_name()
+    with shmdict.new(name, "64k") as d:
+        d["k"] = 1
+        raw = open(dict_path(name), "rb").read()
+        off = 384 + 8 * (14 + 18 + 168)  # header: gen .. free_head[], then index_cap
+        cap = struct.unpack_from("<Q", raw, off)[0]
+        assert cap == d.stats()["index_cap"]
+        for bad in (0, 1 << 40, (64 << 10) // 8):
+            with open(dict_path(name), "r+b") as f:
+                f.seek(off)
+                f.write(struct.pack("<Q", bad))
+
+            def child() -> int:
+                try:
+                    shmdict.get(name)
+                except shmdict.CorruptError:
+                    return 0
+                return 1
+
+            assert wait(fork(child)) == 0
+            with pytest.raises(shmdict.CorruptError):
+                d["k"]
+            d.flush_all()
+            d["k"] = 2
+            assert d["k"] == 2 and d.stats()["index_cap"] == cap
+            d.check()
+    assert not os.path.exists(dict_path(name))
