@@ -4,8 +4,8 @@
  * holder died) or finds a log left behind. Recovery replays the undo log
  * backwards (lock.c describes the log), re-derives the geometry (the index
  * may have grown: table_bind), then redoes an interrupted bulk step -- a
- * flush_all (table_reset), a defrag pass (defrag_pass) or an index rebuild
- * (reindex_pass), all table.c -- and wakes every futex word (notify.c). This is the one place that knows
+ * flush_all (table_reset), a defrag pass (defrag_pass), a compaction
+ * (compact_pass) or an index rebuild (reindex_pass), all table.c -- and wakes every futex word (notify.c). This is the one place that knows
  * every bulk step: a new one adds its redo here.
  *
  * unlock_dict() also gives an emptied dict its arena back in one piece
@@ -80,6 +80,7 @@ int recover(shmdict_t *h)
     if (H->defrag_pending) {
         uint64_t step = H->defrag_pending;
         int rc = step == DEFRAG_MERGE ? defrag_pass(h)
+               : step == DEFRAG_COMPACT ? compact_pass(h)
                : step == DEFRAG_REINDEX ? reindex_pass(h)
                : SHMDICT_ECORRUPT;
         if (rc != SHMDICT_OK)

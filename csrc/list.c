@@ -90,6 +90,8 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         if (i < -1)
             return SHMDICT_ECORRUPT;
         rec_t *old = i >= 0 ? rec_at(h, h->slots[i]) : NULL;
+        if (src)
+            src = old; /* the key's own record: a compaction pass may have moved it */
         uint64_t unit = 0;
         int cls = 0, rc;
         if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
@@ -155,6 +157,10 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         } else if (stage == 1) {
             if (defrag(h) != SHMDICT_OK)
                 return SHMDICT_ECORRUPT;
+        } else if (compact_would_fit(h, units, H->flags & HF_EVICT)) {
+            if (compact(h) != SHMDICT_OK) /* src moves too: the loop finds it again */
+                return SHMDICT_ECORRUPT;
+            stage = 1; /* the loop's stage++ retries with borrowing */
         } else if (H->flags & HF_EVICT) {
             rc = evict_some(h, i, units, &evicted);
             if (rc != SHMDICT_OK)

@@ -338,6 +338,142 @@ int defrag(shmdict_t *h)
     return SHMDICT_OK;
 }
 
+/* ---- compaction ----------------------------------------------------------------
+ *
+ * Free blocks merge only with their neighbours (defrag_pass), so after churn
+ * the free space can be scattered in pieces too small for a large item.
+ * Compaction slides every live record down, in arena order, over the free
+ * blocks below it, so all free space ends up above bump in one piece. A
+ * record's index slot is found from its key's hash (the slot whose tag
+ * matches and whose unit is the record's old or new place) and repointed.
+ *
+ * A bulk step under the redo protocol. compact() commits
+ * defrag_pending = DEFRAG_COMPACT with the cursor compact_at at the start,
+ * then compact_pass() runs with plain stores and recover() re-runs it from
+ * the cursor after a crash. The cursor is one atomic word, dst << 32 | src:
+ * below dst the records are compacted (and indexed there), [dst, src) is
+ * garbage, and from src up the arena is the original tiling. Each record of
+ * n units at src moves to dst in chunks of g = src - dst units (all of it at
+ * once when g >= n): chunk k is copied from src + k*g to dst + k*g, which
+ * overwrites only source units already copied, and after each chunk the
+ * progress word compact_piece = src << 32 | chunks-done is stored. So a redo
+ * resumes at the first chunk not recorded, whose source is still intact; it
+ * reads the record's class from src when no chunk is recorded, else from dst
+ * (chunk 0 holds the header's first two units, as g >= MIN_BLOCK). A stale
+ * progress word names a smaller src, so it is never mistaken for the current
+ * record's. Then the slot is repointed (idempotent: it matches old or new
+ * unit) and the cursor advances in one store. At the end bump = dst and the
+ * free lists, cleared at the start, stay empty. */
+
+static int compact_move(shmdict_t *h, uint64_t dst, uint64_t src, uint64_t n)
+{
+    header_t *H = h->hdr;
+    uint64_t g = src - dst, prog = H->compact_piece;
+    uint64_t k = prog >> 32 == src ? (prog & 0xffffffffu) : 0;
+    for (uint64_t at = k * g; at < n; at += g, k++) {
+        uint64_t len = n - at < g ? n - at : g;
+        memcpy(h->arena + (dst + at) * UNIT, h->arena + (src + at) * UNIT, len * UNIT);
+        __atomic_store_n(&H->compact_piece, src << 32 | (k + 1), __ATOMIC_RELAXED);
+        FAULT(COMPACT_CHUNK);
+    }
+    rec_t *r = unit_ptr(h, dst);
+    if (r->klen == 0 || (rec_bytes(r) + UNIT - 1) / UNIT > n)
+        return SHMDICT_ECORRUPT;
+    uint32_t tag = (uint32_t)(hash_key(h, r->data, r->klen) >> 32);
+    uint64_t i = home_of(h, tag);
+    for (uint64_t m = 0; m < h->cap; m++, i = i + 1 == h->cap ? 0 : i + 1) {
+        uint64_t s = h->slots[i];
+        if (s == SLOT_EMPTY)
+            break;
+        if (s != SLOT_TOMB && slot_tag(s) == tag && (slot_unit(s) == src || slot_unit(s) == dst)) {
+            __atomic_store_n(&h->slots[i], (uint64_t)tag << 32 | dst, __ATOMIC_RELAXED);
+            return SHMDICT_OK;
+        }
+    }
+    return SHMDICT_ECORRUPT; /* a live record no slot points at */
+}
+
+int compact_pass(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t bump = H->bump, at = H->compact_at, dst = at >> 32, src = at & 0xffffffffu;
+    if (bump < FIRST_UNIT || bump > h->units || dst < FIRST_UNIT || dst > src || src > bump)
+        return SHMDICT_ECORRUPT;
+    memset(H->free_head, 0, sizeof H->free_head);
+    while (src < bump) {
+        uint64_t prog = H->compact_piece;
+        bool started = prog >> 32 == src && (prog & 0xffffffffu) > 0 && dst < src;
+        rec_t *r = unit_ptr(h, started ? dst : src); /* type and class: the header's 2nd unit */
+        int c = r->cls & 0x7f;
+        if (src + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || src + class_units(c) > bump)
+            return SHMDICT_ECORRUPT;
+        uint64_t n = class_units(c);
+        if (r->type == T_FREE && !started) {
+            src += n;
+        } else {
+            if (r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST)
+                return SHMDICT_ECORRUPT;
+            if (dst < src) {
+                int rc = compact_move(h, dst, src, n);
+                if (rc)
+                    return rc;
+            }
+            dst += n;
+            src += n;
+        }
+        __atomic_store_n(&H->compact_at, dst << 32 | src, __ATOMIC_RELAXED);
+        FAULT(COMPACT_MOVED);
+    }
+    H->bump = dst;
+    H->frees_since_defrag = 0;
+    return SHMDICT_OK;
+}
+
+/* Free units below bump (in free blocks: what compaction would gather). */
+static uint64_t holes(const shmdict_t *h)
+{
+    const header_t *H = h->hdr;
+    uint64_t used = H->used_bytes / UNIT;
+    return H->bump >= FIRST_UNIT + used ? H->bump - FIRST_UNIT - used : 0;
+}
+
+/* Would a compaction pass make room for a block of `units` that the free
+ * lists and the bump pointer cannot give? With `amortised` (an evicting dict,
+ * which would otherwise evict), only when the holes are worth it: at least
+ * 1/16 of the arena, so passes cost O(1) per unit they give back. */
+bool compact_would_fit(const shmdict_t *h, uint64_t units, bool amortised)
+{
+    uint64_t hole = holes(h), top = h->units - h->hdr->bump;
+    if (hole == 0 || h->hdr->bump > h->units)
+        return false;
+    if (amortised && hole < h->units / 16)
+        return false;
+    int c = class_of(units);
+    return c < NCLASS && class_units(c) <= hole + top;
+}
+
+/* Run a compaction pass (see above). Lock held, log empty. */
+int compact(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    if (H->ulog_n)
+        return SHMDICT_ECORRUPT;
+    w64(h, &H->defrag_pending, DEFRAG_COMPACT);
+    w64(h, &H->compact_at, (uint64_t)FIRST_UNIT << 32 | FIRST_UNIT);
+    w64(h, &H->compact_piece, 0);
+    commit(h);
+    FAULT(COMPACT_MARKED);
+    int rc = compact_pass(h);
+    if (rc) {
+        H->corrupt = 1;
+        return rc;
+    }
+    atomic_signal_fence(memory_order_seq_cst);
+    H->defrag_pending = 0;
+    H->compactions++;
+    return SHMDICT_OK;
+}
+
 /* ---- growing the index ----------------------------------------------------------
  *
  * The index is the file's last index_cap slots and the arena ends where it
@@ -403,8 +539,9 @@ bool index_full(const shmdict_t *h)
 }
 
 /* How many slots grow_index() would add now (0: it cannot), and the units
- * free in the arena (live records' bytes aside) in *free_out. Read-only. */
-uint64_t index_growth(const shmdict_t *h, uint64_t *free_out)
+ * free in the arena (live records' bytes aside) in *free_out. With top_only,
+ * as the arena is now; without, after a compaction pass. Read-only. */
+uint64_t index_growth(const shmdict_t *h, bool top_only, uint64_t *free_out)
 {
     const header_t *H = h->hdr;
     uint64_t cap = h->cap, entries = H->count + H->tombs, bump = H->bump;
@@ -430,7 +567,7 @@ uint64_t index_growth(const shmdict_t *h, uint64_t *free_out)
         d = (1ull << 32) - cap;
     if (d > free_units - MIN_REC_UNITS)
         d = free_units - MIN_REC_UNITS; /* leave room for the record that needs the slot */
-    if (d > h->units - bump)
+    if (top_only && d > h->units - bump)
         d = h->units - bump; /* only the free top of the arena can become index */
     if ((entries + 1) * LOAD_DEN > (cap + d) * LOAD_NUM)
         return 0; /* not even one more entry */
@@ -444,9 +581,12 @@ uint64_t index_growth(const shmdict_t *h, uint64_t *free_out)
 int grow_index(shmdict_t *h)
 {
     header_t *H = h->hdr;
-    uint64_t free_units, d = index_growth(h, &free_units), cap = h->cap;
+    uint64_t free_units, cap = h->cap;
     if (H->ulog_n)
         return SHMDICT_ECORRUPT;
+    if (index_growth(h, false, &free_units) > index_growth(h, true, &free_units) && compact(h))
+        return SHMDICT_ECORRUPT; /* the free space is in holes: gather it at the top first */
+    uint64_t d = index_growth(h, true, &free_units);
     if (d == 0)
         return SHMDICT_EFULL;
     w64(h, &H->defrag_pending, DEFRAG_REINDEX);

@@ -308,6 +308,20 @@ def _index_at_limit(d: shmdict.SharedDict) -> None:
             n += 1
 
 
+def _holes(d: shmdict.SharedDict) -> None:
+    """Full of (small, large) pairs, the small ones deleted: holes smaller than
+    the records after them, so a big item needs compaction, moving in chunks."""
+    n = 0
+    while True:
+        try:
+            d[f"{'sL'[n % 2]}{n:05d}"] = "s" * 16 if n % 2 == 0 else "L" * 300
+        except shmdict.Full:
+            break
+        n += 1
+    for i in range(0, n, 2):
+        del d[f"s{i:05d}"]
+
+
 SMALL = shmdict._lib.lib.SHMDICT_MIN_SIZE  # 32 KiB: a small index makes probe clusters
 
 SCENARIOS: dict[str, Scenario] = {
@@ -336,6 +350,9 @@ SCENARIOS: dict[str, Scenario] = {
     "reindex": Scenario(1 << 20, _index_at_limit, lambda _: [("set", "new", "v"), ("set", "new2", 2)]),
     "reindex-recover": Scenario(1 << 20, _index_at_limit, lambda _: [("set", "new", "v")],
                                 pre_kill="reindex.inserted"),
+    "compact": Scenario(1 << 16, _holes, lambda _: [("set", "big", "B" * 1500), ("set", "big2", "b" * 1500)]),
+    "compact-recover": Scenario(1 << 16, _holes, lambda _: [("set", "big", "B" * 1500)],
+                                pre_kill="compact.chunk"),
     "flush": _basic([("flush",)]),
     "flush-expired": Scenario(SMALL, _expiring, lambda _: [("flush_expired",)]),
     "len-reclaim": Scenario(SMALL, _expiring, lambda _: [("len",)]),
@@ -411,6 +428,15 @@ SWEEP: list[tuple[str, str, int]] = [
     ("reindex", "reindex.inserted", 1),
     ("reindex", "insert.counted", 1),
     ("reindex-recover", "reindex.cleared", 1),  # the recovery's redo of the rebuild dies too
+    ("compact", "compact.marked", 1),
+    ("compact", "compact.chunk", 1),
+    ("compact", "compact.chunk", 2),
+    ("compact", "compact.chunk", 9),
+    ("compact", "compact.moved", 1),
+    ("compact", "compact.moved", 40),
+    ("compact", "insert.counted", 1),
+    ("compact-recover", "compact.chunk", 1),  # the recovery's redo of the pass dies too
+    ("compact-recover", "compact.moved", 3),
     ("flush", "flush.marked", 1),
     ("flush", "flush.cleared", 1),
     ("insert", "event.appended", 1),
@@ -568,15 +594,27 @@ def test_borrow_scenario_needs_the_split() -> None:
 
 
 def test_defrag_scenario_needs_the_merge() -> None:
-    """Isolated free blocks cannot take the large item; the same blocks in adjacent pairs can, once merged."""
+    """Isolated free blocks take the large item only by compaction; the same blocks in adjacent
+    pairs take it once merged, without one."""
     with shmdict.new(unique_name(), 1 << 16) as d:
         keys = fill(d, "f", 64)
         for n, k in enumerate(keys[:-4]):
             if n % 2 == 1:
                 del d[k]  # as much free space as _fragmented leaves, but never two adjacent blocks
-        with pytest.raises(shmdict.Full):
-            d["big"] = "B" * 150
+        d["big"] = "B" * 150
+        assert d.stats()["compactions"] == 1
     with shmdict.new(unique_name(), 1 << 16) as d:
         _fragmented(d)
         d["big"] = "B" * 150
+        assert d.stats()["compactions"] == 0
+        d.check()
+
+
+def test_compact_scenario_moves_records_in_chunks() -> None:
+    """The compact setup leaves holes smaller than the records after them, and no other room."""
+    with shmdict.new(unique_name(), 1 << 16) as d:
+        _holes(d)
+        assert d.free_space() >= 1500 and d.stats()["compactions"] == 0
+        d["big"] = "B" * 1500
+        assert d.stats()["compactions"] == 1
         d.check()

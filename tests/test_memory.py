@@ -182,3 +182,105 @@ def test_a_scribbled_index_capacity_is_corruption_not_a_crash() -> None:
             assert d["k"] == 2 and d.stats()["index_cap"] == cap
             d.check()
     assert not os.path.exists(dict_path(name))
+
+
+# ---- reuse: compaction ----------------------------------------------------------------
+
+
+def _churned(d: shmdict.SharedDict) -> int:
+    """Fill with 100-byte values, delete every other one; returns the value bytes freed."""
+    n = 0
+    while True:
+        try:
+            d[f"k{n:08d}"] = b"v" * 100
+        except shmdict.Full:
+            break
+        n += 1
+    for i in range(0, n, 2):
+        del d[f"k{i:08d}"]
+    return (n + 1) // 2 * 100
+
+
+def test_freed_bytes_take_large_values() -> None:
+    """After deleting every other 100-byte value, 1000-byte values use at least 80% of the bytes freed."""
+    with shmdict.new(unique_name(), "16m") as d:
+        freed = _churned(d)
+        assert d.free_space() >= 1000
+        m = count_until_full(d, 1000, "big")
+        assert m * 1000 >= 0.8 * freed, f"{m} values of 1000 bytes in {freed} bytes freed"
+        assert all(d[f"k{i:08d}"] == b"v" * 100 for i in range(1, 2 * m, 2))
+        d.check()
+
+
+@pytest.mark.parametrize("vsize", [300, 1000, 10_000, 60_000, (1 << 20) // 4 - 100])
+def test_freed_bytes_take_items_up_to_a_quarter_of_the_dict(vsize: int) -> None:
+    """Any item size up to a quarter of the dict fits in the holes churn left (>= 80% of them)."""
+    with shmdict.new(unique_name(), "1m") as d:
+        freed = _churned(d)
+        m = count_until_full(d, vsize, "big")
+        assert m >= int(0.8 * freed) // vsize and m >= 1
+        d.check()
+
+
+def test_free_space_counts_what_compaction_gathers() -> None:
+    """free_space() reports the item a set would store after gathering the holes, and it fits."""
+    with shmdict.new(unique_name(), "1m") as d:
+        _churned(d)
+        fs = d.free_space()
+        assert fs > 100_000
+        d["x"] = b"y" * (fs - len("x"))  # free_space counts the key too
+        d.check()
+        assert d.free_space() < fs
+
+
+def test_an_evicting_dict_compacts_only_when_the_holes_are_worth_it() -> None:
+    """With eviction on, a large item evicts rather than compacting for a few small holes,
+    but gathers a large amount of freed space instead of evicting live items."""
+    with shmdict.new(unique_name(), "1m", evict=True) as d:
+        n = 0
+        while d.stats()["evictions"] == 0:  # full: the next insert had to evict
+            d[f"k{n:08d}"] = b"v" * 100
+            n += 1
+        evicted = d.stats()["evictions"]
+        for i in range(2, 7, 2):  # a few small holes: a large item evicts instead of compacting
+            del d[f"k{i:08d}"]
+        d["big"] = b"B" * 1000
+        assert d["big"] == b"B" * 1000 and d.stats()["evictions"] > evicted
+        freed = 0
+        for i in range(8, n, 2):  # holes worth gathering: items take them, nothing is evicted
+            freed += 100 * d.delete(f"k{i:08d}")
+        evicted = d.stats()["evictions"]
+        for m in range(int(0.8 * freed) // 1000):
+            d[f"big{m}"] = b"B" * 1000
+        assert d.stats()["evictions"] == evicted and d.stats()["compactions"] >= 1
+        d.check()
+
+
+def test_compaction_is_seen_by_other_processes() -> None:
+    """Records moved by a compaction in one process are found at their new place by another."""
+    name = unique_name()
+    with shmdict.new(name, "1m") as d:
+        freed = _churned(d)
+
+        def child() -> int:
+            c = shmdict.get(name)
+            c["quarter"] = b"q" * (freed // 2)  # needs the holes gathered
+            return 0
+
+        assert wait(fork(child)) == 0
+        assert d["quarter"] == b"q" * (freed // 2)
+        assert all(d[f"k{i:08d}"] == b"v" * 100 for i in range(1, 2001, 2))
+        d.check()
+
+
+def test_lists_survive_compaction() -> None:
+    """A list pushed to after a compaction moved it keeps every element."""
+    with shmdict.new(unique_name(), "1m") as d:
+        for n in range(50):
+            d.rpush("L", n)
+        freed = _churned(d)
+        d["big"] = b"B" * (freed // 2)
+        for n in range(50, 60):
+            d.rpush("L", n)
+        assert [d.lpop("L") for _ in range(60)] == list(range(60))
+        d.check()
