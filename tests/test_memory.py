@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import struct
+import time
 
 import pytest
 from conftest import dict_path, unique_name
@@ -284,3 +286,62 @@ def test_lists_survive_compaction() -> None:
             d.rpush("L", n)
         assert [d.lpop("L") for _ in range(60)] == list(range(60))
         d.check()
+
+
+# ---- both bulk steps under random SIGKILLs ----------------------------------------
+
+
+def _churn_forever(name: str, wfd: int, seed: int) -> int:
+    """Mixed-size churn over a key space that makes the index grow and the
+    free space scatter, so index rebuilds and compactions run all the time;
+    every committed incr of "counter" is reported through the pipe."""
+    sd = shmdict.get(name)
+    rng = random.Random(seed)
+    while True:
+        r = rng.random()
+        k = f"k{rng.randrange(3000)}"
+        try:
+            if r < 0.45:
+                sd[k] = rng.choice([1, b"s" * rng.randrange(40), b"m" * 300, b"L" * rng.randrange(1000, 9000)])
+            elif r < 0.8:
+                sd.delete(k)
+            elif r < 0.97:
+                sd.incr("counter", 1)
+                os.write(wfd, b".")
+            else:
+                for n in range(rng.randrange(500)):
+                    sd.delete(f"k{n}")
+        except shmdict.Full:
+            pass
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_sigkill_during_index_growth_and_compaction(seed: int) -> None:
+    """Processes killed at random instants while the index grows and compactions run leave a
+    dict that passes check() and an exact counter."""
+    rng = random.Random(seed)
+    name = unique_name()
+    with shmdict.new(name, "256k") as d:
+        d["counter"] = 0
+        expected, kills = 0, 0
+        for _ in range(60):
+            r, w = os.pipe()
+            pid = fork(_churn_forever, name, w, rng.randrange(2**32), alarm=30)
+            os.close(w)
+            time.sleep(rng.uniform(0.002, 0.04))
+            os.kill(pid, signal.SIGKILL)
+            assert os.WIFSIGNALED(wait(pid))
+            kills += 1
+            done = 0
+            while b := os.read(r, 65536):
+                done += len(b)
+            os.close(r)
+            d.check()
+            value = d["counter"]
+            assert value in (expected + done, expected + done + 1), (value, expected, done)
+            expected = value
+            if kills % 10 == 0:
+                d.flush_all()  # the index back to its first size: it grows again
+                d["counter"] = expected
+        st = d.stats()
+        assert st["index_growths"] > 0 and st["compactions"] > 0 and st["recoveries"] > 0
