@@ -1,4 +1,5 @@
 """The valgrind memcheck subset (.ci/run stage 3): every kind of operation, the
+C type's own paths (sizes, long batches, errors, a closed handle), the
 defrag and borrow paths, a kill and recovery at one crash point of each
 operation, and every hostile file in tests/corpus/ -- small enough to run
 under valgrind in about a minute (pytest + hypothesis under valgrind take
@@ -62,6 +63,45 @@ def workload(d: shmdict.SharedDict) -> None:
     d.check()
 
 
+def hot_paths(d: shmdict.SharedDict) -> None:
+    """The C type's own paths (shmdict._speed): values around its stack buffer
+    and its no-GIL threshold, batches longer than one lock hold, pop's retry,
+    argument parsing and every error it raises, and a closed handle."""
+    for size in (0, 1023, 1024, 1025, 70_000):
+        d["v"] = b"b" * size
+        assert d["v"] == b"b" * size and d.get("v") == b"b" * size
+        d.set("v", "é" * size, 5)
+        assert d.pop("v") == "é" * size
+    n = _lib.lib.SHMDICT_BATCH_HOLD + 3
+    d.set_many([(f"m{i}", i) for i in range(n)])
+    assert len(d.get_many([f"m{i}" for i in range(n)] + ["nope"])) == n
+    d.set_many({f"m{i}": "s" for i in range(n)}, 100)
+    for i in range(n):
+        del d[f"m{i}"]
+    d.incr("c2", 2, init=0, init_ttl=5)
+    d.incr("c2", 0.5, 10)
+    d.set(key="kw", value=1, exptime=0)
+    d.get(key="kw", default=None)
+    d.pop("kw", default=None)
+    "c2" in d
+    5 in d
+    for bad in (lambda: d.get(1), lambda: d[""], lambda: d.set("x", object()), lambda: d.set("x", 2**64),
+                lambda: d.incr("c2", True), lambda: d.set("x", 1, float("nan")), lambda: d.get("\ud800"),
+                lambda: d.get_many(["ok", 3]), lambda: d.set_many([("a", [1])]), lambda: d.set_many([1]),
+                lambda: d.get(), lambda: d.incr("k1"), lambda: d.pop("nope"), lambda: d.get("L")):
+        try:
+            bad()
+        except (TypeError, ValueError, OverflowError, KeyError, UnicodeError):
+            pass
+    c = shmdict.get(d.name)
+    c.close()
+    for closed in (lambda: c.get("a"), lambda: c["a"], lambda: c.set("a", 1), lambda: c.get_many(["a"])):
+        try:
+            closed()
+        except ValueError:
+            pass
+
+
 def crash(name: str, point: str, op: str) -> None:
     pid = os.fork()
     if pid == 0:
@@ -96,6 +136,10 @@ def main() -> int:
     directory = tempfile.mkdtemp(prefix="shmdict-vg-", dir="/dev/shm")
     os.environ["SHMDICT_DIR"] = directory
     try:
+        with shmdict.new("vg", "256k") as d:
+            workload(d)
+        with shmdict.new("vg-hot", "1m") as d:
+            hot_paths(d)
         with shmdict.new("vg", "256k") as d:
             workload(d)
             for point, op in [

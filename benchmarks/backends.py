@@ -44,6 +44,9 @@ class Backend:
     get: Callable[[Any], Any]
     incr: Callable[[Any], Any]
     delete: Callable[[Any], Any]
+    # incr that creates a missing key with a TTL (shmdict: init=0, init_ttl=60: the
+    # rate-limit idiom); peers without that option run their plain incr
+    incr_init: Optional[Callable[[Any], Any]] = None
 
     def open(self, size: int) -> "Backend":
         raise NotImplementedError
@@ -99,20 +102,27 @@ class DictBackend(Backend):
 class ShmdictBackend(Backend):
     name = "shmdict"
 
+    def _handle(self, d: Any) -> Any:
+        return d
+
+    def _bind(self, d: Any) -> None:
+        self.d = d
+        self.set, self.get, self.incr, self.delete = d.set, d.get, d.incr, d.delete
+        self.get_many, self.set_many = d.get_many, d.set_many
+        incr = d.incr
+        self.incr_init = lambda k: incr(k, init=0, init_ttl=60.0)
+
     def open(self, size: int) -> Backend:
         import shmdict
 
-        self.d = d = shmdict.new(f"bench-{uuid.uuid4().hex[:12]}", size)
-        self.set, self.get, self.incr, self.delete = d.set, d.get, d.incr, d.delete
-        self.get_many, self.set_many = d.get_many, d.set_many
+        self._bind(self._handle(shmdict.new(f"bench-{uuid.uuid4().hex[:12]}", size)))
         return self
 
     def attach(self) -> Backend:
         import shmdict
 
-        a = ShmdictBackend()
-        a.d = d = shmdict.get(self.d.name)
-        a.set, a.get, a.incr, a.delete = d.set, d.get, d.incr, d.delete
+        a = type(self)()
+        a._bind(self._handle(shmdict.get(self.d.name)))
         return a
 
     def close(self) -> None:
@@ -133,6 +143,58 @@ class ShmdictBackend(Backend):
             except shmdict.Full:
                 pass
             return d._info()["file_size"] / n
+
+
+class ShmdictPureBackend(ShmdictBackend):
+    """shmdict's pure-Python hot methods over cffi (what PyPy and SHMDICT_PURE=1
+    use), on another handle to the same kind of dict: the C type's baseline."""
+
+    name = "shmdict-pure"
+    shared = False  # single-process workloads only
+
+    def _handle(self, d: Any) -> Any:
+        import shmdict
+        from shmdict._dict import _Base, _trust
+        from shmdict._lib import check, ffi, lib
+        from shmdict._pure import PureBase
+
+        if _Base is PureBase:
+            return d
+        if not hasattr(ShmdictPureBackend, "cls"):
+            ShmdictPureBackend.cls = type("PureSharedDict", (PureBase, shmdict.SharedDict), {"__slots__": ()})
+        # a second handle on d's file, whose hot methods are the pure ones (d owns the name)
+        self._owner = d
+        p = ffi.new("shmdict_t **")
+        flags, also = _trust(False)
+        check(lib.shmdict_attach(d._dir.encode(), d.name.encode(), flags, also, ffi.new("shmdict_out_t *"), p))
+        return ShmdictPureBackend.cls(p[0], d.name, d._dir, owner=False)
+
+    def close(self) -> None:
+        self.d.close()
+        if getattr(self, "_owner", None) is not None:
+            self._owner.close()
+
+
+class ShmdictGilBackend(ShmdictBackend):
+    """The C type releasing the GIL around every call, as cffi does: measures
+    what keeping the GIL (the default) saves."""
+
+    name = "shmdict-gil-released"
+    shared = False
+
+    def open(self, size: int) -> Backend:
+        try:
+            from shmdict import _speed
+        except ImportError as e:
+            raise Unavailable(f"no C type here ({e})") from None
+        _speed._release_gil_per_call(True)
+        return super().open(size)
+
+    def close(self) -> None:
+        from shmdict import _speed
+
+        _speed._release_gil_per_call(False)
+        super().close()
 
 
 class LmdbBackend(Backend):
@@ -461,7 +523,7 @@ class SharedMemoryDictBackend(Backend):
 
 BACKENDS: dict[str, type[Backend]] = {
     b.name: b
-    for b in (DictBackend, ShmdictBackend, LmdbBackend, RedisBackend, DiskcacheBackend, ManagerBackend,
+    for b in (DictBackend, ShmdictBackend, ShmdictPureBackend, ShmdictGilBackend, LmdbBackend, RedisBackend, DiskcacheBackend, ManagerBackend,
               UltraDictBackend, SharedMemoryDictBackend)
 }
 

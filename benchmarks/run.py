@@ -1,16 +1,18 @@
 """shmdict against its peers, side by side in one run.
 
-    python -m benchmarks            # full run (about 5-10 minutes on 2 cores)
-    python -m benchmarks --quick    # smoke run for CI (well under a minute)
+    python -m benchmarks              # full run (about 5-10 minutes on 2 cores)
+    python -m benchmarks --quick      # smoke run for CI (well under a minute)
+    python -m benchmarks --out docs   # full run that updates the published docs/
 
 Every backend runs the same tight loops (bound methods, keys built before
 timing, the garbage collector off) and reports ns per operation. Repetitions
 are interleaved -- rep 1 of every backend, then rep 2... -- so a noisy
 neighbour hits all backends alike; the table shows medians and the ratio to a
 plain ``dict`` timed in the same run. A workload that hits its time cap
-reports ns/op over the operations it did (marked ``*``). Results go to
-``docs/benchmarks.md`` (table), ``docs/benchmarks.png`` (chart) and
-``docs/benchmarks.json``; ``--out`` picks another directory.
+reports ns/op over the operations it did (marked ``*``). The table is printed;
+``benchmarks.md`` (table), ``benchmarks.png`` (chart) and ``benchmarks.json``
+go to a new temporary directory, or to ``--out DIR`` -- the published figures
+in ``docs/`` change only when asked with ``--out docs``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import random
 import signal
 import statistics
 import sys
+import tempfile
 import textwrap
 import time
 from typing import Any, Callable, Optional
@@ -37,10 +40,14 @@ WORKLOADS = [
     ("set_int", "set, 100k new keys, small int"),
     ("get_hit", "get hit"),
     ("get_miss", "get miss"),
-    ("set_str", "set, 100-byte str"),
-    ("incr", "incr, 1k hot keys"),
     ("get_many", "get_many, 100 keys a call (per key)"),
     ("set_many", "set_many, 100 items a call (per item)"),
+    ("set_over", "set, overwrite, small int"),
+    ("set_str", "set, 100-byte str"),
+    ("set_bytes", "set, 100-byte bytes"),
+    ("get_bytes", "get, 100-byte bytes"),
+    ("incr", "incr, 1k hot keys"),
+    ("incr_init", "incr(init=0, init_ttl=60), 1k hot keys"),
     ("delete", "delete"),
     ("get_1e3", "get, 1e3 keys resident"),
     ("get_1e5", "get, 1e5 keys resident"),
@@ -113,8 +120,7 @@ def single_process(b: Backend, name: str, n: int, cap: Capped, size: int) -> dic
         res["get_hit"] = cap.run(do_get, order)[::2]
         missing = keys_for(b, n, prefix="nokey:")
         res["get_miss"] = cap.run(do_get, missing)[::2]
-        ns, _, capped = cap.run(do_set, list(zip(present, s100)))
-        res["set_str"] = (ns, capped)
+        pairs = list(zip(present, ints))
         if b.get_many is not None and b.set_many is not None:
             gm, sm = b.get_many, b.set_many
 
@@ -128,12 +134,27 @@ def single_process(b: Backend, name: str, n: int, cap: Capped, size: int) -> dic
 
             ns, _, capped = cap.run(do_get_many, [order[i:i + 100] for i in range(0, len(order), 100)])
             res["get_many"] = (ns / 100, capped)
-            pairs = list(zip(present, ints))
             ns, _, capped = cap.run(do_set_many, [pairs[i:i + 100] for i in range(0, len(pairs), 100)])
             res["set_many"] = (ns / 100, capped)
+        ns, _, capped = cap.run(do_set, [(k, v + 1) for k, v in zip(order, ints)])
+        res["set_over"] = (ns, capped)
+        ns, _, capped = cap.run(do_set, list(zip(present, s100)))
+        res["set_str"] = (ns, capped)
+        b100 = [s.encode() for s in s100]
+        ns, _, capped = cap.run(do_set, list(zip(present, b100)))
+        res["set_bytes"] = (ns, capped)
+        res["get_bytes"] = cap.run(do_get, order)[::2]
         hot = keys_for(b, 1000, prefix="hot:")
         b.fill(hot, [0] * len(hot))
-        res["incr"] = cap.run(do_incr, [hot[rnd.randrange(1000)] for _ in range(n)])[::2]
+        hot_order = [hot[rnd.randrange(1000)] for _ in range(n)]
+        res["incr"] = cap.run(do_incr, hot_order)[::2]
+        incr_init = b.incr_init or b.incr
+
+        def do_incr_init(items: list[Any]) -> None:
+            for k in items:
+                incr_init(k)
+
+        res["incr_init"] = cap.run(do_incr_init, hot_order)[::2]
         res["delete"] = cap.run(do_delete, order)[::2]
     finally:
         b.close()
@@ -279,6 +300,54 @@ def median_cell(samples: list[tuple[float, bool]]) -> tuple[float, bool]:
     return statistics.median(s[0] for s in samples), any(s[1] for s in samples)
 
 
+def spread(samples: list[tuple[float, bool]]) -> float:
+    """Half the range of the reps, in % of their median."""
+    xs = [x[0] for x in samples]
+    return (max(xs) - min(xs)) / 2 / statistics.median(xs) * 100
+
+
+def targets(data: dict[str, Any]) -> list[str]:
+    """Each performance target of the C type, met or not, with the measured figure."""
+    res, multi = data["results"], data["multi"]
+
+    def med(name: str, col: str) -> Optional[float]:
+        s = res.get(name, {}).get(col)
+        return median_cell(s)[0] if s else None
+
+    rows: list[tuple[str, Optional[float], str, bool]] = []  # (target, figure, shown, met)
+
+    def add(what: str, value: Optional[float], shown: str, met: bool) -> None:
+        rows.append((what, value, shown, met))
+
+    for col, limit in (("get_hit", 120), ("get_1e3", 120), ("get_1e5", 120), ("set_over", 150),
+                       ("set_int", 150), ("incr", 150), ("incr_init", 150)):
+        v = med("shmdict", col)
+        if v is not None:
+            add(f"{col} ≤ {limit} ns", v, fmt_ns(v), v <= limit)
+    g, dg = med("shmdict", "get_hit"), med("dict", "get_hit")
+    if g and dg:
+        add("get ≤ 4× dict.get", g / dg, fmt_ratio(g / dg), g / dg <= 4)
+    single = ["get_hit", "get_miss", "set_int", "set_over", "incr", "delete", "set_bytes", "get_bytes"]
+    for peer, need in (("lmdb", 4.0), ("redis", 300.0)):
+        for col in single:
+            v, p = med("shmdict", col), med(peer, col)
+            if v and p:
+                add(f"{col}: ≥ {need:g}× {peer}", p / v, fmt_ratio(p / v), p / v >= need)
+    v, p = med("shmdict", "get_1e6"), med("lmdb", "get_1e6")
+    if v and p:
+        add("get at 1e6 keys: ≥ 2× lmdb", p / v, fmt_ratio(p / v), p / v >= 2)
+    for many, one in (("get_many", "get_hit"), ("set_many", "set_over")):
+        v, o = med("shmdict", many), med("shmdict", one)
+        if v and o:
+            add(f"{many} per key ≤ 0.5× {one}", v / o, f"{v / o:.2f}×", v / o <= 0.5)
+    m = multi.get("shmdict", {})
+    if m.get("incr1") and m.get("incr2"):
+        one = statistics.median(r["ops_s"] for r in m["incr1"])
+        two = statistics.median(r["ops_s"] for r in m["incr2"])
+        add("2 processes incr one key ≥ 90% of 1 process", two / one, f"{two / one:.0%}", two / one >= 0.9)
+    return [f"| {w} | {shown} | {'met' if ok else '**not met**'} |" for w, _, shown, ok in rows]
+
+
 def report(data: dict[str, Any], out_dir: str) -> str:
     names = [n for n in data["backends"] if data["results"].get(n)]
     res = data["results"]
@@ -298,19 +367,23 @@ def report(data: dict[str, Any], out_dir: str) -> str:
                 continue
             ns, capped = median_cell(s)
             cell = fmt_ns(ns) + ("*" if capped else "")
+            if len(s) > 1:
+                cell += f" ±{spread(s):.0f}%"
             if n != "dict" and c in dict_med:
                 cell += f" ({fmt_ratio(ns / dict_med[c])})"
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Several processes on one key / one 1k-key set (aggregate ops/s, median of reps; "
               "lost = increments made minus the final counter, summed over reps):", "",
-              "| backend | incr model | 2 procs incr ops/s | lost | 4 procs incr ops/s | lost | "
-              "4 procs 90/10 get/set ops/s |", "|---|---|---|---|---|---|---|"]
+              "| backend | incr model | 1 proc incr ops/s | 2 procs incr ops/s | lost | 4 procs incr ops/s | "
+              "lost | 4 procs 90/10 get/set ops/s |", "|---|---|---|---|---|---|---|---|"]
     for n in names:
         if n == "dict":
             continue
         mp = data["multi"].get(n, {})
         row = [f"**{n}**" if n == "shmdict" else n, data["incr_kind"][n]]
+        reps = mp.get("incr1") or []
+        row.append(f"{statistics.median(r['ops_s'] for r in reps):,.0f}" if reps else "-")
         for k in ("incr2", "incr4"):
             reps = mp.get(k) or []
             if not reps:
@@ -328,6 +401,10 @@ def report(data: dict[str, Any], out_dir: str) -> str:
     for n in names:
         if mem.get(n):
             lines.append(f"| {n} | {mem[n]:.1f} |")
+    goals = targets(data)
+    if goals:
+        lines += ["", "shmdict's performance targets, from this run:", "", "| target | measured | |",
+                  "|---|---|---|"] + goals
     if data["notes"]:
         lines += ["", "Notes:", ""] + [f"- {x}" for x in data["notes"]]
     text = "\n".join(lines) + "\n"
@@ -389,8 +466,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all)")
     p.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
     p.add_argument("--cap", type=float, default=None, help="seconds per timed workload (default 1.5; quick 0.3)")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs"))
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for benchmarks.md/.json/.png (default: a new temporary directory; "
+                        "--out docs updates the published figures)")
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = tempfile.mkdtemp(prefix="shmdict-bench-")
     quick = a.quick
     n = 10_000 if quick else 100_000
     reps = a.reps or (1 if quick else 3)
@@ -435,7 +516,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         log(f"rep {rep + 1}/{reps} {x}: several processes")
                         mcap = 0.5 if quick else 3.0
                         nops = 20_000 if quick else 500_000
-                        for key, mode, k in (("incr2", "incr", 2), ("incr4", "incr", 4), ("mix4", "mix", 4)):
+                        for key, mode, k in (("incr1", "incr", 1), ("incr2", "incr", 2), ("incr4", "incr", 4),
+                                             ("mix4", "mix", 4)):
                             r2 = multi_process(BACKENDS[x](), mode, k, nops, mcap, size)
                             if r2:
                                 data["multi"][x].setdefault(key, []).append(r2)
@@ -473,7 +555,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "benchmark process hang on the Manager proxies.")
     data["notes"] += [
         "Loops call bound methods over pre-built keys with the GC off; ns/op includes the Python loop "
-        "(about 20-30 ns, the same for every backend).",
+        "(about 20-30 ns, the same for every backend). ±N% = half the range of the reps over their median.",
+        "shmdict = the C type (csrc/python/pytype.c); shmdict-pure = the same methods in Python over cffi (PyPy, "
+        "SHMDICT_PURE=1); shmdict-gil-released = the C type releasing the GIL around every call.",
         "lmdb: one transaction per operation (writemap, no sync), bytes keys, values stored as decimal "
         "bytes and returned raw; redis: redis-py over a Unix socket to a private redis-server "
         "(no persistence), returns raw bytes.",

@@ -1,5 +1,5 @@
 /*
- * batch.c -- several keys under one lock hold: get_many, set_many, and cas
+ * batch.c -- several keys per lock hold: get_many, set_many, and cas
  * (compare-and-set of one key's value).
  */
 #include <math.h>
@@ -72,7 +72,8 @@ static inline uint32_t get_u32(const char *p)
     return v;
 }
 
-/* Read n keys under one lock hold. Returns the number found, or ERANGE with
+/* Read n keys, under one lock hold per SHMDICT_BATCH_HOLD keys (each run of
+ * that many keys is one snapshot). Returns the number found, or ERANGE with
  * out->len the bytes needed, or EINVAL for a malformed key buffer. */
 int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
                          size_t cap, shmdict_out_t *out)
@@ -100,6 +101,12 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
         uint32_t kl = get_u32(keys + pos);
         const char *key = keys + pos + 4;
         pos += 4 + (uint64_t)kl;
+        if (k && k % SHMDICT_BATCH_HOLD == 0) { /* bound the hold: let others in */
+            unlock_dict(h);
+            if ((rc = lock_dict(h)) != SHMDICT_OK)
+                return rc;
+            now = 0;
+        }
         rec_t *r = NULL;
         int64_t i = lookup(h, key, kl, hash_key(h, key, kl), &r, &now);
         if (i < -1) {
@@ -112,6 +119,10 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
             used++;
             H->st_misses++;
         } else {
+            if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
+                found = SHMDICT_ECORRUPT; /* never a truncated or misframed list */
+                goto out;
+            }
             used = pack_value(r, buf, cap, used);
             H->st_hits++;
             found++;
@@ -160,7 +171,8 @@ static uint64_t parse_item(const char *p, uint64_t len, const char **key, uint32
     return at + vl;
 }
 
-/* Store n packed items under one lock hold, in order. Returns n, or an error
+/* Store n packed items in order, under one lock hold per SHMDICT_BATCH_HOLD
+ * items. Returns n, or an error
  * with out->i = the number stored before it (each item is its own
  * transaction: on EFULL the earlier items stay stored). A malformed buffer
  * (EINVAL) or an item that can never fit (ETOOBIG) changes nothing. */
@@ -193,6 +205,15 @@ int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint
     int64_t done = 0;
     pos = 0;
     for (uint64_t k = 0; k < n; k++) {
+        if (k && k % SHMDICT_BATCH_HOLD == 0) { /* bound the hold; each item is its own transaction */
+            unlock_dict(h);
+            if ((rc = lock_dict(h)) != SHMDICT_OK) {
+                out->i = done;
+                return rc;
+            }
+            if (now)
+                now = now_ns(); /* the deadline stays the one computed at the start */
+        }
         pos += parse_item(items + pos, items_len - pos, &key, &kl, &v);
         uint32_t ver;
         rc = put(h, key, kl, hash_key(h, key, kl), &v, deadline, now, flags, &ver);

@@ -12,7 +12,7 @@ const char *shmdict_strerror(int rc)
     case SHMDICT_ETOOBIG: return "item is larger than the dict can hold";
     case SHMDICT_ECORRUPT: return "dict is corrupt";
     case SHMDICT_ENOTNUM: return "value is not a number";
-    case SHMDICT_EOVERFLOW: return "integer overflow";
+    case SHMDICT_EOVERFLOW: return "overflow: the result does not fit its type";
     case SHMDICT_ESYS: return "system call failed";
     case SHMDICT_EVERSION: return "not a shmdict file of a compatible layout version";
     case SHMDICT_ELOCK: return "the dict's lock is unusable";
@@ -20,6 +20,8 @@ const char *shmdict_strerror(int rc)
     case SHMDICT_ERANGE: return "buffer too small";
     case SHMDICT_EEXIST: return "key exists";
     case SHMDICT_EWRONGTYPE: return "wrong kind of value: a list where a scalar is needed, or a scalar where a list is";
+    case SHMDICT_ELOCKTIMEOUT: return "timed out waiting for the dict's lock";
+    case SHMDICT_EUNTRUSTED: return "the file's owner or mode is not trusted";
     default: return "unknown error";
     }
 }

@@ -70,7 +70,10 @@ int64_t shmdict_flush_expired(shmdict_t *h, uint64_t max_count)
             if (expired(r, now)) {
                 if (max_count && (uint64_t)removed >= max_count)
                     goto out; /* stop before it: exp_hint stays as it was */
-                delete_at_op(h, i, r, EV_EXPIRE);
+                if (delete_at_op(h, i, r, EV_EXPIRE)) {
+                    removed = SHMDICT_ECORRUPT;
+                    goto out;
+                }
                 FAULT(FLUSH_EXPIRED_DELETED);
                 commit(h);
                 H->st_expired++;

@@ -54,7 +54,8 @@
     X(LIST_ALLOCATED, "list.allocated")         /* moving: new block taken, not filled */\
     X(LIST_FILLED, "list.filled")               /* moving: new block filled, unpublished */\
     X(LIST_PUBLISHED, "list.published")         /* moving: slot points at it, old not freed */\
-    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */
+    X(WINDOW_BUILT, "window.built")             /* new timestamp list built, not stored */\
+    X(IMPORT_ITEM, "import.item")               /* a snapshot load: some items stored */
 
 #define X_ENUM(id, name) FP_##id,
 enum { FAULT_POINTS(X_ENUM) FP_COUNT };

@@ -8,6 +8,8 @@
  * (compact_pass) or an index rebuild (reindex_pass), all table.c -- and wakes every futex word (notify.c). This is the one place that knows
  * every bulk step: a new one adds its redo here.
  *
+ * Every wait for the mutex has a deadline (see "bounded waits" below).
+ *
  * unlock_dict() also gives an emptied dict its arena back in one piece
  * (defrag) before releasing the mutex, and wakes waiters after it.
  */
@@ -98,6 +100,116 @@ bad:
     return SHMDICT_ECORRUPT;
 }
 
+/* The binding's hook, called right before a thread blocks on a busy lock
+ * (shmdict_on_block in shmdict.h). Atomic: set once by a binding at import,
+ * read by every contended acquisition. */
+static void (*_Atomic block_hook)(void);
+
+void shmdict_on_block(void (*fn)(void)) { atomic_store(&block_hook, fn); }
+
+static inline void about_to_block(void)
+{
+    void (*fn)(void) = atomic_load_explicit(&block_hook, memory_order_relaxed);
+    if (fn)
+        fn();
+}
+
+/* ---- bounded waits ----------------------------------------------------------
+ *
+ * A stopped holder (SIGSTOP, a debugger, a frozen cgroup) is alive, so the
+ * kernel never marks the mutex OWNER_DIED, and a scribbled mutex word names a
+ * holder that will never unlock. Every wait for the lock therefore has a
+ * deadline: the handle's lock timeout (shmdict_set_lock_timeout) and this
+ * thread's call deadline (shmdict_deadline: wait/watch/get_or_set bound their
+ * own lock waits by their own timeouts), whichever comes first. The wait is
+ * pthread_mutex_clocklock on CLOCK_MONOTONIC, which keeps the robust
+ * semantics: EOWNERDEAD is handled below exactly as after pthread_mutex_lock.
+ * A timed-out operation returns ELOCKTIMEOUT before touching the table.
+ */
+static __thread uint64_t call_deadline; /* CLOCK_MONOTONIC ns; 0 = none */
+static __thread int64_t last_holder;    /* TID seen at this thread's last timeout */
+
+static uint64_t mono_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t deadline_push(uint64_t abs_ns)
+{
+    uint64_t prev = call_deadline;
+    if (abs_ns && (!prev || abs_ns < prev))
+        call_deadline = abs_ns;
+    return prev;
+}
+
+void deadline_pop(uint64_t prev) { call_deadline = prev; }
+
+uint64_t shmdict_deadline(uint64_t abs_ns)
+{
+    uint64_t prev = call_deadline;
+    call_deadline = abs_ns;
+    return prev;
+}
+
+void shmdict_set_lock_timeout(shmdict_t *h, double seconds)
+{
+    if (!(seconds >= 0)) /* negative or NaN: no bound */
+        h->lock_timeout_ns = 0;
+    else if (seconds > 1e9) /* ~31 years: no bound in practice, and no overflow below */
+        h->lock_timeout_ns = 0;
+    else
+        h->lock_timeout_ns = (uint64_t)(seconds * 1e9) + 1; /* 0 s still means "try once" */
+}
+
+int64_t shmdict_lock_holder(void) { return last_holder; }
+
+/* The holder's thread id from the mutex word, 0 if it does not look like one.
+ * glibc stores the owner's TID in the robust futex word (FUTEX_TID_MASK); the
+ * word lives in a file anyone with write access may scribble on, so it is a
+ * hint for a message, range-checked against the kernel's PID_MAX_LIMIT. */
+static int64_t holder_tid(const pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+    uint32_t word = (uint32_t)__atomic_load_n(&mu->__data.__lock, __ATOMIC_RELAXED);
+    uint32_t tid = word & 0x3fffffffu; /* FUTEX_TID_MASK */
+    return tid > 0 && tid <= 4194304u ? (int64_t)tid : 0;
+#else
+    (void)mu;
+    return 0;
+#endif
+}
+
+/* The wait itself, after spinning: untimed, or until the earlier deadline. */
+static int lock_wait(shmdict_t *h, pthread_mutex_t *mu)
+{
+    uint64_t now = mono_now_ns(), deadline = call_deadline;
+    if (h->lock_timeout_ns && (!deadline || now + h->lock_timeout_ns < deadline))
+        deadline = now + h->lock_timeout_ns;
+    if (!deadline)
+        return pthread_mutex_lock(mu);
+    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+    int r;
+    do
+        r = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &ts);
+    while (r == EINTR);
+    if (r == ETIMEDOUT)
+        last_holder = holder_tid(mu);
+    return r;
+}
+
+/* O(1), on every acquisition: the header counters are in range (one cache
+ * line). A scribbled counter makes operations fail with ECORRUPT instead of
+ * wrapping below zero or reporting a full dict; check() says which one, and
+ * flush_all() (which takes the lock with allow_corrupt) resets them. */
+static bool counters_sane(const shmdict_t *h)
+{
+    const header_t *H = h->hdr;
+    return H->count <= h->cap && H->tombs <= h->cap - H->count && H->n_ttl <= H->count &&
+           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT;
+}
+
 /* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
  * check), a table marked corrupt is still handed over. */
 static int lock_impl(shmdict_t *h, bool allow_corrupt)
@@ -111,8 +223,11 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     }
     if (r == EBUSY) {
         struct timespec t0, t1; /* only a contended acquisition pays for the clock reads */
+        about_to_block();
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        r = pthread_mutex_lock(mu);
+        r = lock_wait(h, mu);
+        if (r == ETIMEDOUT)
+            return SHMDICT_ELOCKTIMEOUT; /* nothing touched: the lock was never ours */
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (r == 0 || r == EOWNERDEAD) {
             H->st_lock_waits++;
@@ -134,7 +249,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     if (__builtin_expect(h->cap != H->index_cap, 0) && table_bind(h) != SHMDICT_OK)
         H->corrupt = 1; /* another process grew the index; a bad index_cap is corruption */
     H->st_locks++; /* statistics: plain stores under the lock */
-    if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {
+    if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
         pthread_mutex_unlock(mu);
         return SHMDICT_ECORRUPT;
     }

@@ -31,8 +31,9 @@ int shmdict_pop(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, 
             /* a list: nothing to pop this way */
         } else if (!is_numeric(r->type) && out->len > cap) {
             rc = SHMDICT_ERANGE;
+        } else if (delete_at(h, (uint64_t)i, r)) {
+            rc = SHMDICT_ECORRUPT; /* refused before any store */
         } else {
-            delete_at(h, (uint64_t)i, r);
             commit(h);
         }
     }
@@ -77,12 +78,23 @@ int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
     } else {
         rec_t *r = rec_at(h, h->slots[i]);
         bool was_live = !expired(r, r->expires ? now_ns() : 0);
-        delete_at_op(h, (uint64_t)i, r, was_live ? EV_DELETE : EV_EXPIRE); /* expired: reclaimed */
-        commit(h);
-        rc = was_live ? SHMDICT_OK : SHMDICT_ENOTFOUND;
+        if (delete_at_op(h, (uint64_t)i, r, was_live ? EV_DELETE : EV_EXPIRE)) { /* expired: reclaimed */
+            rc = SHMDICT_ECORRUPT;
+        } else {
+            commit(h);
+            rc = was_live ? SHMDICT_OK : SHMDICT_ENOTFOUND;
+        }
     }
     unlock_dict(h);
     return rc;
+}
+
+/* A float sum of finite operands that is not finite overflowed: refused like
+ * an int overflow, value unchanged (an inf or nan already stored stays as
+ * Python arithmetic would have it). */
+static bool float_overflow(double a, double b, double sum)
+{
+    return isfinite(a) && isfinite(b) && !isfinite(sum);
 }
 
 int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
@@ -118,7 +130,12 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             v.num = (uint64_t)sum;
         } else {
             double a = type == SHMDICT_T_INT ? (double)r->num.i : r->num.f;
-            double sum = a + (dtype == SHMDICT_T_INT ? (double)di : df);
+            double b = dtype == SHMDICT_T_INT ? (double)di : df;
+            double sum = a + b;
+            if (float_overflow(a, b, sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
             v.type = SHMDICT_T_FLOAT;
             memcpy(&v.num, &sum, 8);
         }
@@ -147,7 +164,12 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             v.num = (uint64_t)sum;
         } else {
             double a = itype == SHMDICT_T_INT ? (double)ii : fi;
-            double sum = a + (dtype == SHMDICT_T_INT ? (double)di : df);
+            double b = dtype == SHMDICT_T_INT ? (double)di : df;
+            double sum = a + b;
+            if (float_overflow(a, b, sum)) {
+                rc = SHMDICT_EOVERFLOW;
+                goto out;
+            }
             v.type = SHMDICT_T_FLOAT;
             memcpy(&v.num, &sum, 8);
         }

@@ -226,6 +226,7 @@ struct shmdict {
     uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */
+    uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (guard.c) */
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */
@@ -280,9 +281,12 @@ static inline int class_of(uint64_t units)
     return c; /* NCLASS if too large */
 }
 
+/* A LIST value (snapshot.c) is its packed elements: vlen bytes after the
+ * key padded to 8 and the u64 count. */
 static inline uint64_t rec_units(uint64_t klen, int type, uint64_t vlen)
 {
-    uint64_t bytes = REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
+    uint64_t bytes = type == SHMDICT_T_LIST ? REC_HDR + ((klen + 7) & ~7ull) + 8 + vlen
+                                            : REC_HDR + klen + (is_numeric(type) ? 0 : vlen);
     return (bytes + UNIT - 1) / UNIT;
 }
 

@@ -30,32 +30,6 @@
  * otherwise, so one key's list is always one contiguous block: its total
  * size is bounded by the largest item the dict can hold. */
 
-/* Validate the element at area offset `at` (within [lo, hi) live bounds),
- * reading its size from the front (front = true) or from the back (`at` is
- * then the end). Returns its total size, or 0 if malformed. */
-static uint64_t elem_check(const char *area, uint64_t lo, uint64_t hi, uint64_t at, bool front)
-{
-    uint32_t n, n2;
-    if (hi - lo < 9)
-        return 0;
-    if (front) {
-        memcpy(&n, area + at, 4);
-        if ((uint64_t)n + 9 > hi - at)
-            return 0;
-        memcpy(&n2, area + at + 5 + n, 4);
-    } else {
-        memcpy(&n, area + at - 4, 4);
-        if ((uint64_t)n + 9 > at - lo)
-            return 0;
-        memcpy(&n2, area + at - 9 - n, 4);
-    }
-    uint64_t start = front ? at : at - 9 - n;
-    int type = (unsigned char)area[start + 4];
-    if (n != n2 || type < SHMDICT_T_BOOL || type > SHMDICT_T_BYTES || (is_numeric(type) && n != 8))
-        return 0;
-    return (uint64_t)n + 9;
-}
-
 static void elem_write(char *dst, const value_t *v)
 {
     uint32_t n = is_numeric(v->type) ? 8 : (uint32_t)v->len;
@@ -277,7 +251,10 @@ int shmdict_pop_end(shmdict_t *h, const char *key, size_t klen, int left, shmdic
                 memcpy(buf, e + 5, n);
         }
         if (count == 1) {
-            delete_at(h, (uint64_t)i, r);
+            if (delete_at(h, (uint64_t)i, r)) {
+                rc = SHMDICT_ECORRUPT;
+                goto out;
+            }
         } else {
             w64(h, &r->num.u, num_word((uint32_t)(live - esz), (uint32_t)(left ? start + esz : start)));
             FAULT(LIST_POPPED);
@@ -302,8 +279,11 @@ int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen)
         n = SHMDICT_ECORRUPT;
     else if (i >= 0 && r->type != SHMDICT_T_LIST)
         n = SHMDICT_EWRONGTYPE;
-    else if (i >= 0)
+    else if (i >= 0) {
         n = (int64_t)*list_count(r);
+        if (n < 1 || (uint64_t)n > r->num.s.vlen / 9) /* O(1) sanity; check() walks the elements */
+            n = SHMDICT_ECORRUPT;
+    }
     (void)rc;
     unlock_dict(h);
     return n;

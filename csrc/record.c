@@ -49,6 +49,15 @@ static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t 
     if (is_numeric(v->type)) {
         r->num.u = v->num;
         memcpy(r->data, key, klen);
+    } else if (v->type == SHMDICT_T_LIST) {
+        /* a whole list (snapshot load): v->num elements packed in v->buf,
+         * live part at the start of the area (see list.c) */
+        r->num.s.vlen = (uint32_t)v->len;
+        r->num.s.reserved = 0;
+        memcpy(r->data, key, klen);
+        uint64_t count = v->num;
+        memcpy(r->data + pad8(klen), &count, 8);
+        memcpy(r->data + pad8(klen) + 8, v->buf, v->len);
     } else {
         r->num.s.vlen = (uint32_t)v->len;
         r->num.s.reserved = 0;
@@ -319,7 +328,8 @@ int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
             continue;
         }
         uint64_t got = class_units(r->cls & 0x7f);
-        delete_at_op(h, i, r, EV_EVICT);
+        if (delete_at_op(h, i, r, EV_EVICT))
+            return SHMDICT_ECORRUPT;
         FAULT(EVICT_DELETED);
         commit(h);
         H->clock_hand = i; /* the backward shift may have moved an entry into slot i */
@@ -369,4 +379,33 @@ uint64_t pack_value(const rec_t *r, char *buf, size_t cap, uint64_t used)
         }
     }
     return used + need;
+}
+
+/* A list record is well formed: its live part lies in the block's element
+ * area, is a whole run of valid elements, and there are as many as the stored
+ * count (a list with no element is deleted, never kept). Each element is at
+ * least 9 bytes, so the walk takes at most vlen / 9 steps. */
+const char *list_invalid(const rec_t *r)
+{
+    uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
+    if (cls_bytes < REC_HDR + pad8(r->klen) + 8)
+        return "block too small for its key and count";
+    uint64_t cap = list_cap(r->cls & 0x7f, r->klen), lo = r->num.s.reserved, len = r->num.s.vlen;
+    if (lo > cap || len > cap - lo)
+        return "live part lies outside its block";
+    const char *area = list_area(r);
+    uint64_t at = lo, hi = lo + len, n = 0, count;
+    while (at < hi) {
+        uint64_t sz = elem_check(area, lo, hi, at, true);
+        if (!sz)
+            return "malformed element (its length, type or trailing length)";
+        at += sz;
+        n++;
+    }
+    memcpy(&count, area - 8, 8);
+    if (n == 0)
+        return "no elements (an empty list is deleted, never kept)";
+    if (n != count)
+        return "stored element count differs from the elements";
+    return NULL;
 }

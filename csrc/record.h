@@ -13,7 +13,9 @@
 #include "lock.h"
 #include "table.h"
 
-/* A value to store: numeric types carry their 8 bytes in num. */
+/* A value to store: numeric types carry their 8 bytes in num; str/bytes
+ * buf/len; a whole LIST (snapshot.c) its packed elements in buf/len and
+ * their count in num. */
 typedef struct value {
     int type;
     uint64_t num;
@@ -117,5 +119,35 @@ static inline uint64_t list_cap(int cls, uint64_t klen)
     return class_units(cls) * UNIT - REC_HDR - pad8(klen) - 8;
 }
 
+
+/* Validate the element at area offset `at` (within [lo, hi) live bounds),
+ * reading its size from the front (front = true) or from the back (`at` is
+ * then the end). Returns its total size, or 0 if malformed. */
+static inline uint64_t elem_check(const char *area, uint64_t lo, uint64_t hi, uint64_t at, bool front)
+{
+    uint32_t n, n2;
+    if (hi - lo < 9)
+        return 0;
+    if (front) {
+        memcpy(&n, area + at, 4);
+        if ((uint64_t)n + 9 > hi - at)
+            return 0;
+        memcpy(&n2, area + at + 5 + n, 4);
+    } else {
+        memcpy(&n, area + at - 4, 4);
+        if ((uint64_t)n + 9 > at - lo)
+            return 0;
+        memcpy(&n2, area + at - 9 - n, 4);
+    }
+    uint64_t start = front ? at : at - 9 - n;
+    int type = (unsigned char)area[start + 4];
+    if (n != n2 || type < SHMDICT_T_BOOL || type > SHMDICT_T_BYTES || (is_numeric(type) && n != 8))
+        return 0;
+    return (uint64_t)n + 9;
+}
+
+/* check() and every reader that hands a whole list out (record.c): NULL if
+ * the list record is well formed, else what is wrong. O(elements). */
+const char *list_invalid(const rec_t *r);
 
 #endif /* SHMDICT_RECORD_H */

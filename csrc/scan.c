@@ -144,6 +144,7 @@ typedef struct walk {
     const char *pat;
     uint64_t plen;
     bool values;
+    bool corrupt; /* a list record failed list_invalid() */
 } walk_t;
 
 /* Pack r's key (and value) if it matches; false once max is reached. */
@@ -159,6 +160,10 @@ static bool pack_rec(rec_t *r, void *p)
         memcpy(w->buf + w->used + 4, r->data, r->klen);
     }
     w->used += need;
+    if (w->values && r->type == SHMDICT_T_LIST && list_invalid(r)) {
+        w->corrupt = true;
+        return false;
+    }
     if (w->values)
         w->used = pack_value(r, w->buf, w->cap, w->used);
     w->n++;
@@ -174,12 +179,14 @@ int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_c
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0};
+    walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0, false};
     rc = for_each_live(h, pack_rec, &w);
     unlock_dict(h);
     out->len = w.used;
     if (rc)
         return rc;
+    if (w.corrupt)
+        return SHMDICT_ECORRUPT;
     return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
 }
 
@@ -221,7 +228,7 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    walk_t w = {buf, cap, 0, 0, 0, pat, plen, false};
+    walk_t w = {buf, cap, 0, 0, 0, pat, plen, false, false};
     uint64_t now = h->hdr->n_ttl ? now_ns() : 0, seen = 0;
     uint64_t i = cursor > (1ull << 32) ? h->cap : (uint64_t)(((unsigned __int128)cursor * h->cap) >> 32);
     int64_t res = 0;

@@ -5,7 +5,8 @@
  * step, so no process can ever attach to a half-initialised dict:
  *   1. open(dir, O_TMPFILE) -- an unnamed inode (fallback: a dot-named temp
  *      file created O_EXCL|O_NOFOLLOW, unlinked after publishing);
- *   2. fchmod to the requested mode (umask does not apply);
+ *   2. fchown to the requested group, if any, then fchmod to the requested
+ *      mode (umask does not apply): the file is never visible otherwise;
  *   3. posix_fallocate the whole size: a full /dev/shm fails here with ENOSPC
  *      instead of SIGBUS on first touch much later;
  *   4. mmap and initialise: geometry, random SipHash seed, robust mutex, and
@@ -13,7 +14,8 @@
  *   5. linkat() into place: fails with EEXIST and replaces nothing if the name
  *      exists (a symlink there included).
  *
- * ATTACH opens with O_NOFOLLOW, maps the file's real size (not the size the
+ * ATTACH opens with O_NOFOLLOW, checks who owns the file and who may write
+ * it (see trusted() below), maps the file's real size (not the size the
  * header claims), and validates every header field against it before the
  * handle is returned. The geometry is then copied into the per-process
  * handle, so a later scribble over the header cannot move the index or arena.
@@ -41,13 +43,40 @@ static int fail_errno(int e)
     return SHMDICT_ESYS;
 }
 
+static bool name_char(char c, bool first)
+{
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    return !first && (c == '.' || c == '_' || c == '-');
+}
+
+/* The file name of a dict: [A-Za-z0-9][A-Za-z0-9._-]{0,199}, the same rule
+ * the bindings apply, so no slash, dot-dot, control character or byte >= 0x80
+ * reaches a path even if a binding's own check were bypassed. */
 static int file_name(char *out, size_t cap, const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n > SHMDICT_NAME_MAX || strchr(name, '/'))
+    if (n == 0 || n > SHMDICT_NAME_MAX)
         return SHMDICT_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!name_char(name[i], i == 0))
+            return SHMDICT_EINVAL;
     snprintf(out, cap, "shmdict.%s", name);
     return SHMDICT_OK;
+}
+
+/* TRUST. /dev/shm is world-writable: anyone can create shmdict.<name> before
+ * the service that means to use it. An attached file is trusted only if it is
+ * owned by the caller's effective user, by root, or by the one other uid the
+ * caller named, and -- unless the caller passed SHMDICT_TRUST_SHARED -- is not
+ * writable by its group or by others. Judged on the descriptor we opened
+ * (fstat), never on the path, so the file cannot be swapped in between. */
+static bool trusted(const struct stat *st, int flags, int64_t also_uid)
+{
+    uid_t me = geteuid();
+    bool owner_ok = st->st_uid == me || st->st_uid == 0 || (also_uid >= 0 && (int64_t)st->st_uid == also_uid);
+    bool mode_ok = (flags & SHMDICT_TRUST_SHARED) || !(st->st_mode & (S_IWGRP | S_IWOTH));
+    return owner_ok && mode_ok;
 }
 
 /* Map fd and fill the handle's view of the geometry. */
@@ -153,14 +182,16 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, ui
     bind_geometry(h); /* cannot fail: sizes >= SHMDICT_MIN_SIZE leave an arena */
 }
 
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
-                   shmdict_t **out)
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, int64_t gid,
+                   uint64_t events, shmdict_t **out)
 {
     char fname[SHMDICT_NAME_MAX + 16], tmpname[SHMDICT_NAME_MAX + 64] = "";
     int rc = file_name(fname, sizeof fname, name);
     if (rc)
         return rc;
-    if (size < SHMDICT_MIN_SIZE || size > (uint64_t)SHMDICT_MAX_SIZE_MB << 20 || mode < 0 || mode > 07777)
+    if (size < SHMDICT_MIN_SIZE || size > (uint64_t)SHMDICT_MAX_SIZE_MB << 20 || mode < 0 ||
+        (mode & ~0666) ||  /* read/write bits only: never setuid, setgid, sticky or execute */
+        gid < -1 || gid >= (int64_t)UINT32_MAX)
         return SHMDICT_EINVAL;
     uint64_t file_size = round_up(size, PAGE);
 
@@ -181,7 +212,8 @@ int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, u
     }
     shmdict_t *h = NULL;
     int e;
-    if (fchmod(fd, (mode_t)mode) != 0 || ftruncate(fd, (off_t)file_size) != 0)
+    if ((gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)gid) != 0) || fchmod(fd, (mode_t)mode) != 0 ||
+        ftruncate(fd, (off_t)file_size) != 0)
         goto sys;
     if ((e = posix_fallocate(fd, 0, (off_t)file_size)) != 0) {
         errno = e;
@@ -243,7 +275,8 @@ out_dir:
     return rc;
 }
 
-int shmdict_attach(const char *dir, const char *name, shmdict_t **out)
+int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_uid, shmdict_out_t *why,
+                   shmdict_t **out)
 {
     char fname[SHMDICT_NAME_MAX + 16];
     int rc = file_name(fname, sizeof fname, name);
@@ -263,6 +296,12 @@ int shmdict_attach(const char *dir, const char *name, shmdict_t **out)
         rc = SHMDICT_ESYS;
     } else if (!S_ISREG(st.st_mode)) {
         rc = SHMDICT_EVERSION;
+    } else if (!trusted(&st, flags, also_uid)) {
+        if (why) {
+            why->i = (int64_t)st.st_uid;
+            why->len = (uint64_t)st.st_mode;
+        }
+        rc = SHMDICT_EUNTRUSTED;
     } else if ((uint64_t)st.st_size < HEADER_SIZE + PAGE ||
                (uint64_t)st.st_size > ((uint64_t)SHMDICT_MAX_SIZE_MB << 20) + PAGE) {
         rc = SHMDICT_ECORRUPT;

@@ -42,7 +42,15 @@ enum {
     SHMDICT_ETIMEDOUT = -13, /* a wait ran out of time */
     SHMDICT_EINTR     = -14, /* a wait was interrupted by a signal: call again */
     SHMDICT_ECLOSED   = -15, /* the handle is being closed */
-    SHMDICT_EWRONGTYPE = -16 /* a scalar operation on a list, or a list operation on a scalar */
+    SHMDICT_EWRONGTYPE = -16, /* a scalar operation on a list, or a list operation on a scalar */
+    SHMDICT_ELOCKTIMEOUT = -17, /* the dict's lock was not acquired in time (held by a stopped or
+                                 * stuck process); nothing was changed */
+    SHMDICT_EUNTRUSTED = -18  /* attach: the file's owner or mode is not trusted (shmdict_attach) */
+};
+
+/* shmdict_attach flags. */
+enum {
+    SHMDICT_TRUST_SHARED = 1 /* accept a file writable by its group or by others */
 };
 
 /* Kinds of change, as reported by shmdict_events. */
@@ -108,14 +116,23 @@ typedef struct shmdict_info {
 /* ---- lifecycle ---------------------------------------------------------- */
 
 /* Create <dir>/shmdict.<name> with `size` bytes, reserved up front, with an
- * event ring for about `events` changes (0: none). Nobody can attach before
- * it is fully initialised. SHMDICT_ESYS with errno EEXIST if the name
- * exists, ENOSPC if the filesystem cannot hold it. */
-int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, uint64_t events,
-                   shmdict_t **out);
+ * event ring for about `events` changes (0: none), file mode `mode` (read and
+ * write bits only, a subset of 0666, else EINVAL) and group `gid` (-1: the
+ * creator's). Nobody can attach before it is fully initialised, and it is
+ * never visible with another mode or group. SHMDICT_ESYS with errno EEXIST
+ * if the name exists, ENOSPC if the filesystem cannot hold it, EPERM if the
+ * creator may not give the file that group. */
+int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, int64_t gid,
+                   uint64_t events, shmdict_t **out);
 /* Attach to an existing dict: ESYS/ENOENT if missing, EVERSION or ECORRUPT
- * if the file is not a valid dict of this layout. Never follows a symlink. */
-int shmdict_attach(const char *dir, const char *name, shmdict_t **out);
+ * if the file is not a valid dict of this layout. Never follows a symlink.
+ * EUNTRUSTED if the opened file is owned by anyone but the effective user,
+ * root or also_uid (-1: nobody else), or is writable by its group or others
+ * without SHMDICT_TRUST_SHARED in flags; then why->i = the file's uid and
+ * why->len = its st_mode (why may be NULL). Name: [A-Za-z0-9][A-Za-z0-9._-]*,
+ * at most SHMDICT_NAME_MAX bytes, else EINVAL (shmdict_create too). */
+int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_uid, shmdict_out_t *why,
+                   shmdict_t **out);
 /* Unmap and free the handle. The caller guarantees no call is in flight. */
 void shmdict_close(shmdict_t *h);
 int shmdict_info(shmdict_t *h, shmdict_info_t *out);
@@ -185,14 +202,15 @@ int shmdict_configure(shmdict_t *h, int evict);
 int shmdict_cas(shmdict_t *h, const char *key, size_t klen, int etype, int64_t ei, double ef,
                 const char *eval, size_t elen, int ntype, int64_t ni, double nf, const char *nval,
                 size_t nlen, double exptime, shmdict_out_t *out);
-/* Many keys in one lock hold. keys: n x (u32 klen, key). Output: n x (u8
- * type, 0 = missing; 8 bytes for bool/int/float, u32 len + bytes for
- * str/bytes). Returns the number found, or ERANGE with out->len needed. */
+/* Many keys, one lock hold per SHMDICT_BATCH_HOLD of them. keys: n x (u32
+ * klen, key). Output: n x (u8 type, 0 = missing; 8 bytes for bool/int/float,
+ * u32 len + bytes for str/bytes). Returns the number found, or ERANGE with
+ * out->len needed. */
 int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
                          size_t cap, shmdict_out_t *out);
-/* Store n items (u32 klen, key, value packed as above) in order under one
- * lock hold; flags as shmdict_set (add/replace skip, not fail). Returns n, or
- * an error with out->i = items stored before it. */
+/* Store n items (u32 klen, key, value packed as above) in order, one lock
+ * hold per SHMDICT_BATCH_HOLD items; flags as shmdict_set (add/replace skip,
+ * not fail). Returns n, or an error with out->i = items stored before it. */
 int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
                          double exptime, int flags, shmdict_out_t *out);
 /* Snapshot of live keys (with_values: and values, packed as get_many's output
@@ -254,35 +272,104 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out);
 
 /* out->ver = the key's version (0 if missing). */
 int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);
-/* Block until the key's version differs from `since`, then return like
- * shmdict_get (ENOTFOUND: it went away). timeout < 0: no limit. ETIMEDOUT,
- * EINTR (call again after running signal handlers) or ECLOSED otherwise. */
-int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
+/* Block until the key changes, then return like shmdict_get (ENOTFOUND: it
+ * went away). since is a cursor the caller keeps across calls (after EINTR,
+ * or to wait in slices): since[0] = the version it changes from (a value
+ * from shmdict_version; UINT64_MAX: the version at the first look, i.e. the
+ * next change); since[1] = the event ring's sequence from which an event for
+ * the key counts as a change while it is missing (UINT64_MAX: now), so a
+ * missing key set and then deleted, or expiring, before the waiter looks
+ * again is seen (dicts with an event ring); since[2] = the ring position up
+ * to which that was checked (UINT64_MAX: none), kept by the call. timeout < 0: no limit. ETIMEDOUT,
+ * EINTR (call again after running signal handlers) or ECLOSED otherwise;
+ * the timeout bounds the waits for the dict's lock too (ELOCKTIMEOUT). */
+int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, double timeout,
                  shmdict_out_t *out, char *buf, size_t cap);
 /* Events after cursor {position, sequence} ({0, UINT64_MAX}: from now),
  * packed as (u8 op, u16 klen, key) into buf; blocks until there is one.
  * Returns how many, with out->i = events lost before them (overwritten),
- * and advances the cursor. EINVAL if the dict has no event ring. */
+ * and advances the cursor. EINVAL if the dict has no event ring; ERANGE with
+ * out->len = the bytes needed if not even the next event fits in cap. */
 int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
                    shmdict_out_t *out);
 /* Wake this handle's waiters with ECLOSED (before closing it). */
 void shmdict_interrupt(shmdict_t *h);
 
-/* ---- fast paths (fast.c): fewer arguments, ints returned directly -------- */
+/* ---- snapshots (snapshot.c): dump and load -------------------------------- */
 
-/* Results in [INT64_MIN, INT64_MIN + SHMDICT_FAST_CODES) are codes, not
- * values: INT64_MIN + t (1 <= t <= 5) = present, of type t (an int in that
- * range included); INT64_MIN + 32 - rc = the error code rc < 0. A code other
- * than ENOTFOUND means: call the general function. A NULL handle: EINVAL. */
-enum { SHMDICT_FAST_CODES = 64 };
-/* shmdict_get for an int: the value, or a code. */
-int64_t shmdict_get_fast(shmdict_t *h, const char *key, size_t klen);
-/* shmdict_incr of a live int by delta, TTL kept: the new value, or a code
- * and nothing changed (missing, not an int, overflow, reserved result). */
-int64_t shmdict_incr_fast(shmdict_t *h, const char *key, size_t klen, int64_t delta);
-/* shmdict_set with no TTL and SHMDICT_SET_ALWAYS, typed (type: STR or BYTES). */
-int shmdict_set_int(shmdict_t *h, const char *key, size_t klen, int64_t value);
-int shmdict_set_buf(shmdict_t *h, const char *key, size_t klen, const char *val, size_t vlen, int type);
+/* Items are packed as snapshot.c describes: u32 klen, key, u8 type, u64
+ * wall-clock deadline (ns since the epoch, 0 = never), value.
+ *
+ * Export one batch of live items from slot `cursor` (0 to start), in one lock
+ * hold: at least `count` records examined, or `budget` bytes packed, unless
+ * the index ends. Deadlines are converted with wall_now (the caller's
+ * CLOCK_REALTIME, ns). Returns the number of items with out->i = the next
+ * cursor (0 = done) and out->len = bytes, or ERANGE with out->len = bytes
+ * needed (call again with the same cursor and a larger buffer). An item
+ * present for the whole export is returned exactly once. */
+int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t budget, uint64_t wall_now,
+                       char *buf, size_t cap, shmdict_out_t *out);
+/* store = 0: validate every item of items[0, len) without locking; returns
+ * their number, out->i = how many are still live at wall_now and out->len
+ * = the arena bytes those need. ECORRUPT if malformed; ETOOBIG if one could
+ * never fit in this dict.
+ * store = 1: validate, then store up to max_items items (stopping at the
+ * first item that ends at or past `budget` bytes) in order under one lock hold (each its own transaction; expired ones skipped); returns the
+ * number of items consumed, out->i = stored, out->len = bytes consumed. On
+ * an error (EFULL...) the items before it stay stored: out->i / out->len
+ * count them. */
+int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t budget,
+                       uint64_t wall_now, int store, shmdict_out_t *out);
+
+/* ---- bounded lock waits (lock.c) ------------------------------------------ */
+
+/* Bound every wait of this handle for the dict's lock to `seconds` (< 0 or
+ * NaN: no bound); past it, the operation returns ELOCKTIMEOUT having changed
+ * nothing. Set it before the handle is shared between threads. */
+void shmdict_set_lock_timeout(shmdict_t *h, double seconds);
+/* This thread's deadline for every lock wait, on any handle, as an absolute
+ * CLOCK_MONOTONIC time in ns (0 = none); returns the previous deadline. The
+ * effective bound is the earlier of this and the handle's lock timeout. */
+uint64_t shmdict_deadline(uint64_t abs_ns);
+/* The thread id of the lock holder as seen by this thread's last
+ * ELOCKTIMEOUT (0 if unknown). glibc keeps it in the mutex word. */
+int64_t shmdict_lock_holder(void);
+
+/* ---- bindings (api.c): the core's entry points as one table -------------- */
+
+/* A second binding in the same process (the CPython type in csrc/python/pytype.c)
+ * reaches the one copy of the core through this table rather than linking
+ * its own: crash points, clock shift and handles are then shared with the
+ * cffi module. `size` and `abi` let the binding refuse a table it does not
+ * know. */
+enum { SHMDICT_API_ABI = 1 };
+typedef struct shmdict_api {
+    uint32_t size; /* sizeof(shmdict_api_t) */
+    uint32_t abi;  /* SHMDICT_API_ABI */
+    int (*get)(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap);
+    int (*pop)(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap);
+    int (*set)(shmdict_t *h, const char *key, size_t klen, int type, int64_t i, double f,
+               const char *val, size_t vlen, double exptime, int flags);
+    int (*del)(shmdict_t *h, const char *key, size_t klen);
+    int (*incr)(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
+                int itype, int64_t ii, double fi, double init_ttl, int set_ttl, double exptime,
+                shmdict_out_t *out);
+    int64_t (*get_many)(shmdict_t *h, const char *keys, size_t keys_len, uint64_t n, char *buf,
+                        size_t cap, shmdict_out_t *out);
+    int64_t (*set_many)(shmdict_t *h, const char *items, size_t items_len, uint64_t n,
+                        double exptime, int flags, shmdict_out_t *out);
+    const char *(*strerror)(int rc);
+    void (*on_block)(void (*fn)(void));
+} shmdict_api_t;
+const shmdict_api_t *shmdict_api(void);
+/* fn (NULL: none) is called by a thread right before it blocks on a busy dict
+ * lock, after the brief spin. The call then runs to completion; fn must not
+ * call into shmdict. A binding uses it to let other threads run while this
+ * one sleeps (the CPython type releases the GIL there). Process-wide. */
+void shmdict_on_block(void (*fn)(void));
+/* A batch (get_many, set_many) holds the lock for at most this many keys at a
+ * time, so a huge batch cannot stall every other process for long. */
+enum { SHMDICT_BATCH_HOLD = 1024 };
 
 /* ---- diagnostics --------------------------------------------------------- */
 

@@ -3,6 +3,8 @@
  * free_space, the largest item that fits now), info, and check (the full
  * integrity check, table_check in table.c).
  */
+#include <stdio.h>
+
 #include "record.h"
 #include "guard.h"
 #include "table.h"
@@ -23,6 +25,14 @@ int shmdict_check(shmdict_t *h, char *msg, size_t cap)
     if (rc)
         return rc;
     rc = table_check(h, msg, cap);
+    for (uint64_t i = 0; rc == SHMDICT_OK && i < h->cap; i++) { /* the table is sound: walk lists */
+        rec_t *r = h->slots[i] > SLOT_TOMB ? rec_at(h, h->slots[i]) : NULL;
+        const char *why = r && r->type == SHMDICT_T_LIST ? list_invalid(r) : NULL;
+        if (why) {
+            snprintf(msg, cap, "list at slot %llu: %s", (unsigned long long)i, why);
+            rc = SHMDICT_ECORRUPT;
+        }
+    }
     unlock_dict(h);
     return rc;
 }

@@ -624,6 +624,9 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
     uint64_t *slots = h->slots, cap = h->cap;
     uint64_t unit = slot_unit(slots[i]);
     uint64_t cls_bytes = class_units(r->cls & 0x7f) * UNIT;
+    /* Counters that would wrap below zero were scribbled on: refuse before any store. */
+    if (H->count == 0 || H->used_bytes < cls_bytes || (r->expires && H->n_ttl == 0) || H->tombs >= cap)
+        return SHMDICT_ECORRUPT;
 
     note_change(h, (uint64_t)slot_tag(slots[i]) << 32, ev_op, r->data, r->klen);
     w64(h, &slots[i], SLOT_TOMB);
@@ -683,7 +686,8 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
             if (!r)
                 return SHMDICT_ECORRUPT;
             if (expired(r, now)) {
-                delete_at_op(h, i, r, EV_EXPIRE);
+                if (delete_at_op(h, i, r, EV_EXPIRE))
+                    return SHMDICT_ECORRUPT;
                 FAULT(RECLAIM_DELETED);
                 commit(h);
                 H->st_expired++;

@@ -69,14 +69,67 @@ int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *o
     return shmdict_ttl(h, key, klen, out) == SHMDICT_ECORRUPT ? SHMDICT_ECORRUPT : SHMDICT_OK;
 }
 
-int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, double timeout,
-                 shmdict_out_t *out, char *buf, size_t cap)
+/* A MISSING KEY HAS NO VERSION TO COMPARE: missing -> set -> deleted (or
+ * expired) looks unchanged to a waiter that saw it missing both times. The
+ * event ring remembers: was there an event for this key at or after sequence
+ * since[1]? Under the lock. 1 also when the ring cannot tell (events from
+ * there were overwritten, or an entry is inconsistent): a waiter then returns
+ * rather than risk sleeping through a change. When nothing is found, the
+ * cursor moves to the head (since[1] = next sequence, since[2] = its
+ * position), so the next look reads only newer entries. */
+static int key_event_since(shmdict_t *h, const char *key, size_t klen, uint64_t *since)
 {
-    if (klen == 0 || klen > SHMDICT_MAX_KEY)
-        return SHMDICT_EINVAL;
+    int rc = lock_dict(h);
+    if (rc)
+        return rc;
+    header_t *H = h->hdr;
+    int found = 0;
+    uint64_t seq = since[1], tail = H->ev_tail, head = H->ev_head;
+    if (H->ev_tail_seq > seq || head < tail || head - tail > h->ev_cap || tail % 16) {
+        found = 1;
+        goto out;
+    }
+    uint64_t pos = since[2] >= tail && since[2] <= head && since[2] % 16 == 0 ? since[2] : tail;
+    while (pos < head) { /* at most ev_cap / 16 entries: each is >= 16 bytes */
+        ev_t *e = ev_at(h, pos);
+        uint64_t phys = pos % h->ev_cap;
+        if (e->size < sizeof(ev_t) || e->size % 16 || e->size > h->ev_cap - phys ||
+            e->size > head - pos || e->op > EV_FLUSH || ev_size(e->klen) > e->size) {
+            found = 1;
+            break;
+        }
+        if (e->op != EV_SKIP && e->op != EV_FLUSH && e->seq >= seq && e->klen == klen &&
+            memcmp(e->key, key, klen) == 0) {
+            found = 1;
+            break;
+        }
+        pos += e->size;
+    }
+    if (!found) {
+        since[1] = H->ev_seq;
+        since[2] = head;
+    }
+out:
+    unlock_dict(h);
+    return found;
+}
+
+static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint64_t *since, uint64_t deadline,
+                     shmdict_out_t *out, char *buf, size_t cap)
+{
     uint64_t hash = hash_key(h, key, klen);
     uint32_t *w = &h->hdr->notify_seq[(hash >> 32) % NBUCKETS];
-    uint64_t deadline = to_deadline(timeout);
+    /* Waiting on a missing key: remember where the event ring stood, before
+     * the first look. An event for the key from there on is a change, even if
+     * it is missing again. Kept in the caller's cursor across calls. */
+    if (since[1] == UINT64_MAX) { /* read under the lock: never a sequence a rollback takes back */
+        int rc = h->ev_cap ? lock_dict(h) : SHMDICT_OK;
+        if (rc)
+            return rc;
+        since[1] = h->ev_cap ? h->hdr->ev_seq : 0;
+        if (h->ev_cap)
+            unlock_dict(h);
+    }
     for (;;) {
         uint32_t s = arm(w); /* before the check: see the protocol above */
         /* Read the key's version and value in one locked call. */
@@ -86,8 +139,17 @@ int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, dou
         if (rc < 0 && rc != SHMDICT_ENOTFOUND)
             return rc;
         uint32_t ver = rc == SHMDICT_ENOTFOUND ? 0 : out->ver;
-        if (ver != since)
+        if (since[0] == UINT64_MAX)
+            since[0] = ver; /* "the next change": this is the state it changes from */
+        if (ver != since[0])
             return rc; /* changed: its value (or ENOTFOUND: it went away) */
+        if (!ver && h->ev_cap) {
+            int ch = key_event_since(h, key, klen, since);
+            if (ch < 0)
+                return ch;
+            if (ch)
+                return SHMDICT_ENOTFOUND; /* set and gone again: a change, and now missing */
+        }
         /* A key with a TTL changes when it expires, with or without a writer. */
         uint64_t until = 0;
         if (ver) {
@@ -101,14 +163,25 @@ int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint32_t since, dou
     }
 }
 
-int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
-                   shmdict_out_t *out)
+/* The caller's timeout bounds its waits for the dict's lock too: a stopped
+ * lock holder must not hold a waiter past its deadline (lock.c). */
+int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, double timeout,
+                 shmdict_out_t *out, char *buf, size_t cap)
+{
+    if (klen == 0 || klen > SHMDICT_MAX_KEY)
+        return SHMDICT_EINVAL;
+    uint64_t deadline = to_deadline(timeout);
+    uint64_t prev = deadline_push(deadline);
+    int rc = wait_impl(h, key, klen, since, deadline, out, buf, cap);
+    deadline_pop(prev);
+    return rc;
+}
+
+static int events_impl(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, uint64_t deadline,
+                       shmdict_out_t *out)
 {
     header_t *H = h->hdr;
     uint32_t *w = &H->notify_seq[EV_WORD];
-    uint64_t deadline = to_deadline(timeout);
-    if (!h->ev_cap)
-        return SHMDICT_EINVAL;
     for (;;) {
         uint32_t s = arm(w);
         int rc = lock_dict(h);
@@ -142,8 +215,14 @@ int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double
                 break;
             }
             if (e->op != EV_SKIP) {
-                if (used + 3 + e->klen > cap)
+                if (used + 3 + e->klen > cap) {
+                    if (!n && !out->i) { /* not even one fits: ask for room, never stall */
+                        unlock_dict(h);
+                        out->len = 3 + (uint64_t)e->klen;
+                        return SHMDICT_ERANGE;
+                    }
                     break;
+                }
                 buf[used] = (char)e->op;
                 memcpy(buf + used + 1, &e->klen, 2);
                 memcpy(buf + used + 3, e->key, e->klen);
@@ -161,6 +240,18 @@ int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double
         if (rc != SHMDICT_OK)
             return rc;
     }
+}
+
+int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
+                   shmdict_out_t *out)
+{
+    if (!h->ev_cap)
+        return SHMDICT_EINVAL;
+    uint64_t deadline = to_deadline(timeout);
+    uint64_t prev = deadline_push(deadline);
+    int rc = events_impl(h, cursor, buf, cap, deadline, out);
+    deadline_pop(prev);
+    return rc;
 }
 
 void shmdict_interrupt(shmdict_t *h)

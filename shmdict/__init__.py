@@ -14,14 +14,17 @@ corrupt.
 from typing import Any
 
 from ._connect import connect
-from ._dict import Event, NamedLock, SharedDict, Value, get, new, open, unlink
-from .exceptions import CorruptError, Error, Full, Unavailable
+from ._dict import DEFAULT_LOCK_TIMEOUT, Event, NamedLock, SharedDict, Value, get, new, open, unlink
+from ._snapshot import read_snapshot
+from .exceptions import CorruptError, Error, Full, LockTimeout, Unavailable
 
 __all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
     "CorruptError",
     "Error",
     "Event",
     "Full",
+    "LockTimeout",
     "NamedLock",
     "RedisDict",
     "SharedDict",
@@ -31,6 +34,7 @@ __all__ = [
     "get",
     "new",
     "open",
+    "read_snapshot",
     "unlink",
 ]
 

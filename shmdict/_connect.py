@@ -36,11 +36,11 @@ _REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
 def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     """A dict with the SharedDict API on the engine ``url`` names.
 
-    - ``shm://NAME?size=64m[&mode=600][&events=N][&evict=1]``: attach to the
-      local dict ``NAME``, or create it with that size and those options
-      (:func:`shmdict.open`; ``evict`` where this version's ``open`` has
-      it); without ``size``, attach only (:func:`shmdict.get`).
-      ``shmdict://`` is the same.
+    - ``shm://NAME?size=64m[&mode=600][&group=G][&events=N][&evict=1][&lock_timeout=S][&shared=1|USER]``:
+      attach to the local dict ``NAME``, or create it with that size and
+      those options (:func:`shmdict.open`); without ``size``, attach only
+      (:func:`shmdict.get`, which takes ``lock_timeout`` and ``shared``).
+      ``lock_timeout=none`` removes the bound. ``shmdict://`` is the same.
     - ``redis://[[user]:password@]host[:port][/db]?prefix=myapp:``,
       ``rediss://`` (TLS), ``unix:///path/redis.sock?db=0&prefix=...``, and
       ``valkey://``, ``valkeys://``, ``valkey+unix://``: a
@@ -66,6 +66,10 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    bad = next((c for c in url if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        # urlsplit silently drops tabs and newlines: "shm://a\nb" would open "ab".
+        raise ValueError(f"control character {bad!r} in URL {url!r}: percent-encode it or remove it")
     u = urlsplit(url)
     scheme = u.scheme.lower()
     params = parse_qsl(u.query, keep_blank_values=True)
@@ -100,10 +104,6 @@ def _connect_shm(
     unknown = set(q) - accepted
     if unknown or len(q) != len(params):
         raise ValueError(f"unknown or repeated parameter(s) {sorted(unknown) or 'repeated'} in {url!r}")
-    if "size" not in q:
-        if q:
-            raise ValueError(f"{sorted(q)} apply only when the dict may be created: give size= too")
-        return get(name)
     kw: dict[str, Any] = {}
     for k, v in q.items():
         if k == "mode":
@@ -111,6 +111,18 @@ def _connect_shm(
                 kw[k] = int(v, 8)
             except ValueError:
                 raise ValueError(f"mode must be octal such as 600 or 0o600, not {v!r}") from None
+            if kw[k] & ~0o666 or kw[k] < 0:
+                raise ValueError(f"mode must hold read/write bits only (a subset of 666), not {v!r}")
+        elif k == "lock_timeout":
+            if v.lower() in ("none", ""):
+                kw[k] = None
+            else:
+                try:
+                    kw[k] = float(v)
+                except ValueError:
+                    raise ValueError(f"lock_timeout must be seconds such as 5 or 0.5, or none, not {v!r}") from None
+        elif k == "shared":
+            kw[k] = _BOOLS[v.lower()] if v.lower() in _BOOLS else v  # yes/no, or a user name or uid
         elif k == "events":
             if not v.isdigit():
                 raise ValueError(f"events must be a count such as 1024, not {v!r}")
@@ -121,4 +133,9 @@ def _connect_shm(
             kw[k] = _BOOLS[v.lower()]
         elif k != "size":
             kw[k] = v
+    if "size" not in q:
+        extra = set(kw) - {"lock_timeout", "shared"}
+        if extra:
+            raise ValueError(f"{sorted(extra)} apply only when the dict may be created: give size= too")
+        return get(name, **kw)
     return open(name, q["size"], **kw)

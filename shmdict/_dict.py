@@ -11,24 +11,42 @@ single atomic C call.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import functools
 import os
+import platform
 import re
 import struct
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Optional, Union
 
 from . import _lib
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
+from ._pure import PureBase
+from ._values import MISSING as _MISSING
+from ._values import Value, i64 as _i64, f64 as _f64, read, unpack_list as _unpack_list
+from ._values import pack_item as _pack_item, pairs as _pairs, store_args as _store_args, text as _text
+from ._values import unpack_value as _unpack_value
 
-__all__ = ["Event", "NamedLock", "SharedDict", "Value", "get", "new", "open", "unlink"]
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "Event", "NamedLock", "SharedDict", "Value", "get", "new", "open", "unlink"]
 
-Value = Union[bool, int, float, str, bytes]
+
+def _base() -> type:
+    """The base class with the hot methods: the C type on CPython, unless
+    SHMDICT_PURE is set (to anything but 0); the cffi version on PyPy."""
+    if platform.python_implementation() != "CPython" or os.environ.get("SHMDICT_PURE", "0") not in ("", "0"):
+        return PureBase
+    from . import _speed  # built with the package on CPython: an ImportError here is a broken install
+
+    _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list)
+    return _speed.SharedDictBase  # type: ignore[no-any-return]
+
+
+_Base: Any = _base()
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _BOOL, _INT, _FLOAT = lib.SHMDICT_T_BOOL, lib.SHMDICT_T_INT, lib.SHMDICT_T_FLOAT
@@ -36,16 +54,7 @@ _STR, _BYTES = lib.SHMDICT_T_STR, lib.SHMDICT_T_BYTES
 _ENOTFOUND, _EEXIST, _ERANGE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_EEXIST, lib.SHMDICT_ERANGE
 _NX, _XX = lib.SHMDICT_SET_NX, lib.SHMDICT_SET_XX
 _NULL = ffi.NULL
-_c_get, _c_set, _c_incr = lib.shmdict_get, lib.shmdict_set, lib.shmdict_incr
-_c_delete = lib.shmdict_delete
-# The hot path (csrc/fast.c): fewer cffi arguments, ints returned directly.
-# Results >= _FMIN are int values; below it, reserved codes (see fast.c).
-_c_get_fast, _c_incr_fast = lib.shmdict_get_fast, lib.shmdict_incr_fast
-_c_set_int, _c_set_buf = lib.shmdict_set_int, lib.shmdict_set_buf
-_FMIN = INT64_MIN + lib.SHMDICT_FAST_CODES
-_F_MISS = INT64_MIN + 32 - _ENOTFOUND
-_F_STR, _F_BYTES = INT64_MIN + _STR, INT64_MIN + _BYTES
-_encode = str.encode  # a TypeError for a non-str key, with no isinstance call
+_c_get, _c_set = lib.shmdict_get, lib.shmdict_set
 _u32 = struct.Struct("<I")
 _u16 = struct.Struct("<H")
 _ETIMEDOUT, _EINTR, _ECLOSED = lib.SHMDICT_ETIMEDOUT, lib.SHMDICT_EINTR, lib.SHMDICT_ECLOSED
@@ -56,19 +65,49 @@ _EV_NAMES = {
     lib.SHMDICT_EV_EVICT: "evict",
     lib.SHMDICT_EV_FLUSH: "flush",
 }
-_ASYNC_SLICE = 0.25  # seconds an executor thread waits before re-checking for cancellation
-_executor: Optional[ThreadPoolExecutor] = None
-_executor_lock = threading.Lock()
+_ASYNC_SLICE = 0.25  # seconds a waiting thread sleeps before re-checking for cancellation
+
+DEFAULT_LOCK_TIMEOUT = 10.0
+"""Seconds a handle waits for the dict's lock before raising LockTimeout,
+unless ``lock_timeout=`` says otherwise. The lock is normally held for
+microseconds; only a holder that is stopped, frozen or stuck -- or a damaged
+lock word -- makes anyone wait this long."""
+
+_EUNTRUSTED, _ELOCKTIMEOUT = lib.SHMDICT_EUNTRUSTED, lib.SHMDICT_ELOCKTIMEOUT
 
 
-def _wait_executor() -> ThreadPoolExecutor:
-    # Waiting threads sleep in the kernel; asyncio's default executor has only
-    # cpu+4 of them, so awaiting many keys at once gets its own pool.
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shmdict-wait")
-        return _executor
+# ---- asyncio: blocking waits on short-lived threads ---------------------------
+# Each await runs its blocking slice on a thread of its own that ends with the
+# slice, so no idle thread outlives an await: nothing for fork() to inherit
+# half-alive (a pool's threads vanish in a child and its queue then hangs), and
+# no "fork() with threads running" warnings from the library's own threads.
+
+
+def _deliver(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    if fut.done():  # cancelled meanwhile: the slice's result is dropped
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as e:  # delivered to the awaiting coroutine
+            result = (False, e)
+        try:
+            loop.call_soon_threadsafe(_deliver, fut, *result)
+        except RuntimeError:
+            pass  # the loop closed while this slice slept: nobody is waiting
+
+    threading.Thread(target=run, name="shmdict-wait", daemon=True).start()
+    return await fut
 
 
 class Event(NamedTuple):
@@ -101,49 +140,13 @@ def _dir() -> str:
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"name must be str, not {type(name).__name__}")
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or not name.isascii():
         raise ValueError(f"invalid dict name {name!r}: it must match [A-Za-z0-9][A-Za-z0-9._-]{{0,199}}")
     return name
 
 
 def _path(directory: str, name: str) -> str:
     return os.path.join(directory, "shmdict." + name)
-
-
-def _store_args(value: object) -> tuple[int, int, float, Any, int]:
-    """(type, i, f, buffer, length) for shmdict_set. Subclasses of the five
-    value types are stored as their base type (an IntEnum comes back an int)."""
-    t = type(value)
-    if t is not bool and t is not int and t is not float and t is not str and t is not bytes:
-        for base in (bool, int, float, str, bytes):
-            if isinstance(value, base):
-                t = base
-                break
-        else:
-            raise TypeError(f"values must be bool, int, float, str or bytes, not {t.__name__}")
-    if t is int:
-        if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-            raise OverflowError(f"int {value} does not fit in a signed 64-bit integer")
-        return _INT, int(value), 0.0, _NULL, 0  # type: ignore[call-overload]
-    if t is str:
-        b = str.encode(value)  # type: ignore[arg-type]
-        return _STR, 0, 0.0, b, len(b)
-    if t is float:
-        return _FLOAT, 0, float(value), _NULL, 0  # type: ignore[arg-type]
-    if t is bytes:
-        b = bytes(value)  # type: ignore[call-overload]
-        return _BYTES, 0, 0.0, b, len(b)
-    return _BOOL, 1 if value else 0, 0.0, _NULL, 0
-
-
-def _text(b: bytes, name: str = "dict") -> str:
-    """Decode UTF-8 from the file; bytes that are not UTF-8 can only come
-    from a corrupted (or hostile) file, so they are a CorruptError, not a
-    UnicodeDecodeError escaping from a read."""
-    try:
-        return b.decode()
-    except UnicodeDecodeError:
-        raise _lib.CorruptError(f"{name}: a stored key or str value is not valid UTF-8") from None
 
 
 def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
@@ -159,7 +162,7 @@ def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
         pass
 
 
-class SharedDict(MutableMapping[str, Value]):
+class SharedDict(_Base, MutableMapping[str, Value]):
     """A dict shared by every process that opens the same name.
 
     Create one with :func:`shmdict.new`, attach with :func:`shmdict.get`, or
@@ -170,19 +173,34 @@ class SharedDict(MutableMapping[str, Value]):
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_h", "_hp", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "__weakref__")
+    __slots__ = (
+        "_h", "_name", "_dir", "_size", "_owner_pid", "_finalizer", "_lock_timeout", "_shared",
+        "_ident", "__weakref__",
+    )
 
-    def __init__(self, handle: Any, name: str, directory: str, owner: bool) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        name: str,
+        directory: str,
+        owner: bool,
+        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+        shared: Any = False,
+    ) -> None:
         # Private: use shmdict.new / get / open.
+        self._lock_timeout = lock_timeout
+        self._shared = shared
+        lib.shmdict_set_lock_timeout(handle, _lib.lock_timeout(lock_timeout))  # before the first lock
         self._h: Any = ffi.gc(handle, lib.shmdict_close)  # munmap once no call holds it
-        # The hot path passes _hp unchecked: NULL once closed, which the fast C
-        # entry points answer with EINVAL, and the slow path then explains.
-        self._hp: Any = self._h
         self._name = name
+        # The base's hot methods call the core with this very handle; they keep
+        # self._h alive while a call is in flight (see csrc/python/pytype.c, CLOSING).
+        self._attach(int(ffi.cast("uintptr_t", handle)), self._h, name)
         self._dir = directory
         info = ffi.new("shmdict_info_t *")
         _lib.check(lib.shmdict_info(self._h, info))
         self._size = int(info.size)
+        self._ident = (int(info.dev), int(info.ino))
         self._owner_pid = os.getpid() if owner else 0
         self._finalizer: Optional[weakref.finalize] = None
         if owner:
@@ -233,8 +251,8 @@ class SharedDict(MutableMapping[str, Value]):
         if h is None:
             return
         lib.shmdict_interrupt(h)  # waiters on this handle return (ValueError) instead of sleeping on
+        self._detach()
         self._h = h = None  # the mapping goes when the last in-flight call returns
-        self._hp = _NULL
         if self._finalizer is not None:
             self._finalizer()
 
@@ -245,126 +263,26 @@ class SharedDict(MutableMapping[str, Value]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        # A non-owner reference by name: what a spawn worker needs.
-        return (_attach, (self._name, self._dir))
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A non-owner reference by name, with the same trust and lock timeout:
+        # what a spawn worker needs.
+        return (_attach, (self._name, self._dir, self._shared, self._lock_timeout))
+
+    @property
+    def lock_timeout(self) -> Optional[float]:
+        """Seconds this handle waits for the dict's lock before raising
+        :class:`shmdict.LockTimeout` (``None``: no bound)."""
+        return self._lock_timeout
 
     # ---- reads ------------------------------------------------------------
 
     def _read(self, fn: Any, key: str) -> Any:
         """Run a get-like C call; returns the value or raises KeyError."""
-        return self._read_k(fn, self._handle(), encode_key(key), key)
+        return read(fn, self._handle(), encode_key(key), key, self._name)
 
-    def _read_k(self, fn: Any, h: Any, k: bytes, key: str) -> Any:
-        """_read for a handle and key already checked and encoded."""
-        s = scratch
-        out, buf, cap, view = s.all
-        while True:
-            rc = fn(h, k, len(k), out, buf, cap)
-            if rc == _INT:
-                return out.i
-            if rc == _STR or rc == _BYTES:
-                n = out.len
-                if n > cap:
-                    s.grow(n)
-                    out, buf, cap, view = s.all
-                    continue
-                b = view[:n].tobytes()
-                return _text(b, self._name) if rc == _STR else b
-            if rc == _FLOAT:
-                return out.f
-            if rc == _BOOL:
-                return out.i != 0
-            if rc == _ERANGE:
-                s.grow(out.len)
-                out, buf, cap, view = s.all
-                continue
-            raise_rc(rc, key)
-
-    # HOT PATH. get / [] / in / set / [] = / incr / delete are written for
-    # speed: one fast C call with the fewest cffi arguments (csrc/fast.c),
-    # an int result returned directly, no isinstance or length checks
-    # (str.encode rejects a non-str key; C rejects an empty or oversized one),
-    # no closed check (a closed handle is NULL, which C refuses). Anything
-    # unusual -- another value type, an error, a closed handle -- takes the
-    # general path, which re-runs the operation (the fast call changed
-    # nothing) and raises the precise exception.
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` if it is missing or expired.
-
-        Raises:
-            TypeError / ValueError: for a key that is not a non-empty str.
-
-        .. versionadded:: 0.1
-        """
-        try:
-            k = _encode(key)
-        except TypeError:
-            k = encode_key(key)
-        v = _c_get_fast(self._hp, k, len(k))
-        if v >= _FMIN:
-            return v
-        if v == _F_MISS:
-            return default
-        if _F_STR <= v <= _F_BYTES and self._h is not None:
-            try:
-                return self._read_k(_c_get, self._h, k, key)  # a str or bytes value: one more call
-            except KeyError:
-                return default
-        try:
-            return self._read(_c_get, key)
-        except KeyError:
-            return default
-
-    def __getitem__(self, key: str) -> Value:
-        try:
-            k = _encode(key)
-        except TypeError:
-            k = encode_key(key)
-        v = _c_get_fast(self._hp, k, len(k))
-        if v >= _FMIN:
-            return v  # type: ignore[no-any-return]
-        if v == _F_MISS:
-            raise KeyError(key)
-        if _F_STR <= v <= _F_BYTES and self._h is not None:
-            return self._read_k(_c_get, self._h, k, key)  # type: ignore[no-any-return]
-        return self._read(_c_get, key)  # type: ignore[no-any-return]
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            k = _encode(key)  # type: ignore[arg-type]
-        except TypeError:
-            self._handle()
-            return False
-        v = _c_get_fast(self._hp, k, len(k))
-        if v >= _FMIN or INT64_MIN < v < INT64_MIN + 32:
-            return True  # an int, or a value of another type
-        if v == _F_MISS:
-            return False
-        h = self._handle()
-        k = encode_key(key)
-        rc = _c_get(h, k, len(k), scratch.out, _NULL, 0)
-        if rc > 0 or rc == _EWRONGTYPE:  # a list is present too
-            return True
-        if rc == _ENOTFOUND:
-            return False
-        raise_rc(rc, key)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        """Remove ``key`` and return its value, atomically.
-
-        Raises:
-            KeyError: if it is missing and no default is given.
-
-        .. versionadded:: 0.1
-        """
-        try:
-            return self._read(lib.shmdict_pop, key)
-        except KeyError:
-            if default:
-                return default[0]
-            raise
+    # get, [], in, pop, set, [] =, del, delete, incr, get_many and set_many
+    # come from the base class: shmdict._speed.SharedDictBase (C) on CPython,
+    # shmdict._pure.PureBase (the same over cffi) on PyPy or with SHMDICT_PURE=1.
 
     def ttl(self, key: str) -> Optional[float]:
         """``None`` if ``key`` is missing; ``0`` if it never expires; else the
@@ -384,50 +302,6 @@ class SharedDict(MutableMapping[str, Value]):
 
     # ---- writes -----------------------------------------------------------
 
-    def set(self, key: str, value: Value, exptime: float = 0) -> None:
-        """Store ``value`` under ``key``; ``exptime > 0`` makes it expire after
-        that many seconds, ``<= 0`` never.
-
-        Raises:
-            TypeError: for a value that is not bool, int, float, str or bytes.
-            OverflowError: for an int outside the signed 64-bit range.
-            ValueError: for a non-finite ``exptime`` or a bad key.
-            shmdict.Full: if there is no room even after reclaiming expired items.
-
-        .. versionadded:: 0.1
-        """
-        if not exptime:
-            self.__setitem__(key, value)  # the typed fast path, kept in one place
-        else:
-            self._set(key, value, exptime)
-
-    def _set(self, key: str, value: Value, exptime: float) -> None:
-        h = self._handle()
-        k = encode_key(key)
-        t, i, f, b, n = _store_args(value)
-        ex = seconds(exptime) if exptime else 0.0
-        rc = _c_set(h, k, len(k), t, i, f, b, n, ex, 0)
-        if rc:
-            raise_rc(rc, key)
-
-    def __setitem__(self, key: str, value: Value) -> None:
-        t = type(value)
-        try:
-            k = _encode(key)
-            if t is int:
-                if not _c_set_int(self._hp, k, len(k), value):
-                    return
-            elif t is str:
-                b = _encode(value)
-                if not _c_set_buf(self._hp, k, len(k), b, len(b), _STR):
-                    return
-            elif t is bytes:
-                if not _c_set_buf(self._hp, k, len(k), value, len(value), _BYTES):
-                    return
-        except (TypeError, OverflowError):
-            pass  # a bad key, or an int beyond 64 bits: the general path explains
-        self._set(key, value, 0)
-
     def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
         """``d[key]`` if present, else store ``default`` and return it (atomic).
 
@@ -446,86 +320,6 @@ class SharedDict(MutableMapping[str, Value]):
                 return default
             if rc != _EEXIST:
                 raise_rc(rc, key)
-
-    def delete(self, key: str) -> bool:
-        """Remove ``key``; ``True`` if it existed (and had not expired).
-
-        .. versionadded:: 0.1
-        """
-        h = self._h
-        if h is None:
-            self._handle()
-        try:
-            k = _encode(key)
-        except TypeError:
-            k = encode_key(key)
-        rc = _c_delete(h, k, len(k))
-        if rc == 0:
-            return True
-        if rc == _ENOTFOUND:
-            return False
-        self._handle()
-        encode_key(key)
-        raise_rc(rc, key)
-
-    def __delitem__(self, key: str) -> None:
-        if not self.delete(key):
-            raise KeyError(key)
-
-    def incr(
-        self,
-        key: str,
-        delta: Union[int, float] = 1,
-        exptime: Optional[float] = None,
-        *,
-        init: Union[int, float, None] = None,
-        init_ttl: Optional[float] = None,
-    ) -> Union[int, float]:
-        """Atomically add ``delta`` to the number under ``key``; returns the new value.
-
-        A missing key raises ``KeyError`` unless ``init`` is given: then it is
-        created as ``init + delta`` expiring after ``init_ttl`` seconds (the
-        rate-limiting idiom: the window starts with the first hit). ``exptime``
-        given replaces the TTL (``<= 0`` clears it), and wins over ``init_ttl``
-        for a key this call creates; omitted, the TTL is kept.
-
-        Raises:
-            KeyError: missing key and no ``init``.
-            TypeError: the stored value, ``delta`` or ``init`` is not a number (bool is not).
-            OverflowError: int result outside 64 bits; the value is unchanged.
-            ValueError: non-finite ``delta``, ``init``, ``exptime`` or ``init_ttl``.
-            shmdict.Full: no room to create the key.
-
-        .. versionadded:: 0.1
-        """
-        if type(delta) is int and exptime is None and init is None and init_ttl is None:
-            try:
-                k = _encode(key)
-                v = _c_incr_fast(self._hp, k, len(k), delta)
-                if v >= _FMIN:
-                    return v  # type: ignore[no-any-return]
-            except (TypeError, OverflowError):
-                pass  # a bad key or a delta beyond 64 bits: the general path explains
-            # A code: nothing changed; the general call does it or raises.
-        h = self._handle()
-        k = encode_key(key)
-        if type(delta) is int and INT64_MIN <= delta <= INT64_MAX:
-            dt, di, df = _INT, delta, 0.0
-        else:
-            dt, di, df = _lib.number(delta, "delta")
-        if init is None:
-            it, ii, fi = 0, 0, 0.0
-        else:
-            it, ii, fi = _lib.number(init, "init")
-        ittl = 0.0 if init_ttl is None else seconds(init_ttl, "init_ttl")
-        ex = 0.0 if exptime is None else seconds(exptime)
-        out = scratch.out
-        rc = _c_incr(h, k, len(k), dt, di, df, it, ii, fi, ittl, exptime is not None, ex, out)
-        if rc == _INT:
-            return out.i  # type: ignore[no-any-return]
-        if rc == _FLOAT:
-            return out.f  # type: ignore[no-any-return]
-        raise_rc(rc, key)
 
     def expire(self, key: str, exptime: float) -> bool:
         """Set the TTL of ``key`` (``exptime > 0``) or clear it (``<= 0``);
@@ -634,7 +428,10 @@ class SharedDict(MutableMapping[str, Value]):
         flush -- and return its new value, or ``None`` if it went away.
 
         Without ``since``, waits for the next change after the call; with it,
-        returns at once if the key's :meth:`version` already differs. Waiting
+        returns at once if the key's :meth:`version` already differs. A missing
+        key that is set and then deleted -- or set with a TTL that runs out --
+        before this call looks again counts as a change (it returns ``None``),
+        in dicts with an event ring (the default; see ``events`` in :func:`new`). Waiting
         releases the GIL and costs no CPU (a futex in the shared file); a
         signal such as Ctrl-C interrupts it.
 
@@ -644,17 +441,26 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
+        return self._wait(key, timeout, self._wait_cursor(since))
+
+    @staticmethod
+    def _wait_cursor(since: Optional[int]) -> Any:
+        """The C wait cursor: (version it changes from, event ring sequence and position);
+        kept across calls so that waiting in slices misses nothing."""
+        if since is None:
+            return ffi.new("uint64_t[3]", [2**64 - 1, 2**64 - 1, 2**64 - 1])
+        if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
+            raise ValueError(f"since must be a version from version(), not {since!r}")
+        return ffi.new("uint64_t[3]", [since, 2**64 - 1, 2**64 - 1])
+
+    def _wait(self, key: str, timeout: Optional[float], cursor: Any) -> Any:
         h = self._handle()
         k = encode_key(key)
         t = _timeout(timeout)
-        if since is None:
-            since = self.version(key)
-        elif isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32:
-            raise ValueError(f"since must be a version from version(), not {since!r}")
         deadline = time.monotonic() + t
         s = scratch
         while True:
-            rc = lib.shmdict_wait(h, k, len(k), since, t, s.out, s.buf, s.cap)
+            rc = lib.shmdict_wait(h, k, len(k), cursor, t, s.out, s.buf, s.cap)
             if rc == _EINTR:  # signal handlers run here, between the two calls
                 if t >= 0:
                     t = max(0.0, deadline - time.monotonic())
@@ -699,6 +505,9 @@ class SharedDict(MutableMapping[str, Value]):
                 raise ValueError(f"SharedDict {self._name!r} was closed while watching")
             if rc == lib.SHMDICT_EINVAL:
                 raise ValueError(f"SharedDict {self._name!r} was created with events=0: nothing to watch")
+            if rc == _ERANGE:  # the next event (a long key) does not fit: grow, never stall
+                s.grow(int(s.out.len))
+                continue
             if rc < 0:
                 raise_rc(rc)
             events: list[Event] = []
@@ -761,16 +570,18 @@ class SharedDict(MutableMapping[str, Value]):
         .. versionadded:: 0.1
         """
         _timeout(timeout)
-        if since is None:
-            since = self.version(key)
+        encode_key(key)
+        cursor = self._wait_cursor(since)  # one cursor for every slice: nothing falls between them
+        try:
+            return self._wait(key, 0, cursor)  # the first look, now: pins the cursor at this call
+        except TimeoutError:
+            pass
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
             try:
-                return await loop.run_in_executor(
-                    _wait_executor(), functools.partial(self.wait, key, step, since=since)
-                )
+                return await _in_thread(self._wait, key, step, cursor)
             except TimeoutError:
                 if deadline is not None and loop.time() >= deadline:
                     raise
@@ -788,7 +599,7 @@ class SharedDict(MutableMapping[str, Value]):
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
-            batch = await loop.run_in_executor(_wait_executor(), self._events, cursor, match, step)
+            batch = await _in_thread(self._events, cursor, match, step)
             for ev in batch:
                 yield ev
             if batch and timeout is not None:
@@ -983,113 +794,6 @@ class SharedDict(MutableMapping[str, Value]):
             raise_rc(rc, key)
         return bool(rc == 1)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Value]:
-        """``{key: value}`` for the keys that are present, read under one lock
-        hold (a consistent snapshot of those keys).
-
-        Raises:
-            TypeError / ValueError: for a bad key (nothing is read).
-
-        .. versionadded:: 0.1
-        """
-        h = self._handle()
-        ks = keys if type(keys) is list or type(keys) is tuple else list(keys)
-        parts: list[bytes] = []
-        ap, pack, limit = parts.append, _u32.pack, lib.SHMDICT_MAX_KEY
-        for key in ks:  # inlined: this loop is the per-key cost get_many exists to cut
-            b = key.encode() if type(key) is str else encode_key(key)
-            n = len(b)
-            if not n or n > limit:
-                encode_key(key)  # raises the right error
-            ap(pack(n))
-            ap(b)
-        packed = b"".join(parts)
-        s = scratch
-        while True:
-            rc = lib.shmdict_get_many(h, packed, len(packed), len(ks), s.buf, s.cap, s.out)
-            if rc == _ERANGE:
-                s.grow(s.out.len)
-                continue
-            if rc < 0:
-                raise_rc(rc)
-            break
-        data = ffi.buffer(s.buf, s.out.len)[:]
-        result: dict[str, Value] = {}
-        pos = 0
-        q, f, u = _i64.unpack_from, _f64.unpack_from, _u32.unpack_from
-        for key in ks:
-            t = data[pos]
-            if t == 0:
-                pos += 1
-            elif t == _INT:
-                result[key] = q(data, pos + 1)[0]
-                pos += 9
-            elif t == _STR or t == _BYTES:
-                (n,) = u(data, pos + 1)
-                v = data[pos + 5 : pos + 5 + n]
-                result[key] = _text(v, self._name) if t == _STR else v
-                pos += 5 + n
-            elif t == _FLOAT:
-                result[key] = f(data, pos + 1)[0]
-                pos += 9
-            elif t == _LIST:
-                result[key], pos = _unpack_value(data, pos)
-            else:
-                result[key] = q(data, pos + 1)[0] != 0
-                pos += 9
-        return result
-
-    def set_many(self, mapping: Union[Mapping[str, Value], Iterable[tuple[str, Value]]], exptime: float = 0) -> None:
-        """Store every item, in order, under one lock hold, all with ``exptime``.
-
-        Raises:
-            TypeError / OverflowError / ValueError: for any bad key or value
-                (checked first: then nothing is stored).
-            shmdict.Full: an item that can never fit (nothing stored), or no
-                room for an item: the items before it stay stored (each item
-                is its own transaction), the rest are not.
-
-        .. versionadded:: 0.1
-        """
-        h = self._handle()
-        items = mapping.items() if isinstance(mapping, Mapping) else mapping
-        parts: list[bytes] = []
-        ap, pack, limit = parts.append, _u32.pack, lib.SHMDICT_MAX_KEY
-        n = 0
-        for key, value in items:  # inlined fast paths: this loop is set_many's per-item cost
-            b = key.encode() if type(key) is str else encode_key(key)
-            kn = len(b)
-            if not kn or kn > limit:
-                encode_key(key)  # raises the right error
-            t = type(value)
-            if t is int and INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_q(_INT, value))
-            elif t is str:
-                vb = value.encode()  # type: ignore[union-attr]
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_u32(_STR, len(vb)))
-                ap(vb)
-            elif t is bytes:
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_u32(_BYTES, len(value)))  # type: ignore[arg-type]
-                ap(value)  # type: ignore[arg-type]
-            elif t is float:
-                ap(pack(kn))
-                ap(b)
-                ap(_tag_d(_FLOAT, value))
-            else:
-                ap(_pack_item(b, value))
-            n += 1
-        ex = seconds(exptime) if exptime else 0.0
-        packed = b"".join(parts)
-        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, scratch.out)
-        if rc < 0:
-            raise_rc(rc)
-
     def _items(self, match: Optional[str], max_count: int, values: bool) -> list[tuple[str, Any]]:
         h = self._handle()
         pat, plen = _pattern(match)
@@ -1248,14 +952,20 @@ class SharedDict(MutableMapping[str, Value]):
 
         .. versionadded:: 0.1
         """
-        v = self.get(key, _MISSING)
-        if v is not _MISSING:
-            return v  # type: ignore[no-any-return]
-        lk = NamedLock(self, b"G" + encode_key(key), key, lock_timeout)
-        if not lk.acquire():
-            raise TimeoutError(f"get_or_set({key!r}): no value within {lock_timeout} s")
-        try:
+        if lock_timeout is not None:
+            lock_timeout = seconds(lock_timeout, "lock_timeout")
+        # lock_timeout bounds the waits for the dict's lock too (a stopped holder).
+        dl = _lib.deadline(lock_timeout if lock_timeout is not None and lock_timeout >= 0 else None)
+        with dl:
             v = self.get(key, _MISSING)
+            if v is not _MISSING:
+                return v  # type: ignore[no-any-return]
+            lk = NamedLock(self, b"G" + encode_key(key), key, lock_timeout)
+            if not lk.acquire():
+                raise TimeoutError(f"get_or_set({key!r}): no value within {lock_timeout} s")
+        try:
+            with dl:
+                v = self.get(key, _MISSING)
             if v is _MISSING:
                 v = factory()
                 self.set(key, v, exptime)
@@ -1343,24 +1053,59 @@ class SharedDict(MutableMapping[str, Value]):
     def _lock_fd(self) -> int:
         """A new file description of this dict's file (checked to be the same
         file), for named locks."""
-        info = ffi.new("shmdict_info_t *")
-        _lib.check(lib.shmdict_info(self._handle(), info))
+        self._handle()  # identity cached at attach: no wait for the dict's lock here
         path = _path(self._dir, self._name)
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (info.dev, info.ino):
+        if (st.st_dev, st.st_ino) != self._ident:
             os.close(fd)
             raise FileNotFoundError(f"{path} no longer names this dict (unlinked?): named locks need it")
         return fd
+
+    # ---- snapshots (shmdict/_snapshot.py) -------------------------------------
+
+    def dump(self, file: Any) -> int:
+        """Write a snapshot of every live item (every type, lists too; TTLs as
+        wall-clock deadlines) to ``file``: a path (written to a temporary file
+        beside it, mode 0600, and renamed into place once complete) or a binary
+        file object. Returns the number of items written.
+
+        Each item is read whole under the lock, in batches of short lock holds:
+        an item present for the whole dump is in it exactly once, but writers
+        running meanwhile are not paused, so the snapshot is not one instant
+        of the whole dict.
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import dump_local
+
+        return dump_local(self, file)
+
+    def load(self, file: Any) -> int:
+        """Store the items of a snapshot (from a path or a binary file object),
+        as :meth:`set` would: the same keys are overwritten, other keys kept,
+        items whose TTL has run out since the dump skipped; the others keep the
+        time that remains. Returns the number of items stored.
+
+        Raises:
+            shmdict.CorruptError: not a snapshot, or damaged or truncated;
+                the whole file is checked first, so nothing was stored.
+            shmdict.Full: the snapshot can never fit in this dict (nothing was
+                stored); or the dict filled up during the load: the items
+                before the one that did not fit (in file order) are stored,
+                the rest are not (the exception's ``stored`` says how many).
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import load_local
+
+        return load_local(self, file)
 
 
 # ---- helpers of the extra operations ---------------------------------------------
 
 _NOEVICT = lib.SHMDICT_SET_NOEVICT
 _LIST, _EWRONGTYPE = lib.SHMDICT_T_LIST, lib.SHMDICT_EWRONGTYPE
-_MISSING: Any = object()
-_i64 = struct.Struct("<q")
-_f64 = struct.Struct("<d")
 _tag_q = struct.Struct("<Bq").pack
 _tag_d = struct.Struct("<Bd").pack
 _tag_u32 = struct.Struct("<BI").pack
@@ -1391,57 +1136,6 @@ def _pattern(match: Optional[str]) -> tuple[Any, int]:
     return b, len(b)
 
 
-def _pack_item(k: bytes, value: object) -> bytes:
-    t, i, f, b, n = _store_args(value)
-    head = _u32.pack(len(k)) + k + bytes((t,))
-    if t == _STR or t == _BYTES:
-        return head + _u32.pack(n) + bytes(b)
-    if t == _FLOAT:
-        return head + _f64.pack(f)
-    return head + _i64.pack(i)
-
-
-def _unpack_value(data: bytes, pos: int) -> tuple[Any, int]:
-    """One packed value (u8 type, payload) at pos: (value or _MISSING, next pos)."""
-    t = data[pos]
-    pos += 1
-    if t == 0:
-        return _MISSING, pos
-    if t == _INT:
-        return _i64.unpack_from(data, pos)[0], pos + 8
-    if t == _FLOAT:
-        return _f64.unpack_from(data, pos)[0], pos + 8
-    if t == _BOOL:
-        return _i64.unpack_from(data, pos)[0] != 0, pos + 8
-    (n,) = _u32.unpack_from(data, pos)
-    b = data[pos + 4 : pos + 4 + n]
-    if t == _LIST:
-        return _unpack_list(b), pos + 4 + n
-    return (_text(b) if t == _STR else b), pos + 4 + n
-
-
-def _unpack_list(b: bytes) -> list[Value]:
-    """A list's packed elements: (u32 n, u8 type, payload, u32 n) each."""
-    out: list[Value] = []
-    pos, end = 0, len(b)
-    while pos < end:
-        (n,) = _u32.unpack_from(b, pos)
-        t = b[pos + 4]
-        p = pos + 5
-        if t == _INT:
-            out.append(_i64.unpack_from(b, p)[0])
-        elif t == _FLOAT:
-            out.append(_f64.unpack_from(b, p)[0])
-        elif t == _BOOL:
-            out.append(_i64.unpack_from(b, p)[0] != 0)
-        elif t == _STR:
-            out.append(_text(b[p : p + n]))
-        else:
-            out.append(b[p : p + n])
-        pos = p + n + 4
-    return out
-
-
 class NamedLock:
     """A cross-process lock of one :class:`SharedDict`, from :meth:`SharedDict.lock`.
 
@@ -1459,7 +1153,7 @@ class NamedLock:
 
     def __init__(self, d: SharedDict, tagged: bytes, name: str, timeout: Optional[float]) -> None:
         if timeout is not None:
-            timeout = seconds(timeout, "timeout")
+            timeout = seconds(timeout, "timeout")  # NaN and inf: ValueError
         self._d = d
         self._off = int(lib.shmdict_lock_offset(d._handle(), tagged, len(tagged)))
         self._name = name
@@ -1480,8 +1174,10 @@ class NamedLock:
             raise RuntimeError(f"lock {self._name!r} is already held by this object (not reentrant)")
         if timeout is None:
             timeout = self._timeout
-        elif timeout >= 0 and not blocking:
-            raise ValueError("can't specify a timeout for a non-blocking call")
+        else:
+            timeout = seconds(timeout, "timeout")  # NaN would never expire, inf never either
+            if timeout >= 0 and not blocking:
+                raise ValueError("can't specify a timeout for a non-blocking call")
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         fd = self._d._lock_fd()
         delay = 0.0002
@@ -1556,8 +1252,106 @@ def _default_events(size: int) -> int:
     return max(16, min(4096, size // 1024))
 
 
+def _check_mode(mode: object) -> int:
+    """Read/write bits only: setuid, setgid, sticky and execute bits would turn
+    a file other processes write into something else entirely."""
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise ValueError(f"mode must be an int permission mask such as 0o600, not {mode!r}")
+    if mode < 0 or mode & ~0o666:
+        raise ValueError(
+            f"mode {oct(mode) if mode >= 0 else mode} has bits other than read/write: a dict file takes "
+            "a subset of 0o666 (e.g. 0o600, 0o660, 0o666)"
+        )
+    return mode
+
+
+def _trust(shared: object) -> tuple[int, int]:
+    """(flags, also_uid) for shmdict_attach from ``shared``: False, True, a
+    user name or a uid."""
+    if shared is False or shared is None:
+        return 0, -1
+    if shared is True:
+        return lib.SHMDICT_TRUST_SHARED, -1
+    if isinstance(shared, int) and not isinstance(shared, bool):
+        if not 0 <= shared < 2**32 - 1:
+            raise ValueError(f"shared must be True, a user name or a uid >= 0, not {shared!r}")
+        return lib.SHMDICT_TRUST_SHARED, shared
+    if isinstance(shared, str):
+        if shared.isdigit() and shared.isascii():
+            return _trust(int(shared))
+        import pwd
+
+        try:
+            return lib.SHMDICT_TRUST_SHARED, pwd.getpwnam(shared).pw_uid
+        except KeyError:
+            raise ValueError(f"shared={shared!r}: no such user") from None
+    raise TypeError(f"shared must be a bool, a user name or a uid, not {type(shared).__name__}")
+
+
+def _group(group: object) -> int:
+    """A gid for shmdict_create from ``group``: None (-1: the creator's), a group name or a gid."""
+    if group is None:
+        return -1
+    if isinstance(group, int) and not isinstance(group, bool):
+        if not 0 <= group < 2**32 - 1:
+            raise ValueError(f"group must be a group name or a gid >= 0, not {group!r}")
+        return group
+    if isinstance(group, str):
+        if group.isdigit() and group.isascii():
+            return _group(int(group))
+        import grp
+
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"group={group!r}: no such group") from None
+    raise TypeError(f"group must be a group name or a gid, not {type(group).__name__}")
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _untrusted(path: str, uid: int, mode: int) -> PermissionError:
+    me = os.geteuid()
+    if uid not in (me, 0):
+        try:
+            import pwd
+
+            hint = repr(pwd.getpwuid(uid).pw_name)
+        except KeyError:
+            hint = str(uid)
+        you = "root (you)" if me == 0 else f"you ({_user(me)}) or root"
+        msg = (
+            f"refusing to attach to {path}: it is owned by {_user(uid)}, not by {you}. "
+            "Anyone may create files in that directory, so another user could have planted it to read or "
+            f"alter what you store. If the dict is meant to be shared with that user, pass shared={hint} "
+            f"(URL: ?shared={hint.strip(chr(39))}, command line: --shared {hint.strip(chr(39))})."
+        )
+    else:
+        who = " and ".join(w for w, bit in (("its group", 0o020), ("other users", 0o002)) if mode & bit)
+        msg = (
+            f"refusing to attach to {path}: it is writable by {who} (mode {oct(mode & 0o7777)}), so they "
+            "could alter or corrupt it. If the dict is meant to be shared between users, pass shared=True "
+            "(URL: ?shared=1, command line: --shared)."
+        )
+    return PermissionError(errno.EACCES, msg)
+
+
 def new(
-    name: str, size: Union[int, str], *, mode: int = 0o600, events: Optional[int] = None, evict: bool = False
+    name: str,
+    size: Union[int, str],
+    *,
+    mode: int = 0o600,
+    group: Union[str, int, None] = None,
+    events: Optional[int] = None,
+    evict: bool = False,
+    lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
 ) -> SharedDict:
     """Create the dict ``name`` with ``size`` bytes of storage; the returned
     handle owns the name (closing it unlinks the name, in this process only).
@@ -1568,9 +1362,17 @@ def new(
     many recent changes, 64 bytes each, at most 1/8 of ``size``); ``0``
     disables it. Default: one per KiB of ``size``, from 16 to 4096.
 
+    ``mode`` is the file's permissions: read/write bits only (a subset of
+    ``0o666``), default ``0o600``; ``group`` (a group name or gid) gives the
+    file that group from the start, for a dict shared with a group of users
+    (``mode=0o660``; see :func:`get`'s ``shared``). ``lock_timeout`` bounds every wait of this
+    handle for the dict's lock (seconds, or ``None`` for no bound; default
+    :data:`DEFAULT_LOCK_TIMEOUT`): past it an operation raises
+    :class:`shmdict.LockTimeout` and changes nothing.
+
     Raises:
         FileExistsError: the name exists.
-        ValueError / TypeError: bad name or size.
+        ValueError / TypeError: bad name, size, mode or lock_timeout.
         OSError: the directory cannot hold ``size`` bytes (ENOSPC), or another
             system error.
 
@@ -1578,71 +1380,103 @@ def new(
     """
     _check_name(name)
     n = _lib.parse_size(size)
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-        raise ValueError(f"mode must be an int permission mask such as 0o600, not {mode!r}")
+    _check_mode(mode)
+    gid = _group(group)
+    _lib.lock_timeout(lock_timeout)
     if events is None:
         events = _default_events(n)
     elif isinstance(events, bool) or not isinstance(events, int) or events < 0:
         raise ValueError(f"events must be an int >= 0, not {events!r}")
     d = _dir()
     p = ffi.new("shmdict_t **")
-    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, events, p)
+    rc = lib.shmdict_create(d.encode(), name.encode(), n, mode, gid, events, p)
     if rc:
         raise_rc(rc, path=_path(d, name))
-    sd = SharedDict(p[0], name, d, owner=True)
+    sd = SharedDict(p[0], name, d, owner=True, lock_timeout=lock_timeout)
     if evict:
         _lib.check(lib.shmdict_configure(sd._h, 1))
     return sd
 
 
-def _attach(name: str, directory: str) -> SharedDict:
+def _attach(
+    name: str, directory: str, shared: Any = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT
+) -> SharedDict:
+    flags, also = _trust(shared)
+    _lib.lock_timeout(lock_timeout)
     p = ffi.new("shmdict_t **")
-    rc = lib.shmdict_attach(directory.encode(), name.encode(), p)
+    why = ffi.new("shmdict_out_t *")
+    rc = lib.shmdict_attach(directory.encode(), name.encode(), flags, also, why, p)
+    if rc == _EUNTRUSTED:
+        raise _untrusted(_path(directory, name), int(why.i), int(why.len))
     if rc:
         raise_rc(rc, path=_path(directory, name))
-    return SharedDict(p[0], name, directory, owner=False)
+    return SharedDict(p[0], name, directory, owner=False, lock_timeout=lock_timeout, shared=shared)
 
 
-def get(name: str) -> SharedDict:
+def get(name: str, *, shared: Any = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> SharedDict:
     """Attach to the existing dict ``name`` (not an owner).
+
+    The file must be owned by you or by root and not writable by its group or
+    by others: anyone may create files in ``/dev/shm``, so a dict another user
+    planted under the name is refused. ``shared=True`` accepts a file writable
+    by its group or others (a dict deliberately shared between users);
+    ``shared="www-data"`` (a user name or uid) also accepts one owned by that
+    user. ``lock_timeout`` as for :func:`new`.
 
     Raises:
         FileNotFoundError: no such dict.
+        PermissionError: the file's owner or mode is not trusted (the message
+            says why and how to opt in), or the system refuses access.
         shmdict.CorruptError: the file is not a dict of a compatible layout.
 
     .. versionadded:: 0.1
     """
     _check_name(name)
-    return _attach(name, _dir())
+    return _attach(name, _dir(), shared, lock_timeout)
 
 
 def open(  # noqa: A001
-    name: str, size: Union[int, str], *, mode: int = 0o600, events: Optional[int] = None, evict: bool = False
+    name: str,
+    size: Union[int, str],
+    *,
+    mode: int = 0o600,
+    group: Union[str, int, None] = None,
+    events: Optional[int] = None,
+    evict: bool = False,
+    shared: Any = False,
+    lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
 ) -> SharedDict:
     """Attach to ``name`` if it exists, else create it; race-free, and never an
     owner (nobody's close unlinks a dict that several processes opened).
     ``evict=True`` turns eviction on for the dict, whether this call created
     it or attached to it (it stays on); ``False`` leaves the policy alone.
+    ``mode``, ``group`` and ``events`` apply when it creates; ``shared`` when it attaches
+    (see :func:`get`); ``lock_timeout`` as for :func:`new`.
 
     .. versionadded:: 0.1
     """
     _check_name(name)
     _lib.parse_size(size)
+    _check_mode(mode)
+    _group(group)
+    _trust(shared)
+    _lib.lock_timeout(lock_timeout)
     while True:
         try:
-            sd = get(name)
+            sd = get(name, shared=shared, lock_timeout=lock_timeout)
             if evict:
                 _lib.check(lib.shmdict_configure(sd._h, 1))
             return sd
         except FileNotFoundError:
             pass
         try:
-            d = new(name, size, mode=mode, events=events, evict=evict)
+            d = new(name, size, mode=mode, group=group, events=events, evict=evict, lock_timeout=lock_timeout)
         except FileExistsError:
             continue  # someone else created it first: attach to theirs
         if d._finalizer is not None:
             d._finalizer.detach()
         d._owner_pid, d._finalizer = 0, None
+        d._shared = shared
         return d
 
 

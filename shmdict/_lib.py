@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
+from builtins import open as builtins_open
 from typing import NoReturn
 
 from ._shmdict import ffi, lib
-from .exceptions import CorruptError, Error, Full
+from .exceptions import CorruptError, Error, Full, LockTimeout
 
 __all__ = ["ffi", "lib"]
 
@@ -38,10 +40,54 @@ def strerror(rc: int) -> str:
     return ffi.string(lib.shmdict_strerror(rc)).decode()
 
 
+def lock_timeout_error(what: str = "") -> LockTimeout:
+    """The LockTimeout for this thread's last ELOCKTIMEOUT, naming the holder.
+
+    The C core reports the holder's thread id from the mutex word; the process
+    is that thread's thread group (``/proc/<tid>/status``). A thread id that is
+    no live task here means another PID namespace or a damaged lock word."""
+    tid = int(lib.shmdict_lock_holder())
+    pid = None
+    if tid > 0:
+        try:
+            with builtins_open(f"/proc/{tid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Tgid:"):
+                        pid = int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            pid = None
+    prefix = f"{what}: " if what else ""
+    if pid is not None:
+        state = _proc_state(pid)
+        who = f"process {pid}" + (f" ({state})" if state else "")
+        return LockTimeout(f"{prefix}timed out waiting for the dict's lock, held by {who}", pid)
+    if tid > 0:
+        return LockTimeout(
+            f"{prefix}timed out waiting for the dict's lock; the lock word names thread {tid}, which is not "
+            "a live process here (another PID namespace, or a damaged lock)",
+            None,
+        )
+    return LockTimeout(f"{prefix}timed out waiting for the dict's lock (holder unknown)", None)
+
+
+def _proc_state(pid: int) -> str:
+    """'stopped', 'traced', ... from /proc/<pid>/stat, '' if unknown or running."""
+    try:
+        with builtins_open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        state = data[data.rindex(b")") + 2 : data.rindex(b")") + 3].decode()
+    except (OSError, ValueError):
+        return ""
+    return {"T": "stopped", "t": "stopped by a debugger", "D": "in uninterruptible sleep", "Z": "a zombie"}.get(state, "")
+
+
 def raise_rc(rc: int, key: object = None, path: str | None = None) -> NoReturn:
     """Raise the exception for a negative return code."""
     if rc == lib.SHMDICT_ENOTFOUND:
         raise KeyError(key)
+    if rc == lib.SHMDICT_ELOCKTIMEOUT:
+        raise lock_timeout_error()
     if rc == lib.SHMDICT_ESYS:
         e = ffi.errno
         raise OSError(e, os.strerror(e), path)
@@ -67,6 +113,40 @@ def encode_key(key: object) -> bytes:
             "key must not be empty" if not k else f"key is {len(k)} bytes; the limit is {lib.SHMDICT_MAX_KEY}"
         )
     return k
+
+
+def lock_timeout(value: object) -> float:
+    """A lock timeout for C: ``None`` is -1.0 (no bound), else finite seconds >= 0."""
+    if value is None:
+        return -1.0
+    t = seconds(value, "lock_timeout")
+    if t < 0:
+        raise ValueError(f"lock_timeout must be >= 0 seconds or None, not {value!r}")
+    return t
+
+
+class deadline:
+    """``with deadline(seconds):`` bounds this thread's waits for any dict's
+    lock (C: shmdict_deadline) until the block ends; nested blocks keep the
+    earlier deadline. ``None`` adds no bound."""
+
+    __slots__ = ("_abs", "_prev")
+
+    def __init__(self, timeout: float | None) -> None:
+        self._abs = 0 if timeout is None else time.monotonic_ns() + max(1, int(timeout * 1e9))
+        self._prev = 0
+
+    def __enter__(self) -> "deadline":
+        if self._abs:
+            prev = int(lib.shmdict_deadline(self._abs))
+            if prev and prev < self._abs:
+                lib.shmdict_deadline(prev)
+            self._prev = prev
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._abs:
+            lib.shmdict_deadline(self._prev)
 
 
 def seconds(value: object, what: str = "exptime") -> float:
@@ -158,6 +238,22 @@ def fault_arm(name: str | None, nth: int = 1) -> None:
         raise ValueError(f"unknown crash point {name!r}")
 
 
+# The sum of every shift so far, so clock_reset() can undo them all. Every
+# shift goes through clock_shift(); a forked child inherits both this and the
+# C-side offset, so the two stay equal there too.
+_clock_shifted_ns = 0
+
+
 def clock_shift(secs: float) -> None:
     """Advance this process's TTL clock by ``secs`` (cumulative)."""
-    lib.shmdict_clock_shift(int(secs * 1e9))
+    global _clock_shifted_ns
+    ns = int(secs * 1e9)
+    lib.shmdict_clock_shift(ns)
+    _clock_shifted_ns += ns
+
+
+def clock_reset() -> None:
+    """Undo every clock_shift() of this process: the TTL clock is real time again."""
+    global _clock_shifted_ns
+    lib.shmdict_clock_shift(-_clock_shifted_ns)
+    _clock_shifted_ns = 0

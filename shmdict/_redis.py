@@ -40,7 +40,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._dict import Event
+from ._dict import Event, _in_thread
 from ._lib import INT64_MAX, INT64_MIN, encode_key, number, seconds
 from .exceptions import CorruptError, Error, Full, Unavailable
 
@@ -166,7 +166,10 @@ if t == 'none' then
       return {2}
     end
   else
-    redis.call('SET', k, 'f:' .. string.format('%.17g', tonumber(init) + tonumber(delta)))
+    local a, d = tonumber(init), tonumber(delta)
+    local s = a + d
+    if math.abs(a) ~= math.huge and math.abs(d) ~= math.huge and math.abs(s) == math.huge then return {2} end
+    redis.call('SET', k, 'f:' .. string.format('%.17g', s))
   end
   ttl_ms = init_ms
   if ex ~= '' then ttl_ms = ex end
@@ -186,7 +189,10 @@ elseif isint or string.sub(v, 1, 2) == 'f:' then
   local a
   if isint then a = tonumber(v) else a = tonumber(string.sub(v, 3)) end
   if a == nil then return {4, v} end
-  redis.call('SET', k, 'f:' .. string.format('%.17g', a + tonumber(delta)), 'KEEPTTL')
+  local d = tonumber(delta)
+  local s = a + d
+  if math.abs(a) ~= math.huge and math.abs(d) ~= math.huge and math.abs(s) == math.huge then return {2} end
+  redis.call('SET', k, 'f:' .. string.format('%.17g', s), 'KEEPTTL')
 else
   local tag = string.sub(v, 1, 2)
   if tag == 's:' or tag == 'b:' or v == 'T' or v == 'F' then return {3} end
@@ -746,7 +752,7 @@ class RedisDict(MutableMapping[str, Value]):
         if rc == 0:
             raise KeyError(key)
         if rc == 2:
-            raise OverflowError("integer overflow in incr")
+            raise OverflowError("overflow in incr: the result does not fit its type; the value is unchanged")
         if rc == 3:
             raise TypeError("value is not a number")
         raise CorruptError(f"not a shmdict value: {r[1][:40]!r}")
@@ -1111,7 +1117,7 @@ class RedisDict(MutableMapping[str, Value]):
         while True:
             step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
             try:
-                return await loop.run_in_executor(None, functools.partial(self.wait, key, step, since=since))
+                return await _in_thread(functools.partial(self.wait, key, step, since=since))
             except TimeoutError:
                 if deadline is not None and loop.time() >= deadline:
                     raise
@@ -1129,7 +1135,7 @@ class RedisDict(MutableMapping[str, Value]):
         try:
             while True:
                 step = _ASYNC_SLICE if deadline is None else max(0.0, min(_ASYNC_SLICE, deadline - loop.time()))
-                batch = await loop.run_in_executor(None, self._poll, sub, step)
+                batch = await _in_thread(self._poll, sub, step)
                 for ev in batch:
                     yield ev
                 if batch and timeout is not None:
@@ -1307,6 +1313,39 @@ class RedisDict(MutableMapping[str, Value]):
                 raise TimeoutError(f"get_or_set({key!r}): no value within {wait} s")
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
+
+    # ---- snapshots (shmdict/_snapshot.py): the format SharedDict uses --------
+
+    def dump(self, file: Any) -> int:
+        """Write a snapshot of every item under the prefix to ``file`` (a path
+        or a binary file object), in the same format as
+        :meth:`SharedDict.dump <shmdict.SharedDict.dump>`, so it loads into
+        either engine. Returns the number of items written. Each item is read
+        whole (a script per batch of keys found by ``SCAN``); not one instant
+        of the whole database.
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import dump_redis
+
+        return dump_redis(self, file)
+
+    def load(self, file: Any) -> int:
+        """Store a snapshot's items (see :meth:`SharedDict.load
+        <shmdict.SharedDict.load>`), each item whole, in ``MULTI``/``EXEC``
+        batches. Returns the number stored.
+
+        Raises:
+            shmdict.CorruptError: not a snapshot, or damaged or truncated;
+                nothing was written.
+            shmdict.Full: Redis reached ``maxmemory``: earlier batches are
+                stored (``stored`` on the exception counts them).
+
+        .. versionadded:: 0.1
+        """
+        from ._snapshot import load_redis
+
+        return load_redis(self, file)
 
 
 def _reconnect(url: str, prefix: str) -> RedisDict:

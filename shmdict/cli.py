@@ -14,10 +14,18 @@ Exit codes, for scripts:
   ``incr`` without ``--init`` on a missing key, or any command on a missing dict);
 - 2: usage error: unknown command or option, bad name, size, value or number;
 - 3: the operation failed: the dict is corrupt or full, the stored value is
-  not a number, an integer overflowed, a system call failed, or ``rm``
-  refused because processes still map the dict.
+  not a number, a number overflowed, a system call failed, the dict's file
+  is not trusted (owned by another user, or writable by others: see
+  ``--shared``), its lock was not acquired within ``--lock-timeout``, or
+  ``rm`` refused because processes still map the dict.
 
-Errors are one line on stderr: ``shmdict: error: ...``.
+Errors are one line on stderr: ``shmdict: error: ...``. Output piped into a
+command that stops reading early (``shmdict ls | head -1``) ends the command
+quietly with exit code 0.
+
+``set --type bytes`` reads VALUE with the escapes of a Python bytes literal
+(``\\x00``, ``\\n``, ``\\t``, ``\\\\``, octal ``\\0``...), so any byte can be typed;
+other characters are stored as their UTF-8 bytes.
 
 .. versionadded:: 0.1
 """
@@ -28,6 +36,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
@@ -108,9 +117,17 @@ def _mappers(paths: Iterable[str]) -> dict[str, list[int]]:
     return found
 
 
+# How every command attaches: --shared and --lock-timeout (set by main()).
+_ATTACH: dict[str, Any] = {}
+
+
+def _get(name: str) -> shmdict.SharedDict:
+    return shmdict.get(name, **_ATTACH)
+
+
 def _open(name: str) -> shmdict.SharedDict:
     try:
-        return shmdict.get(name)
+        return _get(name)
     except FileNotFoundError:
         _fail(EXIT_NOTFOUND, f"no dict named {name!r} in {_dir()}")
 
@@ -176,6 +193,41 @@ def _number(s: str, what: str) -> int | float:
             _fail(EXIT_USAGE, f"{what} must be a number, not {s!r}")
 
 
+# The escapes of a Python bytes literal (a backslash-newline continues the line).
+_SIMPLE_ESCAPES = {"\\": b"\\", "'": b"'", '"': b'"', "a": b"\a", "b": b"\b", "f": b"\f",
+                   "n": b"\n", "r": b"\r", "t": b"\t", "v": b"\v", "\n": b""}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.?)", re.S)
+
+
+def _unescape(s: str) -> bytes:
+    """VALUE of ``--type bytes``: Python bytes-literal escapes decoded, the rest UTF-8.
+
+    An unknown or incomplete escape (``\\q``, ``\\x4``, a trailing backslash) is
+    a usage error rather than kept literally, so a typo never stores bytes the
+    user did not mean.
+    """
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(s):
+        out += os.fsencode(s[pos : m.start()])
+        esc = m.group(1)
+        if esc[:1] == "x" and len(esc) == 3:
+            out.append(int(esc[1:], 16))
+        elif esc[:1].isdigit() and esc[0] in "01234567":
+            code = int(esc, 8)
+            if code > 0o377:
+                raise ValueError(f"octal escape \\{esc} is larger than one byte (\\377)")
+            out.append(code)
+        elif esc in _SIMPLE_ESCAPES:
+            out += _SIMPLE_ESCAPES[esc]
+        else:
+            shown = "a trailing \\" if not esc else f"\\{esc}"
+            raise ValueError(f"{shown} is not a bytes escape (use \\xHH, \\n, \\t, \\\\, ...)")
+        pos = m.end()
+    out += os.fsencode(s[pos:])
+    return bytes(out)
+
+
 def _value(s: str, typ: str) -> shmdict.Value:
     try:
         if typ == "str":
@@ -185,7 +237,10 @@ def _value(s: str, typ: str) -> shmdict.Value:
         if typ == "float":
             return float(s)
         if typ == "bytes":
-            return os.fsencode(s)
+            try:
+                return _unescape(s)
+            except ValueError as e:
+                _fail(EXIT_USAGE, f"{s!r} is not a valid bytes value: {e}")
         if typ == "bool":
             low = s.lower()
             if low in ("1", "true", "yes", "on"):
@@ -215,7 +270,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows = []
     for n in names:
         try:
-            with shmdict.get(n) as d:
+            with _get(n) as d:
                 rows.append(_summary(n, d, mappers[_path(_dir(), n)]))
         except (OSError, ValueError, shmdict.Error) as e:
             rows.append({"name": n, "error": str(e)})
@@ -334,7 +389,8 @@ def cmd_new(args: argparse.Namespace) -> int:
     except ValueError:
         _fail(EXIT_USAGE, f"--mode must be octal, such as 600, not {args.mode!r}")
     try:
-        d = shmdict.new(args.name, args.size, mode=mode, evict=args.evict)
+        d = shmdict.new(args.name, args.size, mode=mode, group=args.group, evict=args.evict,
+                        lock_timeout=_ATTACH.get("lock_timeout", shmdict.DEFAULT_LOCK_TIMEOUT))
     except FileExistsError:
         _fail(EXIT_FAIL, f"a dict named {args.name!r} already exists in {_dir()}")
     # The dict outlives this command: drop ownership so closing does not unlink it.
@@ -360,20 +416,34 @@ def cmd_rm(args: argparse.Namespace) -> int:
             _fail(EXIT_USAGE, "rm --orphans takes no names")
         names = _names()
         mappers = _mappers(_path(_dir(), n) for n in names)
-        removed = []
+        orphans = []
         for n in names:
             try:
-                with shmdict.get(n) as d:
+                with _get(n) as d:
                     pid = d._info()["creator_pid"]
             except (OSError, ValueError, shmdict.Error):
                 continue  # not ours to judge: leave unreadable files alone
             if not _pid_alive(pid) and not mappers[_path(_dir(), n)]:
-                _unlink(n)
-                removed.append(n)
-        _emit(args, {"removed": removed}, "\n".join(f"removed {n}" for n in removed) or "no orphans")
+                orphans.append(n)
+        if not args.yes:  # a dry run: the list, for a person to judge
+            _emit(args, {"orphans": orphans, "removed": []},
+                  "\n".join([f"would remove {n}" for n in orphans] + ["(add --yes to remove them)"])
+                  if orphans else "no orphans")
+            return EXIT_OK
+        removed = []
+        for n in orphans:
+            try:
+                shmdict.unlink(n)
+            except FileNotFoundError:
+                continue  # removed meanwhile by someone else
+            removed.append(n)
+        _emit(args, {"orphans": orphans, "removed": removed},
+              "\n".join(f"removed {n}" for n in removed) or "no orphans")
         return EXIT_OK
     if not args.names:
         _fail(EXIT_USAGE, "rm needs NAME... or --orphans")
+    if args.yes:
+        _fail(EXIT_USAGE, "--yes goes with --orphans; rm NAME... removes without asking")
     for n in args.names:
         shmdict._dict._check_name(n)
     if not args.force:
@@ -413,6 +483,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- snapshots: dump NAME FILE / load NAME FILE --------------------------------------
+
+
+def _target(name: str) -> Any:
+    """A dict by name, or a Redis dict by URL (``redis://...``): snapshots move
+    between the two engines."""
+    if "://" in name:
+        return shmdict.connect(name)
+    return _open(name)
+
+
+def _snapshot_report(args: argparse.Namespace, obj: dict[str, Any], human: str) -> None:
+    # `dump NAME -` writes the snapshot itself to stdout: the report goes to stderr.
+    stream = sys.stderr if args.command == "dump" and args.file == "-" else sys.stdout
+    print(json.dumps(obj) if args.json else human, file=stream)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    with _target(args.name) as d:
+        if args.file == "-":
+            n = d.dump(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            n = d.dump(args.file)
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n},
+                     f"dumped {n} items of {args.name} to {args.file}")
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    with _target(args.name) as d:
+        n = d.load(sys.stdin.buffer if args.file == "-" else args.file)
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n},
+                     f"loaded {n} items into {args.name} from {args.file}")
+    return EXIT_OK
+
+
+def _add_snapshot_commands(add: Any) -> None:
+    sp = add("dump", cmd_dump, "write a snapshot of every live item to FILE ('-': stdout)")
+    sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+    sp = add("load", cmd_load, "store the items of a snapshot FILE ('-': stdin); other keys are kept")
+    sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+
+
 # ---- parser ---------------------------------------------------------------------
 
 
@@ -420,10 +536,17 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     common.add_argument("--dir", default=argparse.SUPPRESS, help="directory of the dicts (default $SHMDICT_DIR or /dev/shm)")
+    common.add_argument("--shared", nargs="?", const=True, default=argparse.SUPPRESS, metavar="USER",
+                        help="trust a dict shared between users: writable by its group or others, "
+                             "and (with USER, a name or uid) owned by USER")
+    common.add_argument("--lock-timeout", default=argparse.SUPPRESS, metavar="SECONDS",
+                        help=f"wait at most this long for a dict's lock ('none': no bound; "
+                             f"default {shmdict.DEFAULT_LOCK_TIMEOUT:g})")
 
     p = argparse.ArgumentParser(prog="shmdict", description="Inspect and edit shmdict shared-memory dicts.",
                                 parents=[common],
                                 epilog="exit codes: 0 ok, 1 dict or key not found, 2 usage error, 3 operation failed")
+    p.add_argument("--version", action="version", version=f"shmdict {shmdict.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
@@ -445,7 +568,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("key")
     sp.add_argument("value")
     sp.add_argument("--type", choices=["str", "int", "float", "bool", "bytes"], default="str",
-                    help="type to store VALUE as (default str)")
+                    help="type to store VALUE as (default str); for bytes, VALUE takes the escapes of a "
+                         "Python bytes literal: \\x00, \\n, \\t, \\\\ ...")
     sp.add_argument("--ttl", type=float, default=0, help="expire after this many seconds")
     sp = add("del", cmd_del, "delete keys; exit 1 if none existed")
     sp.add_argument("name")
@@ -469,12 +593,19 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("new", cmd_new, "create a dict of SIZE bytes (e.g. 64m); it stays until rm")
     sp.add_argument("name")
     sp.add_argument("size")
-    sp.add_argument("--mode", default="600", help="file permissions, octal (default 600)")
+    sp.add_argument("--mode", default="600", help="file permissions, octal, read/write bits only (default 600)")
+    sp.add_argument("--group", default=None, help="the file's group (a name or gid), e.g. with --mode 660")
     sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
     sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
+    sp.description = (
+        "Remove dicts by name, or list the orphans (dicts whose creator is dead and that no "
+        "process maps) and, with --yes, remove them. An orphan is not always garbage: the dict "
+        "of an application that is stopped right now (a web site that is down, a cron job "
+        "between runs) looks exactly the same and would lose its data, so read the list first.")
     sp.add_argument("names", nargs="*", metavar="name")
     sp.add_argument("--orphans", action="store_true",
-                    help="remove every dict whose creator is dead and that no process maps")
+                    help="list every dict whose creator is dead and that no process maps; remove them with --yes")
+    sp.add_argument("--yes", action="store_true", help="with --orphans: really remove the listed dicts")
     sp.add_argument("--force", action="store_true", help="remove even if processes still map it")
     sp = add("watch", cmd_watch, "print changes (op and key) as they happen, until Ctrl-C or --timeout")
     sp.add_argument("name")
@@ -482,6 +613,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a change")
     add("check", cmd_check, "verify the whole table; exit 3 if corrupt").add_argument("name")
     add("demo", cmd_demo, "run the multi-process counter demo")
+    _add_snapshot_commands(add)
     return p
 
 
@@ -502,7 +634,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "dir", None):
         os.environ["SHMDICT_DIR"] = args.dir
     try:
-        return int(args.fn(args))
+        _ATTACH.clear()
+        if getattr(args, "shared", None) is not None:
+            _ATTACH["shared"] = args.shared
+        lt = getattr(args, "lock_timeout", None)
+        if lt is not None:
+            try:
+                _ATTACH["lock_timeout"] = None if lt.lower() == "none" else float(lt)
+            except ValueError:
+                _fail(EXIT_USAGE, f"--lock-timeout must be seconds or 'none', not {lt!r}")
+        rc = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`shmdict ls | head -1`): it has all it wanted.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet too.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
     except _Exit as e:
         code, msg = e.code, str(e)
     except KeyError as e:

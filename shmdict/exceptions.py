@@ -6,6 +6,7 @@ The tree::
       Full(Error, MemoryError)            no room, even after reclaiming expired items
       CorruptError(Error, ValueError)     not a dict file of this layout, or an inconsistent one
       Unavailable(Error, ConnectionError) a Redis/Valkey engine cannot be reached (refused, lost, timed out)
+      LockTimeout(Error, TimeoutError)    the dict's lock was not acquired within the handle's lock_timeout
 
 Everything else uses the standard exception that fits: a missing key is a
 plain ``KeyError(key)``; bad arguments are ``TypeError`` / ``ValueError`` /
@@ -15,7 +16,7 @@ plain ``KeyError(key)``; bad arguments are ``TypeError`` / ``ValueError`` /
 
 from __future__ import annotations
 
-__all__ = ["CorruptError", "Error", "Full", "Unavailable"]
+__all__ = ["CorruptError", "Error", "Full", "LockTimeout", "Unavailable"]
 
 
 class Error(Exception):
@@ -52,3 +53,21 @@ class Unavailable(Error, ConnectionError):
 
     .. versionadded:: 0.1
     """
+
+
+class LockTimeout(Error, TimeoutError):
+    """The dict's lock was not acquired in time: another process holds it and
+    does not let go (stopped by ``SIGSTOP`` or a debugger, frozen, or the lock
+    word in the file was damaged). The operation changed nothing.
+
+    The bound is the handle's ``lock_timeout`` (see :func:`shmdict.open`), or
+    the ``timeout`` of a call that waits (``wait``, ``watch``, ``lock``,
+    ``get_or_set``) when that is shorter. ``holder`` is the process id of the
+    holder when it is known, else ``None``; the message names it too.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, holder: "int | None" = None) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -37,9 +37,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the shuffled order even under -q (which hides pytest-randomly's header line),
+    so a failure that depends on the order can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(f"test order: shuffled by pytest-randomly; replay with -p randomly --randomly-seed={seed}")
+
+
 @pytest.fixture(autouse=True)
 def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private directory on tmpfs, exported as SHMDICT_DIR for the test."""
+    """A private directory on tmpfs, exported as SHMDICT_DIR for the test.
+
+    Afterwards, whatever the test did or however it ended: no crash point stays
+    armed and the TTL clock is back to real time, so no test sees another's
+    state and any subset of the suite passes in any order.
+    """
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     path = tempfile.mkdtemp(prefix="shmdict-test-", dir=base)
     monkeypatch.setenv("SHMDICT_DIR", path)
@@ -47,6 +60,7 @@ def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield path
     finally:
         _lib.fault_arm(None)
+        _lib.clock_reset()
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -9,8 +9,11 @@ import sys
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import shmdict
+from shmdict import cli
 
 
 def run(*args: str, code: int = 0) -> str:
@@ -126,8 +129,14 @@ def test_rm_and_orphans(shm_dir):
         assert rows["orphan"]["creator_alive"] is False and rows["orphan"]["mapped_by"] == []
         assert "orphan" in run("ls").splitlines()[2]
         run("rm", "live", code=3)
-        assert jrun("rm", "--orphans") == {"removed": ["orphan"]}
+        # Without --yes, only the list: a stopped application's dict looks orphaned too.
+        assert run("rm", "--orphans") == "would remove orphan\n(add --yes to remove them)\n"
+        assert jrun("rm", "--orphans") == {"orphans": ["orphan"], "removed": []}
+        assert sorted(os.listdir(shm_dir)) == ["shmdict.live", "shmdict.orphan"]
+        assert jrun("rm", "--orphans", "--yes") == {"orphans": ["orphan"], "removed": ["orphan"]}
         assert sorted(os.listdir(shm_dir)) == ["shmdict.live"]
+        assert run("rm", "--orphans") == "no orphans\n"
+        run("rm", "live", "--yes", code=2)  # --yes belongs to --orphans
         run("rm", "live", "--force")
         assert os.listdir(shm_dir) == []
     run("rm", "live", code=1)
@@ -135,9 +144,11 @@ def test_rm_and_orphans(shm_dir):
 
 
 def test_console_script_and_help():
-    """The installed `shmdict` script and `--help` work."""
+    """The installed `shmdict` script, `--help` and `--version` work."""
     out = run("--help")
     assert "exit codes" in out and "rm" in out
+    assert "stopped" in run("rm", "--help")  # says why orphans are only listed without --yes
+    assert run("--version") == f"shmdict {shmdict.__version__}\n"
     exe = os.path.join(os.path.dirname(sys.executable), "shmdict")
     if os.path.exists(exe):
         assert subprocess.run([exe, "--help"], capture_output=True, timeout=60).returncode == 0
@@ -175,3 +186,36 @@ def test_watch_prints_changes(shm_dir):
         assert tail == [{"op": "set", "key": "job:a"}, {"op": "set", "key": "job:n"},
                         {"op": "delete", "key": "job:a"}]
         assert all(e["key"].startswith("job") for e in events)
+
+
+def test_closed_pipe_is_quiet(shm_dir):
+    """`shmdict keys NAME | head -1`: the reader leaves early; the command exits 0 and says nothing."""
+    with shmdict.new("many", "8m") as d:
+        for i in range(20_000):  # more output than a pipe buffers
+            d[f"key:{i:06d}"] = i
+        r, w = os.pipe()
+        p = subprocess.Popen([sys.executable, "-m", "shmdict", "keys", "many"], stdout=w, stderr=subprocess.PIPE)
+        os.close(w)
+        with os.fdopen(r, "rb") as reader:
+            assert reader.readline() == b"key:000000\n"
+        _, err = p.communicate(timeout=60)  # the read end is closed now
+        assert (p.returncode, err) == (0, b"")
+
+
+def test_set_bytes_takes_python_escapes(shm_dir):
+    """--type bytes reads the escapes of a Python bytes literal; a bad escape is a usage error."""
+    with shmdict.new("b", "256k") as d:
+        run("set", "b", "k", r"\x00\x01\n\t\\a\'\101\0é", "--type", "bytes")
+        assert d["k"] == b"\x00\x01\n\t\\a'A\x00" + "é".encode()
+        assert run("get", "b", "k") == repr(d["k"]) + "\n"
+        for bad in (r"\q", r"\x4", r"\xzz", "end\\", r"\400"):
+            run("set", "b", "bad", bad, "--type", "bytes", code=2)
+        assert "bad" not in d
+        run("set", "b", "s", r"\x00", "--type", "str")  # escapes are for bytes only
+        assert d["s"] == "\\x00"
+
+
+@given(st.binary(max_size=64))
+def test_bytes_escapes_roundtrip_repr(value):
+    """Whatever Python prints for a bytes value (its repr, without b'...') reads back as that value."""
+    assert cli._unescape(repr(value)[2:-1]) == value

@@ -374,7 +374,12 @@ def test_incr_float_promotion(d):
     d["big"] = 2**60
     assert d.incr("big", 1.0) == float(2**60) + 1.0
     d["h"] = 1e308
-    assert d.incr("h", 1e308) == math.inf
+    with pytest.raises(OverflowError):  # a float that overflows is refused, as an int is
+        d.incr("h", 1e308)
+    assert d["h"] == 1e308
+    with pytest.raises(OverflowError):
+        d.incr("new-h", -1e308, init=-1e308)
+    assert "new-h" not in d
 
 
 @pytest.mark.parametrize("value", [True, False, "1", "x", b"1", b""], ids=repr)

@@ -98,6 +98,15 @@ class Server:
         return self.proc.wait(timeout=20)
 
 
+def _gone_or_zombie(pid: int) -> bool:
+    """Whether a killed process has died (reaped, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:  # reaped, even between an exists() and the open() or the read()
+        return True
+
+
 @pytest.mark.parametrize("strategy,preload", [("moving-window", False), ("fixed-window", True),
                                               ("sliding-window-counter", False)])
 def test_global_limit_holds_across_workers_and_a_killed_worker(shm_dir, strategy, preload):
@@ -117,8 +126,7 @@ def test_global_limit_holds_across_workers_and_a_killed_worker(shm_dir, strategy
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{victim}/stat") and \
-                open(f"/proc/{victim}/stat").read().split()[2] != "Z":
+        while time.monotonic() < deadline and not _gone_or_zombie(victim):
             time.sleep(0.05)
 
         # 3. the rest of the traffic: exactly LIMIT 200s in total, the rest 429

@@ -80,6 +80,8 @@ def run_op(d: shmdict.SharedDict, op: Op) -> None:
         getattr(d, kind)(op[1])
     elif kind == "window":
         window(d, op[1], op[2])
+    elif kind == "load":
+        d.load(op[1])
     else:  # pragma: no cover
         raise AssertionError(kind)
 
@@ -118,6 +120,9 @@ def model_apply(state: State, op: Op) -> State:
             m[op[1]] = (t, v, op[2] > 0)
     elif kind == "flush":
         m.clear()
+    elif kind == "load":  # op[2]: the snapshot's (key, value, has_ttl), in file order
+        for k, v, has_ttl in op[2]:
+            m[k] = (list, tuple(v), has_ttl) if isinstance(v, list) else (type(v), v, has_ttl)
     elif kind == "set_many":
         for k, v in op[1]:
             m[k] = (type(v), v, False)
@@ -154,9 +159,11 @@ def model_apply(state: State, op: Op) -> State:
 
 def candidates(before: State, op: Op) -> list[State]:
     """The states an interrupted op may leave: all of it or nothing -- except
-    set_many, whose items are separate transactions (any prefix)."""
+    set_many and load, whose items are separate transactions (any prefix)."""
     if op[0] == "set_many":
         return [model_apply(before, ("set_many", op[1][:j])) for j in range(len(op[1]) + 1)]
+    if op[0] == "load":
+        return [model_apply(before, ("load", op[1], op[2][:j])) for j in range(len(op[2]) + 1)]
     return [before, model_apply(before, op)]
 
 
@@ -322,6 +329,23 @@ def _holes(d: shmdict.SharedDict) -> None:
         del d[f"s{i:05d}"]
 
 
+def _snapshot_load(d: shmdict.SharedDict) -> tuple[str, list[tuple[str, Any, bool]]]:
+    """A snapshot of basic() plus a list, then the dict changed so that
+    loading it back inserts, rewrites in place, stores a number in place and
+    replaces a list."""
+    _lists(d)
+    path = os.path.join(os.environ["SHMDICT_DIR"], f"snap-{d.name}.bin")
+    d.dump(path)
+    items = [(k, v, ttl > 0) for k, v, ttl in shmdict.read_snapshot(path)]
+    d["s"] = "y" * 40
+    d.delete("b")
+    d["i"] = 99
+    d.rpop("L")
+    d.rpush("L", "changed")
+    d["extra"] = "kept"
+    return path, items
+
+
 SMALL = shmdict._lib.lib.SHMDICT_MIN_SIZE  # 32 KiB: a small index makes probe clusters
 
 SCENARIOS: dict[str, Scenario] = {
@@ -370,6 +394,7 @@ SCENARIOS: dict[str, Scenario] = {
     "list-grow": Scenario(1 << 20, _lists, lambda _: [("rpush", "L", "x" * n) for n in range(40)]),
     "list-pop": Scenario(1 << 20, _lists, lambda _: [("lpop", "L"), ("rpop", "L"), ("rpop", "L"), ("lpop", "L")]),
     "list-slide": Scenario(1 << 20, _queue, lambda _: [("rpush", "Q", 100 + n) for n in range(20)]),
+    "load": Scenario(1 << 20, _snapshot_load, lambda r: [("load", r[0], r[1])]),
     "event-wrap": Scenario(SMALL, lambda d: None, lambda _: [("set", f"w{n:03d}", n) for n in range(200)]),
     "recover": Scenario(1 << 20, basic, lambda _: [("set", "s", "r" * 300), ("set", "new", 1)],
                         pre_kill="overwrite.counted"),
@@ -454,6 +479,12 @@ SWEEP: list[tuple[str, str, int]] = [
     ("cas-absent", "cas.matched", 1),
     ("set-many", "set_many.item", 1),
     ("set-many", "set_many.item", 3),
+    ("load", "import.item", 1),
+    ("load", "import.item", 4),
+    ("load", "insert.published", 1),
+    ("load", "overwrite.rewritten", 1),
+    ("load", "overwrite.inplace", 1),
+    ("load", "overwrite.published", 1),
     ("limit", "limit.stored", 1),
     ("limit", "limit.ttl", 1),
     ("limit-new", "insert.counted", 1),
@@ -578,6 +609,26 @@ def test_every_point_is_swept() -> None:
     pairs = {(scenario, point) for scenario, point, _ in SWEEP}
     assert len(pairs) >= len(POINTS)
     report("crash_sweep", points=len(POINTS), pairs=len(pairs), rows=len(SWEEP))
+
+
+def test_the_sweep_goes_through_the_binding_in_use() -> None:
+    """The sweep's operations run SharedDict's hot methods: on CPython the C type's
+    entry points (shmdict._speed), on PyPy or with SHMDICT_PURE=1 the cffi ones; CI runs both,
+    so a process killed inside either binding's call is recovered and checked."""
+    from shmdict import _dict
+    from shmdict._pure import PureBase
+
+    import platform
+
+    pure = platform.python_implementation() != "CPython" or os.environ.get("SHMDICT_PURE", "0") not in ("", "0")
+    if pure:
+        assert _dict._Base is PureBase
+    else:
+        from shmdict import _speed
+
+        assert _dict._Base is _speed.SharedDictBase
+        for name in ("get", "set", "delete", "pop", "incr", "set_many", "get_many", "__setitem__"):
+            assert getattr(shmdict.SharedDict, name) is getattr(_speed.SharedDictBase, name), name
 
 
 def test_borrow_scenario_needs_the_split() -> None:

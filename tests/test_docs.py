@@ -84,6 +84,8 @@ NOT_RUN = [
     (r"pip (install|wheel) ", "installs packages into the running environment and needs the network"),
     (r"python -m pytest$", "the test suite itself"),
     (r"python -m benchmarks", "a benchmark run of several minutes"),
+    (r"(CIBW_\S+ )?cibuildwheel ", "builds wheels in Docker/Podman containers; .ci/wheel builds, repairs and "
+                                    "installs one without a compiler"),
     (r"python tests/limits_suite.py --fetch", "downloads limits' sdist and runs its suite for a minute: .ci/run runs it"),
     (r"cd examples/", "part of the example server session: tests/test_contrib_servers.py runs these servers"),
     (r"RATELIMIT=\S+ gunicorn ", "starts a server on a fixed port: tests/test_contrib_servers.py runs it on a free one"),

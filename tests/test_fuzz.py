@@ -1,6 +1,7 @@
 """Hostile files: hypothesis mutates a valid dict file -- header, index,
 undo log and records -- and a forked child attaches to it and runs every
-operation. The only acceptable outcomes are correct behaviour or
+operation (list records and the header counters get regions of their own).
+The only acceptable outcomes are correct behaviour or
 ``CorruptError`` (plus the exceptions a well-formed dict could raise:
 ``Full``, ``KeyError``, ``TypeError`` for incr on a non-number,
 ``OverflowError``); never a crash, a hang or an out-of-bounds access (the
@@ -11,11 +12,14 @@ stores and returns values.
 Each example runs in its own child with a deadline, so a crash or a hang is
 a failing, shrunk example rather than a dead test run.
 
-THE MUTEX IS NOT FUZZED. The 64 bytes of the pthread mutex at header offset
-256 are excluded: beyond the attach-time kind check (lock.c
-lock_looks_valid), a lock word cannot be validated -- a word naming a live
-or recycled thread as owner blocks lockers exactly as a real holder would.
-That is the trust boundary: whoever can write the file can hold the lock.
+THE MUTEX'S LOCK WORD IS FUZZED TOO. Beyond the attach-time kind check
+(lock.c lock_looks_valid), a lock word cannot be validated -- a word naming
+a live or recycled thread as owner blocks lockers exactly as a real holder
+would. That is the trust boundary: whoever can write the file can hold the
+lock. What the library guarantees is that nobody waits for it forever: the
+child attaches with a short lock_timeout, so such a word gives LockTimeout
+(and then nothing more can be asked of the dict). The rest of the mutex
+(kind, owner, counters) is left alone: the kind check refuses it at attach.
 
 Every file that ever failed is kept whole in tests/corpus/*.bin and
 replayed by ``test_corpus_regressions``.
@@ -44,10 +48,12 @@ __all__ = ["shm_dir"]
 CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = int(os.environ.get("SHMDICT_FUZZ_EXAMPLES") or (20000 if LONG else 300))
 SIZE = 1 << 15  # the smallest dict: every region is small enough to hit often
-MUTEX = range(256, 320)
+MUTEX = range(256 + 4, 320)  # all but the lock word itself (__data.__lock, the first 4 bytes)
+LOCK_WORD = (256, 260)
 HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168 + 5))  # gen .. free_head[], index_cap .. compactions
 ULOG = (HDR_TABLE[1], HDR_TABLE[1] + 8 + 16 * 64)
-OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError)
+COUNTERS = (384 + 8, 384 + 8 * 6)  # count, tombs, n_ttl, used_bytes, bump
+OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError, shmdict.LockTimeout)
 KEYS = [f"key{n:03d}" for n in range(40)]
 _count = 0
 
@@ -70,6 +76,16 @@ def _template(directory: str) -> bytes:
             return f.read()
 
 
+def _list_record(blob: bytes, arena_off: int, used_end: int) -> tuple[int, int]:
+    """(start, end) of the template's list record "L": its header, count and elements."""
+    for off in range(arena_off + 16, used_end - 24, 8):
+        klen, typ = struct.unpack_from("<HB", blob, off + 8)
+        if klen == 1 and typ == _lib.lib.SHMDICT_T_LIST and blob[off + 24 : off + 25] == b"L":
+            vlen, start = struct.unpack_from("<II", blob, off + 16)
+            return off, min(off + 24 + 8 + 8 + start + vlen, len(blob))
+    return arena_off, used_end  # no list (a file made for another test): the whole arena
+
+
 def _geometry(blob: bytes) -> dict[str, int]:
     arena_off = struct.unpack_from("<Q", blob, 48)[0]
     index_cap = struct.unpack_from("<Q", blob, 384 + 8 * (14 + 18 + 168))[0]
@@ -77,9 +93,11 @@ def _geometry(blob: bytes) -> dict[str, int]:
     arena_units = (index_off - arena_off) // 8
     events_off, events_cap = struct.unpack_from("<2Q", blob, 112)
     bump = struct.unpack_from("<Q", blob, 384 + 8 * 5)[0]
+    used_end = arena_off + bump * 8
+    list_lo, list_hi = _list_record(blob, arena_off, used_end)
     return {"index_off": index_off, "index_cap": index_cap, "arena_off": arena_off,
-            "arena_units": arena_units, "bump": bump,
-            "events_off": events_off, "events_cap": events_cap, "used_end": arena_off + bump * 8}
+            "arena_units": arena_units, "bump": bump, "list_lo": list_lo, "list_hi": list_hi,
+            "events_off": events_off, "events_cap": events_cap, "used_end": used_end}
 
 
 def _watch(d: shmdict.SharedDict) -> None:
@@ -93,8 +111,8 @@ def _watch(d: shmdict.SharedDict) -> None:
 def _exercise(name: str) -> int:
     """Attach to a hostile file and run every operation (in the child)."""
     try:
-        d = shmdict.get(name)
-    except shmdict.CorruptError:
+        d = shmdict.get(name, lock_timeout=0.05)
+    except (shmdict.CorruptError, shmdict.LockTimeout):
         return 0
     ops = [
         lambda: len(d),
@@ -111,7 +129,9 @@ def _exercise(name: str) -> int:
         lambda: d.expire("key007", 10),
         lambda: d.pop("key008", None),
         lambda: d.rpush("L", "tail"),
-        lambda: [d.lpop("L"), d.rpop("L"), d.llen("L")],
+        lambda: d.get_many(["L", "key004", "new-list"]),
+        lambda: d.items(),
+        lambda: [d.llen("L"), d.lpop("L"), d.rpop("L"), d.llen("L")],
         lambda: d.lpush("new-list", 1),
         lambda: d.cas("key010", 10, 11),
         lambda: d.set_many({"m1": 1, "m2": "two"}),
@@ -129,7 +149,10 @@ def _exercise(name: str) -> int:
             op()
         except OK_EXC:
             pass
-    d.flush_all()
+    try:
+        d.flush_all()
+    except shmdict.LockTimeout:
+        return 0  # a lock word naming a holder that never lets go: bounded, and that is all
     d.check()  # flush_all re-initialises the table: whole again
     try:
         d["after"] = "flush"
@@ -182,7 +205,10 @@ INTERESTING = [0, 1, 2, 3, 7, 8, 0xFF, 0x7F, 0x80, 0xFFFF, 2**31, 2**32 - 1, 2**
 def mutations(draw: st.DrawFn, geo: dict[str, int], size: int) -> list[tuple[int, bytes]]:
     regions = [
         (0, 256),                                   # identity and geometry
+        LOCK_WORD,                                  # the mutex's lock word (owner TID and flags)
         HDR_TABLE,                                  # counters, bump, flags, free-list heads
+        COUNTERS,                                   # count, tombs, n_ttl, used_bytes, bump
+        (geo["list_lo"], geo["list_hi"]),           # a list record: lengths, count, elements
         ULOG,                                       # the undo log
         (ULOG[1], ULOG[1] + 4096),                  # backup area
         (geo["index_off"], geo["index_off"] + geo["index_cap"] * 8),  # index slots
@@ -319,3 +345,74 @@ def test_scribbled_count_is_corrupt_not_an_error_code(shm_dir: str) -> None:
         d.flush_all()
         assert len(d) == 0
         d.check()
+
+
+# ---- list records and header counters: the report's cases, deterministically ----------
+
+
+def _list_file(shm_dir: str) -> tuple[shmdict.SharedDict, str, int]:
+    d = shmdict.new("lst", SIZE)
+    for v in (1, "two", b"three"):
+        d.rpush("L", v)
+    path = os.path.join(shm_dir, "shmdict.lst")
+    with open(path, "rb") as f:
+        blob = f.read()
+    geo = _geometry(blob)
+    return d, path, geo["list_lo"]
+
+
+@pytest.mark.parametrize("shrink", [1, 8, 13, 14, 27])
+def test_list_record_with_a_shrunk_length(shm_dir: str, shrink: int) -> None:
+    """A list record whose stored length shrank: readers raise CorruptError (never a truncated
+    list or struct.error), and check() says so."""
+    d, path, rec = _list_file(shm_dir)
+    with d:
+        assert d.get_many(["L"]) == {"L": [1, "two", b"three"]}
+        with open(path, "r+b") as f:
+            f.seek(rec + 16)
+            (vlen,) = struct.unpack("<I", f.read(4))
+            f.seek(rec + 16)
+            f.write(struct.pack("<I", vlen - shrink))
+        with pytest.raises(shmdict.CorruptError, match="list"):
+            d.check()
+        with pytest.raises(shmdict.CorruptError):
+            d.get_many(["L"])
+        with pytest.raises(shmdict.CorruptError):
+            d.items()
+
+
+def test_list_record_with_a_wrong_count(shm_dir: str) -> None:
+    d, path, rec = _list_file(shm_dir)
+    with d:
+        with open(path, "r+b") as f:
+            f.seek(rec + 24 + 8)  # after the key padded to 8: the element count
+            f.write(struct.pack("<Q", 7))
+        with pytest.raises(shmdict.CorruptError, match="count"):
+            d.check()
+        with pytest.raises(shmdict.CorruptError):
+            d.get_many(["L"])
+        with pytest.raises(shmdict.CorruptError):
+            d.llen("L")  # 7 elements cannot fit in so few bytes
+
+
+@pytest.mark.parametrize(("word", "value"), [(1, 0), (1, 2**64 - 1), (2, 2**64 - 1), (3, 2**63), (4, 2**64 - 8), (4, 0)])
+def test_scribbled_header_counters(shm_dir: str, word: int, value: int) -> None:
+    """A zeroed or wrapped count, tombs, n_ttl or used_bytes: CorruptError from check(), and from
+    operations instead of KeyError(None), 'unknown error' or Full; flush_all() repairs it."""
+    with shmdict.new("cnt", SIZE) as d:
+        for n in range(10):
+            d.set(f"k{n}", n, 100 if n % 2 else 0)
+        with open(os.path.join(shm_dir, "shmdict.cnt"), "r+b") as f:
+            f.seek(384 + 8 * word)
+            f.write(struct.pack("<Q", value))
+        with pytest.raises(shmdict.CorruptError):
+            d.check()
+        for op in (lambda: len(d), lambda: d.delete("k3"), lambda: d.set("new", 1), lambda: d.get("k4")):
+            try:
+                op()
+            except shmdict.CorruptError:
+                pass
+        d.flush_all()
+        d.check()
+        d["after"] = 1
+        assert len(d) == 1

@@ -28,12 +28,12 @@ def _path(directory: str, name: str) -> str:
     return os.path.join(directory, f"shmdict.{name}")
 
 
-def _as_nobody(name: str) -> int:
+def _as_nobody(name: str, shared: bool = False) -> int:
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
     try:
-        d = shmdict.get(name)
+        d = shmdict.get(name, shared=shared)
     except PermissionError:
         return 13
     d["visitor"] = 1
@@ -41,14 +41,16 @@ def _as_nobody(name: str) -> int:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
-@pytest.mark.parametrize(("mode", "code"), [(0o600, 13), (0o660, 13), (0o666, 0)])
-def test_other_user(shm_dir: str, mode: int, code: int) -> None:
-    """Another uid gets PermissionError on a 0600 (or 0660) dict and can use a 0666 one."""
+@pytest.mark.parametrize(("mode", "shared", "code"), [
+    (0o600, False, 13), (0o660, False, 13), (0o666, False, 13), (0o600, True, 13), (0o666, True, 0)])
+def test_other_user(shm_dir: str, mode: int, shared: bool, code: int) -> None:
+    """Another uid gets PermissionError on a 0600 (or 0660) dict, and on a 0666 one unless it
+    says the dict is shared (shared=True); then it can use it."""
     os.chmod(shm_dir, 0o755)  # the directory is not what stops them: the file mode is
     name = unique_name()
     with shmdict.new(name, "64k", mode=mode) as d:
         assert os.stat(_path(shm_dir, name)).st_mode & 0o777 == mode
-        status = wait(fork(_as_nobody, name))
+        status = wait(fork(_as_nobody, name, shared))
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == code, describe(status)
         assert ("visitor" in d) == (code == 0)
 
@@ -93,8 +95,8 @@ def test_c_layer_refuses_slashes(shm_dir: str) -> None:
     """The C core refuses a name with a slash even if Python's check were bypassed."""
     p = _lib.ffi.new("shmdict_t **")
     for bad in (b"../evil", b"a/b", b""):
-        assert _lib.lib.shmdict_create(shm_dir.encode(), bad, 1 << 16, 0o600, 0, p) == _lib.lib.SHMDICT_EINVAL
-        assert _lib.lib.shmdict_attach(shm_dir.encode(), bad, p) == _lib.lib.SHMDICT_EINVAL
+        assert _lib.lib.shmdict_create(shm_dir.encode(), bad, 1 << 16, 0o600, -1, 0, p) == _lib.lib.SHMDICT_EINVAL
+        assert _lib.lib.shmdict_attach(shm_dir.encode(), bad, 0, -1, _lib.ffi.NULL, p) == _lib.lib.SHMDICT_EINVAL
     assert not os.path.exists(os.path.join(os.path.dirname(shm_dir), "shmdict.evil"))
 
 

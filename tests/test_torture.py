@@ -154,7 +154,10 @@ def test_kill_torture(shm_dir: str) -> None:
             seq = private[w]
             for (g0, v0), (g1, v1) in zip(seq, seq[1:]):
                 step = v1 - v0
-                assert step == 1 or (g1 != g0 and step == 2), f"writer {w}: {v0} -> {v1} (gen {g0} -> {g1})"
+                # Each killed generation may have applied one incr it never reported
+                # (killed between the incr and the report), and no more.
+                assert step == 1 or (g1 != g0 and 1 < step <= 1 + (g1 - g0)), \
+                    f"writer {w}: {v0} -> {v1} (gen {g0} -> {g1})"
             final = d.get(f"c{w}", 0)
             last = seq[-1][1] if seq else 0
             assert 0 <= final - last <= 1, f"writer {w}: final {final}, last reported {last}"
