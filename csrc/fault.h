@@ -31,6 +31,12 @@
     X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
     X(DEFRAG_MARKED, "defrag.marked")           /* defrag_pending committed */           \
     X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
+    X(REINDEX_MARKED, "reindex.marked")         /* new index_cap committed, index garbage */\
+    X(REINDEX_CLEARED, "reindex.cleared")       /* new index zeroed, nothing inserted */ \
+    X(REINDEX_INSERTED, "reindex.inserted")     /* every 4096th record reinserted */     \
+    X(COMPACT_MARKED, "compact.marked")         /* cursor committed, nothing moved */    \
+    X(COMPACT_CHUNK, "compact.chunk")           /* one chunk of a record copied down */  \
+    X(COMPACT_MOVED, "compact.moved")           /* one block passed, cursor stored */    \
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
     X(EVENT_APPENDED, "event.appended")         /* event written, op not committed */    \

@@ -2,9 +2,10 @@
  * guard.c -- taking and releasing the dict's lock, and recover(): the repair
  * the next locker makes when pthread_mutex_lock() reports EOWNERDEAD (the
  * holder died) or finds a log left behind. Recovery replays the undo log
- * backwards (lock.c describes the log), then redoes an interrupted bulk step
- * -- a flush_all (table_reset) or a defrag pass (defrag_pass), both table.c
- * -- and wakes every futex word (notify.c). This is the one place that knows
+ * backwards (lock.c describes the log), re-derives the geometry (the index
+ * may have grown: table_bind), then redoes an interrupted bulk step -- a
+ * flush_all (table_reset), a defrag pass (defrag_pass), a compaction
+ * (compact_pass) or an index rebuild (reindex_pass), all table.c -- and wakes every futex word (notify.c). This is the one place that knows
  * every bulk step: a new one adds its redo here.
  *
  * Every wait for the mutex has a deadline (see "bounded waits" below).
@@ -71,13 +72,20 @@ int recover(shmdict_t *h)
     CBAR();
     H->ulog_n = 0;
     CBAR();
+    if (!H->flush_pending && table_bind(h) != SHMDICT_OK)
+        goto bad; /* (a pending flush resets the geometry itself) */
     if (H->flush_pending) {
         table_reset(h);
         CBAR();
         H->flush_pending = 0;
     }
     if (H->defrag_pending) {
-        if (defrag_pass(h) != SHMDICT_OK)
+        uint64_t step = H->defrag_pending;
+        int rc = step == DEFRAG_MERGE ? defrag_pass(h)
+               : step == DEFRAG_COMPACT ? compact_pass(h)
+               : step == DEFRAG_REINDEX ? reindex_pass(h)
+               : SHMDICT_ECORRUPT;
+        if (rc != SHMDICT_OK)
             goto bad;
         CBAR();
         H->defrag_pending = 0;
@@ -238,6 +246,8 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0 || H->defrag_pending != 0, 0)) {
         recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
     }
+    if (__builtin_expect(h->cap != H->index_cap, 0) && table_bind(h) != SHMDICT_OK)
+        H->corrupt = 1; /* another process grew the index; a bad index_cap is corruption */
     H->st_locks++; /* statistics: plain stores under the lock */
     if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
         pthread_mutex_unlock(mu);

@@ -5,11 +5,22 @@
  *   +--------------------+ 0
  *   | header  (8 KiB)    |  identity, geometry, the mutex, table state,
  *   |                    |  free-list heads, undo log, reserved futex words
- *   +--------------------+ index_off (page aligned)
- *   | index              |  u64 slot[index_cap]: open addressing, linear probe
+ *   +--------------------+ events_off (16-byte aligned; absent with events=0)
+ *   | event ring         |  notify.c
  *   +--------------------+ arena_off (page aligned)
- *   | arena              |  records in 8-byte units; unit 0 and 1 are never used
+ *   | arena              |  records in 8-byte units, growing up from unit
+ *   |   ...              |  FIRST_UNIT (units 0 and 1 are never used) to bump
+ *   +--------------------+ index_off = file_size - index_cap * 8
+ *   | index              |  u64 slot[index_cap]: open addressing, linear probe
  *   +--------------------+ file_size
+ *
+ * The index and the arena share the space between arena_off and the end of
+ * the file: the index starts small and takes space from the top of the arena
+ * as entries arrive (grow_index, table.c), so a dict of small items gets the
+ * slots it needs and a dict of large items keeps its bytes for values.
+ * index_cap lives with the table state and changes under the lock; every
+ * handle re-derives index_off and arena_units from it (table_bind) when it
+ * sees a new value.
  *
  * All links are offsets or unit numbers, never pointers: every process maps
  * the file at its own address. Everything read from the file is untrusted:
@@ -37,8 +48,10 @@
  * Bytes at 8..15 form one 8-byte word, so a type change plus version bump is
  * one logged store.
  *
- * Per-entry cost: 24 bytes of record header (the value and key follow),
- * rounding to 8 bytes, and one 8-byte index slot at <= 85% load.
+ * Per-entry cost: 24 bytes of record header, the key and the value (none
+ * for a number), rounded up to 8 bytes, plus one 8-byte index slot at <= 87.5%
+ * load: 24 + key + value (rounded to 8) + 8 / 0.875 bytes, i.e. 41.2 bytes for
+ * an 8-byte key and an int.
  */
 #ifndef SHMDICT_LAYOUT_H
 #define SHMDICT_LAYOUT_H
@@ -64,14 +77,20 @@
 #define ULOG_MAX 64                    /* undo-log entries; an operation needs < 20 */
 #define BACKUP_MAX 4096u               /* bytes of a record that can be rewritten in place */
 #define ULOG_BACKUP (1ull << 63)        /* log entry flag: restore `old` bytes from backup[] */
-#define LOAD_NUM 85                    /* max (count + tombs) / index_cap = 85% */
-#define BYTES_PER_SLOT 48u             /* index sizing: one slot per 48 bytes of dict */
+#define LOAD_NUM 7                     /* max (count + tombs) / index_cap = LOAD_NUM / LOAD_DEN */
+#define LOAD_DEN 8                     /*   = 87.5% */
+#define INDEX_MIN_CAP 64u              /* the index never has fewer slots */
+#define BYTES_PER_SLOT0 256u           /* a new dict's index: one slot per 256 bytes of dict */
+#define MIN_REC_UNITS ((REC_HDR + 1 + UNIT - 1) / UNIT) /* the smallest record: 4 units */
 #define SWEEP_SLOTS 4u                 /* expired-item slots examined per insert */
 #define NBUCKETS 128                   /* futex words for per-key waits */
 #define EV_WORD NBUCKETS               /* futex word of the event ring */
 #define WAITERS 0x80000000u            /* futex word bit: somebody sleeps on it */
 
 enum { T_FREE = 0 };
+
+/* header.defrag_pending: which bulk memory step recovery must redo */
+enum { DEFRAG_NONE = 0, DEFRAG_MERGE = 1, DEFRAG_COMPACT = 2, DEFRAG_REINDEX = 3 };
 
 /* header.flags */
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
@@ -93,10 +112,10 @@ typedef struct header {
     uint64_t file_size;         /*  16 */
     uint32_t abi;               /*  24 */
     uint32_t endian;            /*  28: 0x01020304 as written by the creator */
-    uint64_t index_off;         /*  32 */
-    uint64_t index_cap;         /*  40 */
+    uint64_t index_min;         /*  32: index slots at creation and after flush_all */
+    uint64_t reserved_geo;      /*  40 */
     uint64_t arena_off;         /*  48 */
-    uint64_t arena_units;       /*  56 */
+    uint64_t reserved_geo2;     /*  56 */
     uint64_t seed[2];           /*  64: SipHash key, from getrandom */
     uint64_t creator_pid;       /*  80 */
     uint64_t created_realtime;  /*  88: ns since the epoch */
@@ -127,7 +146,8 @@ typedef struct header {
     uint64_t expire_hand;       /* sweep position (unlogged: any value is valid) */
     uint64_t clock_hand;        /* reserved: CLOCK eviction hand */
     uint64_t recoveries;        /* EOWNERDEAD repairs */
-    uint64_t defrag_pending;    /* a defrag pass is being applied (redo on recovery) */
+    uint64_t defrag_pending;    /* a bulk memory step is being applied (redo on recovery):
+                                 * DEFRAG_MERGE, DEFRAG_COMPACT or DEFRAG_REINDEX, table.c */
     uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
     /* statistics (stats.c shmdict_stats): plain unlogged increments under the
      * lock. They are diagnostics, not state: an operation rolled back after a
@@ -145,6 +165,14 @@ typedef struct header {
     uint64_t ev_seq;            /* sequence number of the next event */
     uint64_t ev_tail_seq;       /* sequence number of the entry at ev_tail */
     uint64_t free_head[NCLASS]; /* first free unit of each size class, 0 = none */
+    /* geometry and memory reorganisation (table.c) */
+    uint64_t index_cap;         /* index slots; the index is the file's last index_cap * 8 bytes
+                                 * and the arena ends where it starts. Changed only by a
+                                 * reindex step (one logged store, then the redo) */
+    uint64_t compact_at;        /* compaction cursor: dst << 32 | src (units), one atomic word */
+    uint64_t compact_piece;     /* src << 32 | pieces of the record at src already copied */
+    uint64_t index_growths;     /* statistics: reindex steps that grew the index */
+    uint64_t compactions;       /* statistics: compaction passes */
 
     /* ---- undo log (lock.c) */
     uint64_t ulog_n;
@@ -192,8 +220,9 @@ struct shmdict {
     header_t *hdr;
     uint64_t *slots;
     char *arena;
-    uint64_t cap;      /* copies of validated header geometry: the file can't change these */
-    uint64_t units;
+    uint64_t cap;      /* index slots: a validated copy of hdr->index_cap (table_bind) */
+    uint64_t units;    /* arena units, derived from cap and the mapping */
+    uint64_t cap0;     /* index slots at creation (hdr->index_min, checked at attach) */
     uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */

@@ -64,13 +64,19 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         if (i < -1)
             return SHMDICT_ECORRUPT;
         rec_t *old = i >= 0 ? rec_at(h, h->slots[i]) : NULL;
+        if (src)
+            src = old; /* the key's own record: a compaction pass may have moved it */
         uint64_t unit = 0;
         int cls = 0, rc;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY &&
-                                 (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)))
-            rc = SHMDICT_EFULL;
-        else
+        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
+            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
+            if (rc == SHMDICT_OK) {
+                stage--; /* slot numbers changed: look the key up again, same stage */
+                continue;
+            }
+        } else {
             rc = alloc_units(h, units, stage >= 2, &unit, &cls);
+        }
         if (rc == SHMDICT_OK) {
             FAULT(LIST_ALLOCATED);
             rec_t *r = unit_ptr(h, unit);
@@ -125,6 +131,10 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         } else if (stage == 1) {
             if (defrag(h) != SHMDICT_OK)
                 return SHMDICT_ECORRUPT;
+        } else if (compact_would_fit(h, units, H->flags & HF_EVICT)) {
+            if (compact(h) != SHMDICT_OK) /* src moves too: the loop finds it again */
+                return SHMDICT_ECORRUPT;
+            stage = 1; /* the loop's stage++ retries with borrowing */
         } else if (H->flags & HF_EVICT) {
             rc = evict_some(h, i, units, &evicted);
             if (rc != SHMDICT_OK)

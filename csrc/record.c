@@ -102,8 +102,12 @@ static bool fits_in_place(const rec_t *old, uint64_t units)
  *
  * When there is no room it escalates, cheapest first: (0) the exact class and
  * the bump pointer; (1) the same after reclaiming every expired record;
- * (2) after a defrag pass, also borrowing a block of a larger class. An update
- * that fits its key's current block is rewritten in place rather than refused. */
+ * (2) after a defrag pass, also borrowing a block of a larger class; (3) after
+ * a compaction pass, when the free space would hold it but lies in holes (an
+ * evicting dict compacts only when the holes are worth it, and evicts
+ * otherwise). An update that fits its key's current block is rewritten in
+ * place rather than refused. A new key that finds the index at its load limit
+ * first grows the index (grow_index). */
 int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
                uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out)
 {
@@ -148,11 +152,15 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
 
         uint64_t unit = 0;
         int cls = 0;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY &&
-                                 (H->count + H->tombs + 1) * 100 > h->cap * LOAD_NUM)))
-            rc = SHMDICT_EFULL; /* the index is at its load limit */
-        else
+        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
+            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
+            if (rc == SHMDICT_OK) {
+                stage--; /* slot numbers changed: look the key up again, same stage */
+                continue;
+            }
+        } else {
             rc = alloc_units(h, units, stage >= 2, &unit, &cls);
+        }
 
         if (rc == SHMDICT_OK) {
             uint32_t ver = next_ver(old ? old->ver : (uint32_t)H->gen);
@@ -205,6 +213,10 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         } else if (stage == 1) {
             if (defrag(h) != SHMDICT_OK)
                 return SHMDICT_ECORRUPT;
+        } else if (compact_would_fit(h, units, (H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT))) {
+            if (compact(h) != SHMDICT_OK) /* the free space is there, in holes: gather it */
+                return SHMDICT_ECORRUPT;
+            stage = 1; /* the loop's stage++ retries with borrowing */
         } else if ((H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT)) {
             rc = evict_some(h, i, units, &evicted); /* EFULL once nothing is left to evict */
             if (rc != SHMDICT_OK)

@@ -192,22 +192,33 @@ int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_c
 
 /* One batch of a scan, in one lock hold.
  *
- * THE CURSOR is a slot index. A batch examines slots from the cursor and, once
- * it has examined `count` live keys (matching or not), keeps going to the end
- * of the current cluster: it stops only just before an EMPTY slot (or at the
- * end of the index), and returns that slot as the next cursor (0 = done).
+ * THE CURSOR is a position in the space of 32-bit hash tags: it names the
+ * slot the next batch starts at as home_of(cursor) (cursor * index_cap >> 32),
+ * so it keeps its meaning when the index grows between batches. A batch
+ * examines slots from there and, once it has examined `count` live keys
+ * (matching or not), keeps going to the end of the current cluster: it stops
+ * just before an EMPTY slot c and returns the smallest tag whose home is c
+ * (0 = done: a cursor past the end ends the scan too).
+ *
+ * WRAPPED ENTRIES -- those whose probe ran past the end of the index into the
+ * run that starts at slot 0, i.e. whose home is after their slot -- are
+ * skipped where they sit and returned by the batch that reaches the end of
+ * the index, which then walks that run for them. So every entry is visited
+ * in home order.
  *
  * WHY A KEY PRESENT THROUGHOUT IS NEVER MISSED. Inserts never move entries;
  * only a delete's backward shift does, and it moves an entry back toward its
  * home, never past it, and only through occupied slots. When a batch ends,
  * the cursor slot c is EMPTY, so every entry at a slot >= c then has its home
  * at >= c too (its probe path from home to its slot is occupied, so it cannot
- * cross c); afterwards it can only move back as far as its home, so it stays
- * at >= c and a later batch sees it. Entries that wrap around the end of the
- * index sit in the occupied run that starts at slot 0, which the first batch
- * covers entirely. A key can be returned twice: an entry of that wrapped run
- * that a delete shifts back across the end of the index is seen again by the
- * last batch. Keys inserted or deleted during the scan may or may not appear,
+ * cross c), and every key with a tag below the returned cursor was visited;
+ * afterwards an entry can only move back as far as its home, so it stays at
+ * >= c and a later batch sees it. When the index grows between batches it is
+ * rebuilt: a key whose tag is at least the cursor has its new home at or
+ * after the new start slot, so it sits after it or, wrapped, in the run the
+ * last batch walks. A key can be returned twice only across such a growth
+ * (the start slot rounds down). Keys inserted or deleted during the scan may
+ * or may not appear.
  */
 int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
                      char *buf, size_t cap, shmdict_out_t *out)
@@ -218,7 +229,8 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
     if (rc)
         return rc;
     walk_t w = {buf, cap, 0, 0, 0, pat, plen, false, false};
-    uint64_t now = h->hdr->n_ttl ? now_ns() : 0, i = cursor, seen = 0;
+    uint64_t now = h->hdr->n_ttl ? now_ns() : 0, seen = 0;
+    uint64_t i = cursor > (1ull << 32) ? h->cap : (uint64_t)(((unsigned __int128)cursor * h->cap) >> 32);
     int64_t res = 0;
     for (; i < h->cap; i++) {
         uint64_t s = h->slots[i];
@@ -227,8 +239,8 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
                 break;
             continue;
         }
-        if (s == SLOT_TOMB)
-            continue;
+        if (s == SLOT_TOMB || home_of(h, slot_tag(s)) > i)
+            continue; /* wrapped: the batch that reaches the end returns it */
         rec_t *r = rec_at(h, s);
         if (!r) {
             res = SHMDICT_ECORRUPT;
@@ -239,8 +251,19 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
             seen++;
         }
     }
+    for (uint64_t j = 0; i == h->cap && res == 0 && j < h->cap && h->slots[j] != SLOT_EMPTY; j++) {
+        uint64_t s = h->slots[j];
+        if (s == SLOT_TOMB || home_of(h, slot_tag(s)) <= j)
+            continue; /* the wrapped entries of the run at slot 0 */
+        rec_t *r = rec_at(h, s);
+        if (!r)
+            res = SHMDICT_ECORRUPT;
+        else if (!expired(r, now))
+            pack_rec(r, &w);
+    }
+    uint64_t next = i < h->cap ? (uint64_t)((((unsigned __int128)i << 32) + h->cap - 1) / h->cap) : 0;
     unlock_dict(h);
-    out->i = (int64_t)(i < h->cap ? i : 0);
+    out->i = (int64_t)next;
     out->len = w.used;
     if (res)
         return res;

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "lock.h"
+#include "table.h"
 
 #define PAGE 4096u
 
@@ -97,15 +98,16 @@ static int map_handle(int fd, uint64_t size, shmdict_t **out)
     return SHMDICT_OK;
 }
 
-static void bind_geometry(shmdict_t *h)
+/* The fixed geometry (arena start, event ring, the index's first size), then
+ * the index and arena as hdr->index_cap has them now (table_bind). */
+static int bind_geometry(shmdict_t *h)
 {
     header_t *H = h->hdr;
-    h->cap = H->index_cap;
-    h->units = H->arena_units;
-    h->slots = (uint64_t *)(h->base + H->index_off);
     h->arena = h->base + H->arena_off;
     h->ev_off = H->events_off;
     h->ev_cap = H->events_cap;
+    h->cap0 = H->index_min;
+    return table_bind(h);
 }
 
 /* Header checks, against the real file size. EVERSION: not ours at all;
@@ -116,21 +118,19 @@ static int validate(const header_t *H, uint64_t st_size)
         return SHMDICT_EVERSION;
     if (H->layout_version != SHMDICT_LAYOUT_VERSION || H->abi != ABI_STAMP || H->endian != 0x01020304u)
         return SHMDICT_EVERSION;
-    if (H->header_size != HEADER_SIZE || H->file_size != st_size || H->index_off != HEADER_SIZE)
+    if (H->header_size != HEADER_SIZE || H->file_size != st_size)
         return SHMDICT_ECORRUPT;
-    if (H->index_cap < 1 || H->index_cap > (1ull << 32))
+    if (H->arena_off % PAGE || H->arena_off < HEADER_SIZE || H->arena_off > st_size)
         return SHMDICT_ECORRUPT;
-    if (H->arena_off % PAGE || H->arena_off < H->index_off + H->index_cap * 8 || H->arena_off > st_size)
-        return SHMDICT_ECORRUPT;
-    if (H->events_cap && (H->events_cap % 16 || H->events_off % 16 ||
-                          H->events_off < H->index_off + H->index_cap * 8 ||
+    if (H->events_cap && (H->events_cap % 16 || H->events_off % 16 || H->events_off < HEADER_SIZE ||
                           H->events_off > H->arena_off || /* else the next line wraps */
                           H->events_cap > H->arena_off - H->events_off))
         return SHMDICT_ECORRUPT;
-    if (H->arena_units <= FIRST_UNIT + REC_HDR / UNIT || H->arena_units > (1ull << 32) ||
-        H->arena_units > (st_size - H->arena_off) / UNIT)
+    /* the index at its first size must leave an arena (table_bind checks the current one) */
+    if (H->index_min < 1 || H->index_min > (st_size - H->arena_off) / 8 ||
+        (st_size - H->arena_off - H->index_min * 8) / UNIT <= FIRST_UNIT + MIN_REC_UNITS)
         return SHMDICT_ECORRUPT;
-    if (H->ulog_n > ULOG_MAX || H->bump < FIRST_UNIT || H->bump > H->arena_units)
+    if (H->ulog_n > ULOG_MAX || H->bump < FIRST_UNIT)
         return SHMDICT_ECORRUPT;
     if (!lock_looks_valid(H))
         return SHMDICT_ECORRUPT;
@@ -149,25 +149,22 @@ static uint64_t ring_bytes(uint64_t events, uint64_t size)
 static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, uint64_t events)
 {
     header_t *H = h->hdr;
-    uint64_t cap = user_size / BYTES_PER_SLOT;
-    if (cap < 64)
-        cap = 64;
-    uint64_t events_off = round_up(HEADER_SIZE + cap * 8, 16);
+    uint64_t events_off = HEADER_SIZE;
     uint64_t events_cap = ring_bytes(events, user_size);
     uint64_t arena_off = round_up(events_off + events_cap, PAGE);
-    uint64_t units = (file_size - arena_off) / UNIT;
-    if (units > (1ull << 32))
-        units = 1ull << 32;
-
+    uint64_t cap = user_size / BYTES_PER_SLOT0; /* grows as entries arrive (table.c grow_index) */
+    if (cap < INDEX_MIN_CAP)
+        cap = INDEX_MIN_CAP;
+    if ((file_size - arena_off) / UNIT - cap > (1ull << 32))
+        cap = (file_size - arena_off) / UNIT - (1ull << 32); /* slot unit numbers are 32-bit */
     H->layout_version = SHMDICT_LAYOUT_VERSION;
     H->header_size = HEADER_SIZE;
     H->file_size = file_size;
     H->abi = ABI_STAMP;
     H->endian = 0x01020304u;
-    H->index_off = HEADER_SIZE;
+    H->index_min = cap;
     H->index_cap = cap;
     H->arena_off = arena_off;
-    H->arena_units = units;
     H->events_off = events_cap ? events_off : 0;
     H->events_cap = events_cap;
     if (getrandom(H->seed, sizeof H->seed, 0) != sizeof H->seed) {
@@ -182,7 +179,7 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, ui
     H->created_realtime = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     H->user_size = user_size;
     H->bump = FIRST_UNIT;
-    bind_geometry(h);
+    bind_geometry(h); /* cannot fail: sizes >= SHMDICT_MIN_SIZE leave an arena */
 }
 
 int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, int64_t gid,
@@ -310,10 +307,11 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
         rc = SHMDICT_ECORRUPT;
     } else if ((rc = map_handle(fd, (uint64_t)st.st_size, &h)) == SHMDICT_OK) {
         rc = validate(h->hdr, (uint64_t)st.st_size);
+        if (rc == SHMDICT_OK)
+            rc = bind_geometry(h);
         if (rc) {
             shmdict_close(h);
         } else {
-            bind_geometry(h);
             h->dev = (uint64_t)st.st_dev;
             h->ino = (uint64_t)st.st_ino;
             *out = h;

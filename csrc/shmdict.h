@@ -82,7 +82,7 @@ enum {
 };
 
 enum {
-    SHMDICT_LAYOUT_VERSION = 1,
+    SHMDICT_LAYOUT_VERSION = 2,
     SHMDICT_MAX_KEY        = 65535,     /* bytes of UTF-8 */
     SHMDICT_MIN_SIZE       = 32768,     /* bytes */
     SHMDICT_MAX_SIZE_MB    = 32768,     /* 32 GiB: 2^32 arena units of 8 bytes */
@@ -252,7 +252,7 @@ typedef struct shmdict_stats {
     uint64_t free_bytes;        /* capacity - used_bytes: not all of it usable by one item */
     uint64_t index_cap;         /* index slots */
     uint64_t index_used;        /* slots in use (records + tombstones) */
-    uint64_t index_limit;       /* slots usable before the index counts as full (85%) */
+    uint64_t index_limit;       /* entries the index takes before it grows (87.5% of its slots) */
     uint64_t hits, misses;      /* keyed reads (get, get_many, ...) */
     uint64_t expired;           /* expired records reclaimed */
     uint64_t evictions;         /* live records evicted */
@@ -260,6 +260,8 @@ typedef struct shmdict_stats {
     uint64_t lock_waits;        /* acquisitions that slept */
     uint64_t lock_wait_ns;      /* total time slept */
     uint64_t recoveries;        /* dead lock holders repaired (EOWNERDEAD) */
+    uint64_t index_growths;     /* times the index grew into the arena */
+    uint64_t compactions;       /* compaction passes (free space in holes gathered) */
     int evict;                  /* 1 if the dict evicts when full */
 } shmdict_stats_t;
 

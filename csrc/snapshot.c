@@ -19,7 +19,10 @@
  *
  * EXPORT (shmdict_export) copies up to about `count` live items per call,
  * each read whole under the lock, and returns a cursor for the next call.
- * The cursor is a slot of the index (which is never rehashed). Give each
+ * The cursor is a position in the space of 32-bit hash tags, naming the slot
+ * home_of(cursor) of the index at its current size (the index can grow
+ * between calls: it is then rebuilt, and every key whose tag is at least the
+ * cursor lies at or after that slot, or wrapped; as for scan, scan.c). Give each
  * entry a "logical position": its slot, or its slot + capacity if its probe
  * run wrapped past the end of the index (home > slot). Linear probing keeps
  * every slot from an entry's home to its slot occupied (TOMB counts as
@@ -31,7 +34,8 @@
  * a later batch. The last batch reaches the end of the index and continues
  * with the wrapped entries at the start of it, up to the first EMPTY slot
  * (every wrapped entry lies before it). Normal batches skip wrapped entries.
- * Hence: an item present for the whole dump is exported exactly once;
+ * Hence: an item present for the whole dump is exported exactly once (at
+ * least once if the index grew during the dump: the start slot rounds down);
  * items written or deleted meanwhile may or may not be; the dump is NOT one
  * point-in-time image of the whole dict (each item is). Items expired at the
  * time their batch runs are left out.
@@ -211,13 +215,13 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
 {
     out->i = 0;
     out->len = 0;
-    if (count == 0 || cursor >= h->cap)
+    if (count == 0 || cursor > (1ull << 32))
         return SHMDICT_EINVAL;
     int rc = lock_dict(h);
     if (rc)
         return rc;
     exporter_t e = {buf, cap, 0, 0, h->hdr->n_ttl ? now_ns() : 0, wall_now};
-    uint64_t i = cursor, seen = 0;
+    uint64_t i = (uint64_t)(((unsigned __int128)cursor * h->cap) >> 32), seen = 0;
     for (; i < h->cap && rc == SHMDICT_OK; i++) {
         uint64_t s = h->slots[i];
         if (s == SLOT_EMPTY) {
@@ -240,10 +244,11 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
                 rc = export_one(h, s, &e);
         }
     }
+    uint64_t next = i < h->cap ? (uint64_t)((((unsigned __int128)i << 32) + h->cap - 1) / h->cap) : 0;
     unlock_dict(h);
     if (rc)
         return rc;
-    out->i = (int64_t)(i < h->cap ? i : 0);
+    out->i = (int64_t)next;
     out->len = e.used;
     return e.used > cap ? SHMDICT_ERANGE : (int64_t)e.n;
 }

@@ -67,12 +67,13 @@ int shmdict_info(shmdict_t *h, shmdict_info_t *out)
  * A record is "free" here if it is a free block, or (reclaim would free it)
  * an expired live record. Merged runs count only when put would run a defrag
  * pass (something was freed since the last one, or something expired);
- * otherwise only single blocks count. A new key also needs an index slot: if
- * the index is at its load limit even after reclaiming, nothing fits. */
+ * otherwise only single blocks count. When free blocks lie in holes, a
+ * compaction pass would gather them all at the top. A new key also needs an
+ * index slot: if the index is at its load limit and cannot grow, nothing fits. */
 static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t *expired_out)
 {
     header_t *H = h->hdr;
-    uint64_t bump = H->bump, best_block = 0, best_run = 0, run = 0, n_expired = 0;
+    uint64_t bump = H->bump, best_block = 0, best_run = 0, run = 0, n_expired = 0, free_sum = 0;
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
@@ -87,6 +88,7 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
             n_expired++;
         }
         if (is_free) {
+            free_sum += cu;
             run += cu;
             if (cu > best_block)
                 best_block = cu;
@@ -99,18 +101,39 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
     }
     bool merges = H->frees_since_defrag > 0 || n_expired > 0;
     uint64_t tail = h->units - bump; /* the bump pointer's room */
-    if (merges)
-        tail += run;                 /* a free run at the end goes back to the bump pointer */
-    else if (run >= MIN_BLOCK && carve_units(run) > best_run)
-        best_run = carve_units(run);
-    uint64_t best = tail ? class_units(class_floor_units(tail)) : 0;
-    if (best_block > best)
-        best = best_block;
-    if (merges && best_run > best)
-        best = best_run;
-    uint64_t live = H->count - (n_expired <= H->count ? n_expired : H->count);
-    if ((live + H->tombs + 1) * 100 > h->cap * LOAD_NUM)
-        best = 0; /* no index slot for a new key */
+    uint64_t live = H->count - (n_expired <= H->count ? n_expired : H->count), free_units;
+    bool index_full = (live + H->tombs + 1) * LOAD_DEN > h->cap * LOAD_NUM;
+    uint64_t grow_top = 0, grow_all = 0, best = 0;
+    if (index_full) { /* put grows the index first, compacting if that gives it more */
+        grow_top = index_growth(h, true, &free_units);
+        grow_all = index_growth(h, false, &free_units);
+        if (grow_all == 0) {
+            *units_out = 0; /* no index slot for a new key */
+            *expired_out = n_expired;
+            return SHMDICT_OK;
+        }
+    }
+    if (!index_full || grow_top == grow_all) {
+        tail -= grow_top;
+        if (merges)
+            tail += run;             /* a free run at the end goes back to the bump pointer */
+        else if (run >= MIN_BLOCK && carve_units(run) > best_run)
+            best_run = carve_units(run);
+        best = tail ? class_units(class_floor_units(tail)) : 0;
+        if (best_block > best)
+            best = best_block;
+        if (merges && best_run > best)
+            best = best_run;
+    }
+    /* A compaction pass gathers every hole at the top (an evicting dict
+     * compacts only when the holes are worth it: compact_would_fit). */
+    uint64_t gathered = free_sum + (h->units - bump);
+    bool amortised = (H->flags & HF_EVICT) != 0;
+    if (free_sum && (!amortised || free_sum >= h->units / 16) && gathered > grow_all + MIN_BLOCK) {
+        uint64_t g = class_units(class_floor_units(gathered - grow_all));
+        if (g > best)
+            best = g;
+    }
     *units_out = best;
     *expired_out = n_expired;
     return SHMDICT_OK;
@@ -135,7 +158,7 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
         out->free_bytes = out->capacity - H->used_bytes;
         out->index_cap = h->cap;
         out->index_used = H->count + H->tombs;
-        out->index_limit = h->cap * LOAD_NUM / 100;
+        out->index_limit = h->cap * LOAD_NUM / LOAD_DEN;
         out->hits = H->st_hits;
         out->misses = H->st_misses;
         out->expired = H->st_expired;
@@ -144,6 +167,8 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
         out->lock_waits = H->st_lock_waits;
         out->lock_wait_ns = H->st_lock_wait_ns;
         out->recoveries = H->recoveries;
+        out->index_growths = H->index_growths;
+        out->compactions = H->compactions;
         out->evict = (int)(H->flags & HF_EVICT);
     }
     unlock_dict(h);

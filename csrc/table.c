@@ -4,9 +4,11 @@
  * through the undo log (w64/wlog, lock.c). It also owns the expiry clock
  * (now_ns) every TTL is measured on.
  *
- * INDEX. Fixed-capacity open addressing with linear probing over 8-byte slots
- * (see layout.h), never rehashed. The load factor, tombstones included, is
- * kept at or below 85%. Deletion uses backward shift, so the index normally
+ * INDEX. Open addressing with linear probing over 8-byte slots (see
+ * layout.h). The load factor, tombstones included, is kept at or below 87.5%
+ * (LOAD_NUM / LOAD_DEN); when an insert would pass it, grow_index() takes
+ * slots from the top of the arena and rebuilds the index (see GROWING THE
+ * INDEX below). Deletion uses backward shift, so the index normally
  * holds no tombstones: the deleted slot becomes TOMB, entries that can move
  * closer to their home slide back into it one by one, and the final hole
  * becomes EMPTY. Each move is two logged stores; if the undo log runs short
@@ -81,6 +83,27 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
     if ((rec_bytes(r) + UNIT - 1) / UNIT > cu) /* a list's start + vlen too */
         return NULL;
     return r;
+}
+
+/* ---- geometry -------------------------------------------------------------- */
+
+/* Point the handle at the index and arena that hdr->index_cap describes:
+ * the index is the mapping's last index_cap * 8 bytes, the arena runs from
+ * arena_off (fixed at creation) up to it. Everything is checked: a scribbled
+ * index_cap gives ECORRUPT, never an index outside the mapping. */
+int table_bind(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t cap = H->index_cap, aoff = (uint64_t)(h->arena - h->base);
+    if (cap < 1 || cap > (1ull << 32) || aoff > h->map_size || cap > (h->map_size - aoff) / 8)
+        return SHMDICT_ECORRUPT;
+    uint64_t units = (h->map_size - aoff - cap * 8) / UNIT;
+    if (units <= FIRST_UNIT + MIN_REC_UNITS || units > (1ull << 32) || H->bump > units)
+        return SHMDICT_ECORRUPT;
+    h->cap = cap;
+    h->units = units;
+    h->slots = (uint64_t *)(h->base + h->map_size - cap * 8);
+    return SHMDICT_OK;
 }
 
 int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins)
@@ -302,7 +325,7 @@ int defrag(shmdict_t *h)
     header_t *H = h->hdr;
     if (H->frees_since_defrag == 0)
         return SHMDICT_OK;
-    w64(h, &H->defrag_pending, 1);
+    w64(h, &H->defrag_pending, DEFRAG_MERGE);
     commit(h);
     FAULT(DEFRAG_MARKED);
     int rc = defrag_pass(h);
@@ -312,6 +335,274 @@ int defrag(shmdict_t *h)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    return SHMDICT_OK;
+}
+
+/* ---- compaction ----------------------------------------------------------------
+ *
+ * Free blocks merge only with their neighbours (defrag_pass), so after churn
+ * the free space can be scattered in pieces too small for a large item.
+ * Compaction slides every live record down, in arena order, over the free
+ * blocks below it, so all free space ends up above bump in one piece. A
+ * record's index slot is found from its key's hash (the slot whose tag
+ * matches and whose unit is the record's old or new place) and repointed.
+ *
+ * A bulk step under the redo protocol. compact() commits
+ * defrag_pending = DEFRAG_COMPACT with the cursor compact_at at the start,
+ * then compact_pass() runs with plain stores and recover() re-runs it from
+ * the cursor after a crash. The cursor is one atomic word, dst << 32 | src:
+ * below dst the records are compacted (and indexed there), [dst, src) is
+ * garbage, and from src up the arena is the original tiling. Each record of
+ * n units at src moves to dst in chunks of g = src - dst units (all of it at
+ * once when g >= n): chunk k is copied from src + k*g to dst + k*g, which
+ * overwrites only source units already copied, and after each chunk the
+ * progress word compact_piece = src << 32 | chunks-done is stored. So a redo
+ * resumes at the first chunk not recorded, whose source is still intact; it
+ * reads the record's class from src when no chunk is recorded, else from dst
+ * (chunk 0 holds the header's first two units, as g >= MIN_BLOCK). A stale
+ * progress word names a smaller src, so it is never mistaken for the current
+ * record's. Then the slot is repointed (idempotent: it matches old or new
+ * unit) and the cursor advances in one store. At the end bump = dst and the
+ * free lists, cleared at the start, stay empty. */
+
+static int compact_move(shmdict_t *h, uint64_t dst, uint64_t src, uint64_t n)
+{
+    header_t *H = h->hdr;
+    uint64_t g = src - dst, prog = H->compact_piece;
+    uint64_t k = prog >> 32 == src ? (prog & 0xffffffffu) : 0;
+    for (uint64_t at = k * g; at < n; at += g, k++) {
+        uint64_t len = n - at < g ? n - at : g;
+        memcpy(h->arena + (dst + at) * UNIT, h->arena + (src + at) * UNIT, len * UNIT);
+        __atomic_store_n(&H->compact_piece, src << 32 | (k + 1), __ATOMIC_RELAXED);
+        FAULT(COMPACT_CHUNK);
+    }
+    rec_t *r = unit_ptr(h, dst);
+    if (r->klen == 0 || (rec_bytes(r) + UNIT - 1) / UNIT > n)
+        return SHMDICT_ECORRUPT;
+    uint32_t tag = (uint32_t)(hash_key(h, r->data, r->klen) >> 32);
+    uint64_t i = home_of(h, tag);
+    for (uint64_t m = 0; m < h->cap; m++, i = i + 1 == h->cap ? 0 : i + 1) {
+        uint64_t s = h->slots[i];
+        if (s == SLOT_EMPTY)
+            break;
+        if (s != SLOT_TOMB && slot_tag(s) == tag && (slot_unit(s) == src || slot_unit(s) == dst)) {
+            __atomic_store_n(&h->slots[i], (uint64_t)tag << 32 | dst, __ATOMIC_RELAXED);
+            return SHMDICT_OK;
+        }
+    }
+    return SHMDICT_ECORRUPT; /* a live record no slot points at */
+}
+
+int compact_pass(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t bump = H->bump, at = H->compact_at, dst = at >> 32, src = at & 0xffffffffu;
+    if (bump < FIRST_UNIT || bump > h->units || dst < FIRST_UNIT || dst > src || src > bump)
+        return SHMDICT_ECORRUPT;
+    memset(H->free_head, 0, sizeof H->free_head);
+    while (src < bump) {
+        uint64_t prog = H->compact_piece;
+        bool started = prog >> 32 == src && (prog & 0xffffffffu) > 0 && dst < src;
+        rec_t *r = unit_ptr(h, started ? dst : src); /* type and class: the header's 2nd unit */
+        int c = r->cls & 0x7f;
+        if (src + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || src + class_units(c) > bump)
+            return SHMDICT_ECORRUPT;
+        uint64_t n = class_units(c);
+        if (r->type == T_FREE && !started) {
+            src += n;
+        } else {
+            if (r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST)
+                return SHMDICT_ECORRUPT;
+            if (dst < src) {
+                int rc = compact_move(h, dst, src, n);
+                if (rc)
+                    return rc;
+            }
+            dst += n;
+            src += n;
+        }
+        __atomic_store_n(&H->compact_at, dst << 32 | src, __ATOMIC_RELAXED);
+        FAULT(COMPACT_MOVED);
+    }
+    H->bump = dst;
+    H->frees_since_defrag = 0;
+    return SHMDICT_OK;
+}
+
+/* Free units below bump (in free blocks: what compaction would gather). */
+static uint64_t holes(const shmdict_t *h)
+{
+    const header_t *H = h->hdr;
+    uint64_t used = H->used_bytes / UNIT;
+    return H->bump >= FIRST_UNIT + used ? H->bump - FIRST_UNIT - used : 0;
+}
+
+/* Would a compaction pass make room for a block of `units` that the free
+ * lists and the bump pointer cannot give? With `amortised` (an evicting dict,
+ * which would otherwise evict), only when the holes are worth it: at least
+ * 1/16 of the arena, so passes cost O(1) per unit they give back. */
+bool compact_would_fit(const shmdict_t *h, uint64_t units, bool amortised)
+{
+    uint64_t hole = holes(h), top = h->units - h->hdr->bump;
+    if (hole == 0 || h->hdr->bump > h->units)
+        return false;
+    if (amortised && hole < h->units / 16)
+        return false;
+    int c = class_of(units);
+    return c < NCLASS && class_units(c) <= hole + top;
+}
+
+/* Run a compaction pass (see above). Lock held, log empty. */
+int compact(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    if (H->ulog_n)
+        return SHMDICT_ECORRUPT;
+    w64(h, &H->defrag_pending, DEFRAG_COMPACT);
+    w64(h, &H->compact_at, (uint64_t)FIRST_UNIT << 32 | FIRST_UNIT);
+    w64(h, &H->compact_piece, 0);
+    commit(h);
+    FAULT(COMPACT_MARKED);
+    int rc = compact_pass(h);
+    if (rc) {
+        H->corrupt = 1;
+        return rc;
+    }
+    atomic_signal_fence(memory_order_seq_cst);
+    H->defrag_pending = 0;
+    H->compactions++;
+    return SHMDICT_OK;
+}
+
+/* ---- growing the index ----------------------------------------------------------
+ *
+ * The index is the file's last index_cap slots and the arena ends where it
+ * begins, so the index grows downward into the free top of the arena (units
+ * at or above bump). A growth is a bulk step under the redo protocol:
+ *
+ *   1. logged: defrag_pending = DEFRAG_REINDEX, index_cap = new_cap; commit.
+ *      From here the header describes the new geometry (the arena is smaller,
+ *      but bump is at or below its new end, so no record is in the way).
+ *   2. reindex_pass(): zero the new index, walk the arena and insert every
+ *      live record at the slot its key's hash gives. Plain stores; it reads
+ *      only the arena, so it can be redone from the start after a crash at
+ *      any point (recover() does).
+ *   3. defrag_pending = 0.
+ *
+ * The size: the index should end up with as many slots as the free space
+ * could still fill with records of the mean size so far (at the load limit),
+ * and no more, so a dict of small items reaches the best density and a dict
+ * of large items gives the index only what it uses. Solving
+ *   (cap + d) * 7/8 - entries = (free - d) / avg
+ * for d gives the balance below. A growth takes at most the current capacity
+ * (doubling) and at least 1/32 of it, so the O(entries) rebuilds cost O(1)
+ * amortised per insert; if later items are smaller than the mean, the index
+ * fills again and the next growth balances on the new mean. */
+
+/* Rebuild the index from the arena (step 2 above). */
+int reindex_pass(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t bump = H->bump, cap = h->cap, n = 0;
+    if (bump < FIRST_UNIT || bump > h->units)
+        return SHMDICT_ECORRUPT;
+    memset(h->slots, 0, cap * sizeof(uint64_t));
+    FAULT(REINDEX_CLEARED);
+    for (uint64_t u = FIRST_UNIT; u < bump;) {
+        rec_t *r = unit_ptr(h, u);
+        int c = r->cls & 0x7f;
+        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
+            return SHMDICT_ECORRUPT;
+        if (r->type != T_FREE) {
+            if (r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0 ||
+                (rec_bytes(r) + UNIT - 1) / UNIT > class_units(c) || n >= cap)
+                return SHMDICT_ECORRUPT;
+            uint64_t hash = hash_key(h, r->data, r->klen), i = home_of(h, (uint32_t)(hash >> 32));
+            while (h->slots[i] != SLOT_EMPTY) /* ends: n < cap slots are taken */
+                i = i + 1 == cap ? 0 : i + 1;
+            h->slots[i] = (hash >> 32) << 32 | u;
+            n++;
+            if (n % 4096 == 0)
+                FAULT(REINDEX_INSERTED);
+        }
+        u += class_units(c);
+    }
+    H->count = n;
+    H->tombs = 0;
+    return SHMDICT_OK;
+}
+
+/* Would one more key pass the index's load limit? */
+bool index_full(const shmdict_t *h)
+{
+    return (h->hdr->count + h->hdr->tombs + 1) * LOAD_DEN > h->cap * LOAD_NUM;
+}
+
+/* How many slots grow_index() would add now (0: it cannot), and the units
+ * free in the arena (live records' bytes aside) in *free_out. With top_only,
+ * as the arena is now; without, after a compaction pass. Read-only. */
+uint64_t index_growth(const shmdict_t *h, bool top_only, uint64_t *free_out)
+{
+    const header_t *H = h->hdr;
+    uint64_t cap = h->cap, entries = H->count + H->tombs, bump = H->bump;
+    uint64_t used = H->used_bytes / UNIT;
+    *free_out = 0;
+    if (bump < FIRST_UNIT || bump > h->units || used > h->units - FIRST_UNIT || entries > cap)
+        return 0;
+    uint64_t free_units = h->units - FIRST_UNIT - used;
+    *free_out = free_units;
+    if (free_units < 2 * MIN_REC_UNITS)
+        return 0; /* slots for records that could not be stored */
+    /* balance, with `avg` the mean record size in units (at least the smallest) */
+    uint64_t records = H->count ? H->count : 1;
+    double avg = used / records < MIN_REC_UNITS ? MIN_REC_UNITS : (double)used / (double)records;
+    double load = (double)LOAD_NUM / LOAD_DEN;
+    double want = ((double)free_units + avg * ((double)entries - load * (double)cap)) / (load * avg + 1);
+    uint64_t d = want > 0 ? (uint64_t)want + 1 : 0;
+    if (d < 8 || d < cap / 32)
+        d = cap / 32 > 8 ? cap / 32 : 8; /* a rebuild is O(entries): never for a handful of slots */
+    if (d > cap)
+        d = cap; /* at most double */
+    if (d > (1ull << 32) - cap)
+        d = (1ull << 32) - cap;
+    if (d > free_units - MIN_REC_UNITS)
+        d = free_units - MIN_REC_UNITS; /* leave room for the record that needs the slot */
+    if (top_only && d > h->units - bump)
+        d = h->units - bump; /* only the free top of the arena can become index */
+    if ((entries + 1) * LOAD_DEN > (cap + d) * LOAD_NUM)
+        return 0; /* not even one more entry */
+    return d;
+}
+
+/* Give the index more slots (see above). Runs with the lock held and the
+ * undo log empty (between operations' transactions). OK: the index grew
+ * (slot numbers changed: look the key up again); EFULL: the arena has no
+ * room it could spare; ECORRUPT. */
+int grow_index(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t free_units, cap = h->cap;
+    if (H->ulog_n)
+        return SHMDICT_ECORRUPT;
+    if (index_growth(h, false, &free_units) > index_growth(h, true, &free_units) && compact(h))
+        return SHMDICT_ECORRUPT; /* the free space is in holes: gather it at the top first */
+    uint64_t d = index_growth(h, true, &free_units);
+    if (d == 0)
+        return SHMDICT_EFULL;
+    w64(h, &H->defrag_pending, DEFRAG_REINDEX);
+    w64(h, &H->index_cap, cap + d);
+    commit(h);
+    FAULT(REINDEX_MARKED);
+    int rc = table_bind(h);
+    if (rc == SHMDICT_OK)
+        rc = reindex_pass(h);
+    if (rc) {
+        H->corrupt = 1;
+        return SHMDICT_ECORRUPT;
+    }
+    atomic_signal_fence(memory_order_seq_cst);
+    H->defrag_pending = 0;
+    H->index_growths++;
     return SHMDICT_OK;
 }
 
@@ -423,6 +714,9 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
 void table_reset(shmdict_t *h)
 {
     header_t *H = h->hdr;
+    H->index_cap = h->cap0; /* back to the size it was created with: the arena gets its top back */
+    H->bump = FIRST_UNIT;
+    table_bind(h);          /* cannot fail: cap0 was checked at attach, and bump is at the bottom */
     memset(h->slots, 0, h->cap * sizeof(uint64_t));
     FAULT(FLUSH_CLEARED);
     memset(H->free_head, 0, sizeof H->free_head);
@@ -432,6 +726,7 @@ void table_reset(shmdict_t *h)
     H->expire_hand = H->clock_hand = 0;
     H->frees_since_defrag = 0;
     H->defrag_pending = 0;
+    H->compact_at = H->compact_piece = 0;
 }
 
 /* ---- integrity check -------------------------------------------------------- */

@@ -378,7 +378,9 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
         items not reclaimed yet), ``used_bytes`` / ``free_bytes`` (arena bytes
         held by records / not; ``free_bytes`` is a sum over many blocks, not
         the room for one item), ``index_cap`` / ``index_used`` /
-        ``index_limit`` (a new key needs ``index_used < index_limit``),
+        ``index_limit`` (the index takes ``index_limit`` keys, then grows into
+        the free space), ``index_growths`` and ``compactions`` (times the
+        index grew, and free space scattered in holes was gathered),
         ``hits`` / ``misses`` (keyed reads), ``expired`` (expired items
         reclaimed), ``evictions``, ``lock_acquisitions``, ``lock_waits``
         (acquisitions that had to sleep), ``lock_wait_seconds``,
@@ -553,7 +555,8 @@ _tag_d = struct.Struct("<Bd").pack
 _tag_u32 = struct.Struct("<BI").pack
 _STAT_FIELDS = (
     "size capacity free_space entries records expired_pending used_bytes free_bytes index_cap "
-    "index_used index_limit hits misses expired evictions lock_acquisitions lock_waits recoveries"
+    "index_used index_limit hits misses expired evictions lock_acquisitions lock_waits recoveries "
+    "index_growths compactions"
 ).split()
 
 

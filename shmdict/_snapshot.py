@@ -428,11 +428,13 @@ def load_local(d: Any, src: FileArg) -> int:
         live += int(out.i)
         need += int(out.len)
     info = d._info()
-    slots = info["index_cap"] * 85 // 100
-    if need > info["capacity"] or live > slots:
+    # records and index share the space: each key also takes an index slot (8 bytes, 87.5% full)
+    room = info["capacity"] + info["index_cap"] * 8
+    need_all = need + 8 * (live * 8 // 7 + 1)
+    if need_all > room:
         raise Full(
-            f"the snapshot's {live} items need {need} bytes; this dict holds at most "
-            f"{info['capacity']} bytes and {slots} keys even when empty; nothing was loaded"
+            f"the snapshot's {live} items need {need_all} bytes with their index slots; this dict "
+            f"holds at most {room} bytes of records and index even when empty; nothing was loaded"
         )
     stored = 0
     for _, off, length in bl:

@@ -226,6 +226,29 @@ def _setup_fragmented(sd):
             del sd[f"a{i}"]
 
 
+def _setup_index_at_limit(sd):
+    """Small keys until the index has grown once and is at its load limit with
+    more than 4096 entries: the next new key grows it again."""
+    n = 0
+    while True:
+        st = sd.stats()
+        if st["index_used"] == st["index_limit"] and st["index_used"] > 4096:
+            return
+        for _ in range(max(1, st["index_limit"] - st["index_used"])):
+            sd[f"x{n}"] = n
+            n += 1
+
+
+def _setup_holes(sd):
+    """Full of pairs (small, large record); every small one deleted: the free
+    space lies in holes smaller than the large records after them, so a big
+    item needs a compaction pass that moves them in chunks."""
+    _setup_base(sd)
+    n = _fill_until_full(sd, lambda i: (f"{'sL'[i % 2]}{i}", b"s" * 16 if i % 2 == 0 else b"L" * 300, 0))
+    for i in range(0, n, 2):
+        del sd[f"s{i}"]
+
+
 SCENARIOS: list[Scenario] = [
     # insert
     Scenario("insert_bump", ("insert",), _setup_base, [("set", f"new{i}", "x" * 50, 0) for i in range(5)]),
@@ -374,6 +397,11 @@ SCENARIOS: list[Scenario] = [
         [("set", f"base{i}", "L" * 1500, 0) for i in range(4)],
         size="64k",
     ),
+    # the index grows into the arena; compaction gathers holes
+    Scenario("reindex_for_insert", ("reindex", "insert"), _setup_index_at_limit,
+             [("set", f"r{i}", i, 0) for i in range(3)]),
+    Scenario("compact_for_insert", ("compact", "insert"), _setup_holes,
+             [("set", f"C{i}", b"C" * 1500, 0) for i in range(3)], size="64k"),
     # flush_all
     Scenario("flush_many", ("flush",), _setup_values(lambda i: "f" * i), [("flush_all",), ("set", "after", 1, 0)]),
     Scenario("flush_after_deletes", ("flush",), _setup_freelist, [("flush_all",), ("set", "after", 1, 0)]),
@@ -557,6 +585,8 @@ FIRST_CRASHES = [
     ("delete_plain", "delete.counted"),
     ("incr_replace_ttl", "incr.ttl"),
     ("flush_many", "flush.cleared"),
+    ("reindex_for_insert", "reindex.inserted"),
+    ("compact_for_insert", "compact.chunk"),
 ]
 
 

@@ -302,6 +302,33 @@ def _evicting(d: shmdict.SharedDict) -> None:
         d[f"e{n:04d}"] = "v" * 100
 
 
+def _index_at_limit(d: shmdict.SharedDict) -> None:
+    """Small keys until the index has grown once and is at its load limit
+    again with more than 4096 entries: the next new key makes it grow."""
+    n = 0
+    while True:
+        st = d.stats()
+        if st["index_used"] == st["index_limit"] and st["index_used"] > 4096:
+            return
+        for _ in range(max(1, st["index_limit"] - st["index_used"])):
+            d[f"x{n:05d}"] = n
+            n += 1
+
+
+def _holes(d: shmdict.SharedDict) -> None:
+    """Full of (small, large) pairs, the small ones deleted: holes smaller than
+    the records after them, so a big item needs compaction, moving in chunks."""
+    n = 0
+    while True:
+        try:
+            d[f"{'sL'[n % 2]}{n:05d}"] = "s" * 16 if n % 2 == 0 else "L" * 300
+        except shmdict.Full:
+            break
+        n += 1
+    for i in range(0, n, 2):
+        del d[f"s{i:05d}"]
+
+
 def _snapshot_load(d: shmdict.SharedDict) -> tuple[str, list[tuple[str, Any, bool]]]:
     """A snapshot of basic() plus a list, then the dict changed so that
     loading it back inserts, rewrites in place, stores a number in place and
@@ -344,6 +371,12 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "defrag": Scenario(1 << 16, _fragmented, lambda _: [("set", "big", "B" * 150)]),
     "borrow": Scenario(1 << 16, _borrowable, lambda _: [("set", "small", "t" * 30)]),
+    "reindex": Scenario(1 << 20, _index_at_limit, lambda _: [("set", "new", "v"), ("set", "new2", 2)]),
+    "reindex-recover": Scenario(1 << 20, _index_at_limit, lambda _: [("set", "new", "v")],
+                                pre_kill="reindex.inserted"),
+    "compact": Scenario(1 << 16, _holes, lambda _: [("set", "big", "B" * 1500), ("set", "big2", "b" * 1500)]),
+    "compact-recover": Scenario(1 << 16, _holes, lambda _: [("set", "big", "B" * 1500)],
+                                pre_kill="compact.chunk"),
     "flush": _basic([("flush",)]),
     "flush-expired": Scenario(SMALL, _expiring, lambda _: [("flush_expired",)]),
     "len-reclaim": Scenario(SMALL, _expiring, lambda _: [("len",)]),
@@ -415,6 +448,20 @@ SWEEP: list[tuple[str, str, int]] = [
     ("borrow", "insert.allocated", 1),
     ("borrow", "insert.filled", 1),
     ("borrow", "insert.counted", 1),
+    ("reindex", "reindex.marked", 1),
+    ("reindex", "reindex.cleared", 1),
+    ("reindex", "reindex.inserted", 1),
+    ("reindex", "insert.counted", 1),
+    ("reindex-recover", "reindex.cleared", 1),  # the recovery's redo of the rebuild dies too
+    ("compact", "compact.marked", 1),
+    ("compact", "compact.chunk", 1),
+    ("compact", "compact.chunk", 2),
+    ("compact", "compact.chunk", 9),
+    ("compact", "compact.moved", 1),
+    ("compact", "compact.moved", 40),
+    ("compact", "insert.counted", 1),
+    ("compact-recover", "compact.chunk", 1),  # the recovery's redo of the pass dies too
+    ("compact-recover", "compact.moved", 3),
     ("flush", "flush.marked", 1),
     ("flush", "flush.cleared", 1),
     ("insert", "event.appended", 1),
@@ -537,7 +584,14 @@ def test_crash_point(scenario: str, point: str, nth: int) -> None:
         promptly(lambda: len(d2))
         promptly(d2.check)
         now = full_snapshot(d2)
-        assert any(matches(now, c) for c in candidates(before, ops[k])), (
+        ok = any(matches(now, c) for c in candidates(before, ops[k]))
+        if sc.evict and not ok:
+            # A victim is deleted in its own transaction, and a long backward shift commits its
+            # first part (a valid state) before the crash point: an evicting dict may have lost
+            # a few evictable keys, never changed one.
+            ok = any(set(now) <= set(c) and len(c) - len(now) <= 8 and matches(now, {x: c[x] for x in now})
+                     for c in candidates(before, ops[k]))
+        assert ok, (
             f"{scenario} killed at {point}: neither all nor nothing"
         )
         # The dict stays fully usable.
@@ -591,15 +645,27 @@ def test_borrow_scenario_needs_the_split() -> None:
 
 
 def test_defrag_scenario_needs_the_merge() -> None:
-    """Isolated free blocks cannot take the large item; the same blocks in adjacent pairs can, once merged."""
+    """Isolated free blocks take the large item only by compaction; the same blocks in adjacent
+    pairs take it once merged, without one."""
     with shmdict.new(unique_name(), 1 << 16) as d:
         keys = fill(d, "f", 64)
         for n, k in enumerate(keys[:-4]):
             if n % 2 == 1:
                 del d[k]  # as much free space as _fragmented leaves, but never two adjacent blocks
-        with pytest.raises(shmdict.Full):
-            d["big"] = "B" * 150
+        d["big"] = "B" * 150
+        assert d.stats()["compactions"] == 1
     with shmdict.new(unique_name(), 1 << 16) as d:
         _fragmented(d)
         d["big"] = "B" * 150
+        assert d.stats()["compactions"] == 0
+        d.check()
+
+
+def test_compact_scenario_moves_records_in_chunks() -> None:
+    """The compact setup leaves holes smaller than the records after them, and no other room."""
+    with shmdict.new(unique_name(), 1 << 16) as d:
+        _holes(d)
+        assert d.free_space() >= 1500 and d.stats()["compactions"] == 0
+        d["big"] = "B" * 1500
+        assert d.stats()["compactions"] == 1
         d.check()

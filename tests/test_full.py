@@ -39,8 +39,8 @@ def test_fill_until_full(small):
 
 def test_full_leaves_dict_unchanged(small):
     """Every operation refused with Full leaves the contents unchanged."""
-    fill(small, lambda i: 100)
     small.set("t", b"t", 1000)
+    fill(small, lambda i: 100)
     before = snapshot(small)
     keys = list(before)
     attempts = [

@@ -50,7 +50,7 @@ EXAMPLES = int(os.environ.get("SHMDICT_FUZZ_EXAMPLES") or (20000 if LONG else 30
 SIZE = 1 << 15  # the smallest dict: every region is small enough to hit often
 MUTEX = range(256 + 4, 320)  # all but the lock word itself (__data.__lock, the first 4 bytes)
 LOCK_WORD = (256, 260)
-HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168))  # gen .. free_head[]
+HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168 + 5))  # gen .. free_head[], index_cap .. compactions
 ULOG = (HDR_TABLE[1], HDR_TABLE[1] + 8 + 16 * 64)
 COUNTERS = (384 + 8, 384 + 8 * 6)  # count, tombs, n_ttl, used_bytes, bump
 OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError, shmdict.LockTimeout)
@@ -87,7 +87,10 @@ def _list_record(blob: bytes, arena_off: int, used_end: int) -> tuple[int, int]:
 
 
 def _geometry(blob: bytes) -> dict[str, int]:
-    index_off, index_cap, arena_off, arena_units = struct.unpack_from("<4Q", blob, 32)
+    arena_off = struct.unpack_from("<Q", blob, 48)[0]
+    index_cap = struct.unpack_from("<Q", blob, 384 + 8 * (14 + 18 + 168))[0]
+    index_off = len(blob) - index_cap * 8  # the index is the file's last index_cap slots
+    arena_units = (index_off - arena_off) // 8
     events_off, events_cap = struct.unpack_from("<2Q", blob, 112)
     bump = struct.unpack_from("<Q", blob, 384 + 8 * 5)[0]
     used_end = arena_off + bump * 8

@@ -62,7 +62,7 @@ def test_scan_arguments(sd: shmdict.SharedDict) -> None:
         sd.scan("0")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         sd.scan(0, 10, 5)  # type: ignore[arg-type]
-    assert sd.scan(10**9) == (0, [])
+    assert sd.scan(2**40) == (0, [])  # a cursor past the end ends the scan
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
