@@ -59,6 +59,7 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         units = (REC_HDR + pad8(klen) + 8 + live + UNIT - 1) / UNIT; /* no slack then */
     if (live > UINT32_MAX / 2 || class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
+    bool compacted = false;
     for (int stage = 0;; stage++) {
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
         if (i < -1)
@@ -131,9 +132,10 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         } else if (stage == 1) {
             if (defrag(h) != SHMDICT_OK)
                 return SHMDICT_ECORRUPT;
-        } else if (compact_would_fit(h, units, H->flags & HF_EVICT)) {
+        } else if (!compacted && compact_would_fit(h, units, H->flags & HF_EVICT)) {
             if (compact(h) != SHMDICT_OK) /* src moves too: the loop finds it again */
                 return SHMDICT_ECORRUPT;
+            compacted = true; /* once: a second pass could only loop on a scribbled used_bytes */
             stage = 1; /* the loop's stage++ retries with borrowing */
         } else if (H->flags & HF_EVICT) {
             rc = evict_some(h, i, units, &evicted);

@@ -118,6 +118,7 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
     if (H->n_ttl && reclaim_expired(h, now, false) < 0)
         return SHMDICT_ECORRUPT;
     uint64_t evicted = 0;
+    bool compacted = false; /* one pass gathers every hole: a second could only loop on a scribbled used_bytes */
 
     for (int stage = 0;; stage++) {
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
@@ -213,9 +214,10 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         } else if (stage == 1) {
             if (defrag(h) != SHMDICT_OK)
                 return SHMDICT_ECORRUPT;
-        } else if (compact_would_fit(h, units, (H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT))) {
+        } else if (!compacted && compact_would_fit(h, units, (H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT))) {
             if (compact(h) != SHMDICT_OK) /* the free space is there, in holes: gather it */
                 return SHMDICT_ECORRUPT;
+            compacted = true;
             stage = 1; /* the loop's stage++ retries with borrowing */
         } else if ((H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT)) {
             rc = evict_some(h, i, units, &evicted); /* EFULL once nothing is left to evict */
