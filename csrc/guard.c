@@ -189,11 +189,25 @@ static int lock_wait(shmdict_t *h, pthread_mutex_t *mu)
         deadline = now + h->lock_timeout_ns;
     if (!deadline)
         return pthread_mutex_lock(mu);
-    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
     int r;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
     do
         r = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &ts);
     while (r == EINTR);
+#else
+    /* No clocklock (musl, older glibc): timedlock measures CLOCK_REALTIME, so
+     * the remaining time is moved onto it; a wall-clock step during the wait
+     * then lengthens or shortens this one bound, nothing else. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t rt = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (deadline > now ? deadline - now : 0);
+    ts.tv_sec = (time_t)(rt / 1000000000u);
+    ts.tv_nsec = (long)(rt % 1000000000u);
+    do
+        r = pthread_mutex_timedlock(mu, &ts);
+    while (r == EINTR);
+#endif
     if (r == ETIMEDOUT)
         last_holder = holder_tid(mu);
     return r;

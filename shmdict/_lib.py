@@ -104,7 +104,7 @@ def check(rc: int, key: object = None) -> int:
 
 
 def encode_key(key: object) -> bytes:
-    """A key as UTF-8 bytes; TypeError / ValueError per SPEC §3."""
+    """A key as UTF-8 bytes: a non-empty str of at most SHMDICT_MAX_KEY bytes (TypeError / ValueError otherwise)."""
     if not isinstance(key, str):
         raise TypeError(f"keys must be str, not {type(key).__name__}")
     k = key.encode()

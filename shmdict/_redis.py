@@ -72,7 +72,7 @@ def _fmt_float(f: float) -> bytes:
 
 def encode(value: object) -> bytes:
     """A value as its Redis string (see ENCODING); TypeError / OverflowError
-    per SPEC §3. Subclasses are stored as their base type, as in SharedDict."""
+    for other types or out-of-range ints. Subclasses are stored as their base type, as in SharedDict."""
     t = value_type(value)
     if t is int:
         return b"%d" % value  # type: ignore[str-format]
@@ -307,7 +307,7 @@ return 0
 
 
 def _raise(exc: BaseException, key: object = None) -> NoReturn:
-    """Map a redis-py exception to shmdict's (SPEC §6)."""
+    """Map a redis-py exception to the matching shmdict exception."""
     r = _redis_py
     if isinstance(exc, (r.ConnectionError, r.TimeoutError)):
         raise Unavailable(f"Redis connection failed: {exc}") from exc
