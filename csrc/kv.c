@@ -89,12 +89,29 @@ int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
     return rc;
 }
 
-/* A float sum of finite operands that is not finite overflowed: refused like
- * an int overflow, value unchanged (an inf or nan already stored stays as
- * Python arithmetic would have it). */
-static bool float_overflow(double a, double b, double sum)
+/* v = a + delta, where a is (atype, ai, af) and delta (dtype, di, df):
+ * int + int stays an int (EOVERFLOW past int64); a float on either side gives
+ * a float, and a float sum of finite operands that is not finite is refused
+ * the same way (an inf or nan already stored stays as Python arithmetic would
+ * have it). Nothing is stored here. */
+static int add_numbers(int atype, int64_t ai, double af, int dtype, int64_t di, double df, value_t *v)
 {
-    return isfinite(a) && isfinite(b) && !isfinite(sum);
+    if (atype == SHMDICT_T_INT && dtype == SHMDICT_T_INT) {
+        int64_t sum;
+        if (__builtin_add_overflow(ai, di, &sum))
+            return SHMDICT_EOVERFLOW;
+        v->type = SHMDICT_T_INT;
+        v->num = (uint64_t)sum;
+        return SHMDICT_OK;
+    }
+    double a = atype == SHMDICT_T_INT ? (double)ai : af;
+    double b = dtype == SHMDICT_T_INT ? (double)di : df;
+    double sum = a + b;
+    if (isfinite(a) && isfinite(b) && !isfinite(sum))
+        return SHMDICT_EOVERFLOW;
+    v->type = SHMDICT_T_FLOAT;
+    memcpy(&v->num, &sum, 8);
+    return SHMDICT_OK;
 }
 
 int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
@@ -120,25 +137,9 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             rc = SHMDICT_ENOTNUM;
             goto out;
         }
-        if (type == SHMDICT_T_INT && dtype == SHMDICT_T_INT) {
-            int64_t sum;
-            if (__builtin_add_overflow(r->num.i, di, &sum)) {
-                rc = SHMDICT_EOVERFLOW;
-                goto out;
-            }
-            v.type = SHMDICT_T_INT;
-            v.num = (uint64_t)sum;
-        } else {
-            double a = type == SHMDICT_T_INT ? (double)r->num.i : r->num.f;
-            double b = dtype == SHMDICT_T_INT ? (double)di : df;
-            double sum = a + b;
-            if (float_overflow(a, b, sum)) {
-                rc = SHMDICT_EOVERFLOW;
-                goto out;
-            }
-            v.type = SHMDICT_T_FLOAT;
-            memcpy(&v.num, &sum, 8);
-        }
+        rc = add_numbers(type, r->num.i, r->num.f, dtype, di, df, &v);
+        if (rc)
+            goto out;
         uint32_t ver = next_ver(r->ver);
         w64(h, &r->num.u, v.num);
         FAULT(INCR_STORED);
@@ -154,25 +155,9 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
             rc = SHMDICT_ENOTFOUND;
             goto out;
         }
-        if (itype == SHMDICT_T_INT && dtype == SHMDICT_T_INT) {
-            int64_t sum;
-            if (__builtin_add_overflow(ii, di, &sum)) {
-                rc = SHMDICT_EOVERFLOW;
-                goto out;
-            }
-            v.type = SHMDICT_T_INT;
-            v.num = (uint64_t)sum;
-        } else {
-            double a = itype == SHMDICT_T_INT ? (double)ii : fi;
-            double b = dtype == SHMDICT_T_INT ? (double)di : df;
-            double sum = a + b;
-            if (float_overflow(a, b, sum)) {
-                rc = SHMDICT_EOVERFLOW;
-                goto out;
-            }
-            v.type = SHMDICT_T_FLOAT;
-            memcpy(&v.num, &sum, 8);
-        }
+        rc = add_numbers(itype, ii, fi, dtype, di, df, &v);
+        if (rc)
+            goto out;
         deadline = deadline_ns(now, set_ttl ? exptime : init_ttl);
         rc = put(h, key, klen, hash, &v, deadline, now, SHMDICT_SET_ALWAYS, &out->ver);
         if (rc)
