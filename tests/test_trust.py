@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import header_layout
 import pytest
 from conftest import call_with_timeout, run_in_child, unique_name
 
@@ -291,7 +292,7 @@ def test_lock_timeout_arguments(shm_dir: str) -> None:
 
 # ---- a lock holder that stops itself ------------------------------------------------------
 
-MUTEX_OFFSET = 256  # header.lock (layout.h)
+MUTEX_OFFSET = header_layout.offset("lock")
 
 
 def _hold_lock_and_stop(path: str) -> int:
@@ -471,7 +472,7 @@ def test_garbage_lock_word_does_not_hang(shm_dir: str) -> None:
 
 # ---- wait() sees every change ------------------------------------------------------------
 
-NOTIFY_OFFSET = 3016  # header.notify_seq (layout.h): 129 futex words
+NOTIFY_OFFSET = header_layout.offset("notify_seq")  # 129 futex words; the last is the ring's
 
 
 def _waiter_armed(shm_dir: str, name: str) -> bool:
@@ -494,7 +495,7 @@ def _wait_in_thread(d: shmdict.SharedDict, shm_dir: str, key: str) -> tuple[thre
     t.start()
     deadline = time.monotonic() + 10
     while not _waiter_armed(shm_dir, d.name):  # the waiter is asleep on its futex word
-        assert time.monotonic() < deadline, "the waiter never armed"
+        assert time.monotonic() < deadline, ("the waiter never armed", box)
         time.sleep(0.001)
     return t, box
 
