@@ -192,7 +192,7 @@ int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint
         if (!sz)
             return SHMDICT_EINVAL;
         uint64_t units = rec_units(kl, v.type, v.len);
-        if (class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
+        if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
             return SHMDICT_ETOOBIG;
         pos += sz;
     }

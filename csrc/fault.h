@@ -37,6 +37,9 @@
     X(COMPACT_MARKED, "compact.marked")         /* cursor committed, nothing moved */    \
     X(COMPACT_CHUNK, "compact.chunk")           /* one chunk of a record copied down */  \
     X(COMPACT_MOVED, "compact.moved")           /* one block passed, cursor stored */    \
+    X(GROW_ALLOCATED, "grow.allocated")         /* file longer, dict unchanged */        \
+    X(GROW_MARKED, "grow.marked")               /* new size committed, index not moved */\
+    X(GROW_MOVED, "grow.moved")                 /* index moved, growth not finished */   \
     X(FLUSH_MARKED, "flush.marked")             /* flush_pending committed */            \
     X(FLUSH_CLEARED, "flush.cleared")           /* index zeroed, allocator not reset */  \
     X(EVENT_APPENDED, "event.appended")         /* event written, op not committed */    \

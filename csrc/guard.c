@@ -2,10 +2,12 @@
  * guard.c -- taking and releasing the dict's lock, and recover(): the repair
  * the next locker makes when pthread_mutex_lock() reports EOWNERDEAD (the
  * holder died) or finds a log left behind. Recovery replays the undo log
- * backwards (lock.c describes the log), re-derives the geometry (the index
- * may have grown: table_bind), then redoes an interrupted bulk step -- a
- * flush_all (table_reset), a defrag pass (defrag_pass), a compaction
- * (compact_pass) or an index rebuild (reindex_pass), all table.c -- and wakes every futex word (notify.c). This is the one place that knows
+ * backwards (lock.c describes the log), re-derives the geometry (the dict
+ * or its index may have grown: map_sync in grow.c, table_bind), then redoes
+ * an interrupted bulk step -- a flush_all (table_reset), a defrag pass
+ * (defrag_pass), a compaction (compact_pass), or an index rebuild
+ * (reindex_pass) after an index growth or a growth of the dict, all table.c
+ * -- and wakes every futex word (notify.c). This is the one place that knows
  * every bulk step: a new one adds its redo here.
  *
  * Every wait for the mutex has a deadline (see "bounded waits" below).
@@ -19,6 +21,7 @@
 
 #include "guard.h"
 #include "fault.h"
+#include "grow.h"
 #include "lock.h"
 #include "notify.h"
 #include "table.h"
@@ -40,21 +43,26 @@ static bool loggable(const shmdict_t *h, uint64_t off)
         return false;
     if (off >= offsetof(header_t, gen) && off + 8 <= offsetof(header_t, ulog_n))
         return true;
-    return off >= HEADER_SIZE && off <= h->map_size - 8;
+    return off >= HEADER_SIZE && off <= h->size - 8;
 }
 
 /* Roll back the operation in flight, then redo an interrupted flush.
  * Returns OK, or ECORRUPT after marking the table corrupt. */
 int recover(shmdict_t *h)
 {
+    /* First follow the size as the dead holder left it (grown, perhaps not
+     * committed): every offset its log names lies inside it. */
+    int rc = map_sync(h);
+    if (rc == SHMDICT_ESYS)
+        return rc; /* this process cannot map it: leave the repair to the next locker */
     header_t *H = h->hdr;
     uint64_t n = H->ulog_n;
-    if (n > ULOG_MAX)
+    if (rc || n > ULOG_MAX)
         goto bad;
     for (uint64_t k = 0; k < n; k++) {
         uint64_t off = H->ulog[k].off & ~ULOG_BACKUP, len = H->ulog[k].old;
         if (H->ulog[k].off & ULOG_BACKUP) {
-            if (len > BACKUP_MAX || off < (uint64_t)(h->arena - h->base) || off > h->map_size || len > h->map_size - off)
+            if (len > BACKUP_MAX || off < (uint64_t)(h->arena - h->base) || off > h->size || len > h->size - off)
                 goto bad;
         } else if (!loggable(h, off)) {
             goto bad;
@@ -72,8 +80,10 @@ int recover(shmdict_t *h)
     CBAR();
     H->ulog_n = 0;
     CBAR();
+    if (map_sync(h) != SHMDICT_OK) /* the replay may have taken a growth back */
+        goto bad;
     if (!H->flush_pending && table_bind(h) != SHMDICT_OK)
-        goto bad; /* (a pending flush resets the geometry itself) */
+        goto bad; /* (a pending flush resets the index itself) */
     if (H->flush_pending) {
         table_reset(h);
         CBAR();
@@ -81,10 +91,11 @@ int recover(shmdict_t *h)
     }
     if (H->defrag_pending) {
         uint64_t step = H->defrag_pending;
-        int rc = step == DEFRAG_MERGE ? defrag_pass(h)
-               : step == DEFRAG_COMPACT ? compact_pass(h)
-               : step == DEFRAG_REINDEX ? reindex_pass(h)
-               : SHMDICT_ECORRUPT;
+        /* a growth's redo is an index rebuild at the file's new end (grow.c) */
+        rc = step == DEFRAG_MERGE ? defrag_pass(h)
+           : step == DEFRAG_COMPACT ? compact_pass(h)
+           : step == DEFRAG_REINDEX || step == DEFRAG_GROW ? reindex_pass(h)
+           : SHMDICT_ECORRUPT;
         if (rc != SHMDICT_OK)
             goto bad;
         CBAR();
@@ -229,7 +240,7 @@ static bool counters_sane(const shmdict_t *h)
 static int lock_impl(shmdict_t *h, bool allow_corrupt)
 {
     header_t *H = h->hdr;
-    pthread_mutex_t *mu = &H->lock.mu;
+    pthread_mutex_t *mu = h->mu; /* always at one address: see layout.h */
     int r = pthread_mutex_trylock(mu);
     for (int spin = 0; r == EBUSY && spin < 200; spin++) {
         cpu_relax();
@@ -248,8 +259,9 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
             H->st_lock_wait_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
         }
     }
+    int rc = SHMDICT_OK;
     if (r == EOWNERDEAD) {
-        recover(h);
+        rc = recover(h);
         H->recoveries++;
         if (pthread_mutex_consistent(mu)) {
             pthread_mutex_unlock(mu);
@@ -258,10 +270,24 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     } else if (r != 0) {
         return SHMDICT_ELOCK;
     } else if (__builtin_expect(H->ulog_n != 0 || H->flush_pending != 0 || H->defrag_pending != 0, 0)) {
-        recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
+        rc = recover(h); /* a holder that vanished without the kernel's help (e.g. checkpoint/restore) */
     }
-    if (__builtin_expect(h->cap != H->index_cap, 0) && table_bind(h) != SHMDICT_OK)
-        H->corrupt = 1; /* another process grew the index; a bad index_cap is corruption */
+    /* Another process grew the dict or its index: follow (grow.c, table.c).
+     * Unmappable here (ESYS): this call fails, the dict is fine. A size or
+     * index_cap that does not fit the file is corruption. */
+    if (rc == SHMDICT_OK && __builtin_expect(h->size != H->size || h->cap != H->index_cap, 0)) {
+        rc = map_sync(h);
+        if (rc == SHMDICT_OK)
+            rc = table_bind(h);
+        if (rc == SHMDICT_ECORRUPT)
+            H->corrupt = 1;
+    }
+    if (rc == SHMDICT_ESYS) {
+        int e = errno;
+        pthread_mutex_unlock(mu);
+        errno = e;
+        return SHMDICT_ESYS; /* recovery, if it was due, is left to the next locker */
+    }
     H->st_locks++; /* statistics: plain stores under the lock */
     if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
         pthread_mutex_unlock(mu);
@@ -281,6 +307,6 @@ void unlock_dict(shmdict_t *h)
      * than a fresh dict. Every operation has committed by now (log empty). */
     if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
         defrag(h);
-    pthread_mutex_unlock(&H->lock.mu);
+    pthread_mutex_unlock(h->mu);
     wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
 }

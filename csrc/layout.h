@@ -10,17 +10,19 @@
  *   +--------------------+ arena_off (page aligned)
  *   | arena              |  records in 8-byte units, growing up from unit
  *   |   ...              |  FIRST_UNIT (units 0 and 1 are never used) to bump
- *   +--------------------+ index_off = file_size - index_cap * 8
+ *   +--------------------+ index_off = size - index_cap * 8
  *   | index              |  u64 slot[index_cap]: open addressing, linear probe
- *   +--------------------+ file_size
+ *   +--------------------+ size (the header's `size`: the file may be longer)
  *
  * The index and the arena share the space between arena_off and the end of
  * the file: the index starts small and takes space from the top of the arena
  * as entries arrive (grow_index, table.c), so a dict of small items gets the
  * slots it needs and a dict of large items keeps its bytes for values.
- * index_cap lives with the table state and changes under the lock; every
- * handle re-derives index_off and arena_units from it (table_bind) when it
- * sees a new value.
+ * index_cap and size live with the table state and change under the lock;
+ * every handle re-derives index_off and arena_units from them (grow.c
+ * map_sync, table.c table_bind) when it sees a new value. A growth (grow.c)
+ * makes the file longer and moves the index to its new end: the arena grows
+ * by the difference, nothing else moves.
  *
  * All links are offsets or unit numbers, never pointers: every process maps
  * the file at its own address. Everything read from the file is untrusted:
@@ -67,6 +69,8 @@
 
 #define MAGIC "SHMDICT\x01"          /* 8 bytes; written last at creation */
 #define HEADER_SIZE 8192u
+#define PAGE 4096u                     /* sizes are multiples of this */
+#define MAX_BYTES ((uint64_t)SHMDICT_MAX_SIZE_MB << 20)
 #define UNIT 8u                        /* arena allocation unit, bytes */
 #define FIRST_UNIT 2u                  /* slot values 0 and 1 are EMPTY and TOMB */
 #define SLOT_EMPTY 0ull
@@ -90,7 +94,7 @@
 enum { T_FREE = 0 };
 
 /* header.defrag_pending: which bulk memory step recovery must redo */
-enum { DEFRAG_NONE = 0, DEFRAG_MERGE = 1, DEFRAG_COMPACT = 2, DEFRAG_REINDEX = 3 };
+enum { DEFRAG_NONE = 0, DEFRAG_MERGE = 1, DEFRAG_COMPACT = 2, DEFRAG_REINDEX = 3, DEFRAG_GROW = 4 };
 
 /* header.flags */
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
@@ -109,7 +113,7 @@ typedef struct header {
     char magic[8];              /*   0 */
     uint32_t layout_version;    /*   8 */
     uint32_t header_size;       /*  12 */
-    uint64_t file_size;         /*  16 */
+    uint64_t file_size;         /*  16: bytes at creation (the size now is `size` below) */
     uint32_t abi;               /*  24 */
     uint32_t endian;            /*  28: 0x01020304 as written by the creator */
     uint64_t index_min;         /*  32: index slots at creation and after flush_all */
@@ -173,6 +177,14 @@ typedef struct header {
     uint64_t compact_piece;     /* src << 32 | pieces of the record at src already copied */
     uint64_t index_growths;     /* statistics: reindex steps that grew the index */
     uint64_t compactions;       /* statistics: compaction passes */
+    uint64_t size;              /* the dict's bytes now, a page multiple: the index ends here.
+                                 * >= file_size; the file may be longer (a growth that never
+                                 * committed). Changed only by a growth step (grow.c) */
+    uint64_t size_user;         /* the size `size` reports: asked for at creation or by the
+                                 * last resize, or reached by automatic growth */
+    uint64_t max_size;          /* automatic growth up to this many bytes; 0 = none. A policy
+                                 * word (grow.c shmdict_set_max_size) */
+    uint64_t growths;           /* statistics: growth steps */
 
     /* ---- undo log (lock.c) */
     uint64_t ulog_n;
@@ -214,9 +226,19 @@ typedef struct rec {
 _Static_assert(sizeof(rec_t) == REC_HDR, "record header is 24 bytes");
 
 /* The per-process handle. */
+struct old_map; /* a mapping replaced by a larger one, kept until close (grow.c) */
+
 struct shmdict {
     char *base;
-    uint64_t map_size;
+    uint64_t map_size; /* bytes of the current mapping (>= size) */
+    uint64_t size;     /* the dict's bytes this handle is bound to: a validated copy of hdr->size */
+    int fd;            /* the dict file, kept open to map it again when it grows */
+    struct old_map *old_maps;
+    /* The mutex in the first mapping, which stays until close: a robust
+     * mutex must be unlocked at the address it was locked at (glibc links
+     * it into the thread's robust list by address), so every lock and unlock
+     * uses this one even after the dict grew and hdr moved. */
+    pthread_mutex_t *mu;
     header_t *hdr;
     uint64_t *slots;
     char *arena;

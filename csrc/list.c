@@ -55,9 +55,9 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
     uint64_t esz = (is_numeric(v->type) ? 8 : v->len) + 9;
     uint64_t live = (src ? src->num.s.vlen : 0) + esz, count = (src ? *list_count(src) : 0) + 1;
     uint64_t units = (REC_HDR + pad8(klen) + 8 + want + UNIT - 1) / UNIT, evicted = 0;
-    if (class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
+    if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         units = (REC_HDR + pad8(klen) + 8 + live + UNIT - 1) / UNIT; /* no slack then */
-    if (live > UINT32_MAX / 2 || class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
+    if (live > UINT32_MAX / 2 || class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
     bool compacted = false;
     for (int stage = 0;; stage++) {
@@ -137,6 +137,11 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
                 return SHMDICT_ECORRUPT;
             compacted = true; /* once: a second pass could only loop on a scribbled used_bytes */
             stage = 1; /* the loop's stage++ retries with borrowing */
+        } else if ((rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
+            if (rc != SHMDICT_OK)
+                return rc;
+            H = h->hdr;
+            stage = 1;
         } else if (H->flags & HF_EVICT) {
             rc = evict_some(h, i, units, &evicted);
             if (rc != SHMDICT_OK)

@@ -105,15 +105,16 @@ static bool fits_in_place(const rec_t *old, uint64_t units)
  * (2) after a defrag pass, also borrowing a block of a larger class; (3) after
  * a compaction pass, when the free space would hold it but lies in holes (an
  * evicting dict compacts only when the holes are worth it, and evicts
- * otherwise). An update that fits its key's current block is rewritten in
- * place rather than refused. A new key that finds the index at its load limit
+ * otherwise); (4) a dict with a max_size grows (grow_auto: at least
+ * doubling, up to max_size); (5) an evicting dict evicts. An update that fits
+ * its key's current block is rewritten in place rather than refused. A new key that finds the index at its load limit
  * first grows the index (grow_index). */
 int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
                uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out)
 {
     header_t *H = h->hdr;
     uint64_t units = rec_units(klen, v->type, v->len);
-    if (class_of(units) >= NCLASS || units > h->units - FIRST_UNIT)
+    if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
     if (H->n_ttl && reclaim_expired(h, now, false) < 0)
         return SHMDICT_ECORRUPT;
@@ -219,6 +220,11 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
                 return SHMDICT_ECORRUPT;
             compacted = true;
             stage = 1; /* the loop's stage++ retries with borrowing */
+        } else if ((rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
+            if (rc != SHMDICT_OK)
+                return rc;
+            H = h->hdr; /* the mapping may have moved (the old one stays valid) */
+            stage = 1;
         } else if ((H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT)) {
             rc = evict_some(h, i, units, &evicted); /* EFULL once nothing is left to evict */
             if (rc != SHMDICT_OK)

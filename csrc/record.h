@@ -8,6 +8,7 @@
 #ifndef SHMDICT_RECORD_H
 #define SHMDICT_RECORD_H
 
+#include "grow.h"
 #include "guard.h"
 #include "hash.h"
 #include "lock.h"

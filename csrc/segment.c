@@ -18,7 +18,10 @@
  * it (see trusted() below), maps the file's real size (not the size the
  * header claims), and validates every header field against it before the
  * handle is returned. The geometry is then copied into the per-process
- * handle, so a later scribble over the header cannot move the index or arena.
+ * handle, so a later scribble over the header cannot move the index or arena
+ * outside what was checked. The handle keeps its own descriptor of the file,
+ * to map it again when the dict grows (grow.c); closing the handle unmaps
+ * every mapping it made and closes the descriptor.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,10 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "grow.h"
 #include "lock.h"
 #include "table.h"
-
-#define PAGE 4096u
 
 static uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
@@ -94,20 +96,40 @@ static int map_handle(int fd, uint64_t size, shmdict_t **out)
     h->base = p;
     h->map_size = size;
     h->hdr = p;
+    h->mu = &h->hdr->lock.mu;
+    h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* its own descriptor, to map more when the dict grows */
+    if (h->fd < 0) {
+        int e = errno;
+        munmap(p, size);
+        free(h);
+        return fail_errno(e);
+    }
     *out = h;
     return SHMDICT_OK;
 }
 
 /* The fixed geometry (arena start, event ring, the index's first size), then
- * the index and arena as hdr->index_cap has them now (table_bind). */
+ * the size and index as the header has them now (map_sync, table_bind).
+ * Without the lock: a growth or an index growth in another process can
+ * change size and index_cap between the two reads, so an inconsistent pair
+ * is read again a few times before it counts as corruption. Every lock
+ * acquisition binds again if either changed. */
 static int bind_geometry(shmdict_t *h)
 {
     header_t *H = h->hdr;
     h->arena = h->base + H->arena_off;
+    h->slots = (uint64_t *)h->arena;
     h->ev_off = H->events_off;
     h->ev_cap = H->events_cap;
     h->cap0 = H->index_min;
-    return table_bind(h);
+    int rc = SHMDICT_ECORRUPT;
+    for (int tries = 0; tries < 3 && rc == SHMDICT_ECORRUPT; tries++) {
+        h->size = 0;
+        rc = map_sync(h);
+        if (rc == SHMDICT_OK)
+            rc = table_bind(h);
+    }
+    return rc;
 }
 
 /* Header checks, against the real file size. EVERSION: not ours at all;
@@ -118,17 +140,21 @@ static int validate(const header_t *H, uint64_t st_size)
         return SHMDICT_EVERSION;
     if (H->layout_version != SHMDICT_LAYOUT_VERSION || H->abi != ABI_STAMP || H->endian != 0x01020304u)
         return SHMDICT_EVERSION;
-    if (H->header_size != HEADER_SIZE || H->file_size != st_size)
+    /* file_size: the size at creation; the file may be longer (grow.c) */
+    if (H->header_size != HEADER_SIZE || H->file_size % PAGE || H->file_size > st_size)
         return SHMDICT_ECORRUPT;
-    if (H->arena_off % PAGE || H->arena_off < HEADER_SIZE || H->arena_off > st_size)
+    uint64_t size0 = H->file_size;
+    if (H->arena_off % PAGE || H->arena_off < HEADER_SIZE || H->arena_off > size0)
         return SHMDICT_ECORRUPT;
     if (H->events_cap && (H->events_cap % 16 || H->events_off % 16 || H->events_off < HEADER_SIZE ||
                           H->events_off > H->arena_off || /* else the next line wraps */
                           H->events_cap > H->arena_off - H->events_off))
         return SHMDICT_ECORRUPT;
     /* the index at its first size must leave an arena (table_bind checks the current one) */
-    if (H->index_min < 1 || H->index_min > (st_size - H->arena_off) / 8 ||
-        (st_size - H->arena_off - H->index_min * 8) / UNIT <= FIRST_UNIT + MIN_REC_UNITS)
+    if (H->index_min < 1 || H->index_min > (size0 - H->arena_off) / 8 ||
+        (size0 - H->arena_off - H->index_min * 8) / UNIT <= FIRST_UNIT + MIN_REC_UNITS)
+        return SHMDICT_ECORRUPT;
+    if (H->size < size0) /* a dict never shrinks (and map_sync checks the upper end) */
         return SHMDICT_ECORRUPT;
     if (H->ulog_n > ULOG_MAX || H->bump < FIRST_UNIT)
         return SHMDICT_ECORRUPT;
@@ -178,6 +204,8 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, ui
     clock_gettime(CLOCK_REALTIME, &ts);
     H->created_realtime = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     H->user_size = user_size;
+    H->size = file_size;
+    H->size_user = user_size;
     H->bump = FIRST_UNIT;
     bind_geometry(h); /* cannot fail: sizes >= SHMDICT_MIN_SIZE leave an arena */
 }
@@ -327,6 +355,7 @@ void shmdict_close(shmdict_t *h)
 {
     if (!h)
         return;
-    munmap(h->base, h->map_size);
+    maps_release(h);
+    close(h->fd);
     free(h);
 }

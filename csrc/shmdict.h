@@ -98,8 +98,8 @@ typedef struct shmdict_out {
 } shmdict_out_t;
 
 typedef struct shmdict_info {
-    uint64_t size;          /* size asked for at creation */
-    uint64_t file_size;     /* bytes mapped */
+    uint64_t size;          /* the size now: asked for at creation or by resize, or grown to */
+    uint64_t file_size;     /* bytes of the file in use (size rounded up to a page) */
     uint64_t capacity;      /* bytes of the record arena */
     uint64_t index_cap;     /* slots in the hash index */
     uint64_t count;         /* records in the index, expired-not-reclaimed included */
@@ -136,6 +136,22 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
 /* Unmap and free the handle. The caller guarantees no call is in flight. */
 void shmdict_close(shmdict_t *h);
 int shmdict_info(shmdict_t *h, shmdict_info_t *out);
+
+/* ---- size (grow.c, resize.c) ---------------------------------------------- */
+
+/* The dict's size now, in bytes, as every process sees it from its next
+ * operation (no lock taken). */
+uint64_t shmdict_size(shmdict_t *h);
+/* Grow the live dict to `size` bytes: the file first (ESYS with errno
+ * ENOSPC if the filesystem cannot hold it: nothing changed), then the index
+ * moves to the new end under the lock. EINVAL if size is smaller than the
+ * size now or out of [SHMDICT_MIN_SIZE, SHMDICT_MAX_SIZE_MB MiB]; the same
+ * size is a no-op. */
+int shmdict_resize(shmdict_t *h, uint64_t size);
+/* A full dict grows itself (doubling, up to max_size bytes) instead of
+ * failing with EFULL; 0 turns that off. The limit belongs to the dict.
+ * EINVAL outside [SHMDICT_MIN_SIZE, SHMDICT_MAX_SIZE_MB MiB]. */
+int shmdict_set_max_size(shmdict_t *h, uint64_t max_size);
 
 /* ---- access ------------------------------------------------------------- */
 
@@ -242,7 +258,7 @@ int shmdict_pop_end(shmdict_t *h, const char *key, size_t klen, int left, shmdic
 int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen);
 
 typedef struct shmdict_stats {
-    uint64_t size;              /* bytes asked for at creation */
+    uint64_t size;              /* the size now (shmdict_info) */
     uint64_t capacity;          /* bytes of the record arena */
     uint64_t free_space;        /* largest key + value (bytes) a new str/bytes item may have now */
     uint64_t entries;           /* live records */
@@ -262,6 +278,10 @@ typedef struct shmdict_stats {
     uint64_t recoveries;        /* dead lock holders repaired (EOWNERDEAD) */
     uint64_t index_growths;     /* times the index grew into the arena */
     uint64_t compactions;       /* compaction passes (free space in holes gathered) */
+    uint64_t index_bytes;       /* bytes of the index (index_cap * 8): with capacity, the split */
+    uint64_t hole_bytes;        /* free arena bytes below the highest record (in holes) */
+    uint64_t growths;           /* times the dict grew (resize or automatic) */
+    uint64_t max_size;          /* automatic growth limit in bytes, 0 = none */
     int evict;                  /* 1 if the dict evicts when full */
 } shmdict_stats_t;
 

@@ -319,7 +319,7 @@ static inline bool fits_ever(const shmdict_t *h, const item_t *it, uint64_t *byt
 {
     uint64_t units = rec_units(it->klen, it->v.type, it->v.len);
     int cls = class_of(units);
-    if (cls >= NCLASS || units > h->units - FIRST_UNIT)
+    if (cls >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return false;
     *bytes = class_units(cls) * UNIT;
     return true;

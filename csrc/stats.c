@@ -43,8 +43,8 @@ int shmdict_info(shmdict_t *h, shmdict_info_t *out)
     if (rc)
         return rc;
     header_t *H = h->hdr;
-    out->size = H->user_size;
-    out->file_size = h->map_size;
+    out->size = H->size_user;
+    out->file_size = h->size;
     out->capacity = (h->units - FIRST_UNIT) * UNIT;
     out->index_cap = h->cap;
     out->count = H->count;
@@ -148,7 +148,7 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
     uint64_t units = 0, n_expired = 0;
     rc = largest_fit(h, now_ns(), &units, &n_expired);
     if (rc == SHMDICT_OK) {
-        out->size = H->user_size;
+        out->size = H->size_user;
         out->capacity = (h->units - FIRST_UNIT) * UNIT;
         out->free_space = units > REC_HDR / UNIT ? units * UNIT - REC_HDR : 0;
         out->entries = H->count - n_expired;
@@ -169,6 +169,11 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
         out->recoveries = H->recoveries;
         out->index_growths = H->index_growths;
         out->compactions = H->compactions;
+        out->index_bytes = h->cap * 8;
+        out->hole_bytes = H->bump - FIRST_UNIT >= H->used_bytes / UNIT
+                              ? (H->bump - FIRST_UNIT - H->used_bytes / UNIT) * UNIT : 0;
+        out->growths = H->growths;
+        out->max_size = H->max_size;
         out->evict = (int)(H->flags & HF_EVICT);
     }
     unlock_dict(h);

@@ -88,21 +88,22 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
 /* ---- geometry -------------------------------------------------------------- */
 
 /* Point the handle at the index and arena that hdr->index_cap describes:
- * the index is the mapping's last index_cap * 8 bytes, the arena runs from
- * arena_off (fixed at creation) up to it. Everything is checked: a scribbled
+ * the index is the last index_cap * 8 bytes before h->size (the dict's size,
+ * bound by grow.c map_sync), the arena runs from arena_off (fixed at
+ * creation) up to it. Everything is checked: a scribbled
  * index_cap gives ECORRUPT, never an index outside the mapping. */
 int table_bind(shmdict_t *h)
 {
     header_t *H = h->hdr;
-    uint64_t cap = H->index_cap, aoff = (uint64_t)(h->arena - h->base);
-    if (cap < 1 || cap > (1ull << 32) || aoff > h->map_size || cap > (h->map_size - aoff) / 8)
+    uint64_t cap = H->index_cap, aoff = (uint64_t)(h->arena - h->base), size = h->size;
+    if (size > h->map_size || cap < 1 || cap > (1ull << 32) || aoff > size || cap > (size - aoff) / 8)
         return SHMDICT_ECORRUPT;
-    uint64_t units = (h->map_size - aoff - cap * 8) / UNIT;
+    uint64_t units = (size - aoff - cap * 8) / UNIT;
     if (units <= FIRST_UNIT + MIN_REC_UNITS || units > (1ull << 32) || H->bump > units)
         return SHMDICT_ECORRUPT;
     h->cap = cap;
     h->units = units;
-    h->slots = (uint64_t *)(h->base + h->map_size - cap * 8);
+    h->slots = (uint64_t *)(h->base + size - cap * 8);
     return SHMDICT_OK;
 }
 
@@ -205,8 +206,10 @@ int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, i
 {
     header_t *H = h->hdr;
     int c = class_of(units);
-    if (c >= NCLASS || units > h->units - FIRST_UNIT)
+    if (c >= NCLASS)
         return SHMDICT_ETOOBIG;
+    if (units > h->units - FIRST_UNIT)
+        return SHMDICT_EFULL; /* larger than the arena now: only a growth can make room */
     uint64_t cu = class_units(c);
     *cls_out = c;
     if (H->free_head[c])

@@ -44,7 +44,23 @@ class DictAPI:
 
     @property
     def size(self) -> int:
-        """The size in bytes the dict was created with."""
+        """The dict's size in bytes now: as created, or as grown since (by
+        :meth:`resize`, by :func:`shmdict.open` with a larger size, or by
+        itself up to ``max_size``), whichever process grew it."""
+        raise NotImplementedError
+
+    def resize(self, size: Union[int, str]) -> None:
+        """Grow the dict to ``size`` bytes (an int, or a string such as
+        ``"128m"``), keeping every item; every process using it sees the new
+        size from its next operation. The same size does nothing.
+
+        Raises:
+            ValueError: ``size`` is smaller than the dict's size now, or not a
+                valid size.
+            OSError: there is no room for it (``ENOSPC``); the dict is unchanged.
+
+        .. versionadded:: 0.2
+        """
         raise NotImplementedError
 
     @property

@@ -149,7 +149,21 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
 
     @property
     def size(self) -> int:
+        h = self._h
+        if h is not None:
+            self._size = int(lib.shmdict_size(h))  # another process may have grown it
         return self._size
+
+    def resize(self, size: Union[int, str]) -> None:
+        n = _lib.parse_size(size)
+        now = self.size
+        if n < now:
+            raise ValueError(f"size {size!r} is smaller than the dict's size now ({now} bytes): a dict never shrinks")
+        rc = lib.shmdict_resize(self._handle(), n)
+        if rc == _lib.lib.SHMDICT_EINVAL:  # another process grew it past n meanwhile
+            raise ValueError(f"size {size!r} is smaller than the dict's size now ({self.size} bytes)")
+        if rc:
+            raise_rc(rc, path=_path(self._dir, self._name))
 
     @property
     def owner(self) -> bool:
@@ -167,7 +181,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
         return h
 
     def __repr__(self) -> str:
-        state = "closed" if self._h is None else f"size={self._size}"
+        state = "closed" if self._h is None else f"size={self.size}"
         return f"<SharedDict {self._name!r} {state}{' owner' if self.owner else ''}>"
 
     # ---- lifecycle --------------------------------------------------------
@@ -381,6 +395,11 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
         ``index_limit`` (the index takes ``index_limit`` keys, then grows into
         the free space), ``index_growths`` and ``compactions`` (times the
         index grew, and free space scattered in holes was gathered),
+        ``index_bytes`` (the index's share of ``size``; ``capacity`` is the
+        records'), ``hole_bytes`` and ``fragmentation`` (free bytes lying in
+        holes between records, and their share of ``free_bytes``: what a
+        compaction would gather), ``growths`` (times the dict grew) and
+        ``max_size`` (its automatic-growth limit, or ``None``),
         ``hits`` / ``misses`` (keyed reads), ``expired`` (expired items
         reclaimed), ``evictions``, ``lock_acquisitions``, ``lock_waits``
         (acquisitions that had to sleep), ``lock_wait_seconds``,
@@ -394,6 +413,9 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
         out: dict[str, Any] = {f: int(getattr(st, f)) for f in _STAT_FIELDS}
         out["lock_wait_seconds"] = st.lock_wait_ns / 1e9
         out["evict"] = bool(st.evict)
+        out["max_size"] = out["max_size"] or None
+        free = out["free_bytes"]
+        out["fragmentation"] = round(out["hole_bytes"] / free, 4) if free else 0.0
         return out
 
     def capacity(self) -> int:
@@ -556,7 +578,7 @@ _tag_u32 = struct.Struct("<BI").pack
 _STAT_FIELDS = (
     "size capacity free_space entries records expired_pending used_bytes free_bytes index_cap "
     "index_used index_limit hits misses expired evictions lock_acquisitions lock_waits recoveries "
-    "index_growths compactions"
+    "index_growths compactions index_bytes hole_bytes growths max_size"
 ).split()
 
 
@@ -687,12 +709,17 @@ def new(
     group: Union[str, int, None] = None,
     events: Optional[int] = None,
     evict: bool = False,
+    max_size: Union[int, str, None] = None,
     lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
 ) -> SharedDict:
     """Create the dict ``name`` with ``size`` bytes of storage; the returned
     handle owns the name (closing it unlinks the name, in this process only).
     ``evict=True`` makes the dict evict (CLOCK, an LRU approximation) instead
     of raising ``Full`` when it is full; the policy belongs to the dict.
+
+    ``max_size`` (bytes, or a string such as ``"1g"``) lets a full dict grow
+    itself instead: it at least doubles, up to ``max_size``, and only then
+    evicts (``evict=True``) or raises ``Full``. It belongs to the dict too.
 
     ``events`` sizes the ring that :meth:`SharedDict.watch` reads (about that
     many recent changes, 64 bytes each, at most 1/8 of ``size``); ``0``
@@ -708,14 +735,17 @@ def new(
 
     Raises:
         FileExistsError: the name exists.
-        ValueError / TypeError: bad name, size, mode or lock_timeout.
+        ValueError / TypeError: bad name, size, max_size (smaller than
+            size), mode or lock_timeout.
         OSError: the directory cannot hold ``size`` bytes (ENOSPC), or another
             system error.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``max_size``.
     """
     _check_name(name)
     n = _lib.parse_size(size)
+    limit = _max_size(max_size, n)
     _check_mode(mode)
     gid = _group(group)
     _lib.lock_timeout(lock_timeout)
@@ -731,7 +761,19 @@ def new(
     sd = SharedDict(p[0], name, d, owner=True, lock_timeout=lock_timeout)
     if evict:
         _lib.check(lib.shmdict_configure(sd._h, 1))
+    if limit:
+        _lib.check(lib.shmdict_set_max_size(sd._h, limit))
     return sd
+
+
+def _max_size(max_size: object, size: int) -> int:
+    """max_size in bytes (0: none), not below size."""
+    if max_size is None:
+        return 0
+    n = _lib.parse_size(max_size)  # type: ignore[arg-type]
+    if n < size:
+        raise ValueError(f"max_size {max_size!r} is smaller than size ({size} bytes)")
+    return n
 
 
 def _attach(
@@ -779,20 +821,27 @@ def open(  # noqa: A001
     group: Union[str, int, None] = None,
     events: Optional[int] = None,
     evict: bool = False,
+    max_size: Union[int, str, None] = None,
     shared: Any = False,
     lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
 ) -> SharedDict:
     """Attach to ``name`` if it exists, else create it; race-free, and never an
     owner (nobody's close unlinks a dict that several processes opened).
+    An existing dict smaller than ``size`` grows to ``size`` (as
+    :meth:`SharedDict.resize`); a larger one keeps its size.
     ``evict=True`` turns eviction on for the dict, whether this call created
     it or attached to it (it stays on); ``False`` leaves the policy alone.
+    ``max_size`` likewise sets the dict's automatic-growth limit (see
+    :func:`new`) either way; ``None`` leaves it alone.
     ``mode``, ``group`` and ``events`` apply when it creates; ``shared`` when it attaches
     (see :func:`get`); ``lock_timeout`` as for :func:`new`.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 a larger ``size`` grows an existing dict; ``max_size``.
     """
     _check_name(name)
-    _lib.parse_size(size)
+    n = _lib.parse_size(size)
+    limit = _max_size(max_size, n)
     _check_mode(mode)
     _group(group)
     _trust(shared)
@@ -802,11 +851,19 @@ def open(  # noqa: A001
             sd = get(name, shared=shared, lock_timeout=lock_timeout)
             if evict:
                 _lib.check(lib.shmdict_configure(sd._h, 1))
+            if limit:
+                _lib.check(lib.shmdict_set_max_size(sd._h, limit))
+            if n > sd.size:
+                try:
+                    sd.resize(n)
+                except ValueError:
+                    pass  # another process grew it past n meanwhile: larger is fine
             return sd
         except FileNotFoundError:
             pass
         try:
-            d = new(name, size, mode=mode, group=group, events=events, evict=evict, lock_timeout=lock_timeout)
+            d = new(name, size, mode=mode, group=group, events=events, evict=evict, max_size=max_size,
+                    lock_timeout=lock_timeout)
         except FileExistsError:
             continue  # someone else created it first: attach to theirs
         if d._finalizer is not None:

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._api import DictAPI, LockAPI, implements
 from ._notify import Event, _in_thread
-from ._lib import encode_key, number, seconds, value_type
+from ._lib import encode_key, number, parse_size, seconds, value_type
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 try:  # the optional extra: shmdict[redis]
@@ -399,6 +399,14 @@ class RedisDict(MutableMapping[str, Value]):
     def size(self) -> int:
         """On Redis: always ``0``; a Redis dict has no fixed size (the server's ``maxmemory`` bounds it)."""
         return 0
+
+    def resize(self, size: Union[int, str]) -> None:
+        """On Redis: checks ``size`` and does nothing else. A Redis dict has no
+        size of its own: it already grows as far as the server's ``maxmemory``
+        lets it, which is what a resize asks for. (A ``max_size`` limit has no
+        Redis counterpart: ``redis://`` URLs refuse it.)"""
+        self._c()
+        parse_size(size)
 
     @property
     def owner(self) -> bool:

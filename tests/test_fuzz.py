@@ -35,6 +35,7 @@ import os
 import struct
 from pathlib import Path
 
+import header_layout
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,9 +51,9 @@ EXAMPLES = int(os.environ.get("SHMDICT_FUZZ_EXAMPLES") or (20000 if LONG else 30
 SIZE = 1 << 15  # the smallest dict: every region is small enough to hit often
 MUTEX = range(256 + 4, 320)  # all but the lock word itself (__data.__lock, the first 4 bytes)
 LOCK_WORD = (256, 260)
-HDR_TABLE = (384, 384 + 8 * (14 + 18 + 168 + 5))  # gen .. free_head[], index_cap .. compactions
+HDR_TABLE = (header_layout.offset("gen"), header_layout.offset("ulog_n"))  # the table state, all of it
 ULOG = (HDR_TABLE[1], HDR_TABLE[1] + 8 + 16 * 64)
-COUNTERS = (384 + 8, 384 + 8 * 6)  # count, tombs, n_ttl, used_bytes, bump
+COUNTERS = (header_layout.offset("count"), header_layout.offset("exp_hint"))  # count, tombs, n_ttl, used_bytes, bump
 OK_EXC = (shmdict.CorruptError, shmdict.Full, KeyError, TypeError, OverflowError, shmdict.LockTimeout)
 KEYS = [f"key{n:03d}" for n in range(40)]
 _count = 0
@@ -88,11 +89,12 @@ def _list_record(blob: bytes, arena_off: int, used_end: int) -> tuple[int, int]:
 
 def _geometry(blob: bytes) -> dict[str, int]:
     arena_off = struct.unpack_from("<Q", blob, 48)[0]
-    index_cap = struct.unpack_from("<Q", blob, 384 + 8 * (14 + 18 + 168))[0]
-    index_off = len(blob) - index_cap * 8  # the index is the file's last index_cap slots
+    index_cap = struct.unpack_from("<Q", blob, header_layout.offset("index_cap"))[0]
+    size = struct.unpack_from("<Q", blob, header_layout.offset("size"))[0]
+    index_off = size - index_cap * 8  # the index is the last index_cap slots before the dict's size
     arena_units = (index_off - arena_off) // 8
     events_off, events_cap = struct.unpack_from("<2Q", blob, 112)
-    bump = struct.unpack_from("<Q", blob, 384 + 8 * 5)[0]
+    bump = struct.unpack_from("<Q", blob, header_layout.offset("bump"))[0]
     used_end = arena_off + bump * 8
     list_lo, list_hi = _list_record(blob, arena_off, used_end)
     return {"index_off": index_off, "index_cap": index_cap, "arena_off": arena_off,
