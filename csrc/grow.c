@@ -127,8 +127,8 @@ int map_sync(shmdict_t *h)
     if (size == h->size)
         return SHMDICT_OK;
     uint64_t aoff = (uint64_t)(h->arena - h->base);
-    if (size % PAGE || size <= aoff || size > MAX_BYTES)
-        return SHMDICT_ECORRUPT;
+    if (size % PAGE || size <= aoff || size < h->size0 || size > MAX_BYTES)
+        return SHMDICT_ECORRUPT; /* a dict never shrinks below its size at creation */
     if (size > h->map_size) {
         int rc = map_more(h, size);
         if (rc)

@@ -247,6 +247,7 @@ struct shmdict {
     uint64_t cap;      /* index slots: a validated copy of hdr->index_cap (table_bind) */
     uint64_t units;    /* arena units, derived from cap and the mapping */
     uint64_t cap0;     /* index slots at creation (hdr->index_min, checked at attach) */
+    uint64_t size0;    /* the dict's size at creation (hdr->file_size, checked at attach): it never shrinks below */
     uint64_t ev_off, ev_cap;
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */

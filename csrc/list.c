@@ -59,7 +59,7 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         units = (REC_HDR + pad8(klen) + 8 + live + UNIT - 1) / UNIT; /* no slack then */
     if (live > UINT32_MAX / 2 || class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
-    bool compacted = false;
+    bool compacted = false, no_room = false; /* no_room: a growth failed for want of space */
     for (int stage = 0;; stage++) {
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
         if (i < -1)
@@ -137,8 +137,10 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
                 return SHMDICT_ECORRUPT;
             compacted = true; /* once: a second pass could only loop on a scribbled used_bytes */
             stage = 1; /* the loop's stage++ retries with borrowing */
-        } else if ((rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
-            if (rc != SHMDICT_OK)
+        } else if (!no_room && (rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
+            if (rc == SHMDICT_ESYS && (H->flags & HF_EVICT))
+                no_room = true; /* the filesystem is full: a cache evicts instead */
+            else if (rc != SHMDICT_OK)
                 return rc;
             H = h->hdr;
             stage = 1;

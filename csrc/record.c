@@ -120,6 +120,8 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         return SHMDICT_ECORRUPT;
     uint64_t evicted = 0;
     bool compacted = false; /* one pass gathers every hole: a second could only loop on a scribbled used_bytes */
+    bool no_room = false;   /* a growth failed for want of space */
+    const bool evicting = (H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT);
 
     for (int stage = 0;; stage++) {
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
@@ -215,17 +217,19 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
         } else if (stage == 1) {
             if (defrag(h) != SHMDICT_OK)
                 return SHMDICT_ECORRUPT;
-        } else if (!compacted && compact_would_fit(h, units, (H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT))) {
+        } else if (!compacted && compact_would_fit(h, units, evicting)) {
             if (compact(h) != SHMDICT_OK) /* the free space is there, in holes: gather it */
                 return SHMDICT_ECORRUPT;
             compacted = true;
             stage = 1; /* the loop's stage++ retries with borrowing */
-        } else if ((rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
-            if (rc != SHMDICT_OK)
+        } else if (!no_room && (rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
+            if (rc == SHMDICT_ESYS && evicting)
+                no_room = true; /* the filesystem is full: a cache evicts instead */
+            else if (rc != SHMDICT_OK)
                 return rc;
             H = h->hdr; /* the mapping may have moved (the old one stays valid) */
             stage = 1;
-        } else if ((H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT)) {
+        } else if (evicting) {
             rc = evict_some(h, i, units, &evicted); /* EFULL once nothing is left to evict */
             if (rc != SHMDICT_OK)
                 return rc;

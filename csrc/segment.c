@@ -122,6 +122,7 @@ static int bind_geometry(shmdict_t *h)
     h->ev_off = H->events_off;
     h->ev_cap = H->events_cap;
     h->cap0 = H->index_min;
+    h->size0 = H->file_size;
     int rc = SHMDICT_ECORRUPT;
     for (int tries = 0; tries < 3 && rc == SHMDICT_ECORRUPT; tries++) {
         h->size = 0;
