@@ -358,6 +358,25 @@ def test_a_list_grows_the_dict_too(name: str) -> None:
         assert pop_all(d, "L") == ["e" * 100 + str(n) for n in range(2000)]
 
 
+def test_load_into_a_dict_that_can_grow(name: str, shm_dir: str) -> None:
+    """A snapshot larger than the dict but within its max_size loads by growing it; one
+    larger than max_size is refused whole."""
+    path = os.path.join(shm_dir, "snap.bin")
+    with shmdict.new(unique_name(), "1m") as src:
+        for n in range(100):
+            src[f"s{n}"] = value_of(f"s{n}", 500)
+        src.dump(path)
+    with shmdict.new(name, "64k", max_size="1m") as d:
+        d["mine"] = 1
+        assert d.load(path) == 100
+        assert d.size > 64 * KiB and d["s99"] == value_of("s99", 500) and d["mine"] == 1
+        d.check()
+    with shmdict.new(unique_name(), "64k", max_size="72k") as d:
+        with pytest.raises(shmdict.Full, match="nothing was loaded"):
+            d.load(path)
+        assert len(d) == 0 and d.size == 64 * KiB
+
+
 @pytest.mark.parametrize("max_size", ["32k", 65535, "12x", 1.5])
 def test_max_size_below_size_or_bad_is_refused(name: str, max_size: Any) -> None:
     with pytest.raises((ValueError, TypeError)):
