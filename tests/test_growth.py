@@ -22,6 +22,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -588,6 +589,37 @@ def test_threads_of_one_process_grow_while_others_read_and_write(name: str) -> N
         d.check()
 
 
+def test_a_waiter_wakes_across_a_growth(name: str) -> None:
+    """A thread and a process blocked in wait() before a growth wake on a change made after
+    it, through a newer mapping of the file (the futex is the file's, not an address)."""
+    with shmdict.new(name, "64k") as d:
+        d["key"] = "old"
+        v0 = d.version("key")  # waits count from it: none misses the change, however late it starts
+        ready_r, ready_w = os.pipe()
+
+        def child() -> int:
+            c = shmdict.get(name)
+            os.write(ready_w, b"r")
+            return 0 if c.wait("key", timeout=20, since=v0) == "new" else 7
+
+        pid = start_child(child)
+        assert os.read(ready_r, 1) == b"r"
+        other = shmdict.get(name)
+        got: list[Any] = []
+        t = threading.Thread(target=lambda: got.append(other.wait("key", timeout=20, since=v0)))
+        t.start()
+        time.sleep(0.1)  # (so that both most likely block before the growth; not needed to pass)
+        fill(d, "pad", 100)
+        for size in ("128k", "1m", "8m"):
+            d.resize(size)
+        d["key"] = "new"
+        t.join(30)
+        assert got == ["new"]
+        res = wait_child(pid)
+        assert res.exitcode == 0, res
+        other.close()
+
+
 # ---- a full filesystem ------------------------------------------------------------------
 
 
@@ -655,7 +687,8 @@ def test_automatic_growth_without_room_raises_enospc_and_changes_nothing(small_f
                 keys.append(k)
                 n += 1
         assert ei.value.errno == errno.ENOSPC
-        assert d.size == 2 * MiB and f"k{n}" not in d
+        assert d.size == 2 * MiB and f"k{n}" not in d and d.stats()["growths"] == 1
+        assert os.path.getsize(dict_path(name)) == 2 * MiB  # the failed growth left no longer file
         assert all(d[k] == value_of(k, 300) for k in keys)
         d.check()
         del d[keys[0]]
