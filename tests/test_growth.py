@@ -41,7 +41,6 @@ from hypothesis.stateful import (
 )
 
 import shmdict
-from shmdict import _lib
 
 PAGE = 4096
 KiB, MiB = 1 << 10, 1 << 20
