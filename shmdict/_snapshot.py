@@ -430,6 +430,8 @@ def load_local(d: Any, src: FileArg) -> int:
     info = d._info()
     # records and index share the space: each key also takes an index slot (8 bytes, 87.5% full)
     room = info["capacity"] + info["index_cap"] * 8
+    grows_to = (d.stats()["max_size"] or 0) // 4096 * 4096  # a dict with a max_size grows that far
+    room += max(0, grows_to - info["file_size"])
     need_all = need + 8 * (live * 8 // 7 + 1)
     if need_all > room:
         raise Full(

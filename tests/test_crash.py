@@ -97,8 +97,8 @@ def apply(model: Model, op: Op) -> Model:
             m[k] = (m[k][0], e if e > 0 else 0)
     elif kind == "flush_all":
         m.clear()
-    elif kind in ("get", "len", "flush_expired"):
-        pass
+    elif kind in ("get", "len", "flush_expired", "resize"):
+        pass  # (a growth keeps every item as it is)
     elif kind == "cas":
         _, k, expected, new, e = op
         if k in m and type(m[k][0]) is type(expected) and m[k][0] == expected:
@@ -143,6 +143,8 @@ def perform(sd: shmdict.SharedDict, op: Op) -> None:
         sd.cas(op[1], op[2], op[3], op[4])
     elif kind == "set_many":
         sd.set_many(op[1], op[2])
+    elif kind == "resize":
+        sd.resize(op[1])
     else:  # pragma: no cover
         raise AssertionError(op)
 
@@ -159,6 +161,7 @@ class Scenario:
     size: int | str = "1m"
     shift: float = 0.0  # clock shift after setup (expires setup's TTL'd items)
     must_reach: bool = True  # False: the scenario reaches its points only by chance (bounded sweeps)
+    sizes: tuple[int, ...] = ()  # sizes its growths may leave besides `size`
 
 
 def _fill_until_full(sd: shmdict.SharedDict, make: Callable[[int], tuple[str, Any, float]]) -> int:
@@ -247,6 +250,22 @@ def _setup_holes(sd):
     n = _fill_until_full(sd, lambda i: (f"{'sL'[i % 2]}{i}", b"s" * 16 if i % 2 == 0 else b"L" * 300, 0))
     for i in range(0, n, 2):
         del sd[f"s{i}"]
+
+
+def _setup_full_can_grow(sd):
+    """Full of 100-byte values, then allowed to grow to 1 MiB (as new(max_size=)): the
+    next inserts double it."""
+    _setup_base(sd)
+    _fill_until_full(sd, lambda i: (f"g{i}", b"g" * 100, 0))
+    _lib.check(_lib.lib.shmdict_set_max_size(sd._handle(), 1 << 20))
+
+
+def _setup_many_records(sd):
+    """More than 4096 records: the redo of a growth (an index rebuild) passes
+    reindex.inserted."""
+    _setup_base(sd)
+    for i in range(5000):
+        sd[f"m{i}"] = i
 
 
 SCENARIOS: list[Scenario] = [
@@ -402,6 +421,14 @@ SCENARIOS: list[Scenario] = [
              [("set", f"r{i}", i, 0) for i in range(3)]),
     Scenario("compact_for_insert", ("compact", "insert"), _setup_holes,
              [("set", f"C{i}", b"C" * 1500, 0) for i in range(3)], size="64k"),
+    # the dict grows: on request, and when full with room to grow
+    Scenario("resize_live", ("grow",), _setup_base,
+             [("resize", "2m"), ("set", "after", 1, 0), ("resize", (3 << 20) + 100), ("resize", (3 << 20) + 200)],
+             sizes=(2 << 20, (3 << 20) + 100, (3 << 20) + 200)),
+    Scenario("grow_when_full", ("grow",), _setup_full_can_grow,
+             [("set", f"G{i}", b"G" * 300, 0) for i in range(300)], size="64k",
+             sizes=(128 << 10, 256 << 10)),
+    Scenario("resize_many_records", ("grow",), _setup_many_records, [("resize", "2m")], sizes=(2 << 20,)),
     # flush_all
     Scenario("flush_many", ("flush",), _setup_values(lambda i: "f" * i), [("flush_all",), ("set", "after", 1, 0)]),
     Scenario("flush_after_deletes", ("flush",), _setup_freelist, [("flush_all",), ("set", "after", 1, 0)]),
@@ -522,6 +549,23 @@ def verify_after(sd: shmdict.SharedDict, run: Run, what: str) -> None:
     sd.check()
 
 
+def overhead(sd: shmdict.SharedDict) -> int:
+    """The dict's bytes outside the index and the arena: a growth gives every new byte
+    to one of the two, so this never changes."""
+    st = sd.stats()
+    return int(sd._info()["file_size"]) - st["capacity"] - st["index_bytes"]
+
+
+def verify_size(sd: shmdict.SharedDict, scenario: Scenario, fixed: int) -> None:
+    """The size is the first one or one a growth of the scenario leaves, the same in every
+    process, and the index and arena fill it: a growth happened wholly or not at all."""
+    allowed = (_lib.parse_size(scenario.size), *scenario.sizes)
+    assert sd.size in allowed, f"{scenario.name}: size {sd.size} not in {allowed}"
+    assert overhead(sd) == fixed, f"{scenario.name}: the index and arena do not fill size {sd.size}"
+    with shmdict.get(sd.name) as g:
+        assert g.size == sd.size and overhead(g) == fixed
+
+
 def crash_once(scenario: Scenario, point: str, nth: int = 1) -> bool:
     """Run scenario in a child armed at point; verify recovery if reached. Returns reached."""
     with shmdict.new(unique_name("c"), scenario.size) as sd:
@@ -529,12 +573,16 @@ def crash_once(scenario: Scenario, point: str, nth: int = 1) -> bool:
         if scenario.shift:
             _lib.clock_shift(scenario.shift)
         model = model_of(sd)
+        fixed = overhead(sd)
         run = run_child_ops(sd, model, scenario.ops, point, nth)
         if run.reached:
             verify_after(sd, run, f"{scenario.name} @ {point} (nth={nth})")
         else:  # never reached: the whole op list ran; the dict must hold the final model
             assert matches(full_snapshot(sd), run.after)
             sd.check()
+            if scenario.sizes:
+                assert sd.size == scenario.sizes[-1], f"{scenario.name} ended at size {sd.size}"
+        verify_size(sd, scenario, fixed)
         return run.reached
 
 
@@ -587,6 +635,9 @@ FIRST_CRASHES = [
     ("flush_many", "flush.cleared"),
     ("reindex_for_insert", "reindex.inserted"),
     ("compact_for_insert", "compact.chunk"),
+    ("resize_many_records", "grow.marked"),  # the redo rebuilds the index: reindex.* dies inside it
+    ("resize_many_records", "grow.moved"),
+    ("grow_when_full", "grow.marked"),
 ]
 
 
@@ -601,21 +652,52 @@ def test_crash_during_recovery(point):
         s = SCENARIO_BY_NAME[scenario_name]
         with shmdict.new(unique_name("r"), s.size) as sd:
             s.setup(sd)
+            fixed = overhead(sd)
             run = run_child_ops(sd, model_of(sd), s.ops, first)
             assert run.reached, f"{scenario_name} did not reach {first}"
             second = run_child_ops(sd, {}, [("get", "anything")], point)
             if second.reached:
                 reached += 1
             verify_after(sd, run, f"{scenario_name} @ {first}, then {point}")
+            verify_size(sd, s, fixed)
     assert reached, f"no first crash left work for {point}"
 
 
+GROWTH_REDO_CRASHES = [
+    ("grow.marked", "reindex.cleared", 1),
+    ("grow.marked", "reindex.inserted", 1),
+    ("grow.moved", "reindex.cleared", 1),
+    ("grow.moved", "reindex.inserted", 1),
+]
+
+
+@pytest.mark.parametrize(("first", "second", "nth"), GROWTH_REDO_CRASHES, ids=lambda x: str(x))
+def test_crash_during_the_redo_of_a_growth(first, second, nth):
+    """A growth killed after its size was committed is redone by rebuilding the index at
+    the new end; a process killed inside that rebuild leaves it to the next one."""
+    s = SCENARIO_BY_NAME["resize_many_records"]
+    with shmdict.new(unique_name("g"), s.size) as sd:
+        s.setup(sd)
+        fixed = overhead(sd)
+        run = run_child_ops(sd, model_of(sd), s.ops, first)
+        assert run.reached, f"the resize did not reach {first}"
+        second_run = run_child_ops(sd, {}, [("get", "anything")], second, nth)
+        assert second_run.reached and second_run.crashed_op == 0, f"the redo did not reach {second}"
+        verify_after(sd, run, f"resize @ {first}, then {second}")
+        verify_size(sd, s, fixed)
+        assert sd.size == 2 << 20  # the size was committed: the growth is redone, not undone
+        assert sd._info()["recoveries"] >= 1  # (the one killed inside never counted its own)
+
+
 def test_repeated_crashes_on_one_dict():
-    """Many crashes at random points on the same dict never corrupt it."""
+    """Many crashes at random points on the same dict (some inside a growth) never corrupt it."""
     rng = random.Random(11)
     points = OPERATION_POINTS
+    grow_points = [p for p in points if p.startswith("grow.")]
+    grow_kills = 0
     with shmdict.new(unique_name("m"), "256k") as sd:
         model = model_of(sd)
+        fixed = overhead(sd)
         for round_ in range(40):
             ops: list[Op] = []
             for _ in range(rng.randrange(1, 8)):
@@ -638,12 +720,20 @@ def test_repeated_crashes_on_one_dict():
                     ops.append(("expire", k, rng.choice([0, 50.0])))
                 elif r < 0.82:
                     ops.append(("flush_all",))
+                elif r < 0.9 and not any(op[0] == "resize" for op in ops):
+                    ops.append(("resize", sd.size + rng.choice([1, 4096, 50_000])))  # one per round: never smaller
                 else:
                     ops.append(("get", k))
-            run = run_child_ops(sd, model, ops, rng.choice(points), rng.randrange(1, 4))
+            point = rng.choice(points)
+            if any(op[0] == "resize" for op in ops) and rng.random() < 0.7:
+                point = rng.choice(grow_points)
+            run = run_child_ops(sd, model, ops, point, rng.randrange(1, 4))
             if run.reached:
                 verify_after(sd, run, f"round {round_}")
+                grow_kills += point in grow_points
+            assert overhead(sd) == fixed, f"round {round_}: the index and arena do not fill size {sd.size}"
             model = model_of(sd)
+        assert grow_kills >= 3
 
 
 def _random_ops_forever(sd: shmdict.SharedDict, wfd: int, seed: int) -> int:

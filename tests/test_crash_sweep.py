@@ -82,6 +82,8 @@ def run_op(d: shmdict.SharedDict, op: Op) -> None:
         window(d, op[1], op[2])
     elif kind == "load":
         d.load(op[1])
+    elif kind == "resize":
+        d.resize(op[1])
     else:  # pragma: no cover
         raise AssertionError(kind)
 
@@ -120,6 +122,8 @@ def model_apply(state: State, op: Op) -> State:
             m[op[1]] = (t, v, op[2] > 0)
     elif kind == "flush":
         m.clear()
+    elif kind == "resize":
+        pass  # a growth keeps every item as it is
     elif kind == "load":  # op[2]: the snapshot's (key, value, has_ttl), in file order
         for k, v, has_ttl in op[2]:
             m[k] = (list, tuple(v), has_ttl) if isinstance(v, list) else (type(v), v, has_ttl)
@@ -244,6 +248,7 @@ class Scenario:
     ops: Callable[[Any], list[Op]]
     pre_kill: str | None = None  # crash point a first child dies at (recover.*)
     evict: bool = False
+    grows_to: tuple[int, ...] = ()  # sizes a growth in ops may leave besides `size`
 
 
 def _basic(ops: list[Op], size: int = 1 << 20) -> Scenario:
@@ -346,6 +351,32 @@ def _snapshot_load(d: shmdict.SharedDict) -> tuple[str, list[tuple[str, Any, boo
     return path, items
 
 
+def _grow_limit(d: shmdict.SharedDict, max_size: int) -> None:
+    """Automatic growth up to max_size from now on (what new(max_size=) sets)."""
+    _lib.check(_lib.lib.shmdict_set_max_size(d._handle(), max_size))
+
+
+def _full_can_grow(d: shmdict.SharedDict) -> None:
+    """Full of 100-byte values, then allowed to grow: the next insert doubles it."""
+    basic(d)
+    fill(d, "g", 100)
+    _grow_limit(d, 1 << 20)
+
+
+def _evicting_can_grow(d: shmdict.SharedDict) -> None:
+    """An evicting dict that is full and has evicted, then allowed to grow: the next insert
+    grows it instead of evicting."""
+    _evicting(d)
+    _grow_limit(d, 1 << 20)
+
+
+def _many_records(d: shmdict.SharedDict) -> None:
+    """More than 4096 records: an index rebuild passes reindex.inserted at least once."""
+    basic(d)
+    for n in range(5000):
+        d[f"m{n:05d}"] = n
+
+
 SMALL = shmdict._lib.lib.SHMDICT_MIN_SIZE  # 32 KiB: a small index makes probe clusters
 
 SCENARIOS: dict[str, Scenario] = {
@@ -398,6 +429,17 @@ SCENARIOS: dict[str, Scenario] = {
     "event-wrap": Scenario(SMALL, lambda d: None, lambda _: [("set", f"w{n:03d}", n) for n in range(200)]),
     "recover": Scenario(1 << 20, basic, lambda _: [("set", "s", "r" * 300), ("set", "new", 1)],
                         pre_kill="overwrite.counted"),
+    "resize": Scenario(1 << 20, basic, lambda _: [("resize", 2 << 20), ("set", "new", 1), ("resize", (3 << 20) + 100)],
+                       grows_to=(2 << 20, (3 << 20) + 100)),
+    "grow-auto": Scenario(1 << 16, _full_can_grow, lambda _: [("set", "new", "n" * 300), ("set", "new2", 2)],
+                          grows_to=(1 << 17,)),
+    "grow-evict": Scenario(1 << 16, _evicting_can_grow, lambda _: [("set", "new", "n" * 300)], evict=True,
+                           grows_to=(1 << 17,)),
+    # a first child dies inside the growth, a second inside the recovery's index rebuild
+    "grow-recover": Scenario(1 << 20, _many_records, lambda _: [("resize", 2 << 20)], pre_kill="grow.marked",
+                             grows_to=(2 << 20,)),
+    "grow-recover-moved": Scenario(1 << 20, _many_records, lambda _: [("resize", 2 << 20)], pre_kill="grow.moved",
+                                   grows_to=(2 << 20,)),
 }
 
 # (scenario, crash point, nth time the point is reached): one row per (operation, step)
@@ -504,6 +546,20 @@ SWEEP: list[tuple[str, str, int]] = [
     ("list-pop", "list.popped", 3),
     ("list-slide", "list.slid", 1),
     ("recover", "recover.restored", 1),
+    ("resize", "grow.allocated", 1),
+    ("resize", "grow.marked", 1),
+    ("resize", "grow.moved", 1),
+    ("resize", "grow.allocated", 2),  # the second growth, past a page boundary
+    ("resize", "grow.moved", 2),
+    ("grow-auto", "grow.allocated", 1),
+    ("grow-auto", "grow.marked", 1),
+    ("grow-auto", "grow.moved", 1),
+    ("grow-auto", "insert.counted", 1),  # the insert after the growth
+    ("grow-evict", "grow.marked", 1),
+    ("grow-evict", "grow.moved", 1),
+    ("grow-recover", "reindex.cleared", 1),  # the recovery's redo of the growth dies too
+    ("grow-recover", "reindex.inserted", 1),
+    ("grow-recover-moved", "reindex.inserted", 1),
 ]
 
 
@@ -566,6 +622,7 @@ def test_crash_point(scenario: str, point: str, nth: int) -> None:
     with shmdict.new(name, sc.size, evict=sc.evict) as d:
         ops = sc.ops(sc.setup(d))
         start = full_snapshot(d)
+        split = _overhead(d)
         if sc.pre_kill:
             # A first child dies mid-operation, leaving a non-empty undo log...
             status, done, k = _run_armed(name, sc.pre_kill, 1, ops)
@@ -594,12 +651,23 @@ def test_crash_point(scenario: str, point: str, nth: int) -> None:
         assert ok, (
             f"{scenario} killed at {point}: neither all nor nothing"
         )
+        # The size is one a growth in ops could leave (or the first one), and the index and
+        # arena fill it: a growth happened entirely or not at all.
+        assert d2.size == d.size and d2.size in (sc.size, *sc.grows_to), f"size {d2.size}"
+        assert _overhead(d2) == split, "the index and arena do not fill the dict's size"
         # The dict stays fully usable.
         d2["after-crash"] = "fine"
         assert d2["after-crash"] == "fine"
         d2.check()
         assert d2._info()["recoveries"] >= 1
         d2.close()
+
+
+def _overhead(d: shmdict.SharedDict) -> int:
+    """The dict's bytes outside the index and the arena (header, event ring): a growth
+    gives every new byte to one of the two, so this never changes."""
+    st = d.stats()
+    return int(d._info()["file_size"]) - st["capacity"] - st["index_bytes"]
 
 
 def test_every_point_is_swept() -> None:

@@ -14,6 +14,11 @@ half a report):
   is the number of reports plus at most one unreported increment per kill;
 * every element left in the writers' lists (rpush / lpop) is whole too.
 
+The dict grows while they are killed: it starts small with a ``max_size``, so
+a full dict grows itself, and now and then a writer resizes it by a few
+bytes to a few pages. Afterwards its size is at most that limit, the same in
+every process, and it has grown.
+
 Short in CI (4 writers, 3 s); ``SHMDICT_LONG=1`` or
 ``SHMDICT_TORTURE_SECONDS=N`` for a long run.
 """
@@ -36,6 +41,8 @@ __all__ = ["shm_dir"]
 SECONDS = float(os.environ.get("SHMDICT_TORTURE_SECONDS") or (120 if LONG else 3))
 WRITERS = 4
 KEYS_PER_WRITER = 40
+START_SIZE = 128 << 10
+MAX_SIZE = (64 if LONG else 16) << 20  # both the automatic-growth limit and the resizes' cap
 
 
 def _digest(key: str, payload: bytes) -> bytes:
@@ -89,17 +96,21 @@ def writer(name: str, w: int, gen: int, wfd: int) -> int:
                 v2 = d.get(k)
                 if v2 is not None and not whole(k, v2):
                     return 3  # a torn value seen live
-            else:
+            elif r < 0.9995:
                 d.pop(k, None)
+            else:
+                d.resize(min(d.size + rng.choice([1, 4096, 20_000, 65536]), MAX_SIZE))
         except shmdict.Full:
             pass
+        except ValueError:
+            pass  # resize: another writer grew it past that meanwhile
 
 
 def test_kill_torture(shm_dir: str) -> None:
     """Writers SIGKILLed at random instants leave no deadlock, no corruption and exact counters."""
     name = unique_name()
     rng = random.Random()
-    with shmdict.new(name, "1m") as d:
+    with shmdict.new(name, START_SIZE, max_size=MAX_SIZE) as d:
         r, wfd = os.pipe()
         os.set_blocking(r, False)
         gens = [0] * WRITERS
@@ -176,8 +187,14 @@ def test_kill_torture(shm_dir: str) -> None:
         d["after"] = 1
         d.check()
         info = d._info()
+        growths = d.stats()["growths"]
+        assert START_SIZE < d.size <= MAX_SIZE and growths >= 1, (d.size, growths)
+        with shmdict.get(name) as fresh:
+            assert fresh.size == d.size and fresh["after"] == 1
+            fresh.check()
         n_ops = sum(len(p) for p in private) + len(shared)
         report("torture", seconds=SECONDS, writers=WRITERS, kills=sum(kills),
-               recoveries=info["recoveries"], incr_reports=n_ops)
-        print(f"torture: {sum(kills)} kills, {info['recoveries']} inside the lock, {n_ops} incr results checked")
+               recoveries=info["recoveries"], incr_reports=n_ops, growths=growths, size=d.size)
+        print(f"torture: {sum(kills)} kills, {info['recoveries']} inside the lock, {n_ops} incr results checked, "
+              f"{growths} growths to {d.size} bytes")
         assert sum(kills) >= WRITERS
