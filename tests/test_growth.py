@@ -695,12 +695,8 @@ def test_automatic_growth_without_room_raises_enospc_and_changes_nothing(small_f
         d.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an evicting dict whose growth hits ENOSPC raises OSError instead of evicting "
-    "(grow_auto returns ESYS, and put()/list_move return it before the eviction stage)",
-)
 def test_evicting_dict_evicts_when_the_filesystem_cannot_grow_it(small_fs: str) -> None:
+    """A cache keeps working when /dev/shm is full: a growth that finds no room makes it evict."""
     name = unique_name()
     with shmdict.new(name, "1m", max_size="32m", evict=True) as d:
         _eat(small_fs, 5 * MiB + MiB // 2)
@@ -752,13 +748,8 @@ def test_a_scribbled_size_is_corruption_never_sigbus(name: str, grown: bool, scr
         assert _exit_code(child) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="map_sync (grow.c) accepts a header size below the size the dict was created with: "
-    "a handle attached before the scribble binds its index inside the arena, reads keys as "
-    "missing and writes index slots over live records",
-)
 def test_a_size_scribbled_below_the_creation_size_is_corruption(name: str) -> None:
+    """A handle attached before the size was scribbled below the creation size refuses it (CorruptError), never binding its index inside the arena."""
     with shmdict.new(name, "64k") as d:
         for n in range(50):
             d[f"k{n}"] = "v" * 300
