@@ -749,7 +749,8 @@ def test_a_scribbled_size_is_corruption_never_sigbus(name: str, grown: bool, scr
 
 
 def test_a_size_scribbled_below_the_creation_size_is_corruption(name: str) -> None:
-    """A handle attached before the size was scribbled below the creation size refuses it (CorruptError), never binding its index inside the arena."""
+    """A handle attached before the size was scribbled below the creation size refuses it
+    (CorruptError), never binding its index inside the arena."""
     with shmdict.new(name, "64k") as d:
         for n in range(50):
             d[f"k{n}"] = "v" * 300
