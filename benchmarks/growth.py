@@ -1,0 +1,470 @@
+"""The cost of growing a dict: resize(), automatic growth, and the lock hold other processes see.
+
+    python benchmarks/growth.py [--quick] [--out DIR]
+
+For 64 MiB -> 128 MiB and 512 MiB -> 1 GiB (1 MiB -> 2 MiB with --quick), a
+dict is filled to 90% of the entries it holds when full (8-byte keys; int
+values, then 100-byte str values) and grown with ``d.resize(2 * size)``:
+
+- its wall time, and that time split: the ``posix_fallocate`` of the new size
+  that ``resize`` does before it takes the lock, and the rest, under the lock
+  (a second dict, whose file is allocated by hand first, with the same call;
+  ``resize`` then repeats that call on the allocated file, whose cost is
+  measured and taken off);
+- the lock hold as another process sees it: a forked process gets keys in a
+  tight loop and times every get; its 99th percentile and longest get before
+  the resize, while it runs, and in the 0.2 s after it (the first get after a
+  growth maps the larger file, and the moved index is new pages to it);
+- beside it, LMDB's ``env.set_mapsize`` to twice the map, on a py-lmdb
+  environment in the same directory holding the same items.
+
+Automatic growth: a dict created at 64 MiB with ``max_size="512m"`` (1 MiB /
+``"4m"`` with --quick) is filled, one ``set`` at a time, to 90% of what the
+final size holds; the ``set`` that finds the dict full grows it, and holds the
+lock meanwhile, ``posix_fallocate`` included. Reported: those inserts, the
+longest other insert, and the time spent in ``set`` against the same fill of
+a dict created at the final size.
+
+The results are printed; ``--out DIR`` also writes ``DIR/growth-benchmark.md``
+(``--out docs`` updates the published page). Every dict is created in
+``SHMDICT_DIR`` (default: a new directory under /dev/shm, removed at the end)
+and removed again, also when the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import mmap
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from array import array
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import shmdict
+
+MiB = 1 << 20
+NS = time.perf_counter_ns
+CHUNK = 100_000
+VALUES = {"int": None, "100-byte str": "x" * 100}  # None: the key's number
+BASELINE = {False: 0.5, True: 0.2}  # seconds of gets timed before a resize
+_names = itertools.count()
+
+
+def _name() -> str:
+    return f"growbench-{os.getpid()}-{next(_names)}"
+
+
+def items(kind: str, start: int, stop: int) -> Iterator[list[tuple[str, Any]]]:
+    """(8-byte key, value) pairs for entries start..stop-1, in chunks."""
+    v = VALUES[kind]
+    for a in range(start, stop, CHUNK):
+        r = range(a, min(a + CHUNK, stop))
+        yield [(f"{i:08x}", i) for i in r] if v is None else [(f"{i:08x}", v) for i in r]
+
+
+def fill(d: shmdict.SharedDict, kind: str, n: int) -> None:
+    for chunk in items(kind, 0, n):
+        d.set_many(chunk)
+
+
+_capacity: dict[tuple[int, str], int] = {}
+
+
+def capacity(size: int, kind: str) -> int:
+    """The entries a dict of `size` holds when full (filled in order until Full)."""
+    if (size, kind) not in _capacity:
+        d = shmdict.new(_name(), size)
+        try:
+            for chunk in items(kind, 0, 1 << 40):
+                try:
+                    d.set_many(chunk)
+                except shmdict.Full:
+                    break  # set_many stores in order up to the first item that does not fit
+            _capacity[size, kind] = len(d)
+        finally:
+            d.close()
+    return _capacity[size, kind]
+
+
+# ---- another process, reading -------------------------------------------------------
+
+
+def _read_line(fd: int) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        b = os.read(fd, 65536)
+        if not b:
+            raise RuntimeError("the pipe closed early (the other process ended)")
+        buf += b
+    return buf
+
+
+def _reader(name: str, keys: list[str], stop: mmap.mmap, w: int, r: int) -> None:
+    d = shmdict.get(name)
+    get, ns = d.get, NS
+    ts, ds = array("q"), array("q")
+    for k in keys:  # warm up: every key's page mapped
+        get(k)
+    os.write(w, b"ready\n")
+    while not stop[0]:
+        for k in keys:
+            t = ns()
+            get(k)
+            ds.append(ns() - t)
+            ts.append(t)
+    windows = json.loads(_read_line(r))
+    out = {}
+    for label, (a, b) in windows.items():
+        lat = sorted(dt for t, dt in zip(ts, ds) if a <= t < b)
+        out[label] = {"n": len(lat), "p99": lat[int(0.99 * (len(lat) - 1))] if lat else 0, "max": lat[-1] if lat else 0}
+    d.close()
+    os.write(w, json.dumps(out).encode() + b"\n")
+
+
+class Reader:
+    """A forked process that gets `keys` of dict `name` in a tight loop and
+    times every get (perf_counter_ns: one clock for both processes)."""
+
+    def __init__(self, name: str, keys: list[str]) -> None:
+        self.stop = mmap.mmap(-1, mmap.PAGESIZE)
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(r1)
+                os.close(w2)
+                _reader(name, keys, self.stop, w1, r2)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w1)
+        os.close(r2)
+        self.pid, self.r, self.w = pid, r1, w2
+        _read_line(self.r)
+
+    def latencies(self, windows: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
+        """Stop, and the gets' 99th percentile and longest (ns) that started in each window."""
+        self.stop[0] = 1
+        os.write(self.w, json.dumps(windows).encode() + b"\n")
+        return json.loads(_read_line(self.r))
+
+    def close(self) -> None:
+        self.stop[0] = 1
+        os.close(self.w)  # a reader still waiting for its windows reads EOF and ends
+        os.close(self.r)
+        os.waitpid(self.pid, 0)
+        self.stop.close()
+
+
+# ---- resize ---------------------------------------------------------------------------
+
+
+def resize_watched(size: int, kind: str, n: int, quick: bool) -> dict[str, Any]:
+    """resize(2 * size) of a dict holding n entries, with a reader process timing its gets."""
+    d = shmdict.new(_name(), size)
+    try:
+        fill(d, kind, n)
+        keys = [f"{i * n // 1000:08x}" for i in range(1000)]
+        reader = Reader(d.name, keys)
+        try:
+            a = NS()
+            time.sleep(BASELINE[quick])
+            t0 = NS()
+            d.resize(2 * size)
+            t1 = NS()
+            time.sleep(0.2)
+            lat = reader.latencies({"before": (a, t0), "during": (t0, t1), "after": (t1, NS())})
+        finally:
+            reader.close()
+        check(d, 2 * size, n, kind)
+        return {"wall": (t1 - t0) / 1e9, "reader": lat}
+    finally:
+        d.close()
+
+
+def resize_split(size: int, kind: str, n: int) -> dict[str, float]:
+    """The same resize, its two parts timed apart."""
+    d = shmdict.new(_name(), size)
+    try:
+        fill(d, kind, n)
+        fd = os.open(os.path.join(os.environ["SHMDICT_DIR"], "shmdict." + d.name), os.O_RDWR)
+        try:
+            t = time.perf_counter()
+            os.posix_fallocate(fd, 0, 2 * size)  # what resize() does first, before the lock
+            space = time.perf_counter() - t
+            t = time.perf_counter()
+            d.resize(2 * size)  # its own posix_fallocate now finds every page allocated
+            rest = time.perf_counter() - t
+            t = time.perf_counter()
+            os.posix_fallocate(fd, 0, 2 * size)  # that call again: its cost, taken off `rest`
+            again = time.perf_counter() - t
+        finally:
+            os.close(fd)
+        check(d, 2 * size, n, kind)
+        return {"space": space, "locked": max(rest - again, 0.0)}
+    finally:
+        d.close()
+
+
+def check(d: shmdict.SharedDict, size: int, n: int, kind: str) -> None:
+    st = d.stats()
+    if d.size != size or st["entries"] != n or st["growths"] < 1:
+        raise RuntimeError(f"after the growth: size {d.size}, {st['entries']} entries, {st['growths']} growths")
+    for i in (0, n // 2, n - 1):
+        want = i if VALUES[kind] is None else VALUES[kind]
+        if d.get(f"{i:08x}") != want:
+            raise RuntimeError(f"entry {i} lost in the growth")
+
+
+def lmdb_mapsize(size: int, kind: str, n: int, reps: int) -> Optional[dict[str, Any]]:
+    """Median time of LMDB's env.set_mapsize(2 * map) on an environment holding the same items."""
+    try:
+        import lmdb
+    except ImportError:
+        return None
+    tmp = tempfile.mkdtemp(dir=os.environ["SHMDICT_DIR"], prefix="growbench-lmdb-")
+    try:
+        map_size = size
+        while True:  # the smallest doubling of `size` that holds the items
+            env = lmdb.open(tmp, map_size=map_size, sync=False, metasync=False, max_dbs=0)
+            try:
+                for chunk in items(kind, 0, n):
+                    with env.begin(write=True) as txn:
+                        for k, v in chunk:
+                            txn.put(k.encode(), v.to_bytes(8, "little") if isinstance(v, int) else v.encode(), append=True)
+                break
+            except lmdb.MapFullError:
+                env.close()
+                for f in os.listdir(tmp):
+                    os.unlink(os.path.join(tmp, f))
+                map_size *= 2
+        try:
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                env.set_mapsize(2 * map_size)
+                times.append(time.perf_counter() - t)
+                env.set_mapsize(map_size)
+            with env.begin() as txn:
+                if txn.stat()["entries"] != n:
+                    raise RuntimeError("lmdb lost entries")
+        finally:
+            env.close()
+        return {"time": statistics.median(times), "map_size": map_size}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- automatic growth ------------------------------------------------------------------
+
+
+def timed_fill(d: shmdict.SharedDict, kind: str, n: int) -> dict[str, Any]:
+    """Fill one set at a time; the time spent in set, the inserts that grew
+    the dict and the longest other insert."""
+    s, ns = d.set, NS
+    total, cur, grew, other = 0, d.size, [], 0
+    for chunk in items(kind, 0, n):
+        for k, v in chunk:
+            t = ns()
+            s(k, v)
+            dt = ns() - t
+            total += dt
+            if dt > 20_000:  # a growth takes longer; only then ask for the size
+                if d.size != cur:
+                    grew.append((cur, d.size, dt))
+                    cur = d.size
+                elif dt > other:
+                    other = dt
+    st = d.stats()
+    if st["entries"] != n or len(grew) != st["growths"]:
+        raise RuntimeError(f"{st['entries']} entries of {n}, growths {st['growths']} (seen {len(grew)})")
+    return {"total": total / 1e9, "grew": grew, "other": other, "index_growths": st["index_growths"]}
+
+
+def auto_growth(start: int, final: int, kind: str, n: int) -> dict[str, Any]:
+    out = {}
+    d = shmdict.new(_name(), start, max_size=final)
+    try:
+        out["auto"] = timed_fill(d, kind, n)
+    finally:
+        d.close()
+    d = shmdict.new(_name(), final)
+    try:
+        out["fixed"] = timed_fill(d, kind, n)
+    finally:
+        d.close()
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def fmt_s(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
+    return f"{s * 1e6:.1f} µs" if s < 1e-5 else f"{s * 1e6:.0f} µs"
+
+
+def fmt_size(b: int) -> str:
+    return f"{b >> 30} GiB" if b >= 1 << 30 and not b % (1 << 30) else f"{b >> 20} MiB"
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f} at start")
+
+
+def report(res: dict[str, Any]) -> str:
+    L = [
+        "# The cost of growing a dict",
+        "",
+        f"Machine: {res['machine']}. Mode: {res['mode']}; {res['runs']}.",
+        "",
+        "A dict filled to 90% of the entries it holds when full (8-byte keys), grown with "
+        "`d.resize(2 * size)`. *posix_fallocate* is the first step of `resize`, done before it takes "
+        "the dict's lock: other processes go on meanwhile. *Under the lock* is the rest: mapping the "
+        "larger file and moving the hash index to its new end (records never move). LMDB: "
+        "`env.set_mapsize(2 * map)` on a py-lmdb environment in the same directory holding the same "
+        "items (map: the smallest of size, 2 × size... that holds them).",
+        "",
+        "| growth | values | entries | `resize()` | of which posix_fallocate | under the lock | "
+        "LMDB `set_mapsize` | resize / set_mapsize |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["resize"]:
+        lm = r["lmdb"]
+        lm_s = f"{fmt_s(lm['time'])} (map {fmt_size(lm['map_size'])})" if lm else "not installed"
+        ratio = f"{r['wall'] / lm['time']:,.0f}×" if lm else "-"
+        L.append(f"| {fmt_size(r['size'])} → {fmt_size(2 * r['size'])} | {r['kind']} | {r['n']:,} | "
+                 f"{fmt_s(r['wall'])} | {fmt_s(r['space'])} | {fmt_s(r['locked'])} | {lm_s} | {ratio} |")
+    L += [
+        "",
+        "The same resize seen from another process, which gets keys in a tight loop and times each "
+        "get: 99th percentile / longest get that started before the resize (in the "
+        f"{res['baseline']} s before it), while it ran, and in the 0.2 s after it (its first operation "
+        "after a growth maps the larger file, and the moved index is pages it has not touched yet). The longest get during the resize is the "
+        "lock hold it waited for; before it, the longest is what a shared machine's scheduler costs.",
+        "",
+        "| growth | values | before: p99 / longest | during: p99 / longest | after: p99 / longest |",
+        "|---|---|---|---|---|",
+    ]
+    for r in res["resize"]:
+        cells = [f"{fmt_s(r['reader'][w]['p99'] / 1e9)} / {fmt_s(r['reader'][w]['max'] / 1e9)}"
+                 if r["reader"][w]["n"] else "no get started" for w in ("before", "during", "after")]
+        L.append(f"| {fmt_size(r['size'])} → {fmt_size(2 * r['size'])} | {r['kind']} | " + " | ".join(cells) + " |")
+    L += [
+        "",
+        "Automatic growth: a dict created at the first size with `max_size` = the final size, filled "
+        "one `set` at a time to 90% of what the final size holds, against the same fill of a dict "
+        "created at the final size. The `set` that finds the dict full grows it (at least doubling) and "
+        "holds the lock throughout, **posix_fallocate included** (unlike `resize`, which allocates "
+        "first). *Longest other set* is the longest insert that did not grow the dict: in both dicts "
+        "that is the hash index growing (rehashing every key, under the lock), which a dict grown "
+        "while full of small items does soon after each growth. Time in `set`: the sum of the "
+        "`set` calls.",
+        "",
+        "| sizes | values | entries | the growing `set`s | longest other `set` (auto / fixed) | "
+        "index growths (auto / fixed) | time in `set`: auto | created at final size | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["auto"]:
+        a, f = r["auto"], r["fixed"]
+        grew = ", ".join(f"{fmt_size(x)} → {fmt_size(y)} {fmt_s(dt / 1e9)}" for x, y, dt in a["grew"])
+        L.append(f"| {fmt_size(r['start'])} → {fmt_size(r['final'])} | {r['kind']} | {r['n']:,} | {grew} | "
+                 f"{fmt_s(a['other'] / 1e9)} / {fmt_s(f['other'] / 1e9)} | "
+                 f"{a['index_growths']} / {f['index_growths']} | {fmt_s(a['total'])} | {fmt_s(f['total'])} | "
+                 f"{a['total'] / f['total']:.2f} |")
+    L += [
+        "",
+        "Redis is not measured: it has no size to grow. Its `maxmemory` is a limit on the memory it "
+        "allocates key by key as they arrive (`CONFIG SET maxmemory` changes a number), so no step of "
+        "it corresponds to a growth. LMDB's `set_mapsize` only maps a larger address range: the file "
+        "grows page by page as transactions write (no space is reserved, so a full disk shows later, "
+        "as a failed write), and every other process must call it too (or gets `MDB_MAP_RESIZED`).",
+        "",
+        "Reproduce with `python benchmarks/growth.py --out DIR` (a few minutes; `--quick` runs the "
+        "same steps on small dicts in seconds).",
+    ]
+    return "\n".join(L) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/growth.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small dicts, one run each (CI smoke)")
+    p.add_argument("--out", default=None, metavar="DIR", help="also write DIR/growth-benchmark.md")
+    a = p.parse_args(argv)
+    quick = a.quick
+    pairs = [1 * MiB] if quick else [64 * MiB, 512 * MiB]
+    auto = (1 * MiB, 4 * MiB) if quick else (64 * MiB, 512 * MiB)
+    reps, reps_big = (1, 1) if quick else (3, 1)
+    own_dir = None
+    if not os.environ.get("SHMDICT_DIR"):
+        own_dir = os.environ["SHMDICT_DIR"] = tempfile.mkdtemp(dir="/dev/shm", prefix="shmdict-growbench-")
+    runs = ", ".join(f"resizes of {fmt_size(x)}: " + (f"median of {k} runs" if k > 1 else "one run")
+                     for x, k in zip(pairs, (reps, reps_big))) + ", automatic growth: one run"
+    res: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full", "runs": runs, "baseline": BASELINE[quick], "resize": [], "auto": []}
+    t_start = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        for size in pairs:
+            for kind in VALUES:
+                n = int(0.9 * capacity(size, kind))
+                k = reps if size == pairs[0] else reps_big
+                log(f"resize {fmt_size(size)} -> {fmt_size(2 * size)}, {kind} values, {n:,} entries, {k} runs")
+                watched = [resize_watched(size, kind, n, quick) for _ in range(k)]
+                split = [resize_split(size, kind, n) for _ in range(k)]
+                best = sorted(watched, key=lambda w: w["wall"])[len(watched) // 2]
+                res["resize"].append({
+                    "size": size, "kind": kind, "n": n,
+                    "wall": statistics.median(w["wall"] for w in watched),
+                    "space": statistics.median(s["space"] for s in split),
+                    "locked": statistics.median(s["locked"] for s in split),
+                    "reader": best["reader"],
+                    "lmdb": lmdb_mapsize(size, kind, n, 5),
+                })
+        for kind in VALUES:
+            start, final = auto
+            n = int(0.9 * capacity(final, kind))
+            log(f"automatic growth {fmt_size(start)} -> {fmt_size(final)}, {kind} values, {n:,} entries")
+            res["auto"].append({"start": start, "final": final, "kind": kind, "n": n,
+                                **auto_growth(start, final, kind, n)})
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    text = report(res)
+    print(text)
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "growth-benchmark.md"), "w") as f:
+            f.write(text)
+        log(f"wrote {os.path.join(a.out, 'growth-benchmark.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
