@@ -125,7 +125,8 @@ def _reader(name: str, keys: list[str], stop: mmap.mmap, w: int, r: int) -> None
     out = {}
     for label, (a, b) in windows.items():
         lat = sorted(dt for t, dt in zip(ts, ds) if a <= t < b)
-        out[label] = {"n": len(lat), "p99": lat[int(0.99 * (len(lat) - 1))] if lat else 0, "max": lat[-1] if lat else 0}
+        out[label] = {"n": len(lat), "p99": lat[int(0.99 * (len(lat) - 1))] if lat else 0,
+                      "max": lat[-1] if lat else 0}
     d.close()
     os.write(w, json.dumps(out).encode() + b"\n")
 
@@ -244,7 +245,8 @@ def lmdb_mapsize(size: int, kind: str, n: int, reps: int) -> Optional[dict[str, 
                 for chunk in items(kind, 0, n):
                     with env.begin(write=True) as txn:
                         for k, v in chunk:
-                            txn.put(k.encode(), v.to_bytes(8, "little") if isinstance(v, int) else v.encode(), append=True)
+                            val = v.to_bytes(8, "little") if isinstance(v, int) else v.encode()
+                            txn.put(k.encode(), val, append=True)  # keys come in order: full pages
                 break
             except lmdb.MapFullError:
                 env.close()
@@ -363,7 +365,8 @@ def report(res: dict[str, Any]) -> str:
         "The same resize seen from another process, which gets keys in a tight loop and times each "
         "get: 99th percentile / longest get that started before the resize (in the "
         f"{res['baseline']} s before it), while it ran, and in the 0.2 s after it (its first operation "
-        "after a growth maps the larger file, and the moved index is pages it has not touched yet). The longest get during the resize is the "
+        "after a growth maps the larger file, and the moved index is pages it has not touched yet). "
+        "The longest get during the resize is the "
         "lock hold it waited for; before it, the longest is what a shared machine's scheduler costs.",
         "",
         "| growth | values | before: p99 / longest | during: p99 / longest | after: p99 / longest |",
@@ -424,7 +427,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         own_dir = os.environ["SHMDICT_DIR"] = tempfile.mkdtemp(dir="/dev/shm", prefix="shmdict-growbench-")
     runs = ", ".join(f"resizes of {fmt_size(x)}: " + (f"median of {k} runs" if k > 1 else "one run")
                      for x, k in zip(pairs, (reps, reps_big))) + ", automatic growth: one run"
-    res: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full", "runs": runs, "baseline": BASELINE[quick], "resize": [], "auto": []}
+    res: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full", "runs": runs,
+                           "baseline": BASELINE[quick], "resize": [], "auto": []}
     t_start = time.monotonic()
 
     def log(msg: str) -> None:
