@@ -6,29 +6,27 @@ For 64 MiB -> 128 MiB and 512 MiB -> 1 GiB (1 MiB -> 2 MiB with --quick), a
 dict is filled to 90% of the entries it holds when full (8-byte keys; int
 values, then 100-byte str values) and grown with ``d.resize(2 * size)``:
 
-- its wall time, and that time split: the ``posix_fallocate`` of the new size
-  that ``resize`` does before it takes the lock, and the rest, under the lock
-  (a second dict, whose file is allocated by hand first, with the same call;
-  ``resize`` then repeats that call on the allocated file, whose cost is
-  measured and taken off);
+- its wall time, and the part of it before the lock: the ``posix_fallocate``
+  of the new size, timed alone on a file of the same size;
 - the lock hold as another process sees it: a forked process gets keys in a
-  tight loop and times every get; its 99th percentile and longest get before
-  the resize, while it runs, and in the 0.2 s after it (the first get after a
-  growth maps the larger file, and the moved index is new pages to it);
+  tight loop and times every get; the longest get while the resize ran is the
+  wait for the lock. Also its 99th percentile and longest get before the
+  resize, and in the 0.2 s after it;
 - beside it, LMDB's ``env.set_mapsize`` to twice the map, on a py-lmdb
   environment in the same directory holding the same items.
 
 Automatic growth: a dict created at 64 MiB with ``max_size="512m"`` (1 MiB /
 ``"4m"`` with --quick) is filled, one ``set`` at a time, to 90% of what the
-final size holds; the ``set`` that finds the dict full grows it, and holds the
+final size holds; the ``set`` that finds the dict full grows it and holds the
 lock meanwhile, ``posix_fallocate`` included. Reported: those inserts, the
 longest other insert, and the time spent in ``set`` against the same fill of
 a dict created at the final size.
 
-The results are printed; ``--out DIR`` also writes ``DIR/growth-benchmark.md``
-(``--out docs`` updates the published page). Every dict is created in
-``SHMDICT_DIR`` (default: a new directory under /dev/shm, removed at the end)
-and removed again, also when the run fails.
+Medians of 3 runs (one with --quick; automatic growth: one). The results are
+printed; ``--out DIR`` also writes ``DIR/growth-benchmark.md`` (``--out docs``
+updates the published page). Every dict is created in ``SHMDICT_DIR``
+(default: a new directory under /dev/shm, removed at the end) and removed
+again, also when the run fails.
 """
 
 from __future__ import annotations
@@ -196,28 +194,19 @@ def resize_watched(size: int, kind: str, n: int, quick: bool) -> dict[str, Any]:
         d.close()
 
 
-def resize_split(size: int, kind: str, n: int) -> dict[str, float]:
-    """The same resize, its two parts timed apart."""
-    d = shmdict.new(_name(), size)
+def allocate_alone(size: int) -> float:
+    """The time of resize()'s first step alone: posix_fallocate of a file of
+    `size` bytes (a dict's file is allocated whole at creation) to 2 * size."""
+    path = os.path.join(os.environ["SHMDICT_DIR"], f"growbench-{os.getpid()}-alloc")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fill(d, kind, n)
-        fd = os.open(os.path.join(os.environ["SHMDICT_DIR"], "shmdict." + d.name), os.O_RDWR)
-        try:
-            t = time.perf_counter()
-            os.posix_fallocate(fd, 0, 2 * size)  # what resize() does first, before the lock
-            space = time.perf_counter() - t
-            t = time.perf_counter()
-            d.resize(2 * size)  # its own posix_fallocate now finds every page allocated
-            rest = time.perf_counter() - t
-            t = time.perf_counter()
-            os.posix_fallocate(fd, 0, 2 * size)  # that call again: its cost, taken off `rest`
-            again = time.perf_counter() - t
-        finally:
-            os.close(fd)
-        check(d, 2 * size, n, kind)
-        return {"space": space, "locked": max(rest - again, 0.0)}
+        os.posix_fallocate(fd, 0, size)
+        t = time.perf_counter()
+        os.posix_fallocate(fd, 0, 2 * size)
+        return time.perf_counter() - t
     finally:
-        d.close()
+        os.close(fd)
+        os.unlink(path)
 
 
 def check(d: shmdict.SharedDict, size: int, n: int, kind: str) -> None:
@@ -274,23 +263,29 @@ def lmdb_mapsize(size: int, kind: str, n: int, reps: int) -> Optional[dict[str, 
 
 
 def timed_fill(d: shmdict.SharedDict, kind: str, n: int) -> dict[str, Any]:
-    """Fill one set at a time; the time spent in set, the inserts that grew
-    the dict and the longest other insert."""
+    """Fill one set at a time: the time spent in set, the inserts that grew
+    the dict and the longest other insert, each with whether the index grew
+    in it too."""
     s, ns = d.set, NS
-    total, cur, grew, other = 0, d.size, [], 0
+    total, cur, ig, slow = 0, d.size, d.stats()["index_growths"], []
     for chunk in items(kind, 0, n):
         for k, v in chunk:
             t = ns()
             s(k, v)
             dt = ns() - t
             total += dt
-            if dt > 20_000:  # a growth takes longer; only then ask for the size
-                if d.size != cur:
-                    grew.append((cur, d.size, dt))
-                    cur = d.size
-                elif dt > other:
-                    other = dt
+            # A growth of either kind takes longer than 10 us (a dict's
+            # growth allocates pages, the index's rehashes every key): only
+            # then ask for the size, and for stats() (which walks the dict)
+            # only when the size changed, the dict is small, or the set took a
+            # millisecond (as an index growth in a dict of 64 MiB does).
+            if dt > 10_000 and (d.size != cur or cur < 64 * MiB or dt > 1_000_000):
+                size, ig_now = d.size, d.stats()["index_growths"]
+                slow.append({"from": cur, "to": size, "ns": dt, "index_grew": ig_now > ig})
+                cur, ig = size, ig_now
     st = d.stats()
+    grew = [x for x in slow if x["to"] != x["from"]]
+    other = max((x for x in slow if x["to"] == x["from"]), key=lambda x: x["ns"], default=None)
     if st["entries"] != n or len(grew) != st["growths"]:
         raise RuntimeError(f"{st['entries']} entries of {n}, growths {st['growths']} (seen {len(grew)})")
     return {"total": total / 1e9, "grew": grew, "other": other, "index_growths": st["index_growths"]}
@@ -337,37 +332,46 @@ def machine() -> str:
             f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f} at start")
 
 
+def _ms(x: dict[str, Any]) -> str:
+    return fmt_s(x["ns"] / 1e9) + ("*" if x["index_grew"] else "")
+
+
 def report(res: dict[str, Any]) -> str:
     L = [
         "# The cost of growing a dict",
         "",
         f"Machine: {res['machine']}. Mode: {res['mode']}; {res['runs']}.",
         "",
-        "A dict filled to 90% of the entries it holds when full (8-byte keys), grown with "
-        "`d.resize(2 * size)`. *posix_fallocate* is the first step of `resize`, done before it takes "
-        "the dict's lock: other processes go on meanwhile. *Under the lock* is the rest: mapping the "
-        "larger file and moving the hash index to its new end (records never move). LMDB: "
-        "`env.set_mapsize(2 * map)` on a py-lmdb environment in the same directory holding the same "
-        "items (map: the smallest of size, 2 × size... that holds them).",
+        "## `resize()`",
         "",
-        "| growth | values | entries | `resize()` | of which posix_fallocate | under the lock | "
-        "LMDB `set_mapsize` | resize / set_mapsize |",
+        "A dict filled to 90% of the entries it holds when full (8-byte keys), grown with "
+        "`d.resize(2 * size)`. Its first step, *posix_fallocate* of the new size, runs before it takes "
+        "the dict's lock, so other processes go on meanwhile (timed alone here, on a file of the same "
+        "size). Under the lock it maps the larger file and moves the hash index to the new end (records "
+        "never move): the *lock hold* is the longest `get` of another process that was reading in a "
+        "tight loop meanwhile (it waited that long for the lock). LMDB: `env.set_mapsize` to twice "
+        "the map, on a py-lmdb environment in the same directory holding the same items, its map the "
+        "dict's size.",
+        "",
+        "| growth | values | entries | `resize()` | posix_fallocate, before the lock | "
+        "lock hold | LMDB `set_mapsize` | `resize()` / `set_mapsize` |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["resize"]:
         lm = r["lmdb"]
-        lm_s = f"{fmt_s(lm['time'])} (map {fmt_size(lm['map_size'])})" if lm else "not installed"
+        lm_s = (fmt_s(lm["time"]) + ("" if lm["map_size"] == r["size"] else f" (map {fmt_size(lm['map_size'])})")
+                if lm else "not installed")
         ratio = f"{r['wall'] / lm['time']:,.0f}×" if lm else "-"
+        during = r["reader"]["during"]
+        hold = fmt_s(during["max"] / 1e9) if during["n"] else "-"
         L.append(f"| {fmt_size(r['size'])} → {fmt_size(2 * r['size'])} | {r['kind']} | {r['n']:,} | "
-                 f"{fmt_s(r['wall'])} | {fmt_s(r['space'])} | {fmt_s(r['locked'])} | {lm_s} | {ratio} |")
+                 f"{fmt_s(r['wall'])} | {fmt_s(r['space'])} | {hold} | {lm_s} | {ratio} |")
     L += [
         "",
-        "The same resize seen from another process, which gets keys in a tight loop and times each "
-        "get: 99th percentile / longest get that started before the resize (in the "
-        f"{res['baseline']} s before it), while it ran, and in the 0.2 s after it (its first operation "
+        "The reading process in detail: 99th percentile / longest `get` among those that started in the "
+        f"{res['baseline']} s before the resize, during it, and in the 0.2 s after it (its first operation "
         "after a growth maps the larger file, and the moved index is pages it has not touched yet). "
-        "The longest get during the resize is the "
-        "lock hold it waited for; before it, the longest is what a shared machine's scheduler costs.",
+        "The longest before the resize is what the machine's scheduler costs without any growth.",
         "",
         "| growth | values | before: p99 / longest | during: p99 / longest | after: p99 / longest |",
         "|---|---|---|---|---|",
@@ -378,33 +382,37 @@ def report(res: dict[str, Any]) -> str:
         L.append(f"| {fmt_size(r['size'])} → {fmt_size(2 * r['size'])} | {r['kind']} | " + " | ".join(cells) + " |")
     L += [
         "",
-        "Automatic growth: a dict created at the first size with `max_size` = the final size, filled "
-        "one `set` at a time to 90% of what the final size holds, against the same fill of a dict "
-        "created at the final size. The `set` that finds the dict full grows it (at least doubling) and "
-        "holds the lock throughout, **posix_fallocate included** (unlike `resize`, which allocates "
-        "first). *Longest other set* is the longest insert that did not grow the dict: in both dicts "
-        "that is the hash index growing (rehashing every key, under the lock), which a dict grown "
-        "while full of small items does soon after each growth. Time in `set`: the sum of the "
-        "`set` calls.",
+        "## Automatic growth (`max_size`)",
         "",
-        "| sizes | values | entries | the growing `set`s | longest other `set` (auto / fixed) | "
-        "index growths (auto / fixed) | time in `set`: auto | created at final size | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "A dict created at the first size with `max_size` set to the final size, filled one `set` at "
+        "a time to 90% of what the final size holds, against the same fill of a dict created at the "
+        "final size. The `set` that finds the dict full grows it (at least doubling) and holds the "
+        "dict's lock throughout, **posix_fallocate included**: unlike `resize()`, it cannot allocate "
+        "before it takes the lock. `*`: that `set` also grew the hash index (rehashing every key, "
+        "under the lock), which a dict full of small items needs soon after each growth. *Longest "
+        "other `set`*: the longest that did not grow the dict (an index growth, in both dicts). "
+        "*Time in `set`*: the sum of the `set` calls.",
+        "",
+        "| sizes | values | entries | each growing `set` | longest other `set`: auto / created at final size | "
+        "index growths | time in `set`: auto / created at final size |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in res["auto"]:
         a, f = r["auto"], r["fixed"]
-        grew = ", ".join(f"{fmt_size(x)} → {fmt_size(y)} {fmt_s(dt / 1e9)}" for x, y, dt in a["grew"])
+        grew = ", ".join(f"{fmt_size(x['from'])} → {fmt_size(x['to'])}: {_ms(x)}" for x in a["grew"])
+        other = " / ".join(_ms(x["other"]) if x["other"] else "-" for x in (a, f))
         L.append(f"| {fmt_size(r['start'])} → {fmt_size(r['final'])} | {r['kind']} | {r['n']:,} | {grew} | "
-                 f"{fmt_s(a['other'] / 1e9)} / {fmt_s(f['other'] / 1e9)} | "
-                 f"{a['index_growths']} / {f['index_growths']} | {fmt_s(a['total'])} | {fmt_s(f['total'])} | "
-                 f"{a['total'] / f['total']:.2f} |")
+                 f"{other} | {a['index_growths']} / {f['index_growths']} | "
+                 f"{fmt_s(a['total'])} / {fmt_s(f['total'])} ({a['total'] / f['total']:.2f}×) |")
     L += [
         "",
-        "Redis is not measured: it has no size to grow. Its `maxmemory` is a limit on the memory it "
-        "allocates key by key as they arrive (`CONFIG SET maxmemory` changes a number), so no step of "
-        "it corresponds to a growth. LMDB's `set_mapsize` only maps a larger address range: the file "
-        "grows page by page as transactions write (no space is reserved, so a full disk shows later, "
-        "as a failed write), and every other process must call it too (or gets `MDB_MAP_RESIZED`).",
+        "## Peers",
+        "",
+        "LMDB's `set_mapsize` only maps a larger address range: its file grows page by page as "
+        "transactions write, so no space is reserved (a full disk shows later, as a failed write), "
+        "and every other process must call it too (or gets `MDB_MAP_RESIZED`). Redis is not measured: "
+        "it has no size to grow. Its `maxmemory` is a limit on the memory it allocates key by key as "
+        "they arrive (`CONFIG SET maxmemory` changes a number), so no step of it corresponds to a growth.",
         "",
         "Reproduce with `python benchmarks/growth.py --out DIR` (a few minutes; `--quick` runs the "
         "same steps on small dicts in seconds).",
@@ -421,7 +429,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     quick = a.quick
     pairs = [1 * MiB] if quick else [64 * MiB, 512 * MiB]
     auto = (1 * MiB, 4 * MiB) if quick else (64 * MiB, 512 * MiB)
-    reps, reps_big = (1, 1) if quick else (3, 1)
+    reps, reps_big = (1, 1) if quick else (3, 3)
     own_dir = None
     if not os.environ.get("SHMDICT_DIR"):
         own_dir = os.environ["SHMDICT_DIR"] = tempfile.mkdtemp(dir="/dev/shm", prefix="shmdict-growbench-")
@@ -440,15 +448,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 n = int(0.9 * capacity(size, kind))
                 k = reps if size == pairs[0] else reps_big
                 log(f"resize {fmt_size(size)} -> {fmt_size(2 * size)}, {kind} values, {n:,} entries, {k} runs")
-                watched = [resize_watched(size, kind, n, quick) for _ in range(k)]
-                split = [resize_split(size, kind, n) for _ in range(k)]
-                best = sorted(watched, key=lambda w: w["wall"])[len(watched) // 2]
+                watched, space = [], []
+                for _ in range(k):
+                    watched.append(resize_watched(size, kind, n, quick))
+                    space.append(allocate_alone(size))
+                reader = {w: {x: statistics.median(r["reader"][w][x] for r in watched) for x in ("n", "p99", "max")}
+                          for w in ("before", "during", "after")}
                 res["resize"].append({
                     "size": size, "kind": kind, "n": n,
                     "wall": statistics.median(w["wall"] for w in watched),
-                    "space": statistics.median(s["space"] for s in split),
-                    "locked": statistics.median(s["locked"] for s in split),
-                    "reader": best["reader"],
+                    "space": statistics.median(space),
+                    "reader": reader,
                     "lmdb": lmdb_mapsize(size, kind, n, 5),
                 })
         for kind in VALUES:
