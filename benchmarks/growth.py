@@ -6,12 +6,12 @@ For 64 MiB -> 128 MiB and 512 MiB -> 1 GiB (1 MiB -> 2 MiB with --quick), a
 dict is filled to 90% of the entries it holds when full (8-byte keys; int
 values, then 100-byte str values) and grown with ``d.resize(2 * size)``:
 
-- its wall time, and the part of it before the lock: the ``posix_fallocate``
-  of the new size, timed alone on a file of the same size;
+- its wall time;
 - the lock hold as another process sees it: a forked process gets keys in a
-  tight loop and times every get; the longest get while the resize ran is the
-  wait for the lock. Also its 99th percentile and longest get before the
-  resize, and in the 0.2 s after it;
+  tight loop and times every get; its longest get while the resize ran is its
+  wait for the lock, and the rest of the resize's time is the part before the
+  lock (the ``posix_fallocate`` of the new size). Also the reader's 99th
+  percentile and longest get before the resize, and in the 0.2 s after it;
 - beside it, LMDB's ``env.set_mapsize`` to twice the map, on a py-lmdb
   environment in the same directory holding the same items.
 
@@ -194,21 +194,6 @@ def resize_watched(size: int, kind: str, n: int, quick: bool) -> dict[str, Any]:
         d.close()
 
 
-def allocate_alone(size: int) -> float:
-    """The time of resize()'s first step alone: posix_fallocate of a file of
-    `size` bytes (a dict's file is allocated whole at creation) to 2 * size."""
-    path = os.path.join(os.environ["SHMDICT_DIR"], f"growbench-{os.getpid()}-alloc")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, size)
-        t = time.perf_counter()
-        os.posix_fallocate(fd, 0, 2 * size)
-        return time.perf_counter() - t
-    finally:
-        os.close(fd)
-        os.unlink(path)
-
-
 def check(d: shmdict.SharedDict, size: int, n: int, kind: str) -> None:
     st = d.stats()
     if d.size != size or st["entries"] != n or st["growths"] < 1:
@@ -345,15 +330,17 @@ def report(res: dict[str, Any]) -> str:
         "## `resize()`",
         "",
         "A dict filled to 90% of the entries it holds when full (8-byte keys), grown with "
-        "`d.resize(2 * size)`. Its first step, *posix_fallocate* of the new size, runs before it takes "
-        "the dict's lock, so other processes go on meanwhile (timed alone here, on a file of the same "
-        "size). Under the lock it maps the larger file and moves the hash index to the new end (records "
-        "never move): the *lock hold* is the longest `get` of another process that was reading in a "
-        "tight loop meanwhile (it waited that long for the lock). LMDB: `env.set_mapsize` to twice "
-        "the map, on a py-lmdb environment in the same directory holding the same items, its map the "
-        "dict's size.",
+        "`d.resize(2 * size)` while another process reads it: that process gets keys in a tight loop "
+        "and times each `get`. `resize()` first reserves the new space (`posix_fallocate`) without the "
+        "dict's lock, so other processes go on meanwhile; then, under the lock, it maps the larger file "
+        "and moves the hash index to the new end (records never move). The *lock hold* is the reading "
+        "process's longest `get` during the resize (it waited that long for the lock); *before the "
+        "lock* is the rest of the resize's time, its `posix_fallocate` (approximately: the reader's "
+        "longest `get` also holds its wake-up and its mapping of the larger file). LMDB: `env.set_mapsize` to "
+        "twice the map, on a py-lmdb environment in the same directory holding the same items, its map "
+        "the dict's size.",
         "",
-        "| growth | values | entries | `resize()` | posix_fallocate, before the lock | "
+        "| growth | values | entries | `resize()` | before the lock | "
         "lock hold | LMDB `set_mapsize` | `resize()` / `set_mapsize` |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -362,10 +349,9 @@ def report(res: dict[str, Any]) -> str:
         lm_s = (fmt_s(lm["time"]) + ("" if lm["map_size"] == r["size"] else f" (map {fmt_size(lm['map_size'])})")
                 if lm else "not installed")
         ratio = f"{r['wall'] / lm['time']:,.0f}×" if lm else "-"
-        during = r["reader"]["during"]
-        hold = fmt_s(during["max"] / 1e9) if during["n"] else "-"
+        hold, space = (fmt_s(r[x]) if r[x] is not None else "-" for x in ("hold", "space"))
         L.append(f"| {fmt_size(r['size'])} → {fmt_size(2 * r['size'])} | {r['kind']} | {r['n']:,} | "
-                 f"{fmt_s(r['wall'])} | {fmt_s(r['space'])} | {hold} | {lm_s} | {ratio} |")
+                 f"{fmt_s(r['wall'])} | {space} | {hold} | {lm_s} | {ratio} |")
     L += [
         "",
         "The reading process in detail: 99th percentile / longest `get` among those that started in the "
@@ -448,16 +434,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                 n = int(0.9 * capacity(size, kind))
                 k = reps if size == pairs[0] else reps_big
                 log(f"resize {fmt_size(size)} -> {fmt_size(2 * size)}, {kind} values, {n:,} entries, {k} runs")
-                watched, space = [], []
-                for _ in range(k):
-                    watched.append(resize_watched(size, kind, n, quick))
-                    space.append(allocate_alone(size))
+                watched = [resize_watched(size, kind, n, quick) for _ in range(k)]
                 reader = {w: {x: statistics.median(r["reader"][w][x] for r in watched) for x in ("n", "p99", "max")}
                           for w in ("before", "during", "after")}
+                # the lock hold is the reader's longest get during the resize; the rest of the
+                # resize, before it took the lock, its posix_fallocate (runs where no get started: none)
+                seen = [r for r in watched if r["reader"]["during"]["n"]]
+                hold = [r["reader"]["during"]["max"] / 1e9 for r in seen]
+                space = [max(r["wall"] - h, 0.0) for r, h in zip(seen, hold)]
                 res["resize"].append({
                     "size": size, "kind": kind, "n": n,
                     "wall": statistics.median(w["wall"] for w in watched),
-                    "space": statistics.median(space),
+                    "hold": statistics.median(hold) if hold else None,
+                    "space": statistics.median(space) if space else None,
                     "reader": reader,
                     "lmdb": lmdb_mapsize(size, kind, n, 5),
                 })
