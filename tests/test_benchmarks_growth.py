@@ -19,8 +19,8 @@ def test_quick_run_writes_its_tables_and_cleans_up(tmp_path: Path, shm_dir: str)
     assert page == p.stdout.rstrip("\n") + "\n"  # the page is what it printed
     lines = page.splitlines()
     for kind in ("int", "100-byte str"):
-        assert any(ln.startswith(f"| 1 MiB → 2 MiB | {kind} | ") for ln in lines)  # resize: time, reader
-        assert sum(ln.startswith(f"| 1 MiB → 2 MiB | {kind} | ") for ln in lines) == 2
+        assert any(ln.startswith(f"| 4 MiB → 8 MiB | {kind} | ") for ln in lines)  # resize: time, reader
+        assert sum(ln.startswith(f"| 4 MiB → 8 MiB | {kind} | ") for ln in lines) == 2
         auto = [ln for ln in lines if ln.startswith(f"| 1 MiB → 4 MiB | {kind} | ")]
         assert len(auto) == 1 and "1 MiB → 2 MiB" in auto[0] and "2 MiB → 4 MiB" in auto[0]
     assert os.listdir(shm_dir) == []  # every dict and LMDB directory removed
