@@ -102,6 +102,23 @@ def hot_paths(d: shmdict.SharedDict) -> None:
             pass
 
 
+def growth(name: str) -> None:
+    """Growing: resize, a dict that grows itself, and a second handle that
+    follows both (it maps the larger file at its next operation)."""
+    with shmdict.new(name, "64k", max_size="1m") as d:
+        other = shmdict.get(name)
+        for n in range(4000):  # more than 64 KiB holds: grows itself, doubling
+            d[f"g{n}"] = n
+        assert other.size > 64 << 10 and other[f"g{n}"] == n
+        d.resize("2m")
+        other["after"] = "x" * 3000  # in the room the resize made
+        assert d["after"] == "x" * 3000 and d.size == other.size == 2 << 20
+        crash(name, "grow.marked", "d.resize('3m')")
+        other.check()  # recovered: the index rebuilt at the new end
+        assert other.size == 3 << 20 and other["g5"] == 5
+        other.close()
+
+
 def crash(name: str, point: str, op: str) -> None:
     pid = os.fork()
     if pid == 0:
@@ -140,6 +157,7 @@ def main() -> int:
             workload(d)
         with shmdict.new("vg-hot", "1m") as d:
             hot_paths(d)
+        growth("vg-grow")
         with shmdict.new("vg", "256k") as d:
             workload(d)
             for point, op in [

@@ -6,7 +6,8 @@ store's own cost. Where a peer offers no atomic increment, ``incr`` is the
 read-modify-write a user would write with the peer's own lock, or none if it
 has no lock (``incr_kind`` says which). Keys are ``str``; peers that only take
 bytes get keys encoded once, before timing, and return raw bytes (which
-flatters them slightly).
+flatters them slightly). What each store's entries cost in memory is
+measured in memory.py.
 """
 
 from __future__ import annotations
@@ -24,11 +25,6 @@ from typing import Any, Callable, Optional
 
 class Unavailable(Exception):
     """The backend cannot run here (not installed, no server binary...)."""
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class Backend:
@@ -69,9 +65,6 @@ class Backend:
     def close(self) -> None:
         pass
 
-    def bytes_per_entry(self, keys: list[Any]) -> Optional[float]:
-        return None
-
 
 class DictBackend(Backend):
     name = "dict"
@@ -89,14 +82,6 @@ class DictBackend(Backend):
 
         self.incr = incr
         return self
-
-    def bytes_per_entry(self, keys: list[Any]) -> Optional[float]:
-        n = len(keys)
-        before = _rss()
-        d = {f"key:{i:08d}": i + 1000 for i in range(n)}  # the key objects are part of the entry
-        after = _rss()
-        del d
-        return (after - before) / n
 
 
 class ShmdictBackend(Backend):
@@ -127,22 +112,6 @@ class ShmdictBackend(Backend):
 
     def close(self) -> None:
         self.d.close()
-
-    def bytes_per_entry(self, keys: list[Any]) -> Optional[float]:
-        """Total size / entries held when full, for a dict sized to fill near len(keys)."""
-        import shmdict
-
-        size = 56 * len(keys) + (1 << 20)
-        with shmdict.new(f"bench-mem-{uuid.uuid4().hex[:12]}", size) as d:
-            s = d.set
-            n = 0
-            try:
-                for i in range(2 * len(keys)):
-                    s(f"key:{i:08d}", i + 1000)
-                    n += 1
-            except shmdict.Full:
-                pass
-            return d._info()["file_size"] / n
 
 
 class ShmdictPureBackend(ShmdictBackend):
@@ -264,12 +233,6 @@ class LmdbBackend(Backend):
         self.env.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def bytes_per_entry(self, keys: list[Any]) -> Optional[float]:
-        self.fill(keys, range(1000, 1000 + len(keys)))  # type: ignore[arg-type]
-        st = self.env.stat()
-        pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
-        return pages * st["psize"] / len(keys)
-
 
 class RedisServer:
     """A private redis-server on a Unix socket, no persistence; stopped by pid."""
@@ -283,7 +246,9 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", "0", "--unixsocket", self.sock, "--save", "", "--appendonly", "no",
              "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # not under test: keep a sanitizer runtime (LD_PRELOAD) of the caller out of it
+            env={k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")})
         deadline = time.monotonic() + 10
         while not os.path.exists(self.sock):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -339,11 +304,6 @@ class RedisBackend(Backend):
     def close(self) -> None:
         self.r.flushall()
         self.r.close()
-
-    def bytes_per_entry(self, keys: list[Any]) -> Optional[float]:
-        before = self.r.info("memory")["used_memory"]
-        self.fill(keys, list(range(1000, 1000 + len(keys))))
-        return (self.r.info("memory")["used_memory"] - before) / len(keys)
 
     @classmethod
     def shutdown(cls) -> None:

@@ -10,7 +10,9 @@ a key carrying its perf_counter_ns; the parent's wait() returns it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -29,7 +31,10 @@ def _loop(fn, n: int) -> float:
 def main() -> None:
     quick = "--quick" in sys.argv
     n, reps = (20_000, 3) if quick else (200_000, 9)
-    os.environ.setdefault("SHMDICT_DIR", tempfile.mkdtemp(dir="/dev/shm"))
+    if "SHMDICT_DIR" not in os.environ:  # a private directory, removed at exit
+        tmp = tempfile.mkdtemp(prefix="shmdict-bench-", dir="/dev/shm")
+        atexit.register(shutil.rmtree, tmp, True)
+        os.environ["SHMDICT_DIR"] = tmp
     on = shmdict.new(f"bench-on-{os.getpid()}", "64m")
     off = shmdict.new(f"bench-off-{os.getpid()}", "64m", events=0)
     results: dict[str, list[float]] = {}

@@ -3,6 +3,7 @@
     python -m benchmarks              # full run (about 5-10 minutes on 2 cores)
     python -m benchmarks --quick      # smoke run for CI (well under a minute)
     python -m benchmarks --out docs   # full run that updates the published docs/
+    python -m benchmarks --only memory   # one section: single, multi or memory
 
 Every backend runs the same tight loops (bound methods, keys built before
 timing, the garbage collector off) and reports ns per operation. Repetitions
@@ -12,7 +13,9 @@ plain ``dict`` timed in the same run. A workload that hits its time cap
 reports ns/op over the operations it did (marked ``*``). The table is printed;
 ``benchmarks.md`` (table), ``benchmarks.png`` (chart) and ``benchmarks.json``
 go to a new temporary directory, or to ``--out DIR`` -- the published figures
-in ``docs/`` change only when asked with ``--out docs``.
+in ``docs/`` change only when asked with ``--out docs``. The memory section
+(bytes per entry for several key/value sizes: benchmarks/memory.py) measures
+shmdict, lmdb, Redis and ``dict``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ import textwrap
 import time
 from typing import Any, Callable, Optional
 
+from . import memory
 from .backends import BACKENDS, Backend, Unavailable, shutdown_servers
 
 NS = time.perf_counter_ns
+
+# the parts of a run, in run order (--only picks some)
+SECTIONS = ["single", "multi", "memory"]
 
 # (column, title) of the single-process workloads, in table order
 WORKLOADS = [
@@ -345,15 +352,48 @@ def targets(data: dict[str, Any]) -> list[str]:
         one = statistics.median(r["ops_s"] for r in m["incr1"])
         two = statistics.median(r["ops_s"] for r in m["incr2"])
         add("2 processes incr one key ≥ 90% of 1 process", two / one, f"{two / one:.0%}", two / one >= 0.9)
+    b8 = memory.per_entry(data.get("memory", {}), "shmdict", "k8_int")
+    if b8 is not None:
+        add("≤ 42 bytes per entry for 8-byte keys and ints", b8, f"{b8:.1f} B", b8 <= 42)
     return [f"| {w} | {shown} | {'met' if ok else '**not met**'} |" for w, _, shown, ok in rows]
 
 
 def report(data: dict[str, Any], out_dir: str) -> str:
-    names = [n for n in data["backends"] if data["results"].get(n)]
+    lines = [f"Machine: {data['machine']}. Mode: {data['mode']}; sections: {', '.join(data['sections'])}."]
+    lines += speed_tables(data)
+    mem = memory.table(data.get("memory", {}))
+    if mem:
+        lines += ["", "## Bytes per entry", ""] + mem
+    goals = targets(data)
+    if goals:
+        lines += ["", "shmdict's performance targets, from this run:", "", "| target | measured | |",
+                  "|---|---|---|"] + goals
+    if data["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {x}" for x in data["notes"]]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, "benchmarks.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def speed_tables(data: dict[str, Any]) -> list[str]:
+    """The ns/op table of the single-process workloads and the several-process
+    one, each where its section ran."""
     res = data["results"]
-    lines = [f"Machine: {data['machine']}. Mode: {data['mode']}, {data['reps']} interleaved reps, "
-             f"n = {data['n']:,}. Median ns/op (ratio to `dict` in the same run); `*` = hit the "
-             f"{data['cap']} s cap; `-` = not run (see notes).", ""]
+    names = [n for n in data["backends"] if res.get(n)]
+    lines: list[str] = []
+    if names:
+        lines += single_table(data, names)
+    names = [n for n in data["backends"] if data["multi"].get(n)]
+    if names:
+        lines += multi_table(data, names)
+    return lines
+
+
+def single_table(data: dict[str, Any], names: list[str]) -> list[str]:
+    res = data["results"]
+    lines = ["", f"{data['reps']} interleaved reps, n = {data['n']:,}. Median ns/op (ratio to `dict` in the same "
+             f"run); `*` = hit the {data['cap']} s cap; `-` = not run (see notes).", ""]
     cols = [c for c, _ in WORKLOADS]
     lines.append("| backend | " + " | ".join(t for _, t in WORKLOADS) + " |")
     lines.append("|---|" + "---|" * len(cols))
@@ -373,13 +413,15 @@ def report(data: dict[str, Any], out_dir: str) -> str:
                 cell += f" ({fmt_ratio(ns / dict_med[c])})"
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Several processes on one key / one 1k-key set (aggregate ops/s, median of reps; "
-              "lost = increments made minus the final counter, summed over reps):", "",
-              "| backend | incr model | 1 proc incr ops/s | 2 procs incr ops/s | lost | 4 procs incr ops/s | "
-              "lost | 4 procs 90/10 get/set ops/s |", "|---|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def multi_table(data: dict[str, Any], names: list[str]) -> list[str]:
+    lines = ["", "Several processes on one key / one 1k-key set (aggregate ops/s, median of reps; "
+             "lost = increments made minus the final counter, summed over reps):", "",
+             "| backend | incr model | 1 proc incr ops/s | 2 procs incr ops/s | lost | 4 procs incr ops/s | "
+             "lost | 4 procs 90/10 get/set ops/s |", "|---|---|---|---|---|---|---|---|"]
     for n in names:
-        if n == "dict":
-            continue
         mp = data["multi"].get(n, {})
         row = [f"**{n}**" if n == "shmdict" else n, data["incr_kind"][n]]
         reps = mp.get("incr1") or []
@@ -395,22 +437,7 @@ def report(data: dict[str, Any], out_dir: str) -> str:
         reps = mp.get("mix4") or []
         row.append(f"{statistics.median(r['ops_s'] for r in reps):,.0f}" if reps else "-")
         lines.append("| " + " | ".join(row) + " |")
-    mem = data["memory"]
-    lines += ["", "Bytes per entry at about 1e6 entries of `\"key:%08d\" -> int` (see notes for the method):", "",
-              "| backend | bytes/entry |", "|---|---|"]
-    for n in names:
-        if mem.get(n):
-            lines.append(f"| {n} | {mem[n]:.1f} |")
-    goals = targets(data)
-    if goals:
-        lines += ["", "shmdict's performance targets, from this run:", "", "| target | measured | |",
-                  "|---|---|---|"] + goals
-    if data["notes"]:
-        lines += ["", "Notes:", ""] + [f"- {x}" for x in data["notes"]]
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "benchmarks.md"), "w") as f:
-        f.write(text)
-    return text
+    return lines
 
 
 def chart(data: dict[str, Any], out_dir: str) -> Optional[str]:
@@ -423,6 +450,8 @@ def chart(data: dict[str, Any], out_dir: str) -> Optional[str]:
         return None
     res = data["results"]
     names = [n for n in data["backends"] if res.get(n)]
+    if not names:  # only the memory section ran
+        return None
     cols = [(c, t) for c, t in WORKLOADS if any(res[n].get(c) for n in names)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(18, 6), gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / max(len(names), 1)
@@ -462,14 +491,22 @@ def chart(data: dict[str, Any], out_dir: str) -> Optional[str]:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="10x fewer ops, 1 rep, no 1e6 workloads (CI smoke)")
+    p.add_argument("--quick", action="store_true",
+                   help="10x fewer ops, 1 rep, no 1e6 workloads, 50x fewer entries for memory (CI smoke)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all)")
     p.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
     p.add_argument("--cap", type=float, default=None, help="seconds per timed workload (default 1.5; quick 0.3)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="directory for benchmarks.md/.json/.png (default: a new temporary directory; "
                         "--out docs updates the published figures)")
+    p.add_argument("--only", default=",".join(SECTIONS), metavar="SECTIONS",
+                   help="comma-separated sections to run: single (one process, ns/op), multi (several "
+                        "processes), memory (bytes per entry for several key/value sizes); default: all")
     a = p.parse_args(argv)
+    sections = [x for x in a.only.split(",") if x]
+    for x in sections:
+        if x not in SECTIONS:
+            p.error(f"unknown section {x!r}; known: {', '.join(SECTIONS)}")
     if a.out is None:
         a.out = tempfile.mkdtemp(prefix="shmdict-bench-")
     quick = a.quick
@@ -486,7 +523,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         names.insert(0, "dict")
     os.makedirs(a.out, exist_ok=True)
     data: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full", "reps": reps, "n": n,
-                            "cap": cap_s, "backends": names, "results": {x: {} for x in names},
+                            "cap": cap_s, "sections": sections, "backends": names,
+                            "results": {x: {} for x in names},
                             "multi": {x: {} for x in names}, "memory": {}, "notes": [],
                             "incr_kind": {x: BACKENDS[x].incr_kind for x in names}}
     unavailable: set[str] = set()
@@ -497,22 +535,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[{time.monotonic() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     try:
-        for rep in range(reps):
+        for rep in range(reps if "single" in sections or "multi" in sections else 0):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for x in order:
                 if x in unavailable:
                     continue
                 b = BACKENDS[x]()
                 try:
-                    log(f"rep {rep + 1}/{reps} {x}: single-process workloads")
-                    for c, v in single_process(b, x, n, cap, size).items():
-                        data["results"][x].setdefault(c, []).append(v)
-                    for nk, c in resident_sizes:
-                        r = resident(BACKENDS[x](), nk, n, cap, size if nk < 10**6 else 256 << 20,
-                                     fill_cap_s=5 if quick else 30)
-                        if r:
-                            data["results"][x].setdefault(c, []).append(r)
-                    if b.shared:
+                    if "single" in sections:
+                        log(f"rep {rep + 1}/{reps} {x}: single-process workloads")
+                        for c, v in single_process(b, x, n, cap, size).items():
+                            data["results"][x].setdefault(c, []).append(v)
+                        for nk, c in resident_sizes:
+                            r = resident(BACKENDS[x](), nk, n, cap, size if nk < 10**6 else 256 << 20,
+                                         fill_cap_s=5 if quick else 30)
+                            if r:
+                                data["results"][x].setdefault(c, []).append(r)
+                    if b.shared and "multi" in sections:
                         log(f"rep {rep + 1}/{reps} {x}: several processes")
                         mcap = 0.5 if quick else 3.0
                         nops = 20_000 if quick else 500_000
@@ -525,47 +564,34 @@ def main(argv: Optional[list[str]] = None) -> int:
                     unavailable.add(x)
                     data["notes"].append(f"{x}: skipped: {e}")
                     log(f"{x}: skipped: {e}")
-        if not quick:
-            for x in names:
-                if x in unavailable or x not in ("dict", "shmdict", "lmdb", "redis"):
-                    continue
-                log(f"{x}: bytes per entry")
-                b = BACKENDS[x]()
-                try:
-                    if x == "dict":
-                        data["memory"][x] = b.bytes_per_entry(list(range(10**6)))
-                    else:
-                        b.open(256 << 20)
-                        try:
-                            data["memory"][x] = b.bytes_per_entry(keys_for(b, 10**6))
-                        finally:
-                            b.close()
-                except Unavailable:
-                    pass
+        if "memory" in sections:
+            data["memory"], skipped = memory.run([x for x in names if x not in unavailable], quick, log)
+            data["notes"] += skipped
     finally:
         shutdown_servers()
     for x in names:
         if x in unavailable:
             continue
         cls = BACKENDS[x]
-        if cls.max_keys < 10**6 and not quick:
+        if cls.max_keys < 10**6 and not quick and "single" in sections:
             data["notes"].append(f"{x}: resident sets above {cls.max_keys:,} keys not run (fill too slow).")
-    if "manager" in names:
+    if "manager" in names and "multi" in sections:
         data["notes"].append("manager: several-process workloads not run: workers forked from the "
                              "benchmark process hang on the Manager proxies.")
-    data["notes"] += [
-        "Loops call bound methods over pre-built keys with the GC off; ns/op includes the Python loop "
-        "(about 20-30 ns, the same for every backend). ±N% = half the range of the reps over their median.",
-        "shmdict = the C type (csrc/python/pytype.c); shmdict-pure = the same methods in Python over cffi (PyPy, "
-        "SHMDICT_PURE=1); shmdict-gil-released = the C type releasing the GIL around every call.",
-        "lmdb: one transaction per operation (writemap, no sync), bytes keys, values stored as decimal "
-        "bytes and returned raw; redis: redis-py over a Unix socket to a private redis-server "
-        "(no persistence), returns raw bytes.",
-        "Bytes per entry: dict = RSS growth in this process; shmdict = file size / entries held when "
-        "full (a dict sized for ~1e6); lmdb = B-tree pages in use; redis = used_memory growth.",
-        "incr on peers without an atomic increment is the read-modify-write a user would write; "
-        "UNLOCKED ones lose updates by design, which the 'lost' column shows.",
-    ]
+    if "single" in sections or "multi" in sections:
+        data["notes"] += [
+            "Loops call bound methods over pre-built keys with the GC off; ns/op includes the Python loop "
+            "(about 20-30 ns, the same for every backend). ±N% = half the range of the reps over their median.",
+            "shmdict = the C type (csrc/python/pytype.c); shmdict-pure = the same methods in Python over cffi "
+            "(PyPy, SHMDICT_PURE=1); shmdict-gil-released = the C type releasing the GIL around every call.",
+            "lmdb: one transaction per operation (writemap, no sync), bytes keys, values stored as decimal "
+            "bytes and returned raw; redis: redis-py over a Unix socket to a private redis-server "
+            "(no persistence), returns raw bytes.",
+            "incr on peers without an atomic increment is the read-modify-write a user would write; "
+            "UNLOCKED ones lose updates by design, which the 'lost' column shows.",
+        ]
+    if data["memory"]:
+        data["notes"] += memory.NOTES
     data["elapsed_s"] = round(time.monotonic() - t_start, 1)
     with open(os.path.join(a.out, "benchmarks.json"), "w") as f:
         json.dump(data, f, indent=1, default=str)

@@ -14,9 +14,11 @@ snapshot runs. A second run uses 100-byte str values.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import pickle
+import shutil
 import statistics
 import sys
 import tempfile
@@ -103,7 +105,10 @@ def main() -> None:
     n = 100_000 if quick else 1_000_000
     if "--items" in sys.argv:
         n = int(sys.argv[sys.argv.index("--items") + 1])
-    os.environ.setdefault("SHMDICT_DIR", tempfile.mkdtemp(dir="/dev/shm"))
+    if "SHMDICT_DIR" not in os.environ:  # a private directory, removed at exit
+        tmp = tempfile.mkdtemp(prefix="shmdict-bench-", dir="/dev/shm")
+        atexit.register(shutil.rmtree, tmp, True)
+        os.environ["SHMDICT_DIR"] = tmp
     reps = 3 if quick else 5
     run(n, None, reps)
     run(n, "x" * 100, reps)

@@ -30,9 +30,13 @@
  * MAPPINGS. Every handle maps the file once; when it sees a larger `size`
  * (map_sync, on every lock acquisition: one compare), it first tries to
  * extend its mapping in place (mremap without MAYMOVE), else maps the file
- * again at a new address. The old mapping stays until the handle closes:
- * another thread of the process may still be reading through it (a futex
- * word, the mutex, a record), and both map the same pages of the same file.
+ * again at a new address, reserving twice the size (or up to max_size) of
+ * address space so that the next growths only check the file's length.
+ * The old mapping stays until the handle closes: another thread of the
+ * process may still be reading through it (a futex word, the mutex, a
+ * record), and both map the same pages of the same file. So a handle that
+ * follows n doublings holds about log2 of them in mappings, and address
+ * space, not memory, is what they cost.
  * The growth is checked against the file's real size (fstat): a header that
  * claims more than the file holds is corruption, never a mapping past its
  * end (SIGBUS).
@@ -55,7 +59,25 @@ struct old_map {
     uint64_t len;
 };
 
-/* Map at least `bytes` of the file (bytes > h->map_size). */
+static uint64_t max_bytes(const header_t *H)
+{
+    uint64_t max = __atomic_load_n(&H->max_size, __ATOMIC_RELAXED) / PAGE * PAGE;
+    return max > MAX_BYTES ? MAX_BYTES : max;
+}
+
+/* Address space to reserve for a mapping that must cover `bytes`: twice as
+ * much, or up to max_size, so that the growths after this one need no new
+ * mapping (on 64-bit systems: address space is cheap there, and unused
+ * pages of a mapping cost nothing). */
+static uint64_t reserve_len(const shmdict_t *h, uint64_t bytes)
+{
+    if (sizeof(void *) < 8)
+        return bytes;
+    uint64_t len = bytes <= MAX_BYTES / 2 ? 2 * bytes : MAX_BYTES, max = max_bytes(h->hdr);
+    return max > len ? max : len < bytes ? bytes : len;
+}
+
+/* Make the mapping cover `bytes` of the file (bytes > h->map_size). */
 static int map_more(shmdict_t *h, uint64_t bytes)
 {
     struct stat st;
@@ -63,8 +85,14 @@ static int map_more(shmdict_t *h, uint64_t bytes)
         return SHMDICT_ESYS;
     if ((uint64_t)st.st_size < bytes)
         return SHMDICT_ECORRUPT; /* the header claims more than the file holds */
-    if (mremap(h->base, h->map_size, bytes, 0) != MAP_FAILED) {
-        h->map_size = bytes; /* extended where it was: every pointer stays good */
+    if (bytes <= h->map_len) {
+        h->map_size = bytes; /* reserved by an earlier mapping: now backed by the file */
+        return SHMDICT_OK;
+    }
+    uint64_t len = reserve_len(h, bytes);
+    if (mremap(h->base, h->map_len, len, 0) != MAP_FAILED) {
+        h->map_len = len; /* extended where it was: every pointer stays good */
+        h->map_size = bytes;
         return SHMDICT_OK;
     }
     struct old_map *o = malloc(sizeof *o);
@@ -72,7 +100,7 @@ static int map_more(shmdict_t *h, uint64_t bytes)
         errno = ENOMEM;
         return SHMDICT_ESYS;
     }
-    char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
     if (p == MAP_FAILED) {
         int e = errno;
         free(o);
@@ -80,7 +108,7 @@ static int map_more(shmdict_t *h, uint64_t bytes)
         return SHMDICT_ESYS;
     }
     o->base = h->base;
-    o->len = h->map_size;
+    o->len = h->map_len;
     o->next = h->old_maps;
     h->old_maps = o;
     uint64_t aoff = (uint64_t)(h->arena - h->base), soff = (uint64_t)((char *)h->slots - h->base);
@@ -89,6 +117,7 @@ static int map_more(shmdict_t *h, uint64_t bytes)
     h->hdr = (header_t *)p;
     h->base = p;
     h->map_size = bytes;
+    h->map_len = len;
     return SHMDICT_OK;
 }
 
@@ -150,12 +179,6 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     return SHMDICT_OK;
 }
 
-static uint64_t max_bytes(const header_t *H)
-{
-    uint64_t max = __atomic_load_n(&H->max_size, __ATOMIC_RELAXED) / PAGE * PAGE;
-    return max > MAX_BYTES ? MAX_BYTES : max;
-}
-
 uint64_t units_ever(const shmdict_t *h)
 {
     uint64_t max = max_bytes(h->hdr), aoff = (uint64_t)(h->arena - h->base);
@@ -185,7 +208,7 @@ int grow_auto(shmdict_t *h, uint64_t units)
 
 void maps_release(shmdict_t *h)
 {
-    munmap(h->base, h->map_size);
+    munmap(h->base, h->map_len);
     for (struct old_map *o = h->old_maps, *next; o; o = next) {
         next = o->next;
         munmap(o->base, o->len);

@@ -275,12 +275,14 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     /* Another process grew the dict or its index: follow (grow.c, table.c).
      * Unmappable here (ESYS): this call fails, the dict is fine. A size or
      * index_cap that does not fit the file is corruption. */
-    if (rc == SHMDICT_OK && __builtin_expect(h->size != H->size || h->cap != H->index_cap, 0)) {
-        rc = map_sync(h);
-        if (rc == SHMDICT_OK)
-            rc = table_bind(h);
-        if (rc == SHMDICT_ECORRUPT)
-            H->corrupt = 1;
+    if (rc != SHMDICT_ESYS && __builtin_expect(h->size != H->size || h->cap != H->index_cap, 0)) {
+        int g = map_sync(h);
+        if (g == SHMDICT_OK)
+            g = table_bind(h);
+        if (g == SHMDICT_ECORRUPT)
+            H->corrupt = 1; /* flush_all repairs it: table_reset binds to this handle's size */
+        if (g == SHMDICT_ESYS)
+            rc = g;
     }
     if (rc == SHMDICT_ESYS) {
         int e = errno;

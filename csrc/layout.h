@@ -230,7 +230,9 @@ struct old_map; /* a mapping replaced by a larger one, kept until close (grow.c)
 
 struct shmdict {
     char *base;
-    uint64_t map_size; /* bytes of the current mapping (>= size) */
+    uint64_t map_size; /* bytes of the current mapping the file is known to hold (>= size) */
+    uint64_t map_len;  /* bytes the current mapping reserves (>= map_size; the rest lies past
+                        * the file's end until a growth: never touched before map_size covers it) */
     uint64_t size;     /* the dict's bytes this handle is bound to: a validated copy of hdr->size */
     int fd;            /* the dict file, kept open to map it again when it grows */
     struct old_map *old_maps;

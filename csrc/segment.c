@@ -94,7 +94,7 @@ static int map_handle(int fd, uint64_t size, shmdict_t **out)
         return fail_errno(e);
     }
     h->base = p;
-    h->map_size = size;
+    h->map_size = h->map_len = size;
     h->hdr = p;
     h->mu = &h->hdr->lock.mu;
     h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* its own descriptor, to map more when the dict grows */

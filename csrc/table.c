@@ -717,6 +717,11 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
 void table_reset(shmdict_t *h)
 {
     header_t *H = h->hdr;
+    /* The size this handle mapped and checked against the file: a scribbled
+     * size is repaired here (a legitimate one equals it: lock_dict follows it). */
+    H->size = h->size;
+    if (H->size_user > h->size || H->size_user + PAGE <= h->size)
+        H->size_user = h->size;
     H->index_cap = h->cap0; /* back to the size it was created with: the arena gets its top back */
     H->bump = FIRST_UNIT;
     table_bind(h);          /* cannot fail: cap0 was checked at attach, and bump is at the bottom */

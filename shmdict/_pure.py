@@ -202,6 +202,8 @@ class PureBase:
         """Each run of up to 1,024 keys is read under one lock hold (a consistent
         snapshot of those keys); a longer list lets other processes in between runs.
         """
+        if isinstance(keys, (str, bytes)):  # "ab" is one key, not the keys "a" and "b"
+            raise TypeError("get_many takes an iterable of keys, not a single str")
         h = self._open()
         ks = tuple(keys)
         parts: list[bytes] = []

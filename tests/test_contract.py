@@ -600,6 +600,9 @@ def test_get_many_set_many_contract(d):
     assert d.get_many(["a", "b", "zz", "c", "d", "a"]) == {"a": 1, "b": "two", "c": 3.0, "d": b"4"}
     assert 9 < d.ttl("b") <= 10 and d.ttl("d") == 0
     assert d.get_many([]) == {}
+    for one_key in ("ab", b"ab"):  # a single str is one key, not an iterable of keys: refused alike
+        with pytest.raises(TypeError):
+            d.get_many(one_key)
     with pytest.raises(TypeError):
         d.set_many({"x": 1, "y": None})
     with pytest.raises(ValueError):

@@ -835,6 +835,10 @@ bad:
 
 static PyObject *Base_get_many(Base *self, PyObject *keys)
 {
+    if (PyUnicode_Check(keys) || PyBytes_Check(keys)) { /* "ab" is one key, not the keys "a" and "b" */
+        PyErr_SetString(PyExc_TypeError, "get_many takes an iterable of keys, not a single str");
+        return NULL;
+    }
     shmdict_t *h = enter(self);
     if (!h)
         return NULL;
