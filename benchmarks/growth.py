@@ -356,7 +356,8 @@ def report(res: dict[str, Any]) -> str:
         "",
         "The reading process in detail: 99th percentile / longest `get` among those that started in the "
         f"{res['baseline']} s before the resize, during it, and in the 0.2 s after it (its first operation "
-        "after a growth maps the larger file, and the moved index is pages it has not touched yet). "
+        "after a growth follows it: it maps the larger file or checks its length, and the moved index is "
+        "pages it has not touched yet). "
         "The longest before the resize is what the machine's scheduler costs without any growth.",
         "",
         "| growth | values | before: p99 / longest | during: p99 / longest | after: p99 / longest |",

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not (ROOT / "benchmarks" / "growth.py").exists(),
+                                reason="the benchmarks/ directory is not beside tests/")
 
 
 def test_quick_run_writes_its_tables_and_cleans_up(tmp_path: Path, shm_dir: str) -> None:
