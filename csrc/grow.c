@@ -144,10 +144,10 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     uint64_t old = h->size, cap = h->cap;
     if (H->ulog_n || bytes % PAGE || bytes <= old || bytes > MAX_BYTES)
         return SHMDICT_ECORRUPT;
-    if (!allocated) {
+    if (!allocated) { /* only the new part: [0, old) was reserved by creation and earlier growths */
         int e;
         do
-            e = posix_fallocate(h->fd, 0, (off_t)bytes);
+            e = posix_fallocate(h->fd, (off_t)old, (off_t)(bytes - old));
         while (e == EINTR);
         if (e) {
             errno = e;

@@ -21,10 +21,11 @@ int shmdict_resize(shmdict_t *h, uint64_t size)
      * dict unchanged, and other processes keep working while the kernel
      * allocates the pages. A longer file than the dict is a valid dict. */
     bool allocated = false;
-    if (bytes > __atomic_load_n(&h->hdr->size, __ATOMIC_RELAXED)) {
-        int e;
+    uint64_t now = __atomic_load_n(&h->hdr->size, __ATOMIC_RELAXED); /* a hint: checked under the lock */
+    if (bytes > now) {
+        int e; /* only the new part: creation and earlier growths reserved the rest */
         do
-            e = posix_fallocate(h->fd, 0, (off_t)bytes);
+            e = posix_fallocate(h->fd, (off_t)now, (off_t)(bytes - now));
         while (e == EINTR);
         if (e) {
             errno = e;
