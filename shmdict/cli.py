@@ -3,9 +3,9 @@
 ``shmdict ls`` lists the dicts in the directory (``/dev/shm`` or
 ``$SHMDICT_DIR``, or ``--dir``) with their size now (grown included), entries,
 use, creator PID and whether anything still maps them; the other commands act
-on one dict by name (``resize`` grows one while processes use it). Output is an aligned table for people, or JSON with ``--json`` (one
-object per command; ``keys`` prints a JSON list, ``watch`` one JSON object per
-line).
+on one dict by name (``resize`` grows one while processes use it). Output is
+an aligned table for people, or JSON with ``--json`` (one object per command;
+``keys`` prints a JSON list, ``watch`` one JSON object per line).
 
 Exit codes, for scripts:
 
