@@ -31,23 +31,41 @@ _REDIS = {
 }
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
+# Why each parameter of a local dict has no place on a Redis URL (redis-py
+# would take it for a connection argument and fail at the first operation).
+_LOCAL_ONLY = {
+    "size": "a Redis dict has no size of its own (the server's maxmemory bounds it)",
+    "max_size": "a Redis dict has no per-dict size limit (the server's maxmemory bounds it, "
+                "and the dict already grows that far)",
+    "evict": "eviction is the server's maxmemory-policy",
+    "mode": "a Redis dict is not a file",
+    "group": "a Redis dict is not a file",
+    "events": "watch() uses the server's keyspace notifications",
+    "shared": "the server's ACLs decide who may use a Redis dict",
+    "lock_timeout": "a Redis dict has no dict-wide lock (socket_timeout bounds each call)",
+}
 
 
 def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     """A dict with the SharedDict API on the engine ``url`` names.
 
-    - ``shm://NAME?size=64m[&mode=600][&group=G][&events=N][&evict=1][&lock_timeout=S][&shared=1|USER]``:
+    - ``shm://NAME?size=64m[&max_size=1g][&mode=600][&group=G][&events=N][&evict=1][&lock_timeout=S][&shared=1|USER]``:
       attach to the local dict ``NAME``, or create it with that size and
-      those options (:func:`shmdict.open`); without ``size``, attach only
-      (:func:`shmdict.get`, which takes ``lock_timeout`` and ``shared``).
-      ``lock_timeout=none`` removes the bound. ``shmdict://`` is the same.
+      those options (:func:`shmdict.open`): an existing dict smaller than
+      ``size`` grows to it, and ``max_size`` (a full dict grows itself up to
+      it) and ``evict=1`` apply whether it attaches or creates. Without
+      ``size``, attach only (:func:`shmdict.get`, which takes
+      ``lock_timeout`` and ``shared``). ``lock_timeout=none`` removes the
+      bound. ``shmdict://`` is the same.
     - ``redis://[[user]:password@]host[:port][/db]?prefix=myapp:``,
       ``rediss://`` (TLS), ``unix:///path/redis.sock?db=0&prefix=...``, and
       ``valkey://``, ``valkeys://``, ``valkey+unix://``: a
       :class:`RedisDict` over the keys starting with ``prefix`` (default: the
       whole database) — needs ``pip install 'shmdict[redis]'``. Other query
       parameters (``socket_timeout``, ``protocol``, ...) and ``options`` go to
-      ``redis.Redis.from_url``.
+      ``redis.Redis.from_url``, except the local dict's (``size``,
+      ``max_size``, ``evict``, ``mode``, ...), which are refused: the
+      server's ``maxmemory`` bounds a Redis dict.
 
     Args:
         url: the engine and dict, as above.
@@ -57,8 +75,9 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
         A :class:`SharedDict` (never an owner) or a :class:`RedisDict`.
 
     Raises:
-        ValueError: an unknown scheme, a missing name, or an unknown or
-            malformed shmdict parameter.
+        ValueError: an unknown scheme, a missing name, an unknown or
+            malformed shmdict parameter, or a local dict's parameter
+            (``size``, ``max_size``, ...) on a Redis URL.
         ImportError: a Redis URL without redis-py installed.
         FileNotFoundError: ``shm://NAME`` without ``size`` and no such dict.
 
@@ -76,6 +95,10 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
     if scheme in _SHM:
         return _connect_shm(url, u.netloc, u.path, params, options)
     if scheme in _REDIS:
+        local = sorted({k for k, _ in params if k in _LOCAL_ONLY} | {k for k in options if k in _LOCAL_ONLY})
+        if local:
+            raise ValueError("; ".join(f"{k} is a shm:// parameter, refused on a Redis URL: {_LOCAL_ONLY[k]}"
+                                       for k in local))
         ours = {k: v for k, v in params if k in _REDIS_PARAMS}
         rest = [(k, v) for k, v in params if k not in _REDIS_PARAMS]
         # Built by hand: urlunsplit drops the "//" of "unix:///path" when the host is empty.
@@ -136,6 +159,9 @@ def _connect_shm(
     if "size" not in q:
         extra = set(kw) - {"lock_timeout", "shared"}
         if extra:
-            raise ValueError(f"{sorted(extra)} apply only when the dict may be created: give size= too")
+            raise ValueError(f"{sorted(extra)} need size= too (the size to create the dict with, or grow it to): "
+                             f"without size, shm://NAME only attaches")
         return get(name, **kw)
+    # open() creates the dict with this size, or attaches to it and grows it
+    # to this size if it is smaller (a larger dict keeps its size).
     return open(name, q["size"], **kw)

@@ -1,18 +1,19 @@
 """The ``shmdict`` command: inspect and edit dicts from a shell.
 
 ``shmdict ls`` lists the dicts in the directory (``/dev/shm`` or
-``$SHMDICT_DIR``, or ``--dir``) with their size, entries, use, creator PID
-and whether anything still maps them; the other commands act on one dict by
-name. Output is an aligned table for people, or JSON with ``--json`` (one
-object per command; ``keys`` prints a JSON list, ``watch`` one JSON object per
-line).
+``$SHMDICT_DIR``, or ``--dir``) with their size now (grown included), entries,
+use, creator PID and whether anything still maps them; the other commands act
+on one dict by name (``resize`` grows one while processes use it). Output is
+an aligned table for people, or JSON with ``--json`` (one object per command;
+``keys`` prints a JSON list, ``watch`` one JSON object per line).
 
 Exit codes, for scripts:
 
 - 0: success;
 - 1: the dict or the key does not exist (``get``/``ttl``/``expire``/``del``/
   ``incr`` without ``--init`` on a missing key, or any command on a missing dict);
-- 2: usage error: unknown command or option, bad name, size, value or number;
+- 2: usage error: unknown command or option, bad name, size, value or number
+  (``resize`` to a size smaller than the dict's: a dict never shrinks);
 - 3: the operation failed: the dict is corrupt or full, the stored value is
   not a number, a number overflowed, a system call failed, the dict's file
   is not trusted (owned by another user, or writable by others: see
@@ -41,6 +42,7 @@ import sys
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
 import shmdict
+from shmdict import _lib
 from shmdict._dict import _dir, _path
 
 __all__ = ["main"]
@@ -290,12 +292,26 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# In `stats`, each of these follows the field named: the size and its limit
+# together, then the index/arena split, then the free space and its holes.
+_STATS_NEAR = {"file_size": ("max_size", "growths"), "capacity": ("index_bytes",),
+               "free_bytes": ("hole_bytes", "fragmentation")}
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open(args.name) as d:
         s = _summary(args.name, d, _mappers([_path(_dir(), args.name)])[_path(_dir(), args.name)])
-        s.update((k, v) for k, v in d.stats().items() if k not in s)  # hits, misses, evictions, lock waits...
-    s["path"] = _path(_dir(), args.name)
-    _emit(args, s, "\n".join(_table([[k, v] for k, v in s.items()], ["FIELD", "VALUE"]).splitlines()[1:]))
+        st = d.stats()  # hits, misses, evictions, lock waits, growths...
+    out: dict[str, Any] = {}
+    near = {f for fs in _STATS_NEAR.values() for f in fs}
+    for k, v in s.items():
+        out[k] = v
+        for f in _STATS_NEAR.get(k, ()):
+            out[f] = st[f]
+    out.update((k, v) for k, v in st.items() if k not in out and k not in near)
+    out["path"] = _path(_dir(), args.name)
+    rows = [[k, "none" if v is None else v] for k, v in out.items()]  # max_size None: no automatic growth
+    _emit(args, out, "\n".join(_table(rows, ["FIELD", "VALUE"]).splitlines()[1:]))
     return EXIT_OK
 
 
@@ -390,6 +406,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         _fail(EXIT_USAGE, f"--mode must be octal, such as 600, not {args.mode!r}")
     try:
         d = shmdict.new(args.name, args.size, mode=mode, group=args.group, evict=args.evict,
+                        max_size=args.max_size,
                         lock_timeout=_ATTACH.get("lock_timeout", shmdict.DEFAULT_LOCK_TIMEOUT))
     except FileExistsError:
         _fail(EXIT_FAIL, f"a dict named {args.name!r} already exists in {_dir()}")
@@ -399,7 +416,37 @@ def cmd_new(args: argparse.Namespace) -> int:
     d._owner_pid, d._finalizer = 0, None
     size = d.size
     d.close()
-    _emit(args, {"name": args.name, "size": size, "path": _path(_dir(), args.name)}, f"created {args.name} ({size} bytes)")
+    limit = None if args.max_size is None else _lib.parse_size(args.max_size)
+    grows = f", grows to {limit} bytes when full" if limit else ""
+    _emit(args, {"name": args.name, "size": size, "max_size": limit, "path": _path(_dir(), args.name)},
+          f"created {args.name} ({size} bytes{grows})")
+    return EXIT_OK
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    if args.size is None and args.max_size is None:
+        _fail(EXIT_USAGE, "resize needs SIZE, --max-size, or both")
+    # Both checked before anything changes: a bad --max-size must not leave a grown dict.
+    size = None if args.size is None else _lib.parse_size(args.size)
+    limit = None if args.max_size is None else _lib.parse_size(args.max_size)
+    with _open(args.name) as d:
+        old = d.size
+        if size is not None and size < old:
+            _fail(EXIT_USAGE, f"{args.name!r} is {old} bytes now, more than {args.size!r}: a dict never shrinks")
+        if limit is not None and limit < max(old, size or 0):
+            _fail(EXIT_USAGE, f"--max-size {args.max_size!r} is smaller than the size of {args.name!r} "
+                              f"({max(old, size or 0)} bytes)")
+        if size is not None:
+            d.resize(size)  # ValueError if another process grew it past SIZE meanwhile
+        if limit is not None:
+            _lib.check(_lib.lib.shmdict_set_max_size(d._handle(), limit))
+        new = d.size
+    obj: dict[str, Any] = {"name": args.name, "old_size": old, "size": new}
+    human = f"resized {args.name}: {old} -> {new} bytes" if new != old else f"{args.name} stays {new} bytes"
+    if args.max_size is not None:
+        obj["max_size"] = limit
+        human += f"; grows to {limit} bytes when full"
+    _emit(args, obj, human)
     return EXIT_OK
 
 
@@ -554,8 +601,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("ls", cmd_ls, "list dicts: size, keys, use, creator PID and whether it is alive")
-    add("stats", cmd_stats, "every counter of one dict").add_argument("name")
+    add("ls", cmd_ls, "list dicts: size now, keys, use, creator PID and whether it is alive")
+    add("stats", cmd_stats, "every counter of one dict: sizes and growth, index/arena split, fragmentation, hits...").add_argument("name")
     sp = add("keys", cmd_keys, "list live keys, optionally matching a glob PATTERN")
     sp.add_argument("name")
     sp.add_argument("pattern", nargs="?")
@@ -596,6 +643,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--mode", default="600", help="file permissions, octal, read/write bits only (default 600)")
     sp.add_argument("--group", default=None, help="the file's group (a name or gid), e.g. with --mode 660")
     sp.add_argument("--evict", action="store_true", help="evict old items when full instead of failing")
+    sp.add_argument("--max-size", default=None, metavar="SIZE",
+                    help="when full, grow itself (doubling, up to SIZE bytes) before evicting or failing")
+    sp = add("resize", cmd_resize, "grow a dict to SIZE bytes while processes use it; a dict never shrinks")
+    sp.add_argument("name")
+    sp.add_argument("size", nargs="?", help="the new size (e.g. 128m), at least the size now")
+    sp.add_argument("--max-size", default=None, metavar="SIZE",
+                    help="set the dict's automatic-growth limit: when full, it grows up to SIZE bytes")
     sp = add("rm", cmd_rm, "remove dicts by name, or every orphan")
     sp.description = (
         "Remove dicts by name, or list the orphans (dicts whose creator is dead and that no "

@@ -118,6 +118,82 @@ def test_ls_stats_check(shm_dir):
     assert jrun("stats", "ev")["evict"] is True
 
 
+def test_resize_grows_a_dict_in_use(shm_dir):
+    """resize grows a dict another process holds open: its handle sees the new size, every item is kept;
+    a smaller size is a usage error that changes nothing."""
+    with shmdict.new("g", "64k") as d:
+        for i in range(100):
+            d[f"k{i}"] = i
+        assert jrun("resize", "g", "256k") == {"name": "g", "old_size": 64 << 10, "size": 256 << 10}
+        assert d.size == 256 << 10 and d["k99"] == 99 and len(d) == 100  # this process follows
+        d["big"] = "x" * 100_000  # fits only in the grown dict
+        assert run("resize", "g", "256k") == f"g stays {256 << 10} bytes\n"
+        assert run("resize", "g", "1m") == f"resized g: {256 << 10} -> {1 << 20} bytes\n"
+        s = jrun("stats", "g")
+        assert s["size"] == s["file_size"] == 1 << 20 and s["growths"] == 2 and s["max_size"] is None
+        assert s["capacity"] + s["index_bytes"] < s["size"] and s["keys"] == 101
+        p = subprocess.run([sys.executable, "-m", "shmdict", "resize", "g", "512k"], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 2 and "never shrinks" in p.stderr and p.stderr.count("\n") == 1
+        assert d.size == 1 << 20 and d.stats()["growths"] == 2
+        run("resize", "g", code=2)  # neither SIZE nor --max-size
+        run("resize", "g", "12q", code=2)
+        run("resize", "g", "8g", "--max-size", "2m", code=2)  # checked before anything grows
+        assert d.size == 1 << 20 and d.stats()["max_size"] is None
+        run("resize", "ghost", "1m", code=1)
+        assert d.check() is None
+
+
+def test_max_size_new_and_resize(shm_dir):
+    """new --max-size makes a dict that grows itself when full; resize --max-size sets the limit of an
+    existing dict; stats shows it beside the size ('none' without one), with growths and fragmentation."""
+    assert jrun("new", "auto", "64k", "--max-size", "1m")["max_size"] == 1 << 20
+    assert "grows to 1048576 bytes when full" in run("new", "auto2", "64k", "--max-size", "1m")
+    with shmdict.get("auto") as d:
+        for i in range(3000):
+            d[f"key:{i}"] = "v" * 40  # more than 64k holds: the dict grows instead of raising Full
+        assert d.size > 64 << 10 and len(d) == 3000
+    s = jrun("stats", "auto")
+    assert s["max_size"] == 1 << 20 and s["growths"] >= 1 and s["size"] == s["file_size"] > 64 << 10
+    assert 0.0 <= s["fragmentation"] <= 1.0 and s["hole_bytes"] <= s["free_bytes"]
+    rows = [ln.split() for ln in run("stats", "auto").splitlines()]
+    fields = [r[0] for r in rows]
+    assert fields[fields.index("size"):fields.index("size") + 4] == ["size", "file_size", "max_size", "growths"]
+    assert fields[fields.index("free_bytes") + 1:fields.index("free_bytes") + 3] == ["hole_bytes", "fragmentation"]
+    run("new", "fixed", "64k")
+    assert ["max_size", "none"] in [ln.split() for ln in run("stats", "fixed").splitlines()]
+    assert jrun("resize", "fixed", "--max-size", "2m") == {"name": "fixed", "old_size": 64 << 10,
+                                                            "size": 64 << 10, "max_size": 2 << 20}
+    assert jrun("stats", "fixed")["max_size"] == 2 << 20
+    with shmdict.get("fixed") as d:
+        d.set_many([(f"k{i}", "v" * 40) for i in range(3000)])
+        assert d.size > 64 << 10
+    run("resize", "fixed", "--max-size", "64k", code=2)  # below the size now
+    run("new", "bad", "1m", "--max-size", "512k", code=2)
+    run("new", "bad", "1m", "--max-size", "lots", code=2)
+    assert not os.path.exists(os.path.join(shm_dir, "shmdict.bad"))
+
+
+def test_resize_without_room_fails_and_keeps_the_dict(tmp_path):
+    """resize on a filesystem without room exits 3 (ENOSPC) and leaves the dict as it was."""
+    mnt = str(tmp_path / "small")
+    os.mkdir(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        run("--dir", mnt, "new", "tight", "256k")
+        run("--dir", mnt, "set", "tight", "k", "v")
+        p = subprocess.run([sys.executable, "-m", "shmdict", "--dir", mnt, "resize", "tight", "64m"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 3 and "No space left" in p.stderr, p.stderr
+        s = jrun("--dir", mnt, "stats", "tight")
+        assert s["size"] == 256 << 10 and s["growths"] == 0 and s["keys"] == 1
+        assert run("--dir", mnt, "check", "tight") == "ok\n"
+    finally:
+        subprocess.run(["umount", mnt], check=False)
+
+
 def test_rm_and_orphans(shm_dir):
     """rm refuses a dict another process maps (unless --force); rm --orphans removes only dicts
     whose creator is dead and that nobody maps."""
@@ -148,6 +224,8 @@ def test_console_script_and_help():
     out = run("--help")
     assert "exit codes" in out and "rm" in out
     assert "stopped" in run("rm", "--help")  # says why orphans are only listed without --yes
+    assert "resize" in out and "never shrinks" in run("resize", "--help")
+    assert "--max-size" in run("new", "--help") and "--max-size" in run("resize", "--help")
     assert run("--version") == f"shmdict {shmdict.__version__}\n"
     exe = os.path.join(os.path.dirname(sys.executable), "shmdict")
     if os.path.exists(exe):

@@ -471,7 +471,8 @@ def test_closed_handle(d):
     d.close()
     d.close()
     assert d.closed
-    for op in (lambda: d.get("k"), lambda: d.set("k", 1), lambda: d.incr("k"), lambda: len(d), lambda: d.get_keys()):
+    for op in (lambda: d.get("k"), lambda: d.set("k", 1), lambda: d.incr("k"), lambda: len(d), lambda: d.get_keys(),
+               lambda: d.resize("2m")):
         with pytest.raises(ValueError):
             op()
 
@@ -496,6 +497,24 @@ def test_attributes(d, engine):
     assert isinstance(d.name, str) and isinstance(d.size, int)
     assert d.owner is False  # connect() never returns an owner
     assert d.closed is False
+
+
+def test_resize_keeps_every_item(d):
+    """resize to a larger size keeps every item and its TTL; a malformed size is a ValueError (a wrong type
+    a TypeError) and changes nothing. What size reads afterwards is the engine's (the new size on shm://,
+    0 on Redis)."""
+    d.set_many([("a", 1), ("b", "two"), ("c", b"\x00")])
+    d.set("t", 1.5, 100)
+    before = snapshot(d)
+    for bad in ("12q", "", 1):
+        with pytest.raises(ValueError):
+            d.resize(bad)
+    with pytest.raises(TypeError):
+        d.resize(2.5)
+    d.resize("2m")
+    d.resize(2 << 20)  # the same size: nothing to do
+    assert snapshot(d) == before and 99 < d.ttl("t") <= 100
+    assert d.size in (0, 2 << 20)
 
 
 # ---- a random walk against a model ----------------------------------------------------------

@@ -198,6 +198,35 @@ def test_visible_to_another_process():
     assert out.stdout.strip() == "42"
 
 
+def test_max_size_grows_a_full_cache():
+    """OPTIONS max_size lets a full cache grow instead of raising Full, whether the backend created the
+    dict or attached to it; without size, the default (64m) never grows an existing dict."""
+    c = make(OPTIONS={"size": "64k", "max_size": "4m"})
+    for i in range(500):
+        c.set(f"page:{i}", "x" * 500)  # about 250k: four times what the dict was created with
+    assert c._dict.size > 64 << 10 and c.get("page:0") == "x" * 500 and c.get("page:499") == "x" * 500
+    assert c._dict.stats()["max_size"] == 4 << 20
+    with shmdict.open("sized", "64k") as d:
+        a = SharedDictCache("sized", {})  # the default size is for a new dict only
+        assert a._dict.size == 64 << 10 and d.stats()["max_size"] is None
+        _handles_forget("sized")
+        b = SharedDictCache("sized", {"OPTIONS": {"MAX_SIZE": "1m"}})
+        assert b._dict.size == 64 << 10 and d.stats()["max_size"] == 1 << 20
+        _handles_forget("sized")
+        with pytest.raises(ValueError):
+            SharedDictCache("sized", {"OPTIONS": {"max_size": "32k"}})  # below the dict's size
+        with pytest.raises(ValueError):
+            SharedDictCache("other", {"OPTIONS": {"size": "1m", "max_size": "lots"}})
+
+
+def _handles_forget(name: str) -> None:
+    """Drop the process's shared handle for ``name``, so the next backend attaches afresh."""
+    from shmdict.contrib import django as backend
+
+    with backend._handles_lock:
+        backend._handles.pop((shmdict._dict._dir(), name), None)
+
+
 def _django_tests_dir() -> str | None:
     d = os.environ.get("DJANGO_TESTS_DIR")
     if d:

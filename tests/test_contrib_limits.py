@@ -35,12 +35,37 @@ ITEM = limits.parse("5/minute")
 def test_scheme_registered_and_attach_or_create(shm_dir):
     """shmdict:// builds a SharedDictStorage that creates the dict once and attaches afterwards."""
     a = storage_from_string("shmdict://reg?size=64k")
-    b = storage_from_string("shmdict://reg", size="1m")
+    b = storage_from_string("shmdict://reg")  # the default size (16m) is for a new dict: it never grows one
     assert isinstance(a, SharedDictStorage) and isinstance(b, SharedDictStorage)
     assert a.dict.size == b.dict.size == 64 << 10
     a.incr("k", 60)
     assert b.get("k") == 1
+    c = storage_from_string("shmdict://reg", size="1m")  # a size given grows a smaller dict, as shmdict.open
+    assert a.dict.size == c.dict.size == 1 << 20 and c.get("k") == 1
     assert os.listdir(shm_dir) == ["shmdict.reg"]
+
+
+def test_max_size_lets_the_dict_grow(shm_dir):
+    """max_size (in the URI or storage_options) makes a full dict grow instead of failing, whether the
+    storage created the dict or attached to it; below the dict's size it is a ValueError."""
+    s = storage_from_string("shmdict://grow?size=64k&max_size=4m")
+    assert s.dict.stats()["max_size"] == 4 << 20
+    for i in range(2000):
+        s.incr(f"client-{i}", 60)  # far more counters than 64k holds
+    assert s.dict.size > 64 << 10 and s.get("client-0") == 1 and s.get("client-1999") == 1
+    with shmdict.open("fixed", "64k") as d:
+        t = storage_from_string("shmdict://fixed", max_size="1m")  # attaches: the default size does not apply
+        assert t.dict.size == 64 << 10 and d.stats()["max_size"] == 1 << 20
+        u = storage_from_string("async+shmdict://fixed?max_size=2m")
+        assert u.dict.size == 64 << 10 and d.stats()["max_size"] == 2 << 20
+        with pytest.raises(ValueError):
+            storage_from_string("shmdict://fixed?max_size=32k")
+        assert d.stats()["max_size"] == 2 << 20
+    with pytest.raises(ValueError):
+        storage_from_string("shmdict://new?size=1m&max_size=64k")
+    with pytest.raises(ValueError):
+        storage_from_string("shmdict://new?max_size=1m")  # below the default size it would be created with
+    assert sorted(os.listdir(shm_dir)) == ["shmdict.fixed", "shmdict.grow"]
 
 
 @pytest.mark.parametrize("uri", ["shmdict://", "shmdict://bad/name", "shmdict://ok?size=12x"])

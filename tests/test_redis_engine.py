@@ -124,6 +124,49 @@ def test_shm_urls(monkeypatch):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_shm_urls_grow_and_set_max_size(monkeypatch):
+    """shm://NAME?size= grows an existing smaller dict (never shrinks a larger one); max_size= sets the
+    automatic-growth limit when connect creates the dict and when it attaches; without size= it is refused."""
+    directory = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    monkeypatch.setenv("SHMDICT_DIR", directory)
+    try:
+        a = shmdict.connect("shm://grow?size=64k&max_size=1m")
+        a["k"] = "v"
+        assert a.size == 64 << 10 and a.stats()["max_size"] == 1 << 20
+        b = shmdict.connect("shm://grow?size=256k")  # an existing smaller dict grows to size
+        assert a.size == b.size == 256 << 10 and b["k"] == "v" and a.stats()["growths"] == 1
+        with shmdict.connect("shm://grow?size=128k") as c:  # a larger one keeps its size
+            assert c.size == 256 << 10
+        with shmdict.connect("shm://grow?size=128k&max_size=8m") as c:  # attaching sets the limit too
+            assert c.stats()["max_size"] == 8 << 20
+        a.set_many([(f"n{i}", "x" * 100) for i in range(5000)])  # more than 256k: it grows itself
+        assert 256 << 10 < a.size <= 8 << 20 and len(a) == 5001
+        for bad in ("shm://grow?max_size=1g", "shm://grow?size=1m&max_size=512k", "shm://grow?size=1m&max_size=x"):
+            with pytest.raises(ValueError):
+                shmdict.connect(bad)
+        assert a.stats()["max_size"] == 8 << 20
+        a.close()
+        b.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("query", ["max_size=1g", "size=64m", "evict=1", "mode=600", "events=16", "shared=1",
+                                   "lock_timeout=2", "size=64m&max_size=1g"])
+def test_redis_url_refuses_local_parameters(query):
+    """A local dict's parameter on a Redis URL is a ValueError at connect(), naming it and why;
+    never a late TypeError from redis-py. The same as a keyword option."""
+    with pytest.raises(ValueError, match=r"shm:// parameter.*refused on a Redis URL") as info:
+        shmdict.connect(f"redis://127.0.0.1:1/0?prefix=p:&{query}")
+    for k in dict(kv.split("=") for kv in query.split("&")):
+        assert k in str(info.value)
+    if "max_size" in query:
+        assert "no per-dict size limit" in str(info.value) and "maxmemory" in str(info.value)
+    k, v = query.split("&")[0].split("=")
+    with pytest.raises(ValueError, match=k):
+        shmdict.connect("unix:///nonexistent.sock", **{k: v})
+
+
 def test_import_does_not_load_redis_py():
     """import shmdict stays free of redis-py until a Redis URL is used."""
     import subprocess
@@ -284,6 +327,28 @@ def test_survives_fork(d):
 
 # ---- the other operations: what is particular to Redis -----------------------------------------
 # Their shared behaviour is tested on both engines by tests/test_contract.py.
+
+
+def test_resize_checks_its_size_and_changes_nothing(d, redis_server):
+    """On Redis, size is 0 and resize() validates its argument, then does nothing: neither the keys nor the
+    server's memory settings change. A bad size is a ValueError (TypeError for a wrong type), as on shm://;
+    a closed dict is a ValueError."""
+    d.set_many([("a", 1), ("b", "two")])
+    client = redis_server.client()
+    before = (client.config_get("maxmemory"), client.config_get("maxmemory-policy"), client.dbsize())
+    for size in ("64m", 1 << 30, "32g"):
+        assert d.resize(size) is None
+    assert d.size == 0 and sorted(d.items()) == [("a", 1), ("b", "two")]
+    assert (client.config_get("maxmemory"), client.config_get("maxmemory-policy"), client.dbsize()) == before
+    for bad in ("12q", "", "-1m", 100, "33g"):
+        with pytest.raises(ValueError):
+            d.resize(bad)
+    for wrong in (1.5, None, b"64m", True):
+        with pytest.raises(TypeError):
+            d.resize(wrong)
+    d.close()
+    with pytest.raises(ValueError, match="closed"):
+        d.resize("64m")
 
 
 def test_get_many_refuses_a_str(d):

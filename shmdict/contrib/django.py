@@ -8,7 +8,8 @@ caches that disagree; this backend keeps one::
         "default": {
             "BACKEND": "shmdict.contrib.django.SharedDictCache",
             "LOCATION": "mycache",            # the dict's name
-            "OPTIONS": {"size": "64m"},       # created with this size if missing
+            "OPTIONS": {"size": "64m",        # created with this size if missing
+                        "max_size": "1g"},    # optional: when full, grow up to 1g
         }
     }
 
@@ -22,7 +23,9 @@ the lock once for all their keys. ``clear()`` empties the whole dict, as
 the Redis backend's FLUSHDB does: give the cache a dict of its own.
 ``close()`` (called after every request) does nothing: the mapping stays.
 ``MAX_ENTRIES`` / ``CULL_FREQUENCY`` do not apply; when the dict is full,
-expired items are reclaimed first, then ``set`` raises ``shmdict.Full``.
+expired items are reclaimed first, then a dict with a ``max_size`` grows
+(at least doubling, up to ``max_size``), and only then ``set`` raises
+``shmdict.Full``.
 
 .. versionadded:: 0.1
 """
@@ -38,24 +41,30 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache  # type: 
 import shmdict
 from shmdict._dict import _dir
 from shmdict._lib import INT64_MAX, INT64_MIN
+from shmdict.contrib._attach import attach_or_create
 
 __all__ = ["SharedDictCache"]
+
+DEFAULT_SIZE = "64m"
 
 _handles: dict[tuple[str, str], Any] = {}
 _handles_lock = threading.Lock()
 
 
-def _shared(name: str, size: Any) -> Any:
+def _shared(name: str, size: Any, max_size: Any) -> Any:
     """One handle per (directory, name) per process: Django builds a backend
     object per thread, and they all share this mapping. A LOCATION with a
     scheme (``redis://host/0?prefix=app:``, ``shm://name?size=64m``) goes
     through :func:`shmdict.connect`, so moving the cache to Redis/Valkey is a
-    settings change."""
+    settings change; the URL then says everything and OPTIONS' sizes are
+    not used."""
     key = ("", name) if "://" in name else (_dir(), name)
     with _handles_lock:
         d = _handles.get(key)
         if d is None or d.closed:
-            d = _handles[key] = shmdict.connect(name) if "://" in name else shmdict.open(name, size)
+            d = _handles[key] = (
+                shmdict.connect(name) if "://" in name else attach_or_create(name, size, DEFAULT_SIZE, max_size)
+            )
         return d
 
 
@@ -66,13 +75,18 @@ class SharedDictCache(BaseCache):  # type: ignore[misc]
         location: the dict's name (``LOCATION``); default ``"django-cache"``.
         params: Django's cache settings; ``OPTIONS["size"]`` (or ``"SIZE"``)
             is the size to create the dict with if it does not exist
-            (default ``"64m"``).
+            (default ``"64m"``); given, it also grows an existing smaller
+            dict (the default never does). ``OPTIONS["max_size"]`` (or
+            ``"MAX_SIZE"``) lets a full dict grow itself up to that size,
+            whether this backend created it or attached to it.
 
     Raises:
-        ValueError: a bad name or size.
-        OSError: the dict cannot be created.
+        ValueError: a bad name, size or max_size.
+        OSError: the dict cannot be created or grown.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``max_size``; the default size no longer grows
+       an existing dict.
     """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
@@ -80,8 +94,9 @@ class SharedDictCache(BaseCache):  # type: ignore[misc]
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         super().__init__(params)
         options = params.get("OPTIONS", {})
-        size = options.get("size", options.get("SIZE", "64m"))
-        self._dict = _shared(location or "django-cache", size)
+        size = options.get("size", options.get("SIZE"))
+        max_size = options.get("max_size", options.get("MAX_SIZE"))
+        self._dict = _shared(location or "django-cache", size, max_size)
 
     # ---- encoding ------------------------------------------------------------
 

@@ -12,8 +12,11 @@ has been *imported*. Import this module before the limiter is built::
 ``shmdict://NAME?size=SIZE`` attaches to the dict ``NAME``, creating it with
 ``SIZE`` bytes (default ``16m``) if it does not exist yet (``shmdict.open``):
 every worker process that builds the same URI shares the same counters, so
-``gunicorn -w 4`` enforces the limit once, not four times. ``size`` may also
-come from the limiter's ``storage_options``. Keys are stored under the prefix
+``gunicorn -w 4`` enforces the limit once, not four times. A ``size`` given
+also grows an existing smaller dict; the default never does.
+``&max_size=SIZE`` lets a full dict grow itself up to that size instead of
+failing. ``size`` and ``max_size`` may also come from the limiter's
+``storage_options``. Keys are stored under the prefix
 ``LIMITS:`` (``key_prefix=`` changes it) so the dict can be shared with other
 data; :meth:`SharedDictStorage.reset` removes only prefixed keys.
 
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import time
 from math import floor
-from typing import Any, Union
+from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
 from limits.aio.storage import MovingWindowSupport as AsyncMovingWindowSupport
@@ -54,22 +57,25 @@ from limits.storage.base import TimestampedSlidingWindow
 
 import shmdict
 from shmdict._lib import encode_key, lib, raise_rc, scratch
+from shmdict.contrib._attach import Size, attach_or_create
 
 __all__ = ["AsyncSharedDictStorage", "SharedDictStorage"]
 
 DEFAULT_SIZE = "16m"
 
 
-def _parse(uri: str | None, options: dict[str, Any]) -> tuple[str, Union[int, str], str]:
-    """(name, size, key_prefix) from ``shmdict://NAME?size=...`` and options."""
+def _parse(uri: str | None, options: dict[str, Any]) -> tuple[str, Optional[Size], Optional[Size], str]:
+    """(name, size, max_size, key_prefix) from ``shmdict://NAME?size=...`` and
+    options; size and max_size are None where neither gives them."""
     u = urlparse(uri or "shmdict://ratelimit")
     name = u.netloc
     if not name or u.path not in ("", "/"):
         raise ValueError(f"{uri!r}: expected shmdict://NAME?size=16m")
     query = {k: v[-1] for k, v in parse_qs(u.query).items()}
-    size = options.get("size", query.get("size", DEFAULT_SIZE))
+    size = options.get("size", query.get("size"))
+    max_size = options.get("max_size", query.get("max_size"))
     prefix = str(options.get("key_prefix", query.get("key_prefix", "LIMITS")))
-    return name, size, prefix
+    return name, size, max_size, prefix
 
 
 def _window(d: shmdict.SharedDict, key: str, limit: int, expiry: float, amount: int) -> tuple[bool, int, float]:
@@ -90,13 +96,18 @@ class SharedDictStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
     """Rate-limit storage in a shmdict shared by every process on the host.
 
     Args:
-        uri: ``shmdict://NAME?size=16m``.
+        uri: ``shmdict://NAME?size=16m[&max_size=256m]``.
         wrap_exceptions: re-raise storage errors as ``limits.errors.StorageError``.
-        **options: ``size`` (overrides the URI's), ``key_prefix`` (default ``LIMITS``).
+        **options: ``size`` and ``max_size`` (override the URI's),
+            ``key_prefix`` (default ``LIMITS``).
 
     Raises:
-        ValueError: a malformed URI, name or size.
-        OSError: the dict cannot be created (e.g. ``/dev/shm`` is full).
+        ValueError: a malformed URI, name or size, or a ``max_size`` smaller
+            than the dict's size.
+        OSError: the dict cannot be created or grown (e.g. ``/dev/shm`` is full).
+
+    .. versionchanged:: 0.2 ``max_size``; a default size no longer grows an
+       existing dict.
 
     .. versionadded:: 0.1
     """
@@ -104,8 +115,8 @@ class SharedDictStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
     STORAGE_SCHEME = ["shmdict"]
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any) -> None:
-        name, size, self.prefix = _parse(uri, options)
-        self.dict = shmdict.open(name, size)
+        name, size, max_size, self.prefix = _parse(uri, options)
+        self.dict = attach_or_create(name, size, DEFAULT_SIZE, max_size)
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
 
     def _k(self, key: str) -> str:
