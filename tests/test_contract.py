@@ -1,4 +1,4 @@
-"""The SharedDict contract (SPEC §3-§6), run against both engines.
+"""The SharedDict contract (keys, values, operations, concurrency, errors), run against both engines.
 
 Every test here takes the parametrized ``d`` fixture: a local shared-memory
 dict from ``shmdict.connect("shm://...")`` and a Redis dict from

@@ -1,4 +1,4 @@
-"""Crash safety through fault injection (SPEC section 5).
+"""Crash safety through fault injection: all or nothing, whatever instant a holder dies at.
 
 A forked child arms one named crash point and runs a list of operations; the
 nth time the C code reaches that step the child SIGKILLs itself while

@@ -7,7 +7,7 @@ lock), and nothing else. The child reports the start and the outcome of every
 operation through a pipe, so the parent knows which operation was cut short.
 Then, from another process: the next operation returns promptly, ``check()``
 passes, and the live contents equal the model either before or after the
-interrupted operation -- all or nothing (SPEC section 5).
+interrupted operation -- all or nothing.
 
 ``test_every_point_is_swept`` fails as soon as a crash point exists that no
 row reaches: adding a step to FAULT_POINTS in csrc/fault.h means adding a

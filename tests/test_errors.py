@@ -1,4 +1,4 @@
-"""The exception tree of SPEC section 6."""
+"""The exception tree: which error each misuse raises, and that it changes nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Behaviour when the dict is full, and reuse of freed space (SPEC section 4)."""
+"""Behaviour when the dict is full, and reuse of freed space."""
 
 from __future__ import annotations
 

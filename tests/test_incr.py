@@ -1,4 +1,4 @@
-"""incr semantics (SPEC section 4)."""
+"""incr semantics: types, overflow, init and TTLs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The MutableMapping contract and the SPEC section 3/4 rows other than incr and TTL."""
+"""The MutableMapping contract, and the keyed operations other than incr and TTL."""
 
 from __future__ import annotations
 

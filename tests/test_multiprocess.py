@@ -1,4 +1,4 @@
-"""Atomicity across processes and threads (SPEC sections 2 and 5)."""
+"""Atomicity across processes and threads, and handles across fork."""
 
 from __future__ import annotations
 

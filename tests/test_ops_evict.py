@@ -9,7 +9,7 @@ import shmdict
 
 
 def test_without_evict_full_stays_full() -> None:
-    """A dict created without evict=True raises Full as SPEC section 4 says."""
+    """A dict created without evict=True raises Full when it is full."""
     with shmdict.new(uname(), "64k") as d:
         with pytest.raises(shmdict.Full):
             for i in range(10**5):

@@ -1,5 +1,5 @@
 """Security checks: permissions, names, symlinks, foreign files, sizes, a full
-filesystem (SPEC section 1)."""
+filesystem."""
 
 from __future__ import annotations
 

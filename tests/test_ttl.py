@@ -1,4 +1,4 @@
-"""Deterministic expiry through the clock_shift test seam (SPEC section 4)."""
+"""Deterministic expiry through the clock_shift test seam."""
 
 from __future__ import annotations
 
