@@ -26,6 +26,7 @@ from ._lists import Lists
 from ._locks import Locks, NamedLock
 from ._notify import Event, Notify
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
+from .exceptions import CorruptError
 from ._pure import PureBase
 from ._values import Value, i64 as _i64, f64 as _f64, read, unpack_list as _unpack_list
 from ._values import pack_item as _pack_item, pairs as _pairs, store_args as _store_args, text as _text
@@ -45,7 +46,7 @@ def _base() -> type:
     # PureBase's (shmdict._api composed it with PureBase's notes).
     docs = {n: f.__doc__ for n, f in vars(PureBase).items() if not n.startswith("_") and f.__doc__}
     _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list, docs)
-    return _speed.SharedDictBase  # type: ignore[no-any-return]
+    return _speed.SharedDictBase
 
 
 _Base: Any = _base()
@@ -95,7 +96,7 @@ def _unlink_if_same(path: str, pid: int, dev: int, ino: int) -> None:
 
 
 @implements(DictAPI)
-class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
+class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # type: ignore[misc]  # _Base: C type or Python
     """A dict shared by every process that opens the same name.
 
     Create one with :func:`shmdict.new`, attach with :func:`shmdict.get`, or
@@ -135,7 +136,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
         self._size = int(info.size)
         self._ident = (int(info.dev), int(info.ino))
         self._owner_pid = os.getpid() if owner else 0
-        self._finalizer: Optional[weakref.finalize] = None
+        self._finalizer: Optional[weakref.finalize[Any, Any]] = None
         if owner:
             self._finalizer = weakref.finalize(
                 self, _unlink_if_same, _path(directory, name), os.getpid(), info.dev, info.ino
@@ -238,7 +239,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
 
     # ---- writes -----------------------------------------------------------
 
-    def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment]
+    def setdefault(self, key: str, default: Value = None) -> Value:  # type: ignore[assignment, override]
         h = self._handle()
         k = encode_key(key)
         t, i, f, b, n = _store_args(default)
@@ -318,7 +319,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):
         msg = ffi.new("char[]", 256)
         rc = lib.shmdict_check(self._handle(), msg, 256)
         if rc == lib.SHMDICT_ECORRUPT:
-            raise _lib.CorruptError(f"{self._name}: {ffi.string(msg).decode()}")
+            raise CorruptError(f"{self._name}: {ffi.string(msg).decode()}")
         _lib.check(rc)
 
     def _info(self) -> dict[str, int]:
@@ -770,7 +771,7 @@ def _max_size(max_size: object, size: int) -> int:
     """max_size in bytes (0: none), not below size."""
     if max_size is None:
         return 0
-    n = _lib.parse_size(max_size)  # type: ignore[arg-type]
+    n = _lib.parse_size(max_size)
     if n < size:
         raise ValueError(f"max_size {max_size!r} is smaller than size ({size} bytes)")
     return n

@@ -140,7 +140,7 @@ class PureBase:
         kn = len(k)
         if not 0 < kn <= _MAX_KEY:
             encode_key(key)
-        if type(value) is int and _I64_MIN <= value <= _I64_MAX:  # type: ignore[operator]
+        if type(value) is int and _I64_MIN <= value <= _I64_MAX:
             t, i, f, b, n = INT, value, 0.0, NULL, 0
         else:
             t, i, f, b, n = store_args(value)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Union
 
 from . import _lib
 from ._lib import ffi, lib, raise_rc, scratch
+from .exceptions import CorruptError
 
 Value = Union[bool, int, float, str, bytes]
 
@@ -51,7 +52,7 @@ def text(b: bytes, name: str = "dict") -> str:
     try:
         return b.decode()
     except UnicodeDecodeError:
-        raise _lib.CorruptError(f"{name}: a stored key or str value is not valid UTF-8") from None
+        raise CorruptError(f"{name}: a stored key or str value is not valid UTF-8") from None
 
 
 def read(fn: Callable[..., int], h: Any, k: bytes, key: object, name: str) -> Any:

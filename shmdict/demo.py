@@ -47,12 +47,12 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         total = WORKERS * REQUESTS
         print(f"{WORKERS} processes x {REQUESTS} requests, 3 atomic incr each, in {elapsed:.2f} s")
-        print(f"  requests counted : {d['requests']:>8}  (expected {total})")
+        print(f"  requests counted : {int(d['requests']):>8}  (expected {total})")
         for n in range(WORKERS):
-            print(f"  worker:{n}         : {d[f'worker:{n}']:>8}")
-        print(f"  allowed          : {d['allowed']:>8}  (limit {LIMIT} x {CLIENTS} clients = {LIMIT * CLIENTS})")
+            print(f"  worker:{n}         : {int(d[f'worker:{n}']):>8}")
+        print(f"  allowed          : {int(d['allowed']):>8}  (limit {LIMIT} x {CLIENTS} clients = {LIMIT * CLIENTS})")
         ttl = d.ttl("client:0")
-        print(f"  client:0 window  : {d['client:0']} hits, resets in {ttl:.1f} s")
+        print(f"  client:0 window  : {int(d['client:0'])} hits, resets in {ttl:.1f} s")
         ok = d["requests"] == total and d["allowed"] == LIMIT * CLIENTS
         print("totals exact: no update lost" if ok else "MISMATCH: updates were lost")
         if not ok:

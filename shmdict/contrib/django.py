@@ -125,7 +125,7 @@ class SharedDictCache(BaseCache):  # type: ignore[misc]
         ex = self._exptime(timeout)
         if ex is None:
             return key not in self._dict  # as Redis: "would have been added", nothing kept
-        return self._dict.add(key, v, ex)
+        return bool(self._dict.add(key, v, ex))
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
@@ -145,12 +145,12 @@ class SharedDictCache(BaseCache):  # type: ignore[misc]
         key = self.make_and_validate_key(key, version=version)
         ex = self._exptime(timeout)
         if ex is None:
-            return self._dict.delete(key)
-        return self._dict.expire(key, ex)
+            return bool(self._dict.delete(key))
+        return bool(self._dict.expire(key, ex))
 
     def delete(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        return self._dict.delete(key)
+        return bool(self._dict.delete(key))
 
     def has_key(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)

@@ -156,7 +156,7 @@ class SharedDictStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
     def reset(self) -> int | None:
         """Delete every key under this storage's prefix; returns how many."""
         glob = "".join(f"[{c}]" if c in "*?[]" else c for c in self.prefix) + ":*"
-        return sum(self.dict.delete(k) for k in self.dict.get_keys(match=glob))
+        return int(sum(self.dict.delete(k) for k in self.dict.get_keys(match=glob)))
 
     def clear(self, key: str) -> None:
         self.dict.delete(self._k(key))
