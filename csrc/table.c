@@ -486,10 +486,13 @@ int compact(shmdict_t *h)
  *   1. logged: defrag_pending = DEFRAG_REINDEX, index_cap = new_cap; commit.
  *      From here the header describes the new geometry (the arena is smaller,
  *      but bump is at or below its new end, so no record is in the way).
- *   2. reindex_pass(): zero the new index, walk the arena and insert every
- *      live record at the slot its key's hash gives. Plain stores; it reads
- *      only the arena, so it can be redone from the start after a crash at
- *      any point (recover() does).
+ *   2. Rebuild the new index: normally from a private copy of the old one
+ *      (reindex_from: entries move by their tags, no record is read), and
+ *      as redo after a crash, or without memory for the copy, with
+ *      reindex_pass(): zero the new index, walk the arena and insert every
+ *      live record at the slot its key's hash gives. Plain stores; neither
+ *      writes the arena, so the step can be redone from the start after a
+ *      crash at any point (recover() runs reindex_pass).
  *   3. defrag_pending = 0.
  *
  * The size: the index should end up with as many slots as the free space
@@ -529,6 +532,40 @@ int reindex_pass(shmdict_t *h)
                 FAULT(REINDEX_INSERTED);
         }
         u += class_units(c);
+    }
+    H->count = n;
+    H->tombs = 0;
+    return SHMDICT_OK;
+}
+
+/* The same rebuild from a copy of the old index (the normal path of a
+ * growth): an entry's home slot depends only on its tag and the index's
+ * size, so the entries move by their tags without reading a record or
+ * hashing a key. The arena is left as it is, so recovery after a crash in
+ * here redoes the step with reindex_pass. An entry that points outside the
+ * arena's used part sends the rebuild to reindex_pass too, which judges the
+ * records themselves. */
+static int reindex_from(shmdict_t *h, const uint64_t *old, uint64_t old_cap)
+{
+    header_t *H = h->hdr;
+    uint64_t bump = H->bump, cap = h->cap, n = 0;
+    if (bump < FIRST_UNIT || bump > h->units)
+        return SHMDICT_ECORRUPT;
+    memset(h->slots, 0, cap * sizeof(uint64_t));
+    FAULT(REINDEX_CLEARED);
+    for (uint64_t k = 0; k < old_cap; k++) {
+        uint64_t s = old[k];
+        if (s <= SLOT_TOMB)
+            continue;
+        if (slot_unit(s) < FIRST_UNIT || slot_unit(s) >= bump || n >= cap)
+            return reindex_pass(h);
+        uint64_t i = home_of(h, slot_tag(s));
+        while (h->slots[i] != SLOT_EMPTY) /* ends: n < cap slots are taken */
+            i = i + 1 == cap ? 0 : i + 1;
+        h->slots[i] = s;
+        n++;
+        if (n % 4096 == 0)
+            FAULT(REINDEX_INSERTED);
     }
     H->count = n;
     H->tombs = 0;
@@ -592,13 +629,20 @@ int grow_index(shmdict_t *h)
     uint64_t d = index_growth(h, true, &free_units);
     if (d == 0)
         return SHMDICT_EFULL;
+    /* A private copy of the old index, taken before anything changes: the
+     * new index covers the old one's place. Without memory for it, the
+     * rebuild reads the records instead (slower: it hashes every key). */
+    uint64_t *old = malloc(cap * sizeof(uint64_t));
+    if (old)
+        memcpy(old, h->slots, cap * sizeof(uint64_t));
     w64(h, &H->defrag_pending, DEFRAG_REINDEX);
     w64(h, &H->index_cap, cap + d);
     commit(h);
     FAULT(REINDEX_MARKED);
     int rc = table_bind(h);
     if (rc == SHMDICT_OK)
-        rc = reindex_pass(h);
+        rc = old ? reindex_from(h, old, cap) : reindex_pass(h);
+    free(old);
     if (rc) {
         H->corrupt = 1;
         return SHMDICT_ECORRUPT;
