@@ -505,15 +505,46 @@ int compact(shmdict_t *h)
  * amortised per insert; if later items are smaller than the mean, the index
  * fills again and the next growth balances on the new mean. */
 
-/* Rebuild the index from the arena (step 2 above). */
-int reindex_pass(shmdict_t *h)
+/* The two rebuilds of step 2 share their start (a zeroed index), the
+ * insertion of an entry at its tag's place, and their end (the counters). */
+static int reindex_begin(shmdict_t *h)
 {
-    header_t *H = h->hdr;
-    uint64_t bump = H->bump, cap = h->cap, n = 0;
+    uint64_t bump = h->hdr->bump;
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
-    memset(h->slots, 0, cap * sizeof(uint64_t));
+    memset(h->slots, 0, h->cap * sizeof(uint64_t));
     FAULT(REINDEX_CLEARED);
+    return SHMDICT_OK;
+}
+
+/* Entry s (tag << 32 | unit) at the first free slot from its home; the
+ * caller has checked that fewer than cap entries are in, so the probe ends.
+ * n: the entries inserted before it. */
+static void reindex_put(shmdict_t *h, uint64_t s, uint64_t n)
+{
+    uint64_t cap = h->cap, i = home_of(h, slot_tag(s));
+    while (h->slots[i] != SLOT_EMPTY)
+        i = i + 1 == cap ? 0 : i + 1;
+    h->slots[i] = s;
+    if ((n + 1) % 4096 == 0)
+        FAULT(REINDEX_INSERTED);
+}
+
+static int reindex_end(shmdict_t *h, uint64_t n)
+{
+    h->hdr->count = n;
+    h->hdr->tombs = 0;
+    return SHMDICT_OK;
+}
+
+/* Rebuild the index from the arena (step 2 above): every live record at the
+ * slot its key's hash gives. */
+int reindex_pass(shmdict_t *h)
+{
+    uint64_t bump = h->hdr->bump, n = 0;
+    int rc = reindex_begin(h);
+    if (rc)
+        return rc;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
         rec_t *r = unit_ptr(h, u);
         int c = r->cls & 0x7f;
@@ -521,21 +552,13 @@ int reindex_pass(shmdict_t *h)
             return SHMDICT_ECORRUPT;
         if (r->type != T_FREE) {
             if (r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0 ||
-                (rec_bytes(r) + UNIT - 1) / UNIT > class_units(c) || n >= cap)
+                (rec_bytes(r) + UNIT - 1) / UNIT > class_units(c) || n >= h->cap)
                 return SHMDICT_ECORRUPT;
-            uint64_t hash = hash_key(h, r->data, r->klen), i = home_of(h, (uint32_t)(hash >> 32));
-            while (h->slots[i] != SLOT_EMPTY) /* ends: n < cap slots are taken */
-                i = i + 1 == cap ? 0 : i + 1;
-            h->slots[i] = (hash >> 32) << 32 | u;
-            n++;
-            if (n % 4096 == 0)
-                FAULT(REINDEX_INSERTED);
+            reindex_put(h, (hash_key(h, r->data, r->klen) >> 32) << 32 | u, n++);
         }
         u += class_units(c);
     }
-    H->count = n;
-    H->tombs = 0;
-    return SHMDICT_OK;
+    return reindex_end(h, n);
 }
 
 /* The same rebuild from a copy of the old index (the normal path of a
@@ -547,29 +570,19 @@ int reindex_pass(shmdict_t *h)
  * records themselves. */
 static int reindex_from(shmdict_t *h, const uint64_t *old, uint64_t old_cap)
 {
-    header_t *H = h->hdr;
-    uint64_t bump = H->bump, cap = h->cap, n = 0;
-    if (bump < FIRST_UNIT || bump > h->units)
-        return SHMDICT_ECORRUPT;
-    memset(h->slots, 0, cap * sizeof(uint64_t));
-    FAULT(REINDEX_CLEARED);
+    uint64_t bump = h->hdr->bump, n = 0;
+    int rc = reindex_begin(h);
+    if (rc)
+        return rc;
     for (uint64_t k = 0; k < old_cap; k++) {
         uint64_t s = old[k];
         if (s <= SLOT_TOMB)
             continue;
-        if (slot_unit(s) < FIRST_UNIT || slot_unit(s) >= bump || n >= cap)
+        if (slot_unit(s) < FIRST_UNIT || slot_unit(s) >= bump || n >= h->cap)
             return reindex_pass(h);
-        uint64_t i = home_of(h, slot_tag(s));
-        while (h->slots[i] != SLOT_EMPTY) /* ends: n < cap slots are taken */
-            i = i + 1 == cap ? 0 : i + 1;
-        h->slots[i] = s;
-        n++;
-        if (n % 4096 == 0)
-            FAULT(REINDEX_INSERTED);
+        reindex_put(h, s, n++);
     }
-    H->count = n;
-    H->tombs = 0;
-    return SHMDICT_OK;
+    return reindex_end(h, n);
 }
 
 /* Would one more key pass the index's load limit? */
