@@ -5,6 +5,7 @@ waits that must end anyway (who may open a dict; waits that always end)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import math
 import mmap
@@ -308,14 +309,15 @@ def _hold_lock_and_stop(path: str) -> int:
     return 0
 
 
-@pytest.fixture
-def stopped_holder(shm_dir: str) -> Iterator[tuple[str, int, shmdict.SharedDict]]:
+@contextlib.contextmanager
+def _stopped_holder(shm_dir: str, lock_timeout: float | None) -> Iterator[tuple[str, int, shmdict.SharedDict]]:
     """A dict (with k = 1) whose lock is held by a stopped process: (name, its pid, a handle
-    attached before it stopped, with lock_timeout=0.1)."""
+    attached before it stopped, with this lock_timeout). Afterwards the holder is killed and
+    the dict must be unchanged and sound."""
     name = unique_name()
     owner = shmdict.new(name, "1m")
     owner["k"] = 1
-    early = shmdict.get(name, lock_timeout=0.1)
+    early = shmdict.get(name, lock_timeout=lock_timeout)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 99
@@ -335,6 +337,13 @@ def stopped_holder(shm_dir: str) -> Iterator[tuple[str, int, shmdict.SharedDict]
         owner.check()
         early.close()
         owner.close()
+
+
+@pytest.fixture
+def stopped_holder(shm_dir: str) -> Iterator[tuple[str, int, shmdict.SharedDict]]:
+    """A stopped lock holder, and a handle attached before it stopped with lock_timeout=0.1."""
+    with _stopped_holder(shm_dir, 0.1) as held:
+        yield held
 
 
 def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int, shmdict.SharedDict]) -> None:
@@ -390,35 +399,11 @@ def test_operations_time_out_and_change_nothing(stopped_holder: tuple[str, int, 
         assert holder == pid
 
 
-def _attached_unbounded(name: str) -> shmdict.SharedDict:
-    return shmdict.get(name, lock_timeout=None)
-
-
 @pytest.fixture
 def unbounded_and_stopped(shm_dir: str) -> Iterator[tuple[shmdict.SharedDict, int]]:
     """A handle with no lock bound of its own (lock_timeout=None), then a stopped holder."""
-    name = unique_name()
-    owner = shmdict.new(name, "1m")
-    owner["k"] = 1
-    d = shmdict.get(name, lock_timeout=None)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 99
-        try:
-            code = _hold_lock_and_stop(_path(shm_dir, name))
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, os.WUNTRACED)
-    assert os.WIFSTOPPED(status), status
-    try:
+    with _stopped_holder(shm_dir, None) as (_, pid, d):
         yield d, pid
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        assert owner["k"] == 1
-        owner.check()
-        d.close()
-        owner.close()
 
 
 def test_call_timeouts_are_honoured(unbounded_and_stopped: tuple[shmdict.SharedDict, int]) -> None:
