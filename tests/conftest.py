@@ -22,8 +22,30 @@ from typing import Any
 
 import pytest
 
-import shmdict
-from shmdict import _lib
+
+def _test_the_installed_package() -> None:
+    """Run against the installed shmdict when the source tree beside tests/ is not built.
+
+    In an unpacked sdist whose package was installed the normal way (how
+    distributions test a package), ``python -m pytest`` puts the folder first on
+    ``sys.path``, and its ``shmdict/`` has no compiled modules. Drop that entry,
+    and tell the Pythons the tests start (``python -m shmdict``, examples) to do
+    the same (PYTHONSAFEPATH). A developer build in place is used as it is.
+    """
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.join(root, "shmdict")
+    if any(os.path.exists(os.path.join(src, "_shmdict" + sfx)) for sfx in EXTENSION_SUFFIXES):
+        return
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != root]
+    os.environ["PYTHONSAFEPATH"] = "1"
+
+
+_test_the_installed_package()
+
+import shmdict  # noqa: E402
+from shmdict import _lib  # noqa: E402
 
 LONG = os.environ.get("SHMDICT_LONG", "") not in ("", "0")
 

@@ -3,9 +3,8 @@
 Each fenced block is collected with its language and checked by the handler
 for that language, so a block that no longer matches the code fails here:
 
-- ``pycon``: run by pytest's doctest collection (``--doctest-glob`` in
-  pyproject.toml); this file only checks that the file is covered by it and
-  that the block parses as doctest examples.
+- ``pycon``: a file's blocks run as one doctest session, in order, against a
+  private ``SHMDICT_DIR`` (so the suite leaves nothing in ``/dev/shm``).
 - ``console``: ``$ shmdict ...`` lines run through the CLI against a fresh
   ``SHMDICT_DIR``, in order, and their output is compared with the block's.
   Commands that cannot run inside the test suite are listed in ``NOT_RUN``
@@ -21,7 +20,6 @@ Relative links (and their ``#anchors``) must resolve too.
 from __future__ import annotations
 
 import doctest
-import fnmatch
 import os
 import re
 import shlex
@@ -266,29 +264,34 @@ def test_exception_tree(block: Block) -> None:
     assert exported == {n for n, _ in found}, f"{block.where}: the tree lists {sorted(n for n, _ in found)}, shmdict exports {sorted(exported)}"
 
 
-# ---- pycon: covered by the doctest run ----------------------------------------
+# ---- pycon: one doctest session per file -------------------------------------
 
 
-def _doctest_covers(config: pytest.Config, path: Path) -> bool:
-    rootdir = Path(str(config.rootpath))
-    in_paths = any(
-        path == (rootdir / tp) or (rootdir / tp) in path.parents for tp in config.getini("testpaths")
-    )
-    globs = config.getoption("doctestglob") or []
-    matched = any(
-        fnmatch.fnmatch(str(path), "*" + g) if "/" in g else fnmatch.fnmatch(path.name, g) for g in globs
-    )
-    return in_paths and matched
+def _run_doctest(text: str, name: str, filename: str, globs: dict[str, object]) -> None:
+    test = doctest.DocTestParser().get_doctest(text, globs, name, filename, 0)
+    assert test.examples, f"{name}: no >>> examples"
+    out: list[str] = []
+    runner = doctest.DocTestRunner(optionflags=_FLAGS)
+    runner.run(test, out=out.append)
+    assert not runner.failures, "".join(out)
 
 
-@pytest.mark.parametrize("block", _of("pycon"), ids=_ids(_of("pycon")))
-def test_pycon_block_is_doctested(block: Block, request: pytest.FixtureRequest) -> None:
-    """A pycon block is in a file the configured doctest run collects, and parses as examples."""
-    assert _doctest_covers(request.config, block.path), (
-        f"{block.where}: pycon blocks here are not run: add the file to testpaths and --doctest-glob in pyproject.toml"
-    )
-    assert doctest.DocTestParser().get_examples(block.text), f"{block.where}: no >>> examples"
-    assert block.text.endswith("\n\n"), f"{block.where}: end the block with a blank line, or doctest reads the fence as output"
+@pytest.mark.parametrize("path", sorted({b.path for b in _of("pycon")}), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pycon_blocks(path: Path) -> None:
+    """A file's pycon blocks run as one doctest session, in order (a block may use
+    what an earlier one made), against the test's private SHMDICT_DIR, so trying
+    them here leaves nothing in /dev/shm."""
+    blocks = [b for b in _of("pycon") if b.path == path]
+    for b in blocks:
+        assert b.text.endswith("\n\n"), f"{b.where}: end the block with a blank line, or the fence reads as output"
+    globs: dict[str, object] = {}
+    _run_doctest("".join(b.text for b in blocks), str(path.relative_to(ROOT)), str(path), globs)
+
+
+def test_package_docstring_runs() -> None:
+    """The package's own docstring example works."""
+    assert shmdict.__doc__ and ">>>" in shmdict.__doc__
+    _run_doctest(shmdict.__doc__, "shmdict", shmdict.__file__ or "shmdict", {})
 
 
 # ---- every block has a handler; links resolve --------------------------------
