@@ -9,8 +9,15 @@ it links no core code of its own. PyPy uses the cffi module alone.
 import importlib.util
 import os
 import platform
+import sys
 
-from setuptools import Extension, setup
+# pip checks requires-python only after resolving every dependency, so on an
+# older Python `pip install '.[test]'` would search the extras' versions for
+# minutes before saying why it fails. Say it at once, while the build starts.
+if sys.version_info < (3, 11):
+    sys.exit(f"shmdict requires Python >= 3.11 (pyproject.toml requires-python); this is {platform.python_version()}")
+
+from setuptools import Extension, setup  # noqa: E402
 
 
 def _core_flags() -> tuple[list[str], list[str]]:

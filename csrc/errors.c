@@ -8,8 +8,8 @@ const char *shmdict_strerror(int rc)
     switch (rc) {
     case SHMDICT_OK: return "success";
     case SHMDICT_ENOTFOUND: return "key not found";
-    case SHMDICT_EFULL: return "dict is full";
-    case SHMDICT_ETOOBIG: return "item is larger than the dict can hold";
+    case SHMDICT_EFULL: return "dict is full: delete or expire items, grow it (resize(), or max_size= to grow by itself), or open it with evict=True to drop the least recently used items";
+    case SHMDICT_ETOOBIG: return "item is larger than the dict can hold: grow the dict (resize(), or max_size=) or store a smaller item";
     case SHMDICT_ECORRUPT: return "dict is corrupt";
     case SHMDICT_ENOTNUM: return "value is not a number";
     case SHMDICT_EOVERFLOW: return "overflow: the result does not fit its type";

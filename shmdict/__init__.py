@@ -47,4 +47,4 @@ def __getattr__(name: str) -> Any:
 
         return RedisDict
     raise AttributeError(f"module 'shmdict' has no attribute {name!r}")
-__version__ = "0.1.0"
+__version__ = "0.3.0"

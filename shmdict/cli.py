@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import re
 import sys
@@ -230,8 +231,26 @@ def _unescape(s: str) -> bytes:
     return bytes(out)
 
 
+# ``set`` without --type: a number written the way Python and ``incr`` write it
+# is stored as that number, so ``set d n 5`` then ``incr d n`` works. Leading
+# zeros, a sign of +, spaces, "inf"/"nan" and anything else stay a str (a zip
+# code such as 01234 is not a number); --type str stores a number as text.
+_AUTO_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_AUTO_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)")
+
+
+def _auto(s: str) -> shmdict.Value:
+    if _AUTO_INT.fullmatch(s) and -(2**63) <= int(s) < 2**63:
+        return int(s)
+    if _AUTO_FLOAT.fullmatch(s) and math.isfinite(float(s)):
+        return float(s)
+    return s
+
+
 def _value(s: str, typ: str) -> shmdict.Value:
     try:
+        if typ == "auto":
+            return _auto(s)
         if typ == "str":
             return s
         if typ == "int":
@@ -360,6 +379,10 @@ def cmd_incr(args: argparse.Namespace) -> int:
             v = d.incr(args.key, delta, init=init, init_ttl=args.init_ttl)
         except KeyError:
             _fail(EXIT_NOTFOUND, f"no key {args.key!r} in {args.name!r} (use --init to create it)")
+        except TypeError:
+            held = d.get(args.key)
+            _fail(EXIT_FAIL, f"{args.key!r} in {args.name!r} holds the {_type_name(held)} {held!r}, not a number; "
+                              f"store a number with `shmdict set {args.name} {args.key} VALUE` (VALUE such as 5 or 0.5)")
     _emit(args, {"key": args.key, "value": v}, str(v))
     return EXIT_OK
 
@@ -614,9 +637,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("key")
     sp.add_argument("value")
-    sp.add_argument("--type", choices=["str", "int", "float", "bool", "bytes"], default="str",
-                    help="type to store VALUE as (default str); for bytes, VALUE takes the escapes of a "
-                         "Python bytes literal: \\x00, \\n, \\t, \\\\ ...")
+    sp.add_argument("--type", choices=["auto", "str", "int", "float", "bool", "bytes"], default="auto",
+                    help="type to store VALUE as. Default auto: an int or float written plainly (5, -3, 0.25, "
+                         "1e6) is stored as that number, anything else (01234, inf, text) as str; for bytes, "
+                         "VALUE takes the escapes of a Python bytes literal: \\x00, \\n, \\t, \\\\ ...")
     sp.add_argument("--ttl", type=float, default=0, help="expire after this many seconds")
     sp = add("del", cmd_del, "delete keys; exit 1 if none existed")
     sp.add_argument("name")

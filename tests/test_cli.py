@@ -54,6 +54,32 @@ def test_new_set_get_incr_ttl_roundtrip(shm_dir):
     assert 40 < jrun("ttl", "cfg", "n")["ttl"] <= 50
 
 
+@pytest.mark.parametrize(
+    "text, want",
+    [("5", 5), ("-3", -3), ("0", 0), ("0.25", 0.25), ("1.5e3", 1500.0), ("-1.5", -1.5), ("1e6", 1e6),
+     ("01234", "01234"), ("+5", "+5"), (" 5", " 5"), ("inf", "inf"), ("nan", "nan"), ("1_000", "1_000"),
+     ("9223372036854775808", "9223372036854775808"), ("5.", "5."), ("hello", "hello")],
+)
+def test_set_stores_a_plain_number_as_a_number(shm_dir, text, want):
+    """Without --type, a value written as Python and incr write numbers is stored as that number
+    (so `set` then `incr` works); anything else, leading zeros and inf/nan included, stays a str."""
+    cli.main(["new", "auto", "256k"])
+    run("set", "auto", "k", text)
+    with shmdict.get("auto") as d:
+        got = d["k"]
+    assert got == want and type(got) is type(want)
+
+
+def test_set_then_incr_and_a_str_that_looks_like_a_number(shm_dir):
+    """`set d n 5` then `incr d n` gives 6; incr of a str says what the key holds and how to store a number."""
+    run("new", "sn", "256k")
+    run("set", "sn", "n", "5")
+    assert run("incr", "sn", "n") == "6\n"
+    run("set", "sn", "s", "5", "--type", "str")
+    p = subprocess.run([sys.executable, "-m", "shmdict", "incr", "sn", "s"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3 and "holds the str '5', not a number" in p.stderr and "shmdict set sn s VALUE" in p.stderr
+
+
 def test_keys_del_flush(shm_dir):
     """keys filters by glob and limit; del reports how many existed; flush needs --yes."""
     with shmdict.new("k", "256k") as d:

@@ -36,9 +36,14 @@ import pickle
 import threading
 from typing import Any, Iterable, Optional
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache  # type: ignore[import-untyped]
-
 import shmdict
+from shmdict.contrib._extras import missing
+
+try:
+    from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache  # type: ignore[import-untyped]
+except ModuleNotFoundError as exc:
+    raise missing(exc, "shmdict.contrib.django", "Django>=4.2", "django") from exc
+
 from shmdict._dict import _dir
 from shmdict._lib import INT64_MAX, INT64_MIN
 from shmdict.contrib._attach import attach_or_create

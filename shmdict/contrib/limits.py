@@ -49,13 +49,18 @@ from math import floor
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
-from limits.aio.storage import MovingWindowSupport as AsyncMovingWindowSupport
-from limits.aio.storage import SlidingWindowCounterSupport as AsyncSlidingWindowCounterSupport
-from limits.aio.storage import Storage as AsyncStorage
-from limits.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
-from limits.storage.base import TimestampedSlidingWindow
-
 import shmdict
+from shmdict.contrib._extras import missing
+
+try:
+    from limits.aio.storage import MovingWindowSupport as AsyncMovingWindowSupport
+    from limits.aio.storage import SlidingWindowCounterSupport as AsyncSlidingWindowCounterSupport
+    from limits.aio.storage import Storage as AsyncStorage
+    from limits.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
+    from limits.storage.base import TimestampedSlidingWindow
+except ModuleNotFoundError as exc:
+    raise missing(exc, "shmdict.contrib.limits", "limits>=5,<6", "limits") from exc
+
 from shmdict._lib import encode_key, lib, raise_rc, scratch
 from shmdict.contrib._attach import Size, attach_or_create
 
