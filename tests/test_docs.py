@@ -86,6 +86,8 @@ NOT_RUN = [
                                     "installs one without a compiler"),
     (r"python tests/limits_suite.py --fetch", "downloads limits' sdist and runs its suite for a minute: .ci/run runs it"),
     (r"cd examples/", "part of the example server session: tests/test_contrib_servers.py runs these servers"),
+    (r"RATELIMIT=\S+ uvicorn ", "starts a server on a fixed port: tests/test_contrib_servers.py runs it on a free one"),
+    (r"shmdict rm ratelimit$", "removes the dict the example server above made"),
     (r"RATELIMIT=\S+ gunicorn ", "starts a server on a fixed port: tests/test_contrib_servers.py runs it on a free one"),
     (r"SHMDICT_URL=\S+ gunicorn app:app", "an illustration: your app, your Redis server; test_python_block_on_redis runs the code"),
     (r"for i in .*curl ", "needs the server started above"),
