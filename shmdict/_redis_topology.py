@@ -38,6 +38,7 @@ a password of their own take ``sentinel_kwargs={"password": ...}``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -50,7 +51,6 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
-from ._lib import seconds
 
 __all__ = ["CLUSTER", "SENTINEL", "Topology", "build"]
 
@@ -370,8 +370,11 @@ def _build_sentinel(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Top
     rest = []
     for k, v in query:
         if k == "failover_timeout":
-            failover = seconds(v, "failover_timeout") if v else -1.0
-            if not 0 <= failover <= 86400:
+            try:
+                failover = float(v)
+            except ValueError:
+                failover = math.nan
+            if not 0 <= failover <= 86400:  # NaN too
                 raise ValueError(f"failover_timeout must be seconds from 0 to 86400, not {v!r}")
         else:
             rest.append((k, v))
