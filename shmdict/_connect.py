@@ -124,6 +124,9 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
         if local:
             raise ValueError("; ".join(f"{k} is a shm:// parameter, refused on a Redis URL: {_LOCAL_ONLY[k]}"
                                        for k in local))
+        if "failover_timeout" in {k for k, _ in params} | set(options) and "sentinel" not in scheme:
+            raise ValueError(f"failover_timeout is a redis+sentinel:// parameter, refused on {u.scheme}:// "
+                             "(which has no failover to wait for)")
         ours = {k: v for k, v in params if k in _REDIS_PARAMS}
         rest = [(k, v) for k, v in params if k not in _REDIS_PARAMS]
         # Built by hand: urlunsplit drops the "//" of "unix:///path" when the host is empty.

@@ -22,6 +22,13 @@ INTERNAL KEYS. Locks and single-flight markers live at ``prefix + b"\\xff"
 + ...``. No UTF-8 string starts with the byte 0xff, so no user key can ever
 collide with them; scans skip them.
 
+CLUSTER AND SENTINEL. The key names are the same on every topology: no
+script touches a second key (a version, an event log), so no key has to
+share a hash tag with another, and a dict moves between ``redis://`` and
+``redis+cluster://`` unchanged. shmdict/_redis_topology.py builds the client
+and runs what touches several keys (scans, ``get_many``, ``set_many``,
+subscriptions) on every master or per hash slot.
+
 TIME. TTLs are Redis's own (``PX``/``PTTL``, millisecond resolution, the
 server's clock). ``limit`` reads the server's ``TIME``, so every client shares
 one clock.
@@ -140,8 +147,9 @@ def _num_arg(value: object, what: str) -> tuple[bytes, bytes]:
 
 # ---- Lua scripts ---------------------------------------------------------------
 # Each touches one key (plus the server clock), so each is atomic and
-# cluster-safe. Results travel as strings: Lua numbers are doubles and would
-# round an int64.
+# cluster-safe -- except _GET_MANY, which reads many, and which a Redis
+# Cluster therefore runs once per hash slot (shmdict/_redis_topology.py).
+# Results travel as strings: Lua numbers are doubles and would round an int64.
 
 _INCR = """
 local k = KEYS[1]

@@ -366,21 +366,17 @@ def _build_sentinel(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Top
     service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0
     userinfo, sentinels = _nodes(u.netloc, 26379, url)
     query = parse_qsl(u.query, keep_blank_values=True)
-    failover = DEFAULT_FAILOVER_TIMEOUT
+    failover: object = DEFAULT_FAILOVER_TIMEOUT
     rest = []
     for k, v in query:
         if k == "failover_timeout":
-            try:
-                failover = float(v)
-            except ValueError:
-                failover = math.nan
-            if not 0 <= failover <= 86400:  # NaN too
-                raise ValueError(f"failover_timeout must be seconds from 0 to 86400, not {v!r}")
+            failover = v
         else:
             rest.append((k, v))
     kw = _kwargs(userinfo, rest, db)
     kw.pop("connection_class", None)
     kw.update(options)
+    failover = _failover_timeout(kw.pop("failover_timeout", failover))
     sentinel_kwargs = dict(kw.pop("sentinel_kwargs", None) or {})
     for k in ("socket_connect_timeout", "socket_timeout"):
         sentinel_kwargs.setdefault(k, kw.get(k))
@@ -395,6 +391,17 @@ def _build_sentinel(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Top
         **kw,
     )
     return _SentinelTopology(client, db, mgr)
+
+
+def _failover_timeout(v: object) -> float:
+    """``failover_timeout``, from the URL (a str) or a keyword option: seconds from 0 to a day."""
+    try:
+        f = float(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else math.nan
+    except ValueError:
+        f = math.nan
+    if not 0 <= f <= 86400:  # NaN too
+        raise ValueError(f"failover_timeout must be seconds from 0 to 86400, not {v!r}")
+    return f
 
 
 class _SentinelTopology(Topology):

@@ -255,12 +255,20 @@ def test_sentinel_url_without_service_is_valueerror(url):
         shmdict.connect(url + "?prefix=p:")
 
 
-@pytest.mark.parametrize("bad", ["-1", "nan", "x", "1e9"])
+@pytest.mark.parametrize("bad", ["-1", "nan", "x", "1e9", ""])
 def test_sentinel_bad_failover_timeout_is_valueerror(bad):
-    """failover_timeout is seconds from 0 to a day."""
+    """failover_timeout is seconds from 0 to a day, in the URL or as a keyword option;
+    other URLs refuse it."""
     redis_available()
     with pytest.raises(ValueError, match="failover_timeout"):
         shmdict.connect(f"redis+sentinel://127.0.0.1:1/svc?failover_timeout={bad}")
+    with pytest.raises(ValueError, match="failover_timeout"):
+        shmdict.connect("redis+sentinel://127.0.0.1:1/svc", failover_timeout=bad)
+    for url in ("redis://127.0.0.1:1/0?failover_timeout=1", f"redis+cluster://127.0.0.1:{free_port()}/?failover_timeout=1"):
+        with pytest.raises(ValueError, match="redis\\+sentinel"):
+            shmdict.connect(url)
+    with shmdict.connect("redis+sentinel://127.0.0.1:1/svc", failover_timeout=2.5) as d:
+        assert d._topo.sentinel.failover_timeout == 2.5
 
 
 def test_sentinel_errors_are_unavailable_quickly(redis_sentinel, tmp_path):  # noqa: F811
