@@ -144,7 +144,7 @@ def start_tcp_redis(workdir: str, port: int, extra: tuple[str, ...] = ()) -> Red
     return start_redis(workdir, ("--port", str(port), "--bind", "127.0.0.1", *extra))
 
 
-class RedisCluster:
+class LocalCluster:
     """A running Redis Cluster: ``url(prefix)`` gives a redis+cluster:// URL for it."""
 
     def __init__(self, nodes: list[RedisServer], ports: list[int]) -> None:
@@ -161,7 +161,7 @@ class RedisCluster:
             stop_redis(n.proc)
 
 
-def start_cluster(workdir: str, masters: int = 3) -> RedisCluster:
+def start_cluster(workdir: str, masters: int = 3) -> LocalCluster:
     """``masters`` cluster nodes on loopback ports, the 16384 slots split
     between them, started and joined; returns once every node sees the
     cluster as ok."""
@@ -200,7 +200,7 @@ def start_cluster(workdir: str, masters: int = 3) -> RedisCluster:
         for n in nodes:
             stop_redis(n.proc)
         raise
-    return RedisCluster(nodes, ports)
+    return LocalCluster(nodes, ports)
 
 
 class SentinelSetup:
@@ -298,7 +298,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
+def redis_cluster() -> Iterator[LocalCluster]:
     """One 3-master Redis Cluster for the whole session, killed at teardown."""
     redis_available()
     workdir = tempfile.mkdtemp(prefix="shmdict-cluster-")
