@@ -5,12 +5,10 @@ Sentinel failover followed without reconnecting, and Django on a cluster URL."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import time
 import uuid
-from typing import Any
 
 import pytest
 from redis_fixture import (  # noqa: F401
@@ -18,7 +16,6 @@ from redis_fixture import (  # noqa: F401
     redis_available,
     redis_cluster,
     redis_sentinel,
-    redis_server,
     start_sentinel,
     stop_redis,
 )
@@ -295,22 +292,47 @@ def test_sentinel_errors_are_unavailable_quickly(redis_sentinel, tmp_path):  # n
 
 
 def test_sentinel_failover_is_followed_without_reconnecting(tmp_path):
-    """The master is SIGKILLed: a call waits for the Sentinel to promote the replica and then
-    works on the same handle, with the replicated data; with failover_timeout=0 a call made
-    during the failover raises Unavailable at once instead."""
+    """The master is SIGKILLed. A request in flight at that moment raises Unavailable at once (it may
+    have been applied); the next call on the same handle waits for the Sentinel to promote the
+    replica and works there, with the replicated data; with failover_timeout=0 a call made during
+    the failover raises Unavailable at once instead; with no master left, a call gives up after
+    failover_timeout."""
+    import threading
+
     redis_available()
     setup = start_sentinel(str(tmp_path))
     try:
         prefix = _prefix()
         d = shmdict.connect(setup.url(prefix))
         impatient = shmdict.connect(setup.url(prefix, "&failover_timeout=0"))
+        brief = shmdict.connect(setup.url(prefix, "&failover_timeout=0.5"))
         d.set_many({f"k{i}": i for i in range(50)})
         d.incr("n", init=0)
-        assert impatient["n"] == 1
+        assert impatient["n"] == 1 and brief["n"] == 1
         old = setup.master_port()
         assert d.client.execute_command("WAIT", 1, 2000) == 1  # the replica has every write
-        setup.servers[old].proc.send_signal(signal.SIGKILL)
-        setup.servers[old].proc.wait()
+        master = setup.servers[old].proc
+
+        in_flight = shmdict.connect(setup.url(prefix))
+        in_flight["x"] = 0  # connected
+        outcome: list[object] = []
+
+        def call() -> None:
+            try:
+                outcome.append(in_flight.incr("x"))
+            except BaseException as e:
+                outcome.append(e)
+            outcome.append(time.monotonic())
+
+        master.send_signal(signal.SIGSTOP)  # the request is sent, the reply never comes
+        th = threading.Thread(target=call)
+        th.start()
+        time.sleep(0.1)
+        killed = time.monotonic()
+        master.send_signal(signal.SIGKILL)
+        master.wait()
+        th.join(10)
+        assert isinstance(outcome[0], shmdict.Unavailable) and outcome[1] - killed < 1  # type: ignore[operator]
 
         t = time.monotonic()
         with pytest.raises(shmdict.Unavailable):
@@ -319,12 +341,19 @@ def test_sentinel_failover_is_followed_without_reconnecting(tmp_path):
 
         t = time.monotonic()
         assert d.incr("n") == 2  # waits for the new master, no reconnect by the caller
-        took = time.monotonic() - t
-        assert took < 10, took
-        assert setup.master_port() != old
+        assert time.monotonic() - t < 10
+        new = setup.master_port()
+        assert new != old
         assert d.get_many([f"k{i}" for i in range(50)]) == {f"k{i}": i for i in range(50)}
-        assert impatient["n"] == 2  # the next call of the impatient handle finds the new master too
-        d.close()
-        impatient.close()
+        assert impatient["n"] == 2 and in_flight["x"] in (0, 1)  # the handles find the new master too
+
+        setup.servers[new].proc.send_signal(signal.SIGKILL)  # no replica left to promote
+        setup.servers[new].proc.wait()
+        t = time.monotonic()
+        with pytest.raises(shmdict.Unavailable, match="failover_timeout=0.5"):
+            brief.get("n")
+        assert 0.4 < time.monotonic() - t < 3
+        for h in (d, impatient, brief, in_flight):
+            h.close()
     finally:
         setup.stop()
