@@ -161,14 +161,16 @@ class LocalCluster:
             stop_redis(n.proc)
 
 
-def start_cluster(workdir: str, masters: int = 3) -> LocalCluster:
+def start_cluster(workdir: str, masters: int = 3, replicas: int = 0) -> LocalCluster:
     """``masters`` cluster nodes on loopback ports, the 16384 slots split
-    between them, started and joined; returns once every node sees the
-    cluster as ok."""
+    between them, and ``replicas`` more nodes (replica ``i`` of master ``i %
+    masters``), started and joined; returns once every node sees the cluster
+    as ok. ``ports`` lists the masters first."""
     import redis
 
-    ports = [free_port() for _ in range(masters)]
-    bus = [free_port() for _ in range(masters)]  # the default, port + 10000, may be taken or out of range
+    total = masters + replicas
+    ports = [free_port() for _ in range(total)]
+    bus = [free_port() for _ in range(total)]  # the default, port + 10000, may be taken or out of range
     nodes: list[RedisServer] = []
     try:
         for i, port in enumerate(ports):
@@ -177,10 +179,11 @@ def start_cluster(workdir: str, masters: int = 3) -> LocalCluster:
                 "--cluster-port", str(bus[i]),
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000",
+                "--repl-diskless-sync-delay", "0",
             )))  # fmt: skip
         clients = [n.client() for n in nodes]
         per = 16384 // masters
-        for i, c in enumerate(clients):
+        for i, c in enumerate(clients[:masters]):
             last = 16383 if i == masters - 1 else (i + 1) * per - 1
             c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
         for c in clients[1:]:
@@ -189,13 +192,22 @@ def start_cluster(workdir: str, masters: int = 3) -> LocalCluster:
         def joined() -> bool:
             for c in clients:
                 info = c.execute_command("CLUSTER", "INFO").decode()
-                if "cluster_state:ok" not in info or f"cluster_known_nodes:{masters}" not in info:
+                if "cluster_state:ok" not in info or f"cluster_known_nodes:{total}" not in info:
                     return False
                 if len(c.execute_command("CLUSTER", "SLOTS")) != masters:
                     return False
             return True
 
         _until("the cluster did not come up", joined)
+        if replicas:
+            ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients[:masters]]
+            for i, c in enumerate(clients[masters:]):
+                c.execute_command("CLUSTER", "REPLICATE", ids[i % masters])
+
+            def synced() -> bool:
+                return all(c.info("replication")["master_link_status"] == "up" for c in clients[masters:])
+
+            _until("the cluster's replicas did not sync", synced)
     except BaseException:
         for n in nodes:
             stop_redis(n.proc)

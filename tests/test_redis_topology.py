@@ -165,6 +165,38 @@ def test_cluster_locks_and_limits_across_processes(cd):
     assert cd.limit("api", rate=5, per=60)[1] == 1  # 3 of 5 used by the children, this is the 4th
 
 
+@pytest.mark.slow
+def test_cluster_master_failover_is_followed(tmp_path):
+    """A cluster master with a replica is SIGKILLed: calls fail with Unavailable (never anything
+    else) until the cluster promotes the replica, then the same handle works again, the
+    replicated data included."""
+    from redis_fixture import start_cluster
+
+    redis_available()
+    cluster = start_cluster(str(tmp_path), masters=3, replicas=1)
+    try:
+        d = shmdict.connect(cluster.url(_prefix()))
+        node0 = f"127.0.0.1:{cluster.ports[0]}"
+        keys = [k for k in (f"k{i}" for i in range(200)) if d.client.get_node_from_key(d._k(k)).name == node0]
+        d.set_many({k: 1 for k in keys})
+        assert cluster.nodes[0].client().execute_command("WAIT", 1, 2000) == 1  # the replica has them
+        cluster.nodes[0].proc.send_signal(signal.SIGKILL)
+        cluster.nodes[0].proc.wait()
+        t = time.monotonic()
+        while True:
+            try:
+                assert d.incr(keys[0]) == 2
+                break
+            except shmdict.Unavailable:
+                assert time.monotonic() - t < 20, "no failover within 20 s"
+                time.sleep(0.1)
+        assert d.get_many(keys) == {keys[0]: 2, **{k: 1 for k in keys[1:]}}
+        assert len(d) == len(keys)
+        d.close()
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.parametrize("path", ["/1", "/0/x"])
 def test_cluster_url_with_a_database_is_valueerror(path):
     """A cluster has only database 0: another path is refused before any I/O."""
