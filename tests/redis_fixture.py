@@ -161,11 +161,13 @@ class LocalCluster:
             stop_redis(n.proc)
 
 
-def start_cluster(workdir: str, masters: int = 3, replicas: int = 0) -> LocalCluster:
+def start_cluster(workdir: str, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 10_000) -> LocalCluster:
     """``masters`` cluster nodes on loopback ports, the 16384 slots split
     between them, and ``replicas`` more nodes (replica ``i`` of master ``i %
     masters``), started and joined; returns once every node sees the cluster
-    as ok. ``ports`` lists the masters first."""
+    as ok. ``ports`` lists the masters first. A node that does not answer for
+    ``node_timeout_ms`` is failed (10 s: a loaded CI machine never fails
+    one; a failover test passes less)."""
     import redis
 
     total = masters + replicas
@@ -178,7 +180,7 @@ def start_cluster(workdir: str, masters: int = 3, replicas: int = 0) -> LocalClu
                 "--cluster-enabled", "yes",
                 "--cluster-port", str(bus[i]),
                 "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000",
+                "--cluster-node-timeout", str(node_timeout_ms),
                 "--repl-diskless-sync-delay", "0",
             )))  # fmt: skip
         clients = [n.client() for n in nodes]
@@ -216,8 +218,8 @@ def start_cluster(workdir: str, masters: int = 3, replicas: int = 0) -> LocalClu
 
 
 class SentinelSetup:
-    """A master, its replica and one Sentinel (quorum 1, a master is down
-    after 300 ms): ``url(prefix)`` gives a redis+sentinel:// URL for it."""
+    """A master, its replica and one Sentinel (quorum 1): ``url(prefix)``
+    gives a redis+sentinel:// URL for it."""
 
     SERVICE = "shmdict"
 
@@ -244,9 +246,12 @@ class SentinelSetup:
             stop_redis(s.proc)
 
 
-def start_sentinel(workdir: str) -> SentinelSetup:
+def start_sentinel(workdir: str, down_after_ms: int = 10_000) -> SentinelSetup:
     """A master and a replica on loopback ports, and a Sentinel that knows
-    both; returns once the Sentinel lists the replica, so it can fail over."""
+    both and fails the master over once it has not answered for
+    ``down_after_ms`` (the session's setup keeps 10 s, so that a loaded CI
+    machine never triggers a failover; a failover test passes 300 ms);
+    returns once the Sentinel lists the replica, so it can fail over."""
     ports = [free_port(), free_port()]
     sport = free_port()
     servers: dict[int, RedisServer] = {}
@@ -265,7 +270,7 @@ def start_sentinel(workdir: str) -> SentinelSetup:
             f.write(
                 f"port {sport}\nbind 127.0.0.1\ndir {workdir}\n"
                 f"sentinel monitor {SentinelSetup.SERVICE} 127.0.0.1 {ports[0]} 1\n"
-                f"sentinel down-after-milliseconds {SentinelSetup.SERVICE} 300\n"
+                f"sentinel down-after-milliseconds {SentinelSetup.SERVICE} {down_after_ms}\n"
                 f"sentinel failover-timeout {SentinelSetup.SERVICE} 5000\n"
             )
         sentinel = subprocess.Popen(

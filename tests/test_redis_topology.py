@@ -173,7 +173,7 @@ def test_cluster_master_failover_is_followed(tmp_path):
     from redis_fixture import start_cluster
 
     redis_available()
-    cluster = start_cluster(str(tmp_path), masters=3, replicas=1)
+    cluster = start_cluster(str(tmp_path), masters=3, replicas=1, node_timeout_ms=2000)
     try:
         d = shmdict.connect(cluster.url(_prefix()))
         node0 = f"127.0.0.1:{cluster.ports[0]}"
@@ -332,7 +332,7 @@ def test_sentinel_failover_is_followed_without_reconnecting(tmp_path):
     import threading
 
     redis_available()
-    setup = start_sentinel(str(tmp_path))
+    setup = start_sentinel(str(tmp_path), down_after_ms=300)
     try:
         prefix = _prefix()
         d = shmdict.connect(setup.url(prefix))
