@@ -59,6 +59,7 @@ CLUSTER = {"redis+cluster": False, "rediss+cluster": True, "valkey+cluster": Fal
 SENTINEL = {"redis+sentinel": False, "rediss+sentinel": True, "valkey+sentinel": False, "valkeys+sentinel": True}
 
 DEFAULT_FAILOVER_TIMEOUT = 10.0
+_UNSET: Any = object()
 _CURSOR_NODE_BITS = 16  # a cluster scan cursor: node cursor << 16 | index of the master
 
 
@@ -337,7 +338,7 @@ def _build_cluster(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Topo
     kw.pop("connection_class", None)
     if tls:
         kw["ssl"] = True
-    kw.update(options)
+    kw = {**options, **kw}  # the URL wins over keyword options, as in redis-py's from_url
     kw.pop("retry", None)  # RedisCluster takes its own, below
     try:
         client = _ClusterClient(
@@ -366,7 +367,7 @@ def _build_sentinel(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Top
     service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0
     userinfo, sentinels = _nodes(u.netloc, 26379, url)
     query = parse_qsl(u.query, keep_blank_values=True)
-    failover: object = DEFAULT_FAILOVER_TIMEOUT
+    failover: object = _UNSET
     rest = []
     for k, v in query:
         if k == "failover_timeout":
@@ -375,8 +376,9 @@ def _build_sentinel(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Top
             rest.append((k, v))
     kw = _kwargs(userinfo, rest, db)
     kw.pop("connection_class", None)
-    kw.update(options)
-    failover = _failover_timeout(kw.pop("failover_timeout", failover))
+    kw = {**options, **kw}  # the URL wins over keyword options, as in redis-py's from_url
+    failover = _failover_timeout(failover if failover is not _UNSET else kw.pop("failover_timeout", DEFAULT_FAILOVER_TIMEOUT))
+    kw.pop("failover_timeout", None)
     sentinel_kwargs = dict(kw.pop("sentinel_kwargs", None) or {})
     for k in ("socket_connect_timeout", "socket_timeout"):
         sentinel_kwargs.setdefault(k, kw.get(k))

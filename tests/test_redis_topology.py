@@ -197,6 +197,20 @@ def test_cluster_master_failover_is_followed(tmp_path):
         cluster.stop()
 
 
+def test_cluster_url_options_reach_every_node(redis_cluster):  # noqa: F811
+    """Query parameters (converted as on a redis:// URL) and keyword options reach the
+    connections to every node; a password in the URL is redacted from ``url``."""
+    with shmdict.connect(redis_cluster.url(_prefix()) + "&socket_timeout=7", socket_keepalive=True) as d:
+        d["k"] = 1
+        for node in d.client.get_primaries():
+            kw = d.client.get_redis_connection(node).connection_pool.connection_kwargs
+            assert kw["socket_timeout"] == 7.0 and kw["socket_keepalive"] is True
+        d.flush_all()
+    url = redis_cluster.url("p:").replace("redis+cluster://", "redis+cluster://:secret@")
+    with shmdict.connect(url) as d:  # (the nodes need no password: this checks what url shows)
+        assert "secret" not in d.url and "secret" not in repr(d) and "***" in d.url
+
+
 @pytest.mark.parametrize("path", ["/1", "/0/x"])
 def test_cluster_url_with_a_database_is_valueerror(path):
     """A cluster has only database 0: another path is refused before any I/O."""
