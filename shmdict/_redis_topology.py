@@ -51,10 +51,9 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
-
 __all__ = ["CLUSTER", "SENTINEL", "Topology", "build"]
 
-# Our spelling -> (kind, TLS). Valkey speaks the same protocol.
+# Our spelling -> whether it means TLS. Valkey speaks the same protocol.
 CLUSTER = {"redis+cluster": False, "rediss+cluster": True, "valkey+cluster": False, "valkeys+cluster": True}
 SENTINEL = {"redis+sentinel": False, "rediss+sentinel": True, "valkey+sentinel": False, "valkeys+sentinel": True}
 
