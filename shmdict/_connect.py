@@ -2,8 +2,11 @@
 
 ``shm://name?size=64m`` is a local shared-memory dict (:func:`shmdict.open`);
 ``redis://``, ``rediss://``, ``unix://`` and their Valkey spellings are a
-:class:`~shmdict._redis.RedisDict` over redis-py. Moving an app from one host
-to several is then a configuration change.
+:class:`~shmdict._redis.RedisDict` over redis-py; ``redis+cluster://`` and
+``redis+sentinel://`` (and ``rediss+`` / ``valkey+`` / ``valkeys+``) are the
+same dict on a Redis Cluster or behind Sentinel (shmdict/_redis_topology.py
+builds those clients). Moving an app from one host to several is then a
+configuration change.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ _REDIS = {
     "valkey": "redis",
     "valkeys": "rediss",
     "valkey+unix": "unix",
+    # Cluster and Sentinel: shmdict/_redis_topology.py parses the rest.
+    "redis+cluster": "redis+cluster",
+    "rediss+cluster": "rediss+cluster",
+    "valkey+cluster": "redis+cluster",
+    "valkeys+cluster": "rediss+cluster",
+    "redis+sentinel": "redis+sentinel",
+    "rediss+sentinel": "rediss+sentinel",
+    "valkey+sentinel": "redis+sentinel",
+    "valkeys+sentinel": "rediss+sentinel",
 }
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _REDIS_PARAMS = frozenset({"prefix"})  # shmdict's own: never reach redis-py
@@ -66,6 +78,17 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
       ``redis.Redis.from_url``, except the local dict's (``size``,
       ``max_size``, ``evict``, ``mode``, ...), which are refused: the
       server's ``maxmemory`` bounds a Redis dict.
+    - ``redis+cluster://[[user]:password@]host:port[,host:port...]/?prefix=app:``
+      (and ``rediss+cluster://``, ``valkey+cluster://``,
+      ``valkeys+cluster://``): the same dict on a Redis Cluster, its keys
+      spread over every master (``prefix={app}:``, a hash tag, keeps them in
+      one slot). ``connect`` contacts the nodes to learn the slots.
+    - ``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]?prefix=app:[&failover_timeout=10]``
+      (and ``rediss+sentinel://``, ``valkey+sentinel://``,
+      ``valkeys+sentinel://``): the master the Sentinels name for
+      ``SERVICE``, followed across failovers; a call that needs a connection
+      while the master is being replaced waits up to ``failover_timeout``
+      seconds (default 10) for the new one.
 
     Args:
         url: the engine and dict, as above.
@@ -75,9 +98,11 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
         A :class:`SharedDict` (never an owner) or a :class:`RedisDict`.
 
     Raises:
-        ValueError: an unknown scheme, a missing name, an unknown or
-            malformed shmdict parameter, or a local dict's parameter
-            (``size``, ``max_size``, ...) on a Redis URL.
+        ValueError: an unknown scheme, a missing name or Sentinel service,
+            an unknown or malformed shmdict parameter, a local dict's
+            parameter (``size``, ``max_size``, ...) on a Redis URL, or a
+            cluster URL naming a server that is not a cluster node.
+        shmdict.Unavailable: a cluster URL none of whose nodes answers.
         ImportError: a Redis URL without redis-py installed.
         FileNotFoundError: ``shm://NAME`` without ``size`` and no such dict.
 
@@ -99,6 +124,9 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
         if local:
             raise ValueError("; ".join(f"{k} is a shm:// parameter, refused on a Redis URL: {_LOCAL_ONLY[k]}"
                                        for k in local))
+        if "failover_timeout" in {k for k, _ in params} | set(options) and "sentinel" not in scheme:
+            raise ValueError(f"failover_timeout is a redis+sentinel:// parameter, refused on {u.scheme}:// "
+                             "(which has no failover to wait for)")
         ours = {k: v for k, v in params if k in _REDIS_PARAMS}
         rest = [(k, v) for k, v in params if k not in _REDIS_PARAMS]
         # Built by hand: urlunsplit drops the "//" of "unix:///path" when the host is empty.
@@ -108,7 +136,8 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
 
         return RedisDict(redis_url, ours.get("prefix", ""), **options)
     raise ValueError(
-        f"unsupported URL scheme {u.scheme!r} in {url!r}: use shm://, redis://, rediss://, unix://, valkey:// or valkeys://"
+        f"unsupported URL scheme {u.scheme!r} in {url!r}: use shm://, redis://, rediss://, unix://, valkey://, "
+        "valkeys://, redis+cluster:// or redis+sentinel://"
     )
 
 

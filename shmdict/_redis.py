@@ -22,6 +22,13 @@ INTERNAL KEYS. Locks and single-flight markers live at ``prefix + b"\\xff"
 + ...``. No UTF-8 string starts with the byte 0xff, so no user key can ever
 collide with them; scans skip them.
 
+CLUSTER AND SENTINEL. The key names are the same on every topology: no
+script touches a second key (a version, an event log), so no key has to
+share a hash tag with another, and a dict moves between ``redis://`` and
+``redis+cluster://`` unchanged. shmdict/_redis_topology.py builds the client
+and runs what touches several keys (scans, ``get_many``, ``set_many``,
+subscriptions) on every master or per hash slot.
+
 TIME. TTLs are Redis's own (``PX``/``PTTL``, millisecond resolution, the
 server's clock). ``limit`` reads the server's ``TIME``, so every client shares
 one clock.
@@ -140,8 +147,9 @@ def _num_arg(value: object, what: str) -> tuple[bytes, bytes]:
 
 # ---- Lua scripts ---------------------------------------------------------------
 # Each touches one key (plus the server clock), so each is atomic and
-# cluster-safe. Results travel as strings: Lua numbers are doubles and would
-# round an int64.
+# cluster-safe -- except _GET_MANY, which reads many, and which a Redis
+# Cluster therefore runs once per hash slot (shmdict/_redis_topology.py).
+# Results travel as strings: Lua numbers are doubles and would round an int64.
 
 _INCR = """
 local k = KEYS[1]
@@ -309,7 +317,7 @@ return 0
 def _raise(exc: BaseException, key: object = None) -> NoReturn:
     """Map a redis-py exception to the matching shmdict exception."""
     r = _redis_py
-    if isinstance(exc, (r.ConnectionError, r.TimeoutError)):
+    if isinstance(exc, (r.ConnectionError, r.TimeoutError, r.exceptions.ClusterDownError)):
         raise Unavailable(f"Redis connection failed: {exc}") from exc
     if isinstance(exc, r.OutOfMemoryError):
         raise Full(f"Redis is out of memory (maxmemory): {exc}") from exc
@@ -370,7 +378,15 @@ class RedisDict(MutableMapping[str, Value]):
         # apply it twice. A failed call raises Unavailable; the next call
         # reconnects.
         options.setdefault("retry", Retry(NoBackoff(), 0))
-        r = _redis_py.Redis.from_url(url, **options)
+        from ._redis_topology import build
+
+        # One server, a Sentinel's master or a Cluster (shmdict/_redis_topology.py):
+        # single-key calls go to its client, multi-key ones through the topology.
+        try:
+            self._topo = build(url, options)
+        except _redis_py.RedisError as e:
+            _raise(e)
+        r = self._topo.client
         self._r: Any = r
         self._incr = r.register_script(_INCR)
         self._expire = r.register_script(_EXPIRE)
@@ -419,7 +435,8 @@ class RedisDict(MutableMapping[str, Value]):
 
     @property
     def client(self) -> Any:
-        """The underlying ``redis.Redis`` client (for what shmdict does not wrap)."""
+        """The underlying redis-py client (for what shmdict does not wrap): a
+        ``redis.Redis``, or a ``redis.cluster.RedisCluster`` for a cluster URL."""
         return self._c()
 
     def __repr__(self) -> str:
@@ -452,8 +469,7 @@ class RedisDict(MutableMapping[str, Value]):
         """On Redis: closes this handle's connections; the data stays."""
         r, self._r = self._r, None
         if r is not None:
-            r.close()
-            r.connection_pool.disconnect()
+            self._topo.close()
 
     def __enter__(self) -> RedisDict:
         self._c()
@@ -493,7 +509,10 @@ class RedisDict(MutableMapping[str, Value]):
             _raise(e, key)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """On Redis: one Lua script reads them all, a consistent snapshot of those keys."""
+        """On Redis: one Lua script reads them all, a consistent snapshot of those
+        keys; on a Redis Cluster, one script per hash slot (all sent at once), so
+        each key is read whole but keys of different slots at slightly different
+        instants."""
         if isinstance(keys, (str, bytes)):
             raise TypeError("get_many takes an iterable of keys, not a single str")
         names = list(dict.fromkeys(keys))
@@ -502,7 +521,8 @@ class RedisDict(MutableMapping[str, Value]):
             self._c()
             return {}
         try:
-            rows = self._get_many(client=self._c(), keys=ks)
+            self._c()
+            rows = self._topo.run_grouped(self._get_many, ks)
         except _redis_py.RedisError as e:
             _raise(e)
         out: dict[str, Any] = {}
@@ -581,7 +601,8 @@ class RedisDict(MutableMapping[str, Value]):
         """On Redis: one ``MULTI``/``EXEC`` transaction, so no client sees a part
         of it; but when the server refuses an item at ``maxmemory``
         (``shmdict.Full``), the items before it may be stored (a transaction
-        is not rolled back).
+        is not rolled back). On a Redis Cluster: one script per hash slot, all
+        sent at once: atomic per slot (so per key), not across slots.
         """
         pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
         items = [(self._k(k), encode(v)) for k, v in pairs]
@@ -590,10 +611,8 @@ class RedisDict(MutableMapping[str, Value]):
             self._c()
             return
         try:
-            p = self._c().pipeline(transaction=True)
-            for k, v in items:
-                p.set(k, v, px=ms or None)
-            p.execute()
+            self._c()
+            self._topo.set_grouped(items, ms)
         except _redis_py.RedisError as e:
             _raise(e)
 
@@ -680,14 +699,14 @@ class RedisDict(MutableMapping[str, Value]):
         return 0
 
     def flush_all(self) -> None:
-        """On Redis: ``SCAN`` + ``UNLINK`` in batches under the prefix. Not atomic:
-        a key written by another client while the scan runs may survive. Locks
-        are not items and are left alone.
+        """On Redis: ``SCAN`` + ``UNLINK`` in batches under the prefix (on every
+        master of a cluster). Not atomic: a key written by another client while
+        the scan runs may survive. Locks are not items and are left alone.
         """
         r = self._c()
         batch: list[bytes] = []
         try:
-            for raw in r.scan_iter(match=self._match + b"*", count=1000):
+            for raw in self._topo.scan_iter(self._match + b"*"):
                 if self._user_key(raw) is not None:
                     batch.append(raw)
                     if len(batch) >= 500:
@@ -728,17 +747,19 @@ class RedisDict(MutableMapping[str, Value]):
 
     def scan(self, cursor: int = 0, count: int = 100, match: Optional[str] = None) -> tuple[int, list[str]]:
         """On Redis: one ``SCAN`` step over the prefix; ``count`` is a hint, and a
-        key may be returned more than once (dedupe if it matters).
+        key may be returned more than once (dedupe if it matters). On a Redis
+        Cluster the cursor walks the masters one after the other.
         """
         cur = _count(cursor, "cursor")
         if _count(count, "count") == 0:
             raise ValueError("count must be > 0")
         pat, fn = self._pattern(match)
         try:
-            nxt, raws = self._c().scan(cursor=cur, match=pat, count=count)
+            self._c()
+            nxt, raws = self._topo.scan(cur, pat, count)
         except _redis_py.RedisError as e:
             _raise(e)
-        return int(nxt), list(self._keys_of(raws, fn))
+        return nxt, list(self._keys_of(raws, fn))
 
     def get_keys(self, max_count: int = 0, match: Optional[str] = None) -> list[str]:
         """On Redis: ``SCAN``, never ``KEYS``. Not a snapshot: keys written during the scan may or may not appear."""
@@ -747,7 +768,8 @@ class RedisDict(MutableMapping[str, Value]):
         pat, fn = self._pattern(match)
         seen: dict[str, None] = {}
         try:
-            for k in self._keys_of(self._c().scan_iter(match=pat, count=1000), fn):
+            self._c()
+            for k in self._keys_of(self._topo.scan_iter(pat), fn):
                 seen[k] = None
                 if 0 < max_count <= len(seen):
                     break
@@ -783,11 +805,12 @@ class RedisDict(MutableMapping[str, Value]):
         Redis keeps (``INFO``) under SharedDict's names: ``used_bytes``
         (``used_memory``), ``capacity`` (``maxmemory``, 0: no limit),
         ``hits``, ``misses``, ``expired``, ``evictions`` -- for the whole
-        server, not only this prefix -- and ``engine`` (``"redis"``),
-        ``server_version``.
+        server, not only this prefix (on a cluster: summed over the masters)
+        -- and ``engine`` (``"redis"``), ``server_version``.
         """
         try:
-            info = self._c().info()
+            self._c()
+            info = _sum_info([m.info() for m in self._topo.masters()])
         except _redis_py.RedisError as e:
             _raise(e)
         out: dict[str, Any] = {"engine": "redis", "size": 0, "entries": len(self)}
@@ -818,37 +841,52 @@ class RedisDict(MutableMapping[str, Value]):
 
     def _subscribe(self, pattern: bytes, glob: bool) -> Any:
         """A pub/sub connection subscribed to ``pattern`` (confirmed by the
-        server, so nothing published afterwards is missed)."""
-        r = self._c()
-        if not self._notify_ok:
-            try:
-                flags = r.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
-            except _redis_py.ResponseError:
-                flags = None  # CONFIG is disabled (managed Redis): trust the operator
-            except _redis_py.RedisError as e:
-                _raise(e)
-            if flags is not None and ("K" not in flags or not ("A" in flags or set("g$lxe") <= set(flags))):
-                raise Error(
-                    "wait/watch on Redis need keyspace notifications: set notify-keyspace-events to "
-                    f"'KA' (or at least 'Kg$lxe') in the server's configuration (it is {flags!r})"
-                )
-            self._notify_ok = True
-        db = int(r.connection_pool.connection_kwargs.get("db") or 0)
-        ps = r.pubsub()
+        server, so nothing published afterwards is missed). A server publishes
+        the events of its own keys only: on a Redis Cluster ``wait`` (a key)
+        listens on that key's master, ``watch`` (a pattern) on every master."""
+        self._c()
         try:
-            channel = b"__keyspace@%d__:" % db + pattern
-            (ps.psubscribe if glob else ps.subscribe)(channel)
-            deadline = time.monotonic() + 10
-            while ps.get_message(timeout=1.0) is None:
-                if time.monotonic() > deadline:
-                    raise Unavailable("Redis did not confirm the subscription within 10 s")
+            nodes = self._topo.masters() if glob else [self._topo.master_for(pattern)]
         except _redis_py.RedisError as e:
-            ps.close()
             _raise(e)
-        except BaseException:
-            ps.close()
+        if not self._notify_ok:
+            for node in nodes:
+                self._check_notifications(node)
+            self._notify_ok = True
+        channel = b"__keyspace@%d__:" % self._topo.db + pattern
+        subs: list[Any] = []
+        try:
+            for node in nodes:
+                ps = node.pubsub()
+                subs.append(ps)
+                (ps.psubscribe if glob else ps.subscribe)(channel)
+                deadline = time.monotonic() + 10
+                while ps.get_message(timeout=1.0) is None:
+                    if time.monotonic() > deadline:
+                        raise Unavailable("Redis did not confirm the subscription within 10 s")
+        except BaseException as e:
+            for ps in subs:
+                ps.close()
+            if isinstance(e, _redis_py.RedisError):
+                _raise(e)
             raise
-        return ps
+        from ._redis_topology import PubSubs
+
+        return subs[0] if len(subs) == 1 else PubSubs(subs)
+
+    def _check_notifications(self, node: Any) -> None:
+        """shmdict.Error unless ``node`` publishes keyspace notifications."""
+        try:
+            flags = node.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+        except _redis_py.ResponseError:
+            flags = None  # CONFIG is disabled (managed Redis): trust the operator
+        except _redis_py.RedisError as e:
+            _raise(e)
+        if flags is not None and ("K" not in flags or not ("A" in flags or set("g$lxe") <= set(flags))):
+            raise Error(
+                "wait/watch on Redis need keyspace notifications: set notify-keyspace-events to "
+                f"'KA' (or at least 'Kg$lxe') in the server's configuration (it is {flags!r})"
+            )
 
     def wait(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
         """On Redis: through keyspace notifications; the server must have
@@ -914,8 +952,7 @@ class RedisDict(MutableMapping[str, Value]):
             raise TypeError(f"match must be a glob str, not {type(match).__name__}")
         pat, fn = self._pattern(match)
         ps = self._subscribe(pat, glob=True)
-        db = int(self._c().connection_pool.connection_kwargs.get("db") or 0)
-        return ps, len(b"__keyspace@%d__:" % db), fn
+        return ps, len(b"__keyspace@%d__:" % self._topo.db), fn
 
     def _poll(self, sub: tuple[Any, int, Optional[str]], step: float) -> list[Event]:
         """The events that arrive within ``step`` seconds (``< 0``: until
@@ -1100,6 +1137,17 @@ class RedisDict(MutableMapping[str, Value]):
         from ._snapshot import load_redis
 
         return load_redis(self, file)
+
+
+def _sum_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``INFO`` from the masters' (a cluster's figures are the sum of its masters')."""
+    out = dict(infos[0])
+    for info in infos[1:]:
+        for k in ("used_memory", "maxmemory", "keyspace_hits", "keyspace_misses", "expired_keys", "evicted_keys"):
+            if isinstance(out.get(k), int) and isinstance(info.get(k), int):
+                # maxmemory 0 is "no limit": a master without one leaves the cluster unbounded
+                out[k] = 0 if k == "maxmemory" and 0 in (out[k], info[k]) else out[k] + info[k]
+    return out
 
 
 def _reconnect(url: str, prefix: str) -> RedisDict:

@@ -473,12 +473,21 @@ end
 return out
 """
 
+# A whole list in one step, for a cluster's load: ARGV[1] PX ms (0: none), then the elements.
+_REDIS_LIST = """
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end  -- unpack() would cap a list's length
+if ARGV[1] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 REDIS_BATCH = 500
 
 
 def dump_redis(d: Any, dst: FileArg) -> int:
-    """RedisDict.dump: SCAN the prefix, read each batch of keys with one
-    script (each item whole), write the same format."""
+    """RedisDict.dump: SCAN the prefix (every master of a cluster), read each
+    batch of keys with one script (one per hash slot on a cluster; each item
+    whole), write the same format."""
     from redis import RedisError  # present: d is a RedisDict
 
     from ._redis import _raise, decode
@@ -490,7 +499,7 @@ def dump_redis(d: Any, dst: FileArg) -> int:
 
     def flush(raws: list[bytes]) -> None:
         wall = time.time_ns()  # before the read: a deadline is never later than Redis's
-        rows = script(keys=raws)
+        rows = d._topo.run_grouped(script, raws)
         parts, n = [], 0
         for raw, row in zip(raws, rows):
             kind = int(row[0])
@@ -512,7 +521,7 @@ def dump_redis(d: Any, dst: FileArg) -> int:
     try:
         batch: list[bytes] = []
         try:
-            for raw in r.scan_iter(match=d._match + b"*", count=1000):
+            for raw in d._topo.scan_iter(d._match + b"*"):
                 if raw in seen or d._user_key(raw) is None:
                     continue
                 seen.add(raw)
@@ -533,7 +542,9 @@ def dump_redis(d: Any, dst: FileArg) -> int:
 
 def load_redis(d: Any, src: FileArg) -> int:
     """RedisDict.load: decode and check every item first, then write them in
-    MULTI/EXEC batches (each item whole: a list is DEL + RPUSH + PEXPIRE)."""
+    MULTI/EXEC batches (each item whole: a list is DEL + RPUSH + PEXPIRE). On a
+    cluster, whose transactions hold one hash slot only, each item is one
+    command or script instead, a batch one pipeline."""
     from redis import RedisError  # present: d is a RedisDict
 
     from ._redis import _raise, encode
@@ -545,14 +556,16 @@ def load_redis(d: Any, src: FileArg) -> int:
     try:
         for i in range(0, len(items), REDIS_BATCH):
             now = time.time_ns()
-            p = r.pipeline(transaction=True)
+            p = r.pipeline(transaction=not d._topo.multi_slot)
             n = 0
             for key, value, deadline in items[i : i + REDIS_BATCH]:
                 if deadline and deadline <= now:
                     continue
                 ms = math.ceil((deadline - now) / 1e6) if deadline else 0
                 k = d._k(key)
-                if isinstance(value, list):
+                if isinstance(value, list) and d._topo.multi_slot:
+                    p.execute_command("EVAL", _REDIS_LIST, 1, k, ms, *[encode(e) for e in value])
+                elif isinstance(value, list):
                     p.delete(k)
                     p.rpush(k, *[encode(e) for e in value])
                     if ms:

@@ -1,10 +1,12 @@
 """The SharedDict contract (keys, values, operations, concurrency, errors), run against both engines.
 
 Every test here takes the parametrized ``d`` fixture: a local shared-memory
-dict from ``shmdict.connect("shm://...")`` and a Redis dict from
-``shmdict.connect("unix://...?prefix=...")``. A behaviour that differs
-between the engines does not belong here; it goes in the README's "Scaling
-out" section and in an engine's own tests.
+dict from ``shmdict.connect("shm://...")``, a Redis dict from
+``shmdict.connect("unix://...?prefix=...")``, the same on a 3-master Redis
+Cluster (``redis+cluster://``) and behind Sentinel (``redis+sentinel://``),
+each server started by the tests (tests/redis_fixture.py). A behaviour that
+differs between the engines does not belong here; it goes in the README's
+"Scaling out" section and in an engine's own tests.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_fixture import redis_available, redis_server  # noqa: F401
+from redis_fixture import redis_available, redis_cluster, redis_sentinel, redis_server  # noqa: F401
 
 import shmdict
 
@@ -31,9 +33,13 @@ INT64_MIN = -(2**63)
 MAX_KEY = 65535
 
 
-@pytest.fixture(params=["shm", "redis"])
+@pytest.fixture(params=["shm", "redis", "cluster", "sentinel"])
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+# The session fixture that serves each Redis topology.
+SERVERS = {"redis": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}
 
 
 @pytest.fixture
@@ -50,7 +56,7 @@ def d(engine: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
             sd.close()
             shutil.rmtree(directory, ignore_errors=True)
     else:
-        server = request.getfixturevalue("redis_server")
+        server = request.getfixturevalue(SERVERS[engine])
         prefix = f"c{uuid.uuid4().hex[:12]}:"
         rd = shmdict.connect(server.url(prefix))
         try:
