@@ -4,19 +4,8 @@ Every operation is one Redis command or one Lua script, so it is atomic on
 the server with respect to every client, on every host. The dict is the set
 of keys that start with ``prefix`` in one Redis database.
 
-ENCODING. A value is one Redis string, readable in ``redis-cli``. An ``int``
-is its plain decimal form, so ``INCRBY`` works on it natively. Every other
-type starts with a tag that a decimal number cannot start with::
-
-    123, -7               int (signed 64-bit)
-    f:<%.17g>             float, in the one canonical form both Python and
-                          Lua's C printf produce, so a float written by a Lua
-                          script compares equal (cas) to one written by Python
-    s:<utf-8>             str
-    b:<bytes>             bytes
-    T / F                 bool
-
-Lists are native Redis lists whose elements are encoded the same way.
+ENCODING: shmdict/_redis_codec.py (one Redis string per value, readable in
+redis-cli; ints plain, so ``INCRBY`` works on them).
 
 INTERNAL KEYS. Locks and single-flight markers live at ``prefix + b"\\xff"
 + ...``. No UTF-8 string starts with the byte 0xff, so no user key can ever
@@ -50,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ._api import DictAPI, LockAPI, implements
 from ._notify import Event, _in_thread
 from ._lib import encode_key, number, parse_size, seconds, value_type
+from ._redis_codec import _raise, decode, encode, fmt_float, redact
 from .exceptions import CorruptError, Error, Full, Unavailable
 
 try:  # the optional extra: shmdict[redis]
@@ -68,54 +58,6 @@ _ASYNC_SLICE = 0.25  # seconds an executor thread waits before the loop checks f
 _INTERNAL = b"\xff"  # see INTERNAL KEYS above
 _MAX_MS = 1 << 62  # PX beyond this overflows Redis's absolute deadline: treat as "very long"
 _GLOB_SPECIAL = {ord(c): "\\" + c for c in "*?[]\\"}
-
-
-# ---- values ------------------------------------------------------------------
-
-
-def _fmt_float(f: float) -> bytes:
-    return b"f:" + (b"%.17g" % f)
-
-
-def encode(value: object) -> bytes:
-    """A value as its Redis string (see ENCODING); TypeError / OverflowError
-    for other types or out-of-range ints. Subclasses are stored as their base type, as in SharedDict."""
-    t = value_type(value)
-    if t is int:
-        return b"%d" % value  # type: ignore[str-format]
-    if t is str:
-        return b"s:" + str.encode(value)  # type: ignore[arg-type]
-    if t is float:
-        return _fmt_float(float(value))  # type: ignore[arg-type]
-    if t is bytes:
-        return b"b:" + bytes(value)  # type: ignore[call-overload,no-any-return]
-    return b"T" if value else b"F"
-
-
-def decode(raw: bytes) -> Value:
-    """The value a Redis string encodes (see ENCODING).
-
-    Raises:
-        shmdict.CorruptError: the string was not written by shmdict.
-    """
-    c = raw[:1]
-    try:
-        if c in b"-0123456789" and c:
-            return int(raw)
-        if raw[1:2] == b":":
-            if c == b"s":
-                return raw[2:].decode()
-            if c == b"b":
-                return raw[2:]
-            if c == b"f":
-                return float(raw[2:])
-        elif raw == b"T":
-            return True
-        elif raw == b"F":
-            return False
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise CorruptError(f"not a shmdict value: {raw[:40]!r}")
 
 
 def _ms(exptime: object, what: str = "exptime") -> int:
@@ -314,34 +256,8 @@ return 0
 # ---- errors ----------------------------------------------------------------------
 
 
-def _raise(exc: BaseException, key: object = None) -> NoReturn:
-    """Map a redis-py exception to the matching shmdict exception."""
-    r = _redis_py
-    if isinstance(exc, (r.ConnectionError, r.TimeoutError, r.exceptions.ClusterDownError)):
-        raise Unavailable(f"Redis connection failed: {exc}") from exc
-    if isinstance(exc, r.OutOfMemoryError):
-        raise Full(f"Redis is out of memory (maxmemory): {exc}") from exc
-    msg = str(exc)
-    if isinstance(exc, r.ResponseError):
-        if msg.startswith("WRONGTYPE"):
-            raise TypeError(f"key {key!r} holds a list, not a value" if key is not None else msg) from exc
-        if "exceeds maximum allowed size" in msg:
-            raise Full(f"value too large for Redis: {msg}") from exc
-    raise Error(f"Redis error: {msg}") from exc
-
-
 def _glob_escape(b: bytes) -> bytes:
     return b.decode("latin-1").translate(_GLOB_SPECIAL).encode("latin-1")
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    u = urlsplit(url)
-    if u.password is None:
-        return url
-    host = u.netloc.rpartition("@")[2]
-    user = u.username or ""
-    return urlunsplit((u.scheme, f"{user}:***@{host}", u.path, u.query, u.fragment))
 
 
 # ---- the dict ---------------------------------------------------------------------
@@ -363,7 +279,9 @@ class RedisDict(MutableMapping[str, Value]):
         # Private: use shmdict.connect(url). ``url`` has shmdict's own
         # parameters stripped already; ``options`` go to redis-py.
         if _redis_py is None:
-            raise ImportError("shmdict.connect('redis://...') needs redis-py: pip install 'shmdict[redis]'")
+            raise ImportError("shmdict.connect('redis://...') needs redis-py, which is not installed: "
+                              "pip install 'redis>=5' (the 'redis' extra of shmdict: pip install '.[redis]' "
+                              "from shmdict's source folder)")
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
         self._url = url

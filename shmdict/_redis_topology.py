@@ -51,6 +51,8 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from ._redis_codec import redact
+
 __all__ = ["CLUSTER", "SENTINEL", "Topology", "build"]
 
 # Our spelling -> whether it means TLS. Valkey speaks the same protocol.
@@ -286,17 +288,11 @@ def _nodes(netloc: str, default_port: int, url: str) -> tuple[str, list[tuple[st
         try:
             port = u.port or default_port
         except ValueError:
-            raise ValueError(f"bad port in {h!r} of {_redacted(url)!r}") from None
+            raise ValueError(f"bad port in {h!r} of {redact(url)!r}") from None
         if not u.hostname:
-            raise ValueError(f"expected host:port[,host:port...] in {_redacted(url)!r}, got {h!r}")
+            raise ValueError(f"expected host:port[,host:port...] in {redact(url)!r}, got {h!r}")
         out.append((u.hostname, port))
     return (userinfo + "@" if userinfo else ""), out
-
-
-def _redacted(url: str) -> str:
-    from ._redis import redact
-
-    return redact(url)
 
 
 def _kwargs(userinfo: str, query: list[tuple[str, str]], db: int) -> dict[str, Any]:
@@ -330,7 +326,7 @@ def build(url: str, options: dict[str, Any]) -> Topology:
 
 def _build_cluster(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Topology:
     if u.path not in ("", "/", "/0"):
-        raise ValueError(f"a Redis Cluster has only database 0, so {_redacted(url)!r} may name no other path")
+        raise ValueError(f"a Redis Cluster has only database 0, so {redact(url)!r} may name no other path")
     userinfo, nodes = _nodes(u.netloc, 6379, url)
     kw = _kwargs(userinfo, parse_qsl(u.query, keep_blank_values=True), 0)
     kw.pop("db", None)
@@ -349,7 +345,7 @@ def _build_cluster(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Topo
     except RedisClusterException as e:
         if "Cluster mode is not enabled" in str(e):
             raise ValueError(
-                f"{_redacted(url)!r} names a server that is not a Redis Cluster node: "
+                f"{redact(url)!r} names a server that is not a Redis Cluster node: "
                 "use redis://host:port for a single server"
             ) from e
         raise _cluster_error(e) from e
@@ -360,7 +356,7 @@ def _build_sentinel(url: str, u: Any, tls: bool, options: dict[str, Any]) -> Top
     parts = [unquote(p) for p in u.path.split("/")[1:] if p != ""]
     if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
         raise ValueError(
-            f"expected redis+sentinel://host:port[,host:port...]/SERVICE[/db], got {_redacted(url)!r}: "
+            f"expected redis+sentinel://host:port[,host:port...]/SERVICE[/db], got {redact(url)!r}: "
             "the path names the Sentinel service (the master's name in sentinel.conf)"
         )
     service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0

@@ -490,7 +490,7 @@ def dump_redis(d: Any, dst: FileArg) -> int:
     whole), write the same format."""
     from redis import RedisError  # present: d is a RedisDict
 
-    from ._redis import _raise, decode
+    from ._redis_codec import _raise, decode
 
     r = d._c()
     script = r.register_script(_REDIS_READ)
@@ -547,7 +547,7 @@ def load_redis(d: Any, src: FileArg) -> int:
     command or script instead, a batch one pipeline."""
     from redis import RedisError  # present: d is a RedisDict
 
-    from ._redis import _raise, encode
+    from ._redis_codec import _raise, encode
 
     data = read_all(src)
     items = [it for n, off, ln in blocks(data) for it in decode_items(n, data[off : off + ln])]
