@@ -177,9 +177,9 @@ def test_import_does_not_load_redis_py():
 
 
 def test_missing_redis_py_is_a_clear_importerror(monkeypatch):
-    """A Redis URL without redis-py installed says which extra to install."""
+    """A Redis URL without redis-py installed names the requirement and the extra."""
     monkeypatch.setattr(_redis, "_redis_py", None)
-    with pytest.raises(ImportError, match=r"shmdict\[redis\]"):
+    with pytest.raises(ImportError, match=r"pip install 'redis>=5' \(the 'redis' extra"):
         shmdict.connect("redis://localhost/0")
 
 
