@@ -73,7 +73,7 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
       ``rediss://`` (TLS), ``unix:///path/redis.sock?db=0&prefix=...``, and
       ``valkey://``, ``valkeys://``, ``valkey+unix://``: a
       :class:`RedisDict` over the keys starting with ``prefix`` (default: the
-      whole database) — needs ``pip install 'shmdict[redis]'``. Other query
+      whole database) — needs redis-py (the ``redis`` extra). Other query
       parameters (``socket_timeout``, ``protocol``, ...) and ``options`` go to
       ``redis.Redis.from_url``, except the local dict's (``size``,
       ``max_size``, ``evict``, ``mode``, ...), which are refused: the
@@ -107,6 +107,7 @@ def connect(url: str, **options: Any) -> Union[SharedDict, RedisDict]:
         FileNotFoundError: ``shm://NAME`` without ``size`` and no such dict.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.3 ``redis+cluster://`` and ``redis+sentinel://`` URLs.
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
