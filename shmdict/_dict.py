@@ -25,7 +25,7 @@ from ._api import DictAPI, implements
 from ._lists import Lists
 from ._locks import Locks, NamedLock
 from ._notify import Event, Notify
-from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
+from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, give, lib, raise_rc, seconds, take
 from .exceptions import CorruptError
 from ._pure import PureBase
 from ._values import Value, i64 as _i64, f64 as _f64, read, unpack_list as _unpack_list
@@ -229,7 +229,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
     def ttl(self, key: str) -> Optional[float]:
         h = self._handle()
         k = encode_key(key)
-        out = scratch.out
+        out = ffi.new("shmdict_out_t *")  # this call's own: never a nested call's (see _lib.take)
         rc = lib.shmdict_ttl(h, k, len(k), out)
         if rc == _ENOTFOUND:
             return None
@@ -280,7 +280,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         if match is not None:
             return [k for k, _ in self._items(match, max_count, False)]
         h = self._handle()
-        s = scratch
+        s = take()
         while True:
             rc = lib.shmdict_keys(h, s.buf, s.cap, max(max_count, 0), s.out)
             if rc == _ERANGE:
@@ -289,6 +289,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             if rc < 0:
                 raise_rc(rc)
             data = ffi.buffer(s.buf, s.out.len)[:]
+            give(s)
             keys, pos, unpack = [], 0, _u32.unpack_from
             for _ in range(rc):
                 (n,) = unpack(data, pos)
@@ -452,7 +453,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             et, ei, ef, eb, en = _store_args(expected)
         t, i, f, b, n = _store_args(new)
         ex = seconds(exptime) if exptime else 0.0
-        rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, scratch.out)
+        rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, ffi.new("shmdict_out_t *"))
         if rc < 0:
             raise_rc(rc, key)
         return bool(rc == 1)
@@ -460,7 +461,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
     def _items(self, match: Optional[str], max_count: int, values: bool) -> list[tuple[str, Any]]:
         h = self._handle()
         pat, plen = _pattern(match)
-        s = scratch
+        s = take()
         while True:
             rc = lib.shmdict_items(h, pat, plen, max(max_count, 0), values, s.buf, s.cap, s.out)
             if rc == _ERANGE:
@@ -470,6 +471,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
                 raise_rc(rc)
             break
         data = ffi.buffer(s.buf, s.out.len)[:]
+        give(s)
         out: list[tuple[str, Any]] = []
         pos, unpack = 0, _u32.unpack_from
         for _ in range(rc):
@@ -502,7 +504,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             raise ValueError("count must be > 0")
         h = self._handle()
         pat, plen = _pattern(match)
-        s = scratch
+        s = take()
         while True:
             rc = lib.shmdict_scan(h, cur, cnt, pat, plen, s.buf, s.cap, s.out)
             if rc == _ERANGE:
@@ -513,6 +515,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             break
         nxt = int(s.out.i)
         data = ffi.buffer(s.buf, s.out.len)[:]
+        give(s)
         keys, pos, unpack = [], 0, _u32.unpack_from
         for _ in range(rc):
             (n,) = unpack(data, pos)
@@ -526,7 +529,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         r = seconds(rate, "rate")
         p = seconds(per, "per")
         b = _count(burst, "burst")
-        out = scratch.out
+        out = ffi.new("shmdict_out_t *")  # this call's own (see _lib.take)
         rc = lib.shmdict_limit(h, k, len(k), r, p, float(b), out)
         if rc == lib.SHMDICT_EINVAL:
             raise ValueError(f"limit needs rate > 0, per > 0, burst >= 0 and rate + burst >= 1 (got {rate}, {per}, {burst})")
@@ -599,7 +602,7 @@ def _pattern(match: Optional[str]) -> tuple[Any, int]:
         return _NULL, 0
     if not isinstance(match, str):
         raise TypeError(f"match must be a str glob pattern, not {type(match).__name__}")
-    b = match.encode()
+    b = str.encode(match)
     return b, len(b)
 
 

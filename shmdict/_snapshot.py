@@ -157,7 +157,7 @@ class Writer:
 def encode_item(key: str, value: Any, deadline: int) -> bytes:
     """One item (see FILE FORMAT); ``value`` a bool, int, float, str, bytes
     or a non-empty list of them."""
-    k = key.encode()
+    k = str.encode(key)
     t, v = _encode_value(value, top=True)
     return _U32.pack(len(k)) + k + _ITEM_HEAD.pack(t, deadline) + v
 
@@ -172,7 +172,7 @@ def _encode_value(value: Any, top: bool) -> tuple[int, bytes]:
     if isinstance(value, float):
         return FLOAT, _F64.pack(value)
     if isinstance(value, str):
-        b = value.encode()
+        b = str.encode(value)
         return STR, _U32.pack(len(b)) + b
     if isinstance(value, bytes):
         return BYTES, _U32.pack(len(value)) + value
