@@ -93,6 +93,14 @@ for the key after that sequence as a change (a set and a delete in between
 are not missed). A present key's version is below it."""
 
 
+def _quiet_end(last_read: float, timeout: Optional[float]) -> bool:
+    """A watch whose lock wait ran into its own deadline ends quietly if it
+    read the ring less than ``timeout`` ago: the lock was busy only at the
+    very end (ordinary contention), not for the whole timeout. A lock not had
+    for a whole timeout is LockTimeout (a stopped holder)."""
+    return timeout is not None and time.monotonic() - last_read < timeout
+
+
 @implements(DictAPI)
 class Notify:
     """version, wait, watch, await_change, awatch."""
@@ -258,10 +266,25 @@ class Notify:
         cursor = self._watch_cursor(_timeouts.deadline(t))
 
         def gen() -> Iterator[Event]:
+            at = _timeouts.deadline(t)
+            last_read = time.monotonic()  # the pin read the ring
             while True:
-                batch = self._events(cursor, match, t, _timeouts.deadline(t))
+                left = _timeouts.remaining(at)
+                if at is not None and left <= 0 and t:
+                    return  # the deadline passed: no zero-timeout look (timeout=0 looks once)
+                try:
+                    batch = self._events(cursor, match, None if at is None else left, at)
+                except LockTimeout:
+                    if _quiet_end(last_read, t):
+                        return
+                    raise
+                last_read = time.monotonic()
                 if not batch:
                     return
+                if any(ev.op != "lost" for ev in batch):
+                    at = _timeouts.deadline(t)  # the timeout counts from the last event, not a "lost"
+                elif t == 0:
+                    at = _timeouts.deadline(t)
                 yield from batch
 
         return gen()
@@ -294,13 +317,20 @@ class Notify:
         t = _timeouts.check(timeout)
         at = _timeouts.deadline(t)
         cursor = await _in_thread(self._watch_cursor, at)
+        last_read = time.monotonic()
         while True:
             left = _timeouts.remaining(at)
             if at is not None and left <= 0:
                 return  # the deadline passed: never a slice of 0 s (nor a zero lock timeout)
             step = _ASYNC_SLICE if at is None else min(_ASYNC_SLICE, left)
-            batch = await _in_thread(self._events, cursor, match, step, at)
+            try:
+                batch = await _in_thread(self._events, cursor, match, step, at)
+            except LockTimeout:
+                if _quiet_end(last_read, t):
+                    return
+                raise
+            last_read = time.monotonic()
             for ev in batch:
                 yield ev
-            if batch:
-                at = _timeouts.deadline(t)  # the timeout counts from the last event
+            if any(ev.op != "lost" for ev in batch):
+                at = _timeouts.deadline(t)  # the timeout counts from the last event, not a "lost"
