@@ -247,3 +247,55 @@ def test_scribbled_ring_bounds_are_reported_lost_at_once(d):
     t0 = time.monotonic()
     first = call_with_timeout(lambda: next(w), 10)
     assert first.op == "lost" and time.monotonic() - t0 < 1
+
+
+# ---- dump's target ------------------------------------------------------------------------
+
+
+def test_dump_refuses_a_target_that_is_not_a_regular_file(d, tmp_path):
+    """A FIFO, a directory or a symbolic link at the path is refused (OSError) and left as it was."""
+    d["k"] = 1
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = tmp_path / "real"
+    target.write_bytes(b"keep")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for p in (fifo, tmp_path, link):
+        with pytest.raises(OSError):
+            d.dump(str(p))
+    assert stat_kind(fifo) == "fifo" and link.is_symlink() and target.read_bytes() == b"keep"
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "link", "real"]  # no temporary file left
+    assert d.dump(str(tmp_path / "ok")) == 1
+
+
+def stat_kind(p: object) -> str:
+    import stat
+
+    m = os.lstat(p).st_mode  # type: ignore[arg-type]
+    return "fifo" if stat.S_ISFIFO(m) else "reg" if stat.S_ISREG(m) else "other"
+
+
+def test_a_killed_dumps_temporary_file_goes_at_the_next_dump(d, tmp_path):
+    """The temporary file of a dump killed midway is removed by the next dump to the same path."""
+    for i in range(2000):
+        d[f"k{i}"] = "x" * 200
+    path = str(tmp_path / "snap")
+
+    def dump_and_die() -> None:
+        from shmdict import _snapshot
+
+        real = _snapshot.Writer.block
+
+        def block(self, count, payload):  # type: ignore[no-untyped-def]
+            real(self, count, payload)
+            os.kill(os.getpid(), signal.SIGKILL)  # after the first block is written
+
+        _snapshot.Writer.block = block  # type: ignore[method-assign]
+        shmdict.get(d.name).dump(path)
+
+    assert run_in_child(dump_and_die).killed
+    left = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert left, "the child died before its temporary file existed"
+    assert d.dump(path) == 2000
+    assert os.listdir(tmp_path) == ["snap"]
