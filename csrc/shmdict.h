@@ -136,6 +136,9 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
 /* Unmap and free the handle. The caller guarantees no call is in flight. */
 void shmdict_close(shmdict_t *h);
 int shmdict_info(shmdict_t *h, shmdict_info_t *out);
+/* The same from the header without taking the lock (never waits): each word
+ * read once, possibly from different moments; for listings (the CLI's ls). */
+int shmdict_peek(shmdict_t *h, shmdict_info_t *out);
 
 /* ---- size (grow.c, resize.c) ---------------------------------------------- */
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import mmap
 import os
 import signal
@@ -299,3 +300,24 @@ def test_a_killed_dumps_temporary_file_goes_at_the_next_dump(d, tmp_path):
     assert left, "the child died before its temporary file existed"
     assert d.dump(path) == 2000
     assert os.listdir(tmp_path) == ["snap"]
+
+
+# ---- the CLI and a stopped lock holder ----------------------------------------------------------
+
+
+def test_cli_ls_never_waits_and_stats_names_the_holder(shm_dir: str):
+    """ls reads headers without the lock (it used to wait ~10 s per stuck dict); stats gives up after
+    its short default lock timeout and names the stopped holder."""
+    from test_trust import _cli
+
+    with _stopped_holder(shm_dir, None) as (name, pid, _):
+        t0 = time.monotonic()
+        r = _cli("ls", "--json")
+        assert r.returncode == 0 and time.monotonic() - t0 < 5, r.stderr
+        rows = {row["name"]: row for row in json.loads(r.stdout)}
+        assert rows[name]["records"] == 1 and "error" not in rows[name]
+        t0 = time.monotonic()
+        r = _cli("stats", name)
+        took = time.monotonic() - t0
+        assert r.returncode == 3 and str(pid) in r.stderr and "stopped" in r.stderr, r.stderr
+        assert took < 6  # the default lock timeout of stats is 1 s (plus the interpreter's start)
