@@ -45,7 +45,7 @@ def _base() -> type:
     # The C type's methods show the contract's docstrings: the same text as
     # PureBase's (shmdict._api composed it with PureBase's notes).
     docs = {n: f.__doc__ for n, f in vars(PureBase).items() if not n.startswith("_") and f.__doc__}
-    _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list, docs)
+    _speed.bind(raise_rc, _text, _pairs, _unpack_list, docs)  # it asks shmdict._shmdict for the core's table
     return _speed.SharedDictBase
 
 
@@ -129,7 +129,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         self._name = name
         # The base's hot methods call the core with this very handle; they keep
         # self._h alive while a call is in flight (see csrc/python/pytype.c, CLOSING).
-        self._attach(int(ffi.cast("uintptr_t", handle)), self._h, name)
+        self._attach(self._h, name)  # the cffi handle itself: never its address as a number
         self._dir = directory
         info = ffi.new("shmdict_info_t *")
         _lib.check(lib.shmdict_info(self._h, info))

@@ -62,7 +62,7 @@ class PureBase:
     _h: Any  # the cffi handle, None once closed (slots of SharedDict)
     _name: str
 
-    def _attach(self, address: int, keeper: Any, name: str) -> None:
+    def _attach(self, handle: Any, name: str) -> None:
         """Nothing to do: these methods use ``self._h`` (the C type takes its handle here)."""
 
     def _detach(self) -> None:

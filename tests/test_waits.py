@@ -321,3 +321,20 @@ def test_cli_ls_never_waits_and_stats_names_the_holder(shm_dir: str):
         took = time.monotonic() - t0
         assert r.returncode == 3 and str(pid) in r.stderr and "stopped" in r.stderr, r.stderr
         assert took < 6  # the default lock timeout of stats is 1 s (plus the interpreter's start)
+
+
+# ---- private entry points take no addresses ------------------------------------------------
+
+
+def test_attach_takes_a_handle_object_not_an_address(d):
+    """SharedDictBase._attach refuses anything but a cffi handle (an int address used to segfault)."""
+    base = type(d).__mro__[1]
+    if base.__module__ != "shmdict._speed":
+        pytest.skip("the pure base has no handle of its own to take")
+    for bad in ((1, "x"), (object(), "x"), (shmdict._lib.ffi.new("int *"), "x"), (1, None, "x")):
+        with pytest.raises(TypeError):
+            base()._attach(*bad)
+    from shmdict import _speed
+
+    with pytest.raises(TypeError):  # bind(api_address, ...) is gone: the module asks the core itself
+        _speed.bind(1, None, None, None, None, {})
