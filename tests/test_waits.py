@@ -338,3 +338,46 @@ def test_attach_takes_a_handle_object_not_an_address(d):
 
     with pytest.raises(TypeError):  # bind(api_address, ...) is gone: the module asks the core itself
         _speed.bind(1, None, None, None, None, {})
+
+
+# ---- the wake after a repair that ends in an error ----------------------------------------
+
+
+def _lock_mark_corrupt_and_die(path: str) -> None:
+    """Take the dict's mutex, mark the table corrupt, and die holding it (SIGKILL)."""
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, 8192)
+    buf = (ctypes.c_char * 8192).from_buffer(m)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.pthread_mutex_lock(ctypes.c_void_p(ctypes.addressof(buf) + MUTEX_OFFSET))
+    m[CORRUPT_OFFSET : CORRUPT_OFFSET + 8] = (1).to_bytes(8, "little")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+CORRUPT_OFFSET = header_layout.offset("corrupt")
+
+
+def test_a_repair_that_fails_still_wakes_the_waiters(d):
+    """A locker that repairs after a dead holder and then finds the dict corrupt wakes the dict's
+    waiters at once (the wake used to be left in a thread-local mask for some later unlock)."""
+    import threading
+
+    d["k"] = 1
+    raised: list[float] = []
+
+    def waiter() -> None:
+        try:
+            d.wait("k", timeout=10)
+        except shmdict.CorruptError:
+            raised.append(time.monotonic())
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.15)  # the waiter sleeps now, for up to a 1 s slice
+    assert run_in_child(_lock_mark_corrupt_and_die, dict_path(d.name)).killed
+    t0 = time.monotonic()
+    with pytest.raises(shmdict.CorruptError):
+        d.get("x")  # EOWNERDEAD: repair (wakes every word), then the corrupt mark: CorruptError
+    t.join(10)
+    assert raised and raised[0] - t0 < 0.5, [r - t0 for r in raised]
+    d.flush_all()  # repairs the table
