@@ -218,21 +218,30 @@ int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, do
     return wait_impl(h, key, klen, since, to_deadline(timeout), out, buf, cap);
 }
 
+#define RECLAIM_EVERY_NS 100000000ull /* a watcher's full reclaim pass: at most every 100 ms */
+
 /* Reclaim expired records (their `expire` events) if exp_hint says one may
- * have expired; under the lock. Returns how long (CLOCK_MONOTONIC ns, 0 =
- * no TTL) until the earliest deadline left. */
-static uint64_t expire_due(shmdict_t *h)
+ * have expired and this call has not done so in the last RECLAIM_EVERY_NS
+ * (*last: its last pass, CLOCK_MONOTONIC): a pass walks the index, and a dict
+ * whose items expire all the time would otherwise be walked at every wake.
+ * Under the lock. Returns when to look again (CLOCK_MONOTONIC ns; 0: no TTL
+ * left). */
+static uint64_t expire_due(shmdict_t *h, uint64_t *last)
 {
     header_t *H = h->hdr;
     if (!H->n_ttl)
         return 0;
-    uint64_t now = now_ns();
-    if (!H->exp_hint || now >= H->exp_hint)
+    uint64_t now = now_ns(), mono = mono_ns();
+    if ((!H->exp_hint || now >= H->exp_hint) && (!*last || mono - *last >= RECLAIM_EVERY_NS)) {
         reclaim_expired(h, now, true); /* commits each delete; ECORRUPT shows at the next lock */
+        *last = mono;
+    }
     uint64_t hint = H->exp_hint;
     if (!H->n_ttl || !hint)
         return 0;
-    return mono_ns() + (hint > now ? hint - now : 0) + 1000000; /* 1 ms late: surely past it */
+    uint64_t at = mono + (hint > now ? hint - now : 0) + 1000000; /* 1 ms late: surely past it */
+    uint64_t next = *last ? *last + RECLAIM_EVERY_NS : 0;
+    return at > next ? at : next;
 }
 
 static int events_impl(shmdict_t *h, uint64_t *cursor, const char *pat, size_t plen, char *buf, size_t cap,
@@ -240,12 +249,13 @@ static int events_impl(shmdict_t *h, uint64_t *cursor, const char *pat, size_t p
 {
     header_t *H = h->hdr;
     uint32_t *w = &H->notify_seq[EV_WORD];
+    uint64_t last_reclaim = 0;
     for (;;) {
         uint32_t s = arm(w);
         int rc = lock_dict(h);
         if (rc)
             return rc;
-        uint64_t until = expire_due(h);
+        uint64_t until = expire_due(h, &last_reclaim);
         /* The ring's bounds, read once under the lock and checked before any
          * entry is: a scribbled head or tail must neither misalign the walk
          * nor send it past ev_cap bytes (the walk is then O(ev_cap / 16)). */
