@@ -55,7 +55,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _ENOTFOUND, _EEXIST, _ERANGE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_EEXIST, lib.SHMDICT_ERANGE
 _NX, _XX = lib.SHMDICT_SET_NX, lib.SHMDICT_SET_XX
 _NULL = ffi.NULL
-_c_get, _c_set = lib.shmdict_get, lib.shmdict_set
+_c_get, _c_set, _c_ttl = lib.shmdict_get, lib.shmdict_set, lib.shmdict_ttl
 _u32 = struct.Struct("<I")
 DEFAULT_LOCK_TIMEOUT = 10.0
 """Seconds a handle waits for the dict's lock before raising LockTimeout,
@@ -229,13 +229,17 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
     def ttl(self, key: str) -> Optional[float]:
         h = self._handle()
         k = encode_key(key)
-        out = ffi.new("shmdict_out_t *")  # this call's own: never a nested call's (see _lib.take)
-        rc = lib.shmdict_ttl(h, k, len(k), out)
+        fl = _lib.free.list  # this call's own out-struct: never a nested call's (see _lib.take)
+        s = fl.pop() if fl else _lib.Scratch()
+        out = s.out
+        rc = _c_ttl(h, k, len(k), out)
+        f = out.f
+        fl.append(s)
         if rc == _ENOTFOUND:
             return None
         if rc < 0:
             raise_rc(rc, key)
-        return out.f if out.f > 0 else 0
+        return f if f > 0 else 0
 
     # ---- writes -----------------------------------------------------------
 
@@ -453,7 +457,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             et, ei, ef, eb, en = _store_args(expected)
         t, i, f, b, n = _store_args(new)
         ex = seconds(exptime) if exptime else 0.0
-        rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, ffi.new("shmdict_out_t *"))
+        rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, _lib.free.sink)
         if rc < 0:
             raise_rc(rc, key)
         return bool(rc == 1)
@@ -529,13 +533,15 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         r = seconds(rate, "rate")
         p = seconds(per, "per")
         b = _count(burst, "burst")
-        out = ffi.new("shmdict_out_t *")  # this call's own (see _lib.take)
-        rc = lib.shmdict_limit(h, k, len(k), r, p, float(b), out)
+        s = take()  # this call's own out-struct (see _lib.take)
+        rc = lib.shmdict_limit(h, k, len(k), r, p, float(b), s.out)
+        res = rc == 1, int(s.out.i), float(s.out.f)
+        give(s)
         if rc == lib.SHMDICT_EINVAL:
             raise ValueError(f"limit needs rate > 0, per > 0, burst >= 0 and rate + burst >= 1 (got {rate}, {per}, {burst})")
         if rc < 0:
             raise_rc(rc, key)
-        return rc == 1, int(out.i), float(out.f)
+        return res
 
     def _lock_fd(self) -> int:
         """A new file description of this dict's file (checked to be the same

@@ -251,6 +251,9 @@ class _Free(threading.local):
 
     def __init__(self) -> None:
         self.list: list[Scratch] = []
+        # An out-struct for calls that read only the return code: never read,
+        # so a nested call may write it too.
+        self.sink = ffi.new("shmdict_out_t *")
 
 
 free = _Free()

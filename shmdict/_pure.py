@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 from ._api import DictAPI, implements
 from ._lib import INT64_MAX as _I64_MAX
 from ._lib import INT64_MIN as _I64_MIN
-from ._lib import Scratch, encode_key, ffi, free, give, lib, number, raise_rc, seconds, take
+from ._lib import Scratch, encode_key, free, give, lib, number, raise_rc, seconds, take
 from ._values import (
     BYTES,
     FLOAT,
@@ -123,7 +123,7 @@ class PureBase:
         if not isinstance(key, str):
             return False  # a mapping of str keys holds no other key
         k = encode_key(key)
-        rc = _c_get(h, k, len(k), ffi.new("shmdict_out_t *"), NULL, 0)  # str/bytes: nothing copied
+        rc = _c_get(h, k, len(k), free.sink, NULL, 0)  # only rc is read; str/bytes: nothing copied
         if rc > 0 or rc == _EWRONGTYPE:  # a list is present too
             return True
         if rc == _ENOTFOUND:
@@ -301,6 +301,6 @@ class PureBase:
             n += 1
         ex = seconds(exptime) if exptime else 0.0
         packed = b"".join(parts)
-        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, ffi.new("shmdict_out_t *"))
+        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, free.sink)  # only rc is read
         if rc < 0:
             raise_rc(rc)
