@@ -268,9 +268,10 @@ static int events_impl(shmdict_t *h, uint64_t *cursor, const char *pat, size_t p
             cursor[1] = seq;
         }
         out->i = 0;
-        if (!sane) { /* report everything up to the head as lost (at least one) */
-            out->i = cursor[1] < seq ? (int64_t)(seq - cursor[1]) : 1;
-            cursor[0] = head;
+        if (!sane) { /* report everything up to the head as lost (at least one), once */
+            if (cursor[0] != head || cursor[1] != seq)
+                out->i = cursor[1] < seq ? (int64_t)(seq - cursor[1]) : 1;
+            cursor[0] = head; /* the next append starts the ring over from here (notify.c) */
             cursor[1] = seq;
         } else if (cursor[1] < tail_seq || cursor[1] > seq || cursor[0] > head || cursor[0] < tail ||
                    cursor[0] % 16) {

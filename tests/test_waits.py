@@ -248,6 +248,10 @@ def test_scribbled_ring_bounds_are_reported_lost_at_once(d):
     t0 = time.monotonic()
     first = call_with_timeout(lambda: next(w), 10)
     assert first.op == "lost" and time.monotonic() - t0 < 1
+    assert call_with_timeout(lambda: list(w), 10) == []  # reported once, not at every look
+    w2 = d.watch(timeout=0.3)
+    d["b"] = 1  # the next append starts the ring over: watching goes on
+    assert call_with_timeout(lambda: list(w2), 10) == [("set", "b")]
 
 
 # ---- dump's target ------------------------------------------------------------------------
@@ -381,3 +385,22 @@ def test_a_repair_that_fails_still_wakes_the_waiters(d):
     t.join(10)
     assert raised and raised[0] - t0 < 0.5, [r - t0 for r in raised]
     d.flush_all()  # repairs the table
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf"), 2**63, 1e308, 1e10])
+def test_handle_lock_timeout_follows_the_rule(d, bad):
+    """lock_timeout of new/get/open/connect and the CLI's --lock-timeout follow the one timeout rule."""
+    from test_trust import _cli
+
+    for call in (
+        lambda: shmdict.get(d.name, lock_timeout=bad),
+        lambda: shmdict.open(d.name, "64k", lock_timeout=bad),
+        lambda: shmdict.new(unique_name(), "64k", lock_timeout=bad),
+    ):
+        with pytest.raises(ValueError, match="lock_timeout"):
+            call()
+    if bad == -1:
+        with pytest.raises(ValueError):
+            shmdict.connect(f"shm://{d.name}?lock_timeout=-1")
+        assert _cli("get", d.name, "k", "--lock-timeout", "-1").returncode == 2
+        assert _cli("get", d.name, "k", "--lock-timeout", "1e10").returncode == 2
