@@ -1107,7 +1107,9 @@ class RedisLock:
     released by a Lua compare-and-delete, so only the holder can release it.
     Waiting polls with backoff (1 ms up to 50 ms).
 
-    Like ``threading.Lock``: ``acquire(blocking=True, timeout=-1) -> bool``,
+    Like ``threading.Lock``: ``acquire(blocking=True, timeout=None) -> bool``
+    (timeouts follow shmdict's one rule: ``None`` waits forever, a negative one
+    is a ``ValueError``),
     ``release()``, ``locked()``, and ``with lock:`` which raises
     ``TimeoutError`` after the lock's ``timeout``. Not re-entrant.
 
