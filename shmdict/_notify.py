@@ -250,11 +250,12 @@ class Notify:
     def watch(self, match: str = "*", *, timeout: Optional[float] = None) -> Iterator[Event]:
         """Events come in the order they were applied, from a bounded ring in the
         shared file (size set by ``new(..., events=N)``). The glob is matched
-        in the core, so any volume of writes to other keys neither hides nor
-        delays matching events. A reader that falls behind gets
-        ``Event("lost", n)`` -- the number of events (of any key) overwritten
-        before it read them -- and then the newest ones: never silently wrong
-        data. Resynchronise with ``get``. An ``expire`` event comes when a
+        in the core: events for other keys are passed over under the lock,
+        never copied out, so they neither fill a batch nor restart the
+        timeout. A reader that falls behind the ring (by more than it holds)
+        gets ``Event("lost", n)`` -- the number of events, of any key,
+        overwritten before it read them -- and then the newest ones: never
+        silently wrong data. Resynchronise with ``get``. An ``expire`` event comes when a
         key's TTL passes (the watcher reclaims the expired item). Raises
         ``ValueError`` if the dict was created with ``events=0`` or the handle
         is closed; ``shmdict.LockTimeout`` if the dict's lock cannot be had
@@ -320,8 +321,8 @@ class Notify:
         last_read = time.monotonic()
         while True:
             left = _timeouts.remaining(at)
-            if at is not None and left <= 0:
-                return  # the deadline passed: never a slice of 0 s (nor a zero lock timeout)
+            if at is not None and left <= 0 and t:
+                return  # the deadline passed: never a slice of 0 s (timeout=0 looks once)
             step = _ASYNC_SLICE if at is None else min(_ASYNC_SLICE, left)
             try:
                 batch = await _in_thread(self._events, cursor, match, step, at)
@@ -332,5 +333,7 @@ class Notify:
             last_read = time.monotonic()
             for ev in batch:
                 yield ev
-            if any(ev.op != "lost" for ev in batch):
+            if t == 0 and not batch:
+                return  # looked once: nothing (more) now
+            if t == 0 or any(ev.op != "lost" for ev in batch):
                 at = _timeouts.deadline(t)  # the timeout counts from the last event, not a "lost"

@@ -404,3 +404,18 @@ def test_handle_lock_timeout_follows_the_rule(d, bad):
             shmdict.connect(f"shm://{d.name}?lock_timeout=-1")
         assert _cli("get", d.name, "k", "--lock-timeout", "-1").returncode == 2
         assert _cli("get", d.name, "k", "--lock-timeout", "1e10").returncode == 2
+
+
+def test_timeout_zero_looks_once(d):
+    """watch(timeout=0) and awatch(timeout=0) return what is there now, without waiting."""
+    w = d.watch(timeout=0)
+    d["a"] = 1
+
+    async def drain() -> list[shmdict.Event]:
+        seen = []
+        async for ev in d.awatch(timeout=0):
+            seen.append(ev)
+        return seen
+
+    assert list(w) == [("set", "a")]
+    assert asyncio.run(drain()) == []
