@@ -265,6 +265,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
         H->recoveries++;
         if (pthread_mutex_consistent(mu)) {
             pthread_mutex_unlock(mu);
+            wake_pending(h); /* recover() woke every word: never leave that to another dict's unlock */
             return SHMDICT_ELOCK;
         }
     } else if (r != 0) {
@@ -287,12 +288,14 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     if (rc == SHMDICT_ESYS) {
         int e = errno;
         pthread_mutex_unlock(mu);
+        wake_pending(h);
         errno = e;
         return SHMDICT_ESYS; /* recovery, if it was due, is left to the next locker */
     }
     H->st_locks++; /* statistics: plain stores under the lock */
     if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
         pthread_mutex_unlock(mu);
+        wake_pending(h); /* this thread's wake mask names this dict's words: wake them here */
         return SHMDICT_ECORRUPT;
     }
     return SHMDICT_OK;

@@ -3,6 +3,7 @@
  * glob pattern, as one consistent snapshot), scan (a cursor over the index
  * that never misses a key present throughout), and the glob matcher.
  */
+#include "scan.h"
 #include "record.h"
 #include "guard.h"
 
@@ -87,7 +88,7 @@ static uint64_t match_set(const unsigned char *p, uint64_t pn, uint64_t at, uint
     return i + 1;
 }
 
-static bool glob_match(const char *pat, uint64_t pn, const char *str, uint64_t sn)
+bool glob_match(const char *pat, uint64_t pn, const char *str, uint64_t sn)
 {
     const unsigned char *p = (const unsigned char *)pat, *s = (const unsigned char *)str;
     uint64_t pi = 0, si = 0, star_p = UINT64_MAX, star_s = 0;

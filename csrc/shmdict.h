@@ -136,6 +136,9 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
 /* Unmap and free the handle. The caller guarantees no call is in flight. */
 void shmdict_close(shmdict_t *h);
 int shmdict_info(shmdict_t *h, shmdict_info_t *out);
+/* The same from the header without taking the lock (never waits): each word
+ * read once, possibly from different moments; for listings (the CLI's ls). */
+int shmdict_peek(shmdict_t *h, shmdict_info_t *out);
 
 /* ---- size (grow.c, resize.c) ---------------------------------------------- */
 
@@ -290,7 +293,10 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out);
 
 /* ---- notification (watch.c) ---------------------------------------------- */
 
-/* out->ver = the key's version (0 if missing). */
+/* out->ver = the key's version; a missing key: out->ver = 0, and in a dict
+ * with an event ring out->len = 1 and out->i = the ring sequence from which
+ * an event for the key is a change (shmdict_wait's since[1]). Errors such as
+ * ELOCKTIMEOUT are returned, never turned into a version. */
 int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out);
 /* Block until the key changes, then return like shmdict_get (ENOTFOUND: it
  * went away). since is a cursor the caller keeps across calls (after EINTR,
@@ -301,17 +307,20 @@ int shmdict_version(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *o
  * missing key set and then deleted, or expiring, before the waiter looks
  * again is seen (dicts with an event ring); since[2] = the ring position up
  * to which that was checked (UINT64_MAX: none), kept by the call. timeout < 0: no limit. ETIMEDOUT,
- * EINTR (call again after running signal handlers) or ECLOSED otherwise;
- * the timeout bounds the waits for the dict's lock too (ELOCKTIMEOUT). */
+ * EINTR (call again after running signal handlers) or ECLOSED otherwise.
+ * The waits for the dict's lock are bounded by the handle's lock timeout and
+ * this thread's shmdict_deadline (ELOCKTIMEOUT), not by `timeout`. */
 int shmdict_wait(shmdict_t *h, const char *key, size_t klen, uint64_t *since, double timeout,
                  shmdict_out_t *out, char *buf, size_t cap);
-/* Events after cursor {position, sequence} ({0, UINT64_MAX}: from now),
+/* Events after cursor {position, sequence} ({0, UINT64_MAX}: from now) for
+ * keys matching glob pat (plen bytes; NULL: all; flush events always),
  * packed as (u8 op, u16 klen, key) into buf; blocks until there is one.
  * Returns how many, with out->i = events lost before them (overwritten),
  * and advances the cursor. EINVAL if the dict has no event ring; ERANGE with
- * out->len = the bytes needed if not even the next event fits in cap. */
-int shmdict_events(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, double timeout,
-                   shmdict_out_t *out);
+ * out->len = the bytes needed if not even the next event fits in cap. Lock
+ * waits as for shmdict_wait. */
+int shmdict_events(shmdict_t *h, uint64_t *cursor, const char *pat, size_t plen, char *buf, size_t cap,
+                   double timeout, shmdict_out_t *out);
 /* Wake this handle's waiters with ECLOSED (before closing it). */
 void shmdict_interrupt(shmdict_t *h);
 

@@ -60,6 +60,31 @@ int shmdict_info(shmdict_t *h, shmdict_info_t *out)
     return SHMDICT_OK;
 }
 
+/* shmdict_info without the lock, for listings that must never wait (the
+ * CLI's `ls`): each header word is loaded once, atomically; the words may
+ * come from different moments if a writer runs meanwhile, and a holder that
+ * died or stopped mid-operation may show its half-done counts. Nothing read
+ * here is used as an offset or a length. Never blocks, never repairs. */
+int shmdict_peek(shmdict_t *h, shmdict_info_t *out)
+{
+    header_t *H = h->hdr;
+    uint64_t used = __atomic_load_n(&H->used_bytes, __ATOMIC_RELAXED);
+    out->size = __atomic_load_n(&H->size_user, __ATOMIC_RELAXED);
+    out->file_size = h->size;
+    out->capacity = (h->units - FIRST_UNIT) * UNIT;
+    out->index_cap = h->cap;
+    out->count = __atomic_load_n(&H->count, __ATOMIC_RELAXED);
+    out->used_bytes = used <= out->capacity ? used : out->capacity;
+    out->free_bytes = out->capacity - out->used_bytes;
+    out->recoveries = __atomic_load_n(&H->recoveries, __ATOMIC_RELAXED);
+    out->creator_pid = __atomic_load_n(&H->creator_pid, __ATOMIC_RELAXED);
+    out->dev = h->dev;
+    out->ino = h->ino;
+    out->events_cap = h->ev_cap;
+    out->layout_version = H->layout_version;
+    return SHMDICT_OK;
+}
+
 /* The largest block (in units) an insert could obtain right now, following
  * put()'s escalation: the exact class's free list and the bump pointer, then
  * (after reclaiming expired records and a defrag pass) any larger free block

@@ -383,9 +383,16 @@ class DictAPI:
     # ---- change notification ---------------------------------------------------------
 
     def version(self, key: str) -> int:
-        """The key's version: ``0`` while it is missing, else a number that
-        changes when its value or TTL changes. Pass it to :meth:`wait` as
-        ``since`` so that a change between reading and waiting is never missed.
+        """The key's version: a number that changes when its value or TTL
+        changes. A missing key's version is ``0``, or (shared memory, with an
+        event ring) a number of ``2**32`` or more that marks when it was seen
+        missing; compare versions, do not test them for truth. Pass it to
+        :meth:`wait` as ``since`` so that a change between reading and waiting
+        -- even a missing key set and deleted again -- is never missed.
+
+        Raises:
+            shmdict.LockTimeout: the dict's lock was not had in time (never a
+                version in its place).
 
         .. versionadded:: 0.1
         """
@@ -400,8 +407,11 @@ class DictAPI:
         differs.
 
         Raises:
-            TimeoutError: nothing changed within ``timeout`` seconds.
-            ValueError: the handle was closed (also from another thread while waiting).
+            TimeoutError: nothing changed within ``timeout`` seconds
+                (``shmdict.LockTimeout``, a ``TimeoutError``, if the dict's
+                lock was not had within it).
+            ValueError: the handle was closed (also from another thread while
+                waiting), or a timeout against the one rule (docs/api.md#timeouts).
 
         .. versionadded:: 0.1
         """
@@ -557,7 +567,10 @@ class DictAPI:
         wall-clock deadlines) to ``file``: a path (written to a temporary file
         beside it, mode 0600, and renamed into place once complete) or a binary
         file object. Returns the number of items written. The format is the
-        same for both engines: a snapshot loads into either.
+        same for both engines: a snapshot loads into either. A path that exists
+        must be a regular file: a symbolic link, FIFO, device or directory
+        there raises ``OSError`` and is left as it is. A temporary file that a
+        killed dump left behind is removed by the next dump to the same path.
 
         .. versionadded:: 0.1
         """
@@ -586,11 +599,12 @@ class LockAPI:
     def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
         """Take the lock; ``True`` if taken. ``blocking=False`` tries once;
         else wait up to ``timeout`` seconds (``None``: the timeout given to
-        ``lock()``; negative: forever).
+        ``lock()``, which is ``None`` -- forever -- by default).
 
         Raises:
             RuntimeError: this object already holds the lock (not reentrant).
-            ValueError: a timeout with ``blocking=False``.
+            ValueError: a timeout with ``blocking=False``, or a negative, NaN,
+                infinite or absurd timeout.
 
         .. versionadded:: 0.1
         """

@@ -25,7 +25,7 @@ from ._api import DictAPI, implements
 from ._lists import Lists
 from ._locks import Locks, NamedLock
 from ._notify import Event, Notify
-from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, lib, raise_rc, scratch, seconds
+from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, give, lib, raise_rc, seconds, take
 from .exceptions import CorruptError
 from ._pure import PureBase
 from ._values import Value, i64 as _i64, f64 as _f64, read, unpack_list as _unpack_list
@@ -45,7 +45,7 @@ def _base() -> type:
     # The C type's methods show the contract's docstrings: the same text as
     # PureBase's (shmdict._api composed it with PureBase's notes).
     docs = {n: f.__doc__ for n, f in vars(PureBase).items() if not n.startswith("_") and f.__doc__}
-    _speed.bind(int(ffi.cast("uintptr_t", lib.shmdict_api())), raise_rc, _text, _pairs, _unpack_list, docs)
+    _speed.bind(raise_rc, _text, _pairs, _unpack_list, docs)  # it asks shmdict._shmdict for the core's table
     return _speed.SharedDictBase
 
 
@@ -55,7 +55,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _ENOTFOUND, _EEXIST, _ERANGE = lib.SHMDICT_ENOTFOUND, lib.SHMDICT_EEXIST, lib.SHMDICT_ERANGE
 _NX, _XX = lib.SHMDICT_SET_NX, lib.SHMDICT_SET_XX
 _NULL = ffi.NULL
-_c_get, _c_set = lib.shmdict_get, lib.shmdict_set
+_c_get, _c_set, _c_ttl = lib.shmdict_get, lib.shmdict_set, lib.shmdict_ttl
 _u32 = struct.Struct("<I")
 DEFAULT_LOCK_TIMEOUT = 10.0
 """Seconds a handle waits for the dict's lock before raising LockTimeout,
@@ -129,7 +129,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         self._name = name
         # The base's hot methods call the core with this very handle; they keep
         # self._h alive while a call is in flight (see csrc/python/pytype.c, CLOSING).
-        self._attach(int(ffi.cast("uintptr_t", handle)), self._h, name)
+        self._attach(self._h, name)  # the cffi handle itself: never its address as a number
         self._dir = directory
         info = ffi.new("shmdict_info_t *")
         _lib.check(lib.shmdict_info(self._h, info))
@@ -229,13 +229,17 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
     def ttl(self, key: str) -> Optional[float]:
         h = self._handle()
         k = encode_key(key)
-        out = scratch.out
-        rc = lib.shmdict_ttl(h, k, len(k), out)
+        fl = _lib.free.list  # this call's own out-struct: never a nested call's (see _lib.take)
+        s = fl.pop() if fl else _lib.Scratch()
+        out = s.out
+        rc = _c_ttl(h, k, len(k), out)
+        f = out.f
+        fl.append(s)
         if rc == _ENOTFOUND:
             return None
         if rc < 0:
             raise_rc(rc, key)
-        return out.f if out.f > 0 else 0
+        return f if f > 0 else 0
 
     # ---- writes -----------------------------------------------------------
 
@@ -280,7 +284,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         if match is not None:
             return [k for k, _ in self._items(match, max_count, False)]
         h = self._handle()
-        s = scratch
+        s = take()
         while True:
             rc = lib.shmdict_keys(h, s.buf, s.cap, max(max_count, 0), s.out)
             if rc == _ERANGE:
@@ -289,6 +293,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             if rc < 0:
                 raise_rc(rc)
             data = ffi.buffer(s.buf, s.out.len)[:]
+            give(s)
             keys, pos, unpack = [], 0, _u32.unpack_from
             for _ in range(rc):
                 (n,) = unpack(data, pos)
@@ -452,7 +457,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             et, ei, ef, eb, en = _store_args(expected)
         t, i, f, b, n = _store_args(new)
         ex = seconds(exptime) if exptime else 0.0
-        rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, scratch.out)
+        rc = lib.shmdict_cas(h, k, len(k), et, ei, ef, eb, en, t, i, f, b, n, ex, _lib.free.sink)
         if rc < 0:
             raise_rc(rc, key)
         return bool(rc == 1)
@@ -460,7 +465,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
     def _items(self, match: Optional[str], max_count: int, values: bool) -> list[tuple[str, Any]]:
         h = self._handle()
         pat, plen = _pattern(match)
-        s = scratch
+        s = take()
         while True:
             rc = lib.shmdict_items(h, pat, plen, max(max_count, 0), values, s.buf, s.cap, s.out)
             if rc == _ERANGE:
@@ -470,6 +475,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
                 raise_rc(rc)
             break
         data = ffi.buffer(s.buf, s.out.len)[:]
+        give(s)
         out: list[tuple[str, Any]] = []
         pos, unpack = 0, _u32.unpack_from
         for _ in range(rc):
@@ -502,7 +508,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             raise ValueError("count must be > 0")
         h = self._handle()
         pat, plen = _pattern(match)
-        s = scratch
+        s = take()
         while True:
             rc = lib.shmdict_scan(h, cur, cnt, pat, plen, s.buf, s.cap, s.out)
             if rc == _ERANGE:
@@ -513,6 +519,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
             break
         nxt = int(s.out.i)
         data = ffi.buffer(s.buf, s.out.len)[:]
+        give(s)
         keys, pos, unpack = [], 0, _u32.unpack_from
         for _ in range(rc):
             (n,) = unpack(data, pos)
@@ -526,13 +533,15 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         r = seconds(rate, "rate")
         p = seconds(per, "per")
         b = _count(burst, "burst")
-        out = scratch.out
-        rc = lib.shmdict_limit(h, k, len(k), r, p, float(b), out)
+        s = take()  # this call's own out-struct (see _lib.take)
+        rc = lib.shmdict_limit(h, k, len(k), r, p, float(b), s.out)
+        res = rc == 1, int(s.out.i), float(s.out.f)
+        give(s)
         if rc == lib.SHMDICT_EINVAL:
             raise ValueError(f"limit needs rate > 0, per > 0, burst >= 0 and rate + burst >= 1 (got {rate}, {per}, {burst})")
         if rc < 0:
             raise_rc(rc, key)
-        return rc == 1, int(out.i), float(out.f)
+        return res
 
     def _lock_fd(self) -> int:
         """A new file description of this dict's file (checked to be the same
@@ -599,7 +608,7 @@ def _pattern(match: Optional[str]) -> tuple[Any, int]:
         return _NULL, 0
     if not isinstance(match, str):
         raise TypeError(f"match must be a str glob pattern, not {type(match).__name__}")
-    b = match.encode()
+    b = str.encode(match)
     return b, len(b)
 
 

@@ -1,7 +1,7 @@
 """The only module that imports the compiled cffi extension.
 
 It holds the error mapping (one table, one ``check``), argument conversions
-shared by every operation, the per-thread scratch buffers, and the private
+shared by every operation, the scratch buffers of calls in flight, and the private
 test seams (crash points, the TTL clock shift). ``_dict.py`` calls ``lib``
 functions directly on its hot paths: a Python wrapper per call would cost
 about as much as the C work itself.
@@ -16,6 +16,7 @@ import time
 from builtins import open as builtins_open
 from typing import NoReturn
 
+from . import _timeouts
 from ._shmdict import ffi, lib
 from .exceptions import CorruptError, Error, Full, LockTimeout
 
@@ -107,7 +108,7 @@ def encode_key(key: object) -> bytes:
     """A key as UTF-8 bytes: a non-empty str of at most SHMDICT_MAX_KEY bytes (TypeError / ValueError otherwise)."""
     if not isinstance(key, str):
         raise TypeError(f"keys must be str, not {type(key).__name__}")
-    k = key.encode()
+    k = str.encode(key)  # the str's own UTF-8, as the C type reads it: never a subclass's encode()
     if not k or len(k) > lib.SHMDICT_MAX_KEY:
         raise ValueError(
             "key must not be empty" if not k else f"key is {len(k)} bytes; the limit is {lib.SHMDICT_MAX_KEY}"
@@ -116,24 +117,24 @@ def encode_key(key: object) -> bytes:
 
 
 def lock_timeout(value: object) -> float:
-    """A lock timeout for C: ``None`` is -1.0 (no bound), else finite seconds >= 0."""
-    if value is None:
-        return -1.0
-    t = seconds(value, "lock_timeout")
-    if t < 0:
-        raise ValueError(f"lock_timeout must be >= 0 seconds or None, not {value!r}")
-    return t
+    """A handle's ``lock_timeout`` for C, checked by the one timeout rule
+    (``shmdict._timeouts``): ``None`` is -1.0 (no bound)."""
+    return _timeouts.or_forever(value, "lock_timeout")
 
 
 class deadline:
     """``with deadline(seconds):`` bounds this thread's waits for any dict's
     lock (C: shmdict_deadline) until the block ends; nested blocks keep the
-    earlier deadline. ``None`` adds no bound."""
+    earlier deadline. ``None`` adds no bound; ``at=`` gives the deadline as a
+    ``time.monotonic()`` time instead (the same clock as the C core's)."""
 
     __slots__ = ("_abs", "_prev")
 
-    def __init__(self, timeout: float | None) -> None:
-        self._abs = 0 if timeout is None else time.monotonic_ns() + max(1, int(timeout * 1e9))
+    def __init__(self, timeout: float | None = None, *, at: float | None = None) -> None:
+        if at is not None:
+            self._abs = max(1, int(at * 1e9))
+        else:
+            self._abs = 0 if timeout is None else time.monotonic_ns() + max(1, int(timeout * 1e9))
         self._prev = 0
 
     def __enter__(self) -> "deadline":
@@ -211,16 +212,25 @@ def parse_size(size: object) -> int:
     return n
 
 
-# ---- per-thread scratch ---------------------------------------------------------
-# The GIL is released inside every C call, so two threads on one handle must
-# never share an out-struct or a value buffer.
+# ---- scratch buffers, one per call in flight ----------------------------------------
+# A C call fills an out-struct and a value buffer that Python reads after it
+# returns. Between the two, Python may run other code on the same thread: a
+# signal handler, a finalizer (__del__, weakref callbacks), a trace function.
+# If that code uses a SharedDict, it must not write into the buffers the outer
+# call has yet to read. So each call takes a Scratch of its own from this
+# thread's free list (take) and puts it back once it has read its result
+# (give): a nested call finds the list empty, or holding other buffers, and
+# never shares. A call that raises simply does not give its buffer back. The
+# lists are per thread (the GIL is released inside C calls, and a
+# free-threaded build has none).
 
 
-class Scratch(threading.local):
-    """This thread's out-struct and value buffer. ``view`` is a memoryview of
-    ``buf``: slicing and decoding it is several times cheaper than
-    ``ffi.unpack``. ``all`` = (out, buf, cap, view), so a hot path pays for
-    one thread-local lookup instead of four."""
+class Scratch:
+    """An out-struct and a value buffer. ``view`` is a memoryview of ``buf``:
+    slicing and decoding it is several times cheaper than ``ffi.unpack``.
+    ``all`` = (out, buf, cap, view)."""
+
+    __slots__ = ("out", "cap", "buf", "view", "all")
 
     def __init__(self) -> None:
         self.out = ffi.new("shmdict_out_t *")
@@ -236,7 +246,29 @@ class Scratch(threading.local):
         self._alloc(max(need, 2 * self.cap))
 
 
-scratch = Scratch()
+class _Free(threading.local):
+    """This thread's free Scratch objects (``free.list``)."""
+
+    def __init__(self) -> None:
+        self.list: list[Scratch] = []
+        # An out-struct for calls that read only the return code: never read,
+        # so a nested call may write it too.
+        self.sink = ffi.new("shmdict_out_t *")
+
+
+free = _Free()
+
+
+def take() -> Scratch:
+    """A Scratch for one call: this thread's, or a new one when every one of
+    them is in use by calls further out (nesting)."""
+    lst = free.list
+    return lst.pop() if lst else Scratch()
+
+
+def give(s: Scratch) -> None:
+    """Back to this thread's free list, once its contents have been read."""
+    free.list.append(s)
 
 
 # ---- test seams (private) -------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._api import DictAPI, implements
-from ._lib import encode_key, lib, raise_rc, scratch
+from ._lib import encode_key, ffi, lib, raise_rc
 from ._values import Value
 from ._values import store_args as _store_args
 
@@ -33,7 +33,7 @@ class Lists:
         h = self._handle()
         k = encode_key(key)
         t, i, f, b, n = _store_args(value)
-        out = scratch.out
+        out = ffi.new("shmdict_out_t *")  # this call's own: never a nested call's (see _lib.take)
         rc = lib.shmdict_push(h, k, len(k), left, t, i, f, b, n, out)
         if rc < 0:
             raise_rc(rc, key)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import _lib
 from ._api import DictAPI, LockAPI, implements
-from ._lib import encode_key, ffi, lib, raise_rc, seconds
+from . import _timeouts
+from ._lib import encode_key, ffi, lib, raise_rc
 from ._values import MISSING as _MISSING
 from ._values import Value
 
@@ -50,16 +51,17 @@ class Locks:
         exptime: float = 0,
         lock_timeout: Optional[float] = 30.0,
     ) -> Value:
-        if lock_timeout is not None:
-            lock_timeout = seconds(lock_timeout, "lock_timeout")
-        # lock_timeout bounds the waits for the dict's lock too (a stopped holder).
-        dl = _lib.deadline(lock_timeout if lock_timeout is not None and lock_timeout >= 0 else None)
+        lock_timeout = _timeouts.check(lock_timeout, "lock_timeout")
+        # lock_timeout bounds the whole call's waits, the dict's lock's too (a
+        # stopped holder): one deadline, taken now, for every step below.
+        at = _timeouts.deadline(lock_timeout)
+        dl = _lib.deadline(at=at)
         with dl:
             v = self.get(key, _MISSING)
             if v is not _MISSING:
                 return v  # type: ignore[no-any-return]
             lk = NamedLock(self, b"G" + encode_key(key), key, lock_timeout)
-            if not lk.acquire():
+            if not lk.acquire(timeout=None if at is None else _timeouts.remaining(at)):
                 raise TimeoutError(f"get_or_set({key!r}): no value within {lock_timeout} s")
         try:
             with dl:
@@ -89,8 +91,7 @@ class NamedLock:
     __slots__ = ("_d", "_off", "_name", "_timeout", "_fd")
 
     def __init__(self, d: Locks, tagged: bytes, name: str, timeout: Optional[float]) -> None:
-        if timeout is not None:
-            timeout = seconds(timeout, "timeout")  # NaN and inf: ValueError
+        timeout = _timeouts.check(timeout, "timeout")
         self._d = d
         self._off = int(lib.shmdict_lock_offset(d._handle(), tagged, len(tagged)))
         self._name = name
@@ -103,10 +104,10 @@ class NamedLock:
         if timeout is None:
             timeout = self._timeout
         else:
-            timeout = seconds(timeout, "timeout")  # NaN would never expire, inf never either
-            if timeout >= 0 and not blocking:
+            timeout = _timeouts.check(timeout, "timeout")
+            if not blocking:
                 raise ValueError("can't specify a timeout for a non-blocking call")
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        deadline = _timeouts.deadline(timeout)
         fd = self._d._lock_fd()
         delay = 0.0002
         try:

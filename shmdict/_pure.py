@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 from ._api import DictAPI, implements
 from ._lib import INT64_MAX as _I64_MAX
 from ._lib import INT64_MIN as _I64_MIN
-from ._lib import encode_key, lib, number, raise_rc, scratch, seconds
+from ._lib import Scratch, encode_key, free, give, lib, number, raise_rc, seconds, take
 from ._values import (
     BYTES,
     FLOAT,
@@ -62,7 +62,7 @@ class PureBase:
     _h: Any  # the cffi handle, None once closed (slots of SharedDict)
     _name: str
 
-    def _attach(self, address: int, keeper: Any, name: str) -> None:
+    def _attach(self, handle: Any, name: str) -> None:
         """Nothing to do: these methods use ``self._h`` (the C type takes its handle here)."""
 
     def _detach(self) -> None:
@@ -86,13 +86,21 @@ class PureBase:
         n = len(k)
         if not 0 < n <= _MAX_KEY:
             encode_key(key)  # raises the precise error
-        out, buf, cap, view = scratch.all
+        # This call's own buffers (see _lib.take): a nested call from a signal
+        # handler or finalizer between the C call and the reads below cannot
+        # overwrite them. Inlined: the hottest path.
+        fl = free.list
+        s = fl.pop() if fl else Scratch()
+        out, buf, cap, view = s.all
         rc = _c_get(h, k, n, out, buf, cap)
         if rc == INT:
-            return out.i
-        if rc == _ENOTFOUND:
-            return default
-        return result(rc, out, view, cap, _c_get, h, k, key, self._name)
+            v = out.i
+        elif rc == _ENOTFOUND:
+            v = default
+        else:
+            v = result(rc, out, view, cap, _c_get, h, k, key, self._name)
+        fl.append(s)
+        return v
 
     def __getitem__(self, key: str) -> Value:
         h = self._h
@@ -102,18 +110,20 @@ class PureBase:
         n = len(k)
         if not 0 < n <= _MAX_KEY:
             encode_key(key)
-        out, buf, cap, view = scratch.all
+        fl = free.list  # this call's own buffers, as in get
+        s = fl.pop() if fl else Scratch()
+        out, buf, cap, view = s.all
         rc = _c_get(h, k, n, out, buf, cap)
-        if rc == INT:
-            return out.i  # type: ignore[no-any-return]
-        return result(rc, out, view, cap, _c_get, h, k, key, self._name)  # type: ignore[no-any-return]
+        v = out.i if rc == INT else result(rc, out, view, cap, _c_get, h, k, key, self._name)
+        fl.append(s)
+        return v  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
         h = self._open()
         if not isinstance(key, str):
             return False  # a mapping of str keys holds no other key
         k = encode_key(key)
-        rc = _c_get(h, k, len(k), scratch.out, NULL, 0)  # str/bytes: nothing copied
+        rc = _c_get(h, k, len(k), free.sink, NULL, 0)  # only rc is read; str/bytes: nothing copied
         if rc > 0 or rc == _EWRONGTYPE:  # a list is present too
             return True
         if rc == _ENOTFOUND:
@@ -188,13 +198,18 @@ class PureBase:
         it, ii, fi = (0, 0, 0.0) if init is None else number(init, "init")
         ittl = 0.0 if init_ttl is None else seconds(init_ttl, "init_ttl")
         ex = 0.0 if exptime is None else seconds(exptime)
-        out = scratch.out
+        fl = free.list  # this call's own out-struct, as in get
+        s = fl.pop() if fl else Scratch()
+        out = s.out
         rc = _c_incr(h, k, len(k), dt, di, df, it, ii, fi, ittl, exptime is not None, ex, out)
         if rc == INT:
-            return out.i  # type: ignore[no-any-return]
-        if rc == FLOAT:
-            return out.f  # type: ignore[no-any-return]
-        raise_rc(rc, key)
+            v = out.i
+        elif rc == FLOAT:
+            v = out.f
+        else:
+            raise_rc(rc, key)
+        fl.append(s)
+        return v  # type: ignore[no-any-return]
 
     # ---- batches ------------------------------------------------------------
 
@@ -216,7 +231,7 @@ class PureBase:
             ap(pack(n))
             ap(b)
         packed = b"".join(parts)
-        s = scratch
+        s = take()  # this call's own buffers (see _lib.take)
         while True:
             rc = lib.shmdict_get_many(h, packed, len(packed), len(ks), s.buf, s.cap, s.out)
             if rc == _ERANGE:
@@ -226,6 +241,7 @@ class PureBase:
                 raise_rc(rc)
             break
         data = s.view[: s.out.len].tobytes()
+        give(s)
         result: dict[str, Value] = {}
         pos, name = 0, self._name
         q, f, u = i64.unpack_from, f64.unpack_from, u32.unpack_from
@@ -285,6 +301,6 @@ class PureBase:
             n += 1
         ex = seconds(exptime) if exptime else 0.0
         packed = b"".join(parts)
-        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, scratch.out)
+        rc = lib.shmdict_set_many(h, packed, len(packed), n, ex, 0, free.sink)  # only rc is read
         if rc < 0:
             raise_rc(rc)

@@ -37,6 +37,7 @@ from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from ._api import DictAPI, LockAPI, implements
+from . import _timeouts
 from ._notify import Event, _in_thread
 from ._lib import encode_key, number, parse_size, seconds, value_type
 from ._redis_codec import _raise, decode, encode, fmt_float, redact
@@ -814,9 +815,7 @@ class RedisDict(MutableMapping[str, Value]):
         k = self._k(key)
         if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**32):
             raise ValueError(f"since must be a version from version(), not {since!r}")
-        t = -1.0 if timeout is None else seconds(timeout, "timeout")
-        if timeout is not None and t < 0:
-            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        t = _timeouts.or_forever(timeout)  # the one timeout rule (shmdict/_timeouts.py)
         ps = self._subscribe(k, glob=False)
         try:
             if since is not None and self.version(key) != since:
@@ -846,9 +845,7 @@ class RedisDict(MutableMapping[str, Value]):
         server (``Unavailable``), never told how many events it lost.
         Keyspace notifications off on the server raise ``shmdict.Error``.
         """
-        t = -1.0 if timeout is None else seconds(timeout, "timeout")
-        if timeout is not None and t < 0:
-            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        t = _timeouts.or_forever(timeout)  # the one timeout rule (shmdict/_timeouts.py)
         sub = self._watch_sub(match)
 
         def gen() -> Iterator[Event]:
@@ -899,8 +896,7 @@ class RedisDict(MutableMapping[str, Value]):
                 events.append(Event(_EVENT_OPS.get(msg["data"], "set"), key))
 
     async def await_change(self, key: str, timeout: Optional[float] = None, *, since: Optional[int] = None) -> Any:
-        if timeout is not None and seconds(timeout, "timeout") < 0:
-            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        _timeouts.check(timeout)  # the one timeout rule (shmdict/_timeouts.py)
         if since is None:
             since = self.version(key)
         loop = asyncio.get_running_loop()
@@ -914,8 +910,7 @@ class RedisDict(MutableMapping[str, Value]):
                     raise
 
     async def awatch(self, match: str = "*", *, timeout: Optional[float] = None) -> AsyncIterator[Event]:
-        if timeout is not None and seconds(timeout, "timeout") < 0:
-            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        _timeouts.check(timeout)  # the one timeout rule (shmdict/_timeouts.py)
         sub = self._watch_sub(match)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -1012,7 +1007,7 @@ class RedisDict(MutableMapping[str, Value]):
         v = self.get(key, _MISSING)
         if v is not _MISSING:
             return v  # type: ignore[no-any-return]
-        wait = None if lock_timeout is None else seconds(lock_timeout, "lock_timeout")
+        wait = _timeouts.check(lock_timeout, "lock_timeout")  # the one timeout rule
         lk = RedisLock(self, key, wait, max(wait or 0.0, 30.0), kind=b"flight:")
         deadline = None if wait is None else time.monotonic() + wait
         delay = 0.001
@@ -1078,7 +1073,9 @@ class RedisLock:
     released by a Lua compare-and-delete, so only the holder can release it.
     Waiting polls with backoff (1 ms up to 50 ms).
 
-    Like ``threading.Lock``: ``acquire(blocking=True, timeout=-1) -> bool``,
+    Like ``threading.Lock``: ``acquire(blocking=True, timeout=None) -> bool``
+    (timeouts follow shmdict's one rule: ``None`` waits forever, a negative one
+    is a ``ValueError``),
     ``release()``, ``locked()``, and ``with lock:`` which raises
     ``TimeoutError`` after the lock's ``timeout``. Not re-entrant.
 
@@ -1089,7 +1086,7 @@ class RedisLock:
         self._d = d
         self.name = name
         self._key = d._ip + kind + encode_key(name)
-        self.timeout = None if timeout is None else seconds(timeout, "timeout")
+        self.timeout = _timeouts.check(timeout)  # the one timeout rule
         self._lease = _ms(lease, "lease")
         if self._lease <= 0:
             raise ValueError("lease must be > 0")
@@ -1101,11 +1098,11 @@ class RedisLock:
             raise RuntimeError(f"lock {self.name!r} is already held by this object (not reentrant)")
         if timeout is None:
             timeout = self.timeout
-        elif not blocking and timeout >= 0:
-            raise ValueError("can't specify a timeout for a non-blocking call")
         else:
-            timeout = seconds(timeout, "timeout")
-        deadline = math.inf if timeout is None or timeout < 0 else time.monotonic() + timeout
+            timeout = _timeouts.check(timeout)  # the one timeout rule
+            if not blocking:
+                raise ValueError("can't specify a timeout for a non-blocking call")
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
         token = uuid.uuid4().hex.encode() + b":%d" % os.getpid()
         delay = 0.001
         r = self._d._c()

@@ -35,9 +35,11 @@ every item) before the first write, so a bad snapshot changes nothing.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
+import stat
 import struct
 import tempfile
 import time
@@ -76,19 +78,74 @@ FileArg = Union[str, bytes, "os.PathLike[str]", IO[bytes]]
 # ---- writing ------------------------------------------------------------------------
 
 
+def _check_target(path: str) -> None:
+    """A dump replaces only a regular file (or creates one): a device node,
+    FIFO, socket or directory at the path is refused, and so is a symbolic
+    link (never followed: the snapshot would land wherever it points)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(errno.ELOOP, "refusing to dump over a symbolic link (give the real path)", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "refusing to dump over something that is not a regular file", path)
+
+
+def _remove_dead_temps(d: str, base: str) -> None:
+    """Remove the temporary files that killed dumps to ``base`` left in ``d``:
+    ``.BASE.PID.XXXXXXXX.tmp`` whose PID is no live process, regular files
+    owned by this user (a live dump's file is left alone)."""
+    head = f".{base}."
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        if not (n.startswith(head) and n.endswith(".tmp")):
+            continue
+        pid_s = n[len(head):].split(".", 1)[0]
+        if not pid_s.isdigit() or not pid_s.isascii():
+            continue
+        pid = int(pid_s)
+        if pid == os.getpid():
+            continue  # this process's: a dump in flight on another thread
+        try:
+            os.kill(pid, 0)
+            continue  # alive: its dump may be in flight
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # alive (EPERM: another user's process)
+        p = os.path.join(d, n)
+        try:
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.unlink(p)
+        except OSError:
+            pass
+
+
 class Writer:
     """Writes one snapshot to ``dst``: a path (written to a temporary file in
     the same directory, mode 0600, fsynced and renamed over the path only when
     complete, so a failed dump never leaves a half snapshot under the name)
-    or a binary file object (written as is)."""
+    or a binary file object (written as is).
+
+    A path that exists must be a regular file (``_check_target``, checked
+    before and again right before the rename). The temporary file's name
+    carries the PID of the dumping process, so that the next dump to the
+    same path removes what a killed one left behind."""
 
     def __init__(self, dst: FileArg) -> None:
         self._tmp: str | None = None
         self._path: str | None = None
         if isinstance(dst, (str, bytes, os.PathLike)):
             path = os.fsdecode(dst)
+            _check_target(path)
             d, base = os.path.split(os.path.abspath(path))
-            fd, self._tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.", suffix=".tmp")
+            _remove_dead_temps(d, base)
+            fd, self._tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.{os.getpid()}.", suffix=".tmp")
             self._path = path
             self._f: IO[bytes] = os.fdopen(fd, "wb")
         elif hasattr(dst, "write"):
@@ -133,6 +190,11 @@ class Writer:
         if self._tmp is not None and self._path is not None:
             os.fsync(self._f.fileno())
             self._f.close()
+            try:
+                _check_target(self._path)  # again: something may have been put there meanwhile
+            except OSError:
+                self._unlink_tmp()
+                raise
             os.replace(self._tmp, self._path)
             self._tmp = None
             try:  # make the rename itself durable
@@ -147,6 +209,10 @@ class Writer:
     def abort(self) -> None:
         if self._tmp is not None:
             self._f.close()
+            self._unlink_tmp()
+
+    def _unlink_tmp(self) -> None:
+        if self._tmp is not None:
             try:
                 os.unlink(self._tmp)
             except OSError:
@@ -157,7 +223,7 @@ class Writer:
 def encode_item(key: str, value: Any, deadline: int) -> bytes:
     """One item (see FILE FORMAT); ``value`` a bool, int, float, str, bytes
     or a non-empty list of them."""
-    k = key.encode()
+    k = str.encode(key)
     t, v = _encode_value(value, top=True)
     return _U32.pack(len(k)) + k + _ITEM_HEAD.pack(t, deadline) + v
 
@@ -172,7 +238,7 @@ def _encode_value(value: Any, top: bool) -> tuple[int, bytes]:
     if isinstance(value, float):
         return FLOAT, _F64.pack(value)
     if isinstance(value, str):
-        b = value.encode()
+        b = str.encode(value)
         return STR, _U32.pack(len(b)) + b
     if isinstance(value, bytes):
         return BYTES, _U32.pack(len(value)) + value

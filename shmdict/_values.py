@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Union
 
 from . import _lib
-from ._lib import ffi, lib, raise_rc, scratch
+from ._lib import ffi, give, lib, raise_rc, take
 from .exceptions import CorruptError
 
 Value = Union[bool, int, float, str, bytes]
@@ -60,29 +60,32 @@ def read(fn: Callable[..., int], h: Any, k: bytes, key: object, name: str) -> An
     handle and encoded key: the value, or KeyError / the error's exception.
     A str/bytes value larger than this thread's buffer is read again into a
     larger one."""
-    s = scratch
+    s = take()  # this call's own buffers: see _lib.take
     out, buf, cap, view = s.all
     while True:
         rc = fn(h, k, len(k), out, buf, cap)
         if rc == INT:
-            return out.i
-        if rc == STR or rc == BYTES:
+            v: Any = out.i
+        elif rc == STR or rc == BYTES:
             n = out.len
             if n > cap:
                 s.grow(n)
                 out, buf, cap, view = s.all
                 continue
             b = view[:n].tobytes()
-            return text(b, name) if rc == STR else b
-        if rc == FLOAT:
-            return out.f
-        if rc == BOOL:
-            return out.i != 0
-        if rc == _ERANGE:
+            v = text(b, name) if rc == STR else b
+        elif rc == FLOAT:
+            v = out.f
+        elif rc == BOOL:
+            v = out.i != 0
+        elif rc == _ERANGE:
             s.grow(out.len)
             out, buf, cap, view = s.all
             continue
-        raise_rc(rc, key)
+        else:
+            raise_rc(rc, key)
+        give(s)
+        return v
 
 
 def result(rc: int, out: Any, view: Any, cap: int, fn: Callable[..., int], h: Any, k: bytes, key: object,

@@ -43,7 +43,7 @@ import sys
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
 import shmdict
-from shmdict import _lib
+from shmdict import _lib, _timeouts
 from shmdict._dict import _dir, _path
 
 __all__ = ["main"]
@@ -285,14 +285,52 @@ def _names() -> list[str]:
     return sorted(e[len(PREFIX) :] for e in entries if e.startswith(PREFIX) and len(e) > len(PREFIX))
 
 
+def _peek(name: str, mappers: list[int]) -> dict[str, Any]:
+    """ls's row for one dict, from its header alone: attached with the same
+    trust check as every command, read without taking the dict's lock
+    (shmdict_peek), so a stopped or stuck lock holder never delays it."""
+    from shmdict._dict import _trust, _untrusted
+
+    path = _path(_dir(), name)
+    flags, also = _trust(_ATTACH.get("shared", False))
+    p = _lib.ffi.new("shmdict_t **")
+    why = _lib.ffi.new("shmdict_out_t *")
+    rc = _lib.lib.shmdict_attach(_dir().encode(), name.encode(), flags, also, why, p)
+    if rc == _lib.lib.SHMDICT_EUNTRUSTED:
+        raise _untrusted(path, int(why.i), int(why.len))
+    if rc:
+        _lib.raise_rc(rc, path=path)
+    h = _lib.ffi.gc(p[0], _lib.lib.shmdict_close)
+    info = _lib.ffi.new("shmdict_info_t *")
+    _lib.check(_lib.lib.shmdict_peek(h, info))
+    cap = int(info.capacity) or 1
+    pid = int(info.creator_pid)
+    return {
+        "name": name,
+        "size": int(info.size),
+        "file_size": int(info.file_size),
+        "capacity": int(info.capacity),
+        "keys": int(info.count),  # records: expired ones not reclaimed yet count too (no lock, no walk)
+        "records": int(info.count),
+        "used_bytes": int(info.used_bytes),
+        "free_bytes": int(info.free_bytes),
+        "use_pct": round(100.0 * int(info.used_bytes) / cap, 1),
+        "index_slots": int(info.index_cap),
+        "recoveries": int(info.recoveries),
+        "creator_pid": pid,
+        "creator_alive": _pid_alive(pid),
+        "mapped_by": mappers,
+        "layout_version": int(info.layout_version),
+    }
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     names = _names()
     mappers = _mappers(_path(_dir(), n) for n in names)
     rows = []
     for n in names:
         try:
-            with _get(n) as d:
-                rows.append(_summary(n, d, mappers[_path(_dir(), n)]))
+            rows.append(_peek(n, mappers[_path(_dir(), n)]))
         except (OSError, ValueError, shmdict.Error) as e:
             rows.append({"name": n, "error": str(e)})
     if args.json:
@@ -317,7 +355,14 @@ _STATS_NEAR = {"file_size": ("max_size", "growths"), "capacity": ("index_bytes",
                "free_bytes": ("hole_bytes", "fragmentation")}
 
 
+STATS_LOCK_TIMEOUT = 1.0
+"""stats waits this long for the dict's lock unless --lock-timeout says
+otherwise: a diagnostic must answer promptly, and a holder that keeps the
+lock this long is itself the diagnosis (the error names it)."""
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
+    _ATTACH.setdefault("lock_timeout", STATS_LOCK_TIMEOUT)
     with _open(args.name) as d:
         s = _summary(args.name, d, _mappers([_path(_dir(), args.name)])[_path(_dir(), args.name)])
         st = d.stats()  # hits, misses, evictions, lock waits, growths...
@@ -624,8 +669,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("ls", cmd_ls, "list dicts: size now, keys, use, creator PID and whether it is alive")
-    add("stats", cmd_stats, "every counter of one dict: sizes and growth, index/arena split, fragmentation, hits...").add_argument("name")
+    add("ls", cmd_ls, "list dicts: size now, records, use, creator PID and whether it is alive "
+        "(read from each header without the dict's lock: never waits)")
+    add("stats", cmd_stats, "every counter of one dict: sizes and growth, index/arena split, fragmentation, hits... "
+        f"(waits at most {STATS_LOCK_TIMEOUT:g} s for the dict's lock unless --lock-timeout is given)").add_argument("name")
     sp = add("keys", cmd_keys, "list live keys, optionally matching a glob PATTERN")
     sp.add_argument("name")
     sp.add_argument("pattern", nargs="?")
@@ -718,7 +765,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lt = getattr(args, "lock_timeout", None)
         if lt is not None:
             try:
-                _ATTACH["lock_timeout"] = None if lt.lower() == "none" else float(lt)
+                _ATTACH["lock_timeout"] = None if lt.lower() == "none" else _timeouts.check(float(lt), "--lock-timeout")
             except ValueError:
                 _fail(EXIT_USAGE, f"--lock-timeout must be seconds or 'none', not {lt!r}")
         rc = int(args.fn(args))

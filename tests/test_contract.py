@@ -772,10 +772,10 @@ def test_lists_contract(d):
 
 def test_version_wait_watch_contract(d):
     """version moves on change; wait(since=) returns the new value; watch reports changes."""
-    assert d.version("k") == 0
+    missing = d.version("k")  # 0, or (shared memory) a mark of when it was seen missing
     d["k"] = 1
     v = d.version("k")
-    assert v != 0
+    assert v not in (0, missing)
     d["k"] = 2
     assert d.version("k") != v
     v = d.version("k")
@@ -829,3 +829,48 @@ def test_stats_contract(d):
     for name in ("entries", "used_bytes", "capacity", "hits", "misses", "expired", "evictions"):
         assert isinstance(s[name], int) and s[name] >= 0, name
     assert s["entries"] == 1 and s["hits"] >= 1 and s["misses"] >= 1
+
+
+@pytest.mark.parametrize("bad", [-2, -0.5, -1e-9, math.nan, math.inf, -math.inf, 2**63, 1e308, 1e10])
+def test_one_timeout_rule(d, bad):
+    """Every timeout argument raises ValueError naming itself for a negative, NaN, infinite or absurd value,
+    before waiting for anything (negative values used to wait forever; 2**63 raised OverflowError)."""
+    import asyncio
+
+    async def drain_awatch() -> None:
+        async for _ in d.awatch(timeout=bad):
+            pass
+
+    calls = {
+        "timeout": [
+            lambda: d.wait("k", timeout=bad),
+            lambda: d.watch(timeout=bad),
+            lambda: asyncio.run(drain_awatch()),
+            lambda: asyncio.run(d.await_change("k", timeout=bad)),
+            lambda: d.lock("L", timeout=bad),
+            lambda: d.lock("L").acquire(timeout=bad),
+        ],
+        "lock_timeout": [lambda: d.get_or_set("k", lambda: 1, lock_timeout=bad)],
+    }
+    for what, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(ValueError, match=what):
+                fn()
+    assert "k" not in d  # no factory ran
+
+
+def test_timeout_rule_accepts_none_zero_and_positive(d):
+    """None, 0 and a positive number are timeouts; a str is a TypeError."""
+    lk = d.lock("L", timeout=0)
+    assert lk.acquire(timeout=0) is True
+    assert d.lock("L").acquire(timeout=0.01) is False
+    lk.release()
+    lk2 = d.lock("L", timeout=None)
+    assert lk2.acquire() is True
+    lk2.release()
+    with pytest.raises(TimeoutError):
+        d.wait("k", timeout=0)
+    assert list(d.watch(timeout=0)) == []
+    assert d.get_or_set("k", lambda: 7, lock_timeout=0) == 7
+    with pytest.raises(TypeError):
+        d.wait("k", timeout="1")

@@ -629,12 +629,12 @@ def test_wait_cursor_spans_calls(d: shmdict.SharedDict) -> None:
     delete of a missing key between two calls is still a change."""
     cursor = d._wait_cursor(None)
     with pytest.raises(TimeoutError):
-        d._wait("k", 0, cursor)  # first look: missing; pins the cursor
+        d._wait("k", 0, cursor, None)  # first look: missing; pins the cursor
     d["k"] = 1
     del d["k"]
-    assert d._wait("k", 0, cursor) is None  # between the slices: seen
+    assert d._wait("k", 0, cursor, None) is None  # between the slices: seen
     with pytest.raises(TimeoutError):
-        d._wait("k", 0, d._wait_cursor(None))  # a fresh wait starts after it: nothing new
+        d._wait("k", 0, d._wait_cursor(None), None)  # a fresh wait starts after it: nothing new
 
 
 def test_await_change_sees_set_then_delete(d: shmdict.SharedDict) -> None:

@@ -8,8 +8,8 @@
  * Python, used on PyPy or with SHMDICT_PURE=1, and behaves identically.
  *
  * ONE CORE. This file is binding code: it includes only Python.h and
- * shmdict.h and links no core code. At import, shmdict._dict passes bind()
- * the address of the cffi module's shmdict_api() table, so both bindings call
+ * shmdict.h and links no core code. At import, bind() asks the cffi module
+ * (shmdict._shmdict) for its shmdict_api() table, so both bindings call
  * the same functions with the same statics (crash points, clock shift), and
  * the handle of a SharedDict is the very pointer its cffi half uses.
  *
@@ -79,6 +79,7 @@ enum {
 
 static const shmdict_api_t *api;                     /* set by bind() */
 static PyObject *raise_rc_fn, *text_fn, *pairs_fn, *unpack_list_fn; /* shmdict._lib / _values helpers */
+static PyObject *core_ffi, *handle_ctype; /* shmdict._shmdict.ffi and its "shmdict_t *" (bind) */
 static PyObject *NOARG; /* pop(): no default given */
 static PyObject *ONE;   /* incr(): the default delta */
 
@@ -923,6 +924,25 @@ static int all_pairs(PyObject *seq)
     return 1;
 }
 
+/* The sequence to pack from an exact list or tuple if it holds exact
+ * 2-tuples only, else NULL (with an exception only on failure). On a
+ * free-threaded build another thread may change a list at any moment, so the
+ * list is snapshotted first (*snap, released by the caller) and the snapshot
+ * is both checked and packed: never check one list and pack another. */
+static PyObject *fast_pairs(PyObject *obj, PyObject **snap)
+{
+#ifdef Py_GIL_DISABLED
+    if (PyList_CheckExact(obj)) {
+        if (!(*snap = PySequence_Tuple(obj)))
+            return NULL;
+        obj = *snap;
+    }
+#else
+    (void)snap; /* nothing runs Python code in between, so the list cannot change */
+#endif
+    return all_pairs(obj) ? obj : NULL;
+}
+
 static PyObject *Base_set_many(Base *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     sig_t *const sig = &SIG_SET_MANY;
@@ -939,13 +959,28 @@ static PyObject *Base_set_many(Base *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     char stack[PACK_STACK];
     pack_t b = {stack, 0, sizeof stack, 0};
-    PyObject *pairs = NULL, *res = NULL;
+    PyObject *pairs = NULL, *res = NULL, *seq;
     Py_ssize_t n = 0;
     double ex = 0.0;
     int64_t rc;
     int err = 0;
     shmdict_out_t out;
     if (PyDict_CheckExact(a[0])) {
+#ifdef Py_GIL_DISABLED
+        /* Another thread may change the dict at any moment: pack a snapshot of
+         * its items, taken atomically (PyDict_Items locks the dict). */
+        if (!(pairs = PyDict_Items(a[0])))
+            goto done;
+        n = PyList_GET_SIZE(pairs);
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *kv = PyList_GET_ITEM(pairs, j);
+            if (pack_item(&b, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)))
+                goto done;
+        }
+#else
+        /* Nothing below runs Python code (exact str keys, the five value
+         * types: no __hash__, __eq__ or __index__), so with the GIL held the
+         * dict cannot change during the walk. */
         PyObject *key, *value;
         Py_ssize_t it = 0;
         while (PyDict_Next(a[0], &it, &key, &value)) {
@@ -953,22 +988,19 @@ static PyObject *Base_set_many(Base *self, PyObject *const *args, Py_ssize_t nar
                 goto done;
             n++;
         }
-    } else if ((PyList_CheckExact(a[0]) || PyTuple_CheckExact(a[0])) && all_pairs(a[0])) {
-        /* a list or tuple of 2-tuples, the common non-dict input: no Python-level unpacking */
-#ifdef Py_GIL_DISABLED
-        if (!(pairs = PySequence_Tuple(a[0]))) /* another thread may change a list: pack a snapshot */
-            goto done;
-        PyObject *seq = pairs;
-#else
-        PyObject *seq = a[0]; /* nothing below runs Python code, so the list cannot change */
 #endif
+    } else if ((PyList_CheckExact(a[0]) || PyTuple_CheckExact(a[0])) && (seq = fast_pairs(a[0], &pairs))) {
+        /* a list or tuple of 2-tuples, the common non-dict input: no Python-level unpacking */
         n = PySequence_Fast_GET_SIZE(seq);
         PyObject **items = PySequence_Fast_ITEMS(seq);
         for (Py_ssize_t j = 0; j < n; j++)
             if (pack_item(&b, PyTuple_GET_ITEM(items[j], 0), PyTuple_GET_ITEM(items[j], 1)))
                 goto done;
+    } else if (PyErr_Occurred()) {
+        goto done;
     } else {
         /* mapping.items() or another iterable of pairs: unpacked by Python, so its errors are Python's own */
+        Py_CLEAR(pairs); /* a snapshot fast_pairs took and did not use */
         if (!(pairs = PyObject_CallOneArg(pairs_fn, a[0])))
             goto done;
         n = PyList_GET_SIZE(pairs);
@@ -999,27 +1031,49 @@ done:
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-/* _attach(address, keeper, name): take the handle at address, kept alive by
- * keeper (the cffi handle object). Once per object. */
+/* The address a cffi pointer object holds: ffi.cast("uintptr_t", cdata),
+ * asked of shmdict._shmdict's own ffi. NULL with an exception if it fails. */
+static void *cdata_address(PyObject *cdata)
+{
+    PyObject *u = PyObject_CallMethod(core_ffi, "cast", "sO", "uintptr_t", cdata);
+    PyObject *n = u ? PyNumber_Long(u) : NULL;
+    Py_XDECREF(u);
+    void *p = n ? PyLong_AsVoidPtr(n) : NULL;
+    Py_XDECREF(n);
+    if (!p && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "NULL pointer");
+    return p;
+}
+
+/* _attach(handle, name): use the dict of `handle`, the cffi handle object
+ * (a `shmdict_t *` of shmdict._shmdict, from shmdict_create/attach), which
+ * this object keeps alive. No address ever comes from Python as a number:
+ * the pointer is read from the cdata by the core's own ffi, after checking
+ * its type, so _attach(1, ...) is a TypeError, not a crash. Once per object. */
 static PyObject *Base_attach(Base *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyLong_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "_attach(address, keeper, name)");
+    if (nargs != 2 || !core_ffi) {
+        PyErr_SetString(PyExc_TypeError, "_attach(handle, name) after bind()");
         return NULL;
     }
     if (self->keeper || self->open) {
         PyErr_SetString(PyExc_RuntimeError, "SharedDictBase is already attached");
         return NULL;
     }
-    void *p = PyLong_AsVoidPtr(args[0]);
-    if (!p) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "NULL handle");
+    PyObject *t = PyObject_CallMethod(core_ffi, "typeof", "O", args[0]);
+    int ok = t ? PyObject_RichCompareBool(t, handle_ctype, Py_EQ) : -1;
+    Py_XDECREF(t);
+    if (ok <= 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "_attach needs a shmdict handle (a cffi 'shmdict_t *')");
         return NULL;
     }
+    void *p = cdata_address(args[0]);
+    if (!p)
+        return NULL;
     self->h = p;
-    Py_XSETREF(self->name, Py_NewRef(args[2]));
-    self->keeper = Py_NewRef(args[1]);
+    Py_XSETREF(self->name, Py_NewRef(args[1]));
+    self->keeper = Py_NewRef(args[0]);
     self->users = 1;
     self->open = 1;
     Py_RETURN_NONE;
@@ -1136,27 +1190,51 @@ fail:
     return -1;
 }
 
-/* bind(api_address, raise_rc, text, pairs, unpack_list, docs): once, at import. */
+/* The core's table, asked of the cffi module itself (shmdict._shmdict:
+ * lib.shmdict_api()), never taken as a number from Python. Also keeps its
+ * ffi and the type of a handle, for _attach. */
+static const shmdict_api_t *core_table(void)
+{
+    PyObject *mod = PyImport_ImportModule("shmdict._shmdict");
+    PyObject *ffi = mod ? PyObject_GetAttrString(mod, "ffi") : NULL;
+    PyObject *lib = mod ? PyObject_GetAttrString(mod, "lib") : NULL;
+    PyObject *ctype = ffi ? PyObject_CallMethod(ffi, "typeof", "s", "shmdict_t *") : NULL;
+    PyObject *table = lib && ctype ? PyObject_CallMethod(lib, "shmdict_api", NULL) : NULL;
+    const shmdict_api_t *t = NULL;
+    if (table) {
+        Py_XSETREF(core_ffi, Py_NewRef(ffi));
+        Py_XSETREF(handle_ctype, Py_NewRef(ctype));
+        t = cdata_address(table);
+    }
+    Py_XDECREF(table);
+    Py_XDECREF(ctype);
+    Py_XDECREF(lib);
+    Py_XDECREF(ffi);
+    Py_XDECREF(mod);
+    return t;
+}
+
+/* bind(raise_rc, text, pairs, unpack_list, docs): once, at import. */
 static PyObject *bind(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "bind(api_address, raise_rc, text, pairs, unpack_list, docs)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "bind(raise_rc, text, pairs, unpack_list, docs)");
         return NULL;
     }
-    const shmdict_api_t *t = PyLong_AsVoidPtr(args[0]);
+    const shmdict_api_t *t = core_table();
     if (!t)
-        return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "NULL api table"), NULL);
+        return NULL;
     if (t->size < sizeof(shmdict_api_t) || t->abi != SHMDICT_API_ABI) {
         PyErr_Format(PyExc_ImportError, "shmdict._speed does not match the core (api abi %u, size %u)",
                      (unsigned)t->abi, (unsigned)t->size);
         return NULL;
     }
-    if (set_docs(args[5]) < 0)
+    if (set_docs(args[4]) < 0)
         return NULL;
-    Py_XSETREF(raise_rc_fn, Py_NewRef(args[1]));
-    Py_XSETREF(text_fn, Py_NewRef(args[2]));
-    Py_XSETREF(pairs_fn, Py_NewRef(args[3]));
-    Py_XSETREF(unpack_list_fn, Py_NewRef(args[4]));
+    Py_XSETREF(raise_rc_fn, Py_NewRef(args[0]));
+    Py_XSETREF(text_fn, Py_NewRef(args[1]));
+    Py_XSETREF(pairs_fn, Py_NewRef(args[2]));
+    Py_XSETREF(unpack_list_fn, Py_NewRef(args[3]));
     api = t;
     api->on_block(on_block);
     Py_RETURN_NONE;

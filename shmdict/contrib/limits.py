@@ -61,7 +61,7 @@ try:
 except ModuleNotFoundError as exc:
     raise missing(exc, "shmdict.contrib.limits", "limits>=5,<6", "limits") from exc
 
-from shmdict._lib import encode_key, lib, raise_rc, scratch
+from shmdict._lib import encode_key, give, lib, raise_rc, take
 from shmdict.contrib._attach import Size, attach_or_create
 
 __all__ = ["AsyncSharedDictStorage", "SharedDictStorage"]
@@ -87,14 +87,16 @@ def _window(d: shmdict.SharedDict, key: str, limit: int, expiry: float, amount: 
     """One ``shmdict_window`` call: (acquired, hits in window, age of the oldest)."""
     h = d._handle()
     k = encode_key(key)
-    s = scratch
+    s = take()  # this call's own buffers (see shmdict._lib.take)
     need = 8 * limit
     if s.cap < need:
         s.grow(need)
     rc = lib.shmdict_window(h, k, len(k), limit, float(expiry), amount, s.buf, s.cap, s.out)
     if rc < 0:
         raise_rc(rc, key)
-    return rc == 1, int(s.out.i), float(s.out.f)
+    res = rc == 1, int(s.out.i), float(s.out.f)
+    give(s)
+    return res
 
 
 class SharedDictStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, TimestampedSlidingWindow):
