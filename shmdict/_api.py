@@ -19,17 +19,27 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
+from typing import Any, NamedTuple, Optional, TypeVar, Union
 
-if TYPE_CHECKING:
-    from ._notify import Event
-
-__all__ = ["DictAPI", "LockAPI", "contract_doc", "implements", "names", "notes"]
+__all__ = ["DictAPI", "Event", "LockAPI", "contract_doc", "implements", "names", "notes"]
 
 Value = Union[bool, int, float, str, bytes]
 _MISSING: Any = object()  # pop's "no default" (each engine has its own sentinel)
 _T = TypeVar("_T", bound=type)
 _VERSIONADDED = "\n\n.. versionadded::"
+
+
+class Event(NamedTuple):
+    """One change read by :meth:`SharedDict.watch`: ``op`` is ``"set"``,
+    ``"delete"``, ``"expire"``, ``"evict"`` or ``"flush"`` (``key`` is ``None``
+    for flush), or ``"lost"``, whose ``key`` is the number of events the
+    reader missed because it fell behind.
+
+    .. versionadded:: 0.1
+    """
+
+    op: str
+    key: Union[str, int, None]
 
 
 class DictAPI:

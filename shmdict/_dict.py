@@ -21,10 +21,10 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Optional, Union
 
 from . import _lib
-from ._api import DictAPI, implements
+from ._api import DictAPI, Event, implements
 from ._lists import Lists
 from ._locks import Locks, NamedLock
-from ._notify import Event, Notify
+from ._notify import Notify
 from ._lib import INT64_MAX, INT64_MIN, encode_key, ffi, give, lib, raise_rc, seconds, take
 from .exceptions import CorruptError
 from ._pure import PureBase

@@ -14,10 +14,10 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _lib, _timeouts
-from ._api import DictAPI, implements
+from ._api import DictAPI, Event, implements
 from ._lib import encode_key, ffi, lib, raise_rc
 from ._values import text as _text
 from .exceptions import LockTimeout
@@ -71,19 +71,6 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
     threading.Thread(target=run, name="shmdict-wait", daemon=True).start()
     return await fut
-
-
-class Event(NamedTuple):
-    """One change read by :meth:`SharedDict.watch`: ``op`` is ``"set"``,
-    ``"delete"``, ``"expire"``, ``"evict"`` or ``"flush"`` (``key`` is ``None``
-    for flush), or ``"lost"``, whose ``key`` is the number of events the
-    reader missed because it fell behind.
-
-    .. versionadded:: 0.1
-    """
-
-    op: str
-    key: Union[str, int, None]
 
 
 _MISSING_BASE = 1 << 32

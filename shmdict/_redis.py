@@ -36,9 +36,9 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, NoReturn, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._api import DictAPI, LockAPI, implements
+from ._api import DictAPI, Event, LockAPI, implements
 from . import _timeouts
-from ._notify import Event, _in_thread
+from ._notify import _in_thread
 from ._lib import encode_key, number, parse_size, seconds, value_type
 from ._redis_codec import _raise, decode, encode, fmt_float, redact
 from .exceptions import CorruptError, Error, Full, Unavailable
