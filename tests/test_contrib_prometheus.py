@@ -55,6 +55,7 @@ from shmdict.contrib import _prometheus_store as store  # noqa: E402
 from shmdict.contrib import prometheus as prom  # noqa: E402
 
 MODES = sorted(Gauge._MULTIPROC_MODES)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -371,8 +372,7 @@ def test_enable_from_the_environment(shm_dir: str) -> None:
             "Counter('started', 'processes started').inc()\n"
             "print(p.enable() is p.enable())\n")
     env = {**os.environ, "SHMDICT_PROMETHEUS": f"{name}?size=1m"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -464,3 +464,94 @@ def test_stored_keys_are_readable_from_outside(enabled: Any) -> None:
     (key,) = [k for k in enabled.get_keys(match="prom:counter:*")]
     assert json.loads(store.parse(key)[3]) == ["c", "c_total", {"l": "x"}, "help"]
     assert store.parse("prom:nonsense:x") is None and store.parse("other") is None
+
+
+# ---- the gunicorn example, for real --------------------------------------------------------
+
+EXAMPLE = os.path.join(ROOT, "examples", "gunicorn_prometheus")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(port: int, path: str) -> tuple[int, int, str]:
+    """(status, worker pid, body), or (0, 0, '') if the connection broke."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, int(r.headers.get("X-Worker-Pid", 0)), r.read().decode()
+    except (ConnectionError, http.client.HTTPException):
+        return 0, 0, ""
+    finally:
+        c.close()
+
+
+def _scrape_every_worker(port: int, want: int, deadline: float) -> dict[int, str]:
+    """/metrics from `want` distinct workers (concurrent requests spread them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: dict[int, str] = {}
+    while len(seen) < want:
+        assert time.monotonic() < deadline, f"only {len(seen)} of {want} workers answered /metrics"
+        with ThreadPoolExecutor(8) as ex:
+            for status, pid, body in ex.map(lambda _: _get(port, "/metrics"), range(16)):
+                if status == 200:
+                    seen[pid] = body
+    return seen
+
+
+def test_gunicorn_example_every_worker_serves_exact_totals(shm_dir: str) -> None:
+    """gunicorn with 4 workers: after requests spread over them and a SIGKILLed worker
+    (replaced by the master), every worker's /metrics shows the exact totals."""
+    pytest.importorskip("gunicorn")
+    from concurrent.futures import ThreadPoolExecutor
+
+    port, name = _free_port(), unique_name("metrics")
+    env = {**os.environ, "SHMDICT_DIR": shm_dir, "METRICS_NAME": name, "BIND": f"127.0.0.1:{port}",
+           "WORKERS": "4", "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("SHMDICT_PROMETHEUS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=EXAMPLE,
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        first = _scrape_every_worker(port, 4, deadline)
+        with ThreadPoolExecutor(8) as ex:
+            served = list(ex.map(lambda _: _get(port, "/"), range(200)))
+        assert [s for s, _, _ in served] == [200] * 200
+        assert len({p for _, p, _ in served}) >= 2  # spread over the workers
+
+        victim = next(iter(first))
+        os.kill(victim, signal.SIGKILL)
+        while True:  # the master replaces it
+            workers = _scrape_every_worker(port, 4, deadline)
+            if victim not in workers:
+                break
+        with ThreadPoolExecutor(8) as ex:
+            assert [s for s, _, _ in ex.map(lambda _: _get(port, "/"), range(100))] == [200] * 100
+
+        for pid, body in _scrape_every_worker(port, 4, deadline).items():
+            assert pid != victim
+            assert 'app_requests_total{path="/"} 300.0' in body, body
+            assert "app_request_seconds_count 300.0" in body
+            assert "app_workers 4.0" in body  # the killed worker's live gauge is gone
+            assert "app_in_progress 0.0" in body
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=20)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.returncode == 0, err[-2000:]
+    assert not os.path.exists(os.path.join(shm_dir, f"shmdict.{name}"))  # on_exit removed it
