@@ -202,6 +202,15 @@ def _dict_for(name: Optional[str]) -> Any:
 # ---- the value class ------------------------------------------------------------------------
 
 
+# A process learns that it is a fork's child from this counter (bumped in the
+# child by os.register_at_fork) instead of asking os.getpid() on every update:
+# getpid is a system call, a third of an update's cost.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+_SUM, _OWN, _PAIR = 0, 1, 2  # how a value is stored: share of a shared sum; own float; own (value, time)
+
+
 def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type:  # noqa: N802 (prometheus_client's name)
     """A ``prometheus_client.values.ValueClass`` that keeps values in the enabled dict.
 
@@ -210,6 +219,10 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
     ``all``/``liveall`` gauges) and must differ between processes running
     at the same time; when it changes (a fork) every value starts again, as
     in a new process. Each update is one atomic operation on the dict.
+    With the default ``os.getpid``, a fork is noticed through
+    :func:`os.register_at_fork` (a process forked by C code that bypasses
+    it would keep its parent's gauge series; counters and histograms are
+    shared series and stay exact either way).
 
     Raises:
         ValueError: (when a value is created) the mode is not enabled.
@@ -218,18 +231,24 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
     """
     values: list[Any] = []
     lock = threading.Lock()
-    me: dict[str, Any] = {"pid": 0, "ident": "", "inst": ""}
+    me: list[Any] = [-1, 0, "", ""]  # fork count, pid, identifier, instance (pid.start)
     by_pid = process_identifier is os.getpid
 
     def check() -> None:
         """Start every value again if this is a new process (a fork) or a new identifier."""
-        pid = os.getpid()
-        ident = str(pid) if by_pid else str(process_identifier())
-        if pid == me["pid"] and ident == me["ident"]:
-            return
-        if pid != me["pid"]:
-            me["inst"] = _store.instance(pid)
-        me["pid"], me["ident"] = pid, ident
+        if by_pid:
+            if me[0] == _forks[0]:
+                return
+            pid = os.getpid()
+            ident = str(pid)
+        else:
+            pid = os.getpid()
+            ident = str(process_identifier())
+            if pid == me[1] and ident == me[2]:
+                return
+        if pid != me[1]:
+            me[3] = _store.instance(pid)
+        me[:3] = [_forks[0], pid, ident]
         for v in values:
             v._reset()
 
@@ -247,11 +266,18 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
         def __init__(self, typ: str, metric_name: str, name: str, labelnames: Any, labelvalues: Any,
                      help_text: str, multiprocess_mode: str = "", **kwargs: Any) -> None:
             kind = _store.kind_of(typ, multiprocess_mode)
-            if not (kind in _store.SHARED_SUMS or kind in _store.PER_PROCESS or kind == _store.MOSTRECENT):
+            if kind in _store.SHARED_SUMS:
+                self._how = _SUM
+            elif kind in _store.TIMESTAMPED:
+                self._how = _PAIR
+            elif kind in _store.PER_PROCESS:
+                self._how = _OWN
+            else:
                 raise ValueError(f"unsupported metric type or gauge mode: {typ!r} {multiprocess_mode!r}")
             self._kind = kind
             self._series = mmap_key(metric_name, name, labelnames, labelvalues, help_text)
             self._d = _dict_for(None) if _enabled is not None else _not_enabled()
+            self._incr = self._d.incr
             self._value = 0.0
             self._timestamp = 0.0
             with lock:
@@ -265,15 +291,15 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
             kind, d = self._kind, self._d
             self._timestamp = 0.0
             if kind in _store.PER_PROCESS:
-                self._key = _store.process_key(kind, me["inst"], me["ident"], self._series)
-                if kind in _store.TIMESTAMPED:
+                self._key = _store.process_key(kind, me[3], me[2], self._series)
+                if self._how == _PAIR:
                     d.add(self._key, _store.ZERO_PAIR)
                     self._value, self._timestamp = _store.unpack(d.get(self._key)) or (0.0, 0.0)
                 else:
                     self._value = float(d.incr(self._key, 0.0, init=0.0))
             else:
                 self._key = _store.shared_key(kind, self._series)
-                if kind == _store.MOSTRECENT:
+                if self._how == _PAIR:
                     d.add(self._key, _store.ZERO_PAIR)
                 else:
                     d.incr(self._key, 0.0, init=0.0)
@@ -281,22 +307,23 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
 
         def inc(self, amount: float) -> None:
             with lock:
-                check()
-                kind = self._kind
-                if kind in _store.SHARED_SUMS:
-                    self._d.incr(self._key, float(amount), init=0.0)
+                if me[0] != _forks[0] or not by_pid:  # check(), without a call on the hot path
+                    check()
+                how = self._how
+                if how == _SUM:
+                    self._incr(self._key, float(amount), init=0.0)
                     self._value += amount
-                elif kind in _store.TIMESTAMPED:
-                    self._store(self._value + amount, 0.0)  # as prometheus_client: an inc has no time
+                elif how == _OWN:
+                    self._value = float(self._incr(self._key, float(amount), init=0.0))
                 else:
-                    self._value = float(self._d.incr(self._key, float(amount), init=0.0))
+                    self._store(self._value + amount, 0.0)  # as prometheus_client: an inc has no time
 
         def set(self, value: float, timestamp: Optional[float] = None) -> None:
             with lock:
                 check()
-                if self._kind in _store.SHARED_SUMS:
+                if self._how == _SUM:
                     # this process's share moves from _value to value
-                    self._d.incr(self._key, float(value) - self._value, init=0.0)
+                    self._incr(self._key, float(value) - self._value, init=0.0)
                     self._value = value
                 else:
                     self._store(value, timestamp or 0.0)
