@@ -58,6 +58,14 @@ MODES = sorted(Gauge._MULTIPROC_MODES)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _forget_values() -> None:
+    """prometheus_client back to its in-process values (close_all_multiprocess_files: >= 0.23)."""
+    close = getattr(prom_values, "close_all_multiprocess_files", None)
+    if close is not None:
+        close()
+    prom_values.ValueClass = prom_values.MutexValue
+
+
 @pytest.fixture
 def enabled(shm_dir: str) -> Iterator[Any]:
     """The mode enabled on a fresh dict; afterwards prometheus_client is as it was."""
@@ -67,8 +75,7 @@ def enabled(shm_dir: str) -> Iterator[Any]:
         yield d
     finally:
         prom.disable()
-        prom_values.close_all_multiprocess_files()
-        prom_values.ValueClass = prom_values.MutexValue
+        _forget_values()
         shmdict.unlink(name)
 
 
@@ -131,7 +138,7 @@ def _apply(ops: list[tuple], value_class: Any) -> None:
         if isinstance(child, (Histogram, Summary)):
             child.observe(n)
         elif isinstance(child, Counter):
-            child.reset() if verb == "reset" else child.inc(n)
+            child.reset() if verb == "reset" and hasattr(child, "reset") else child.inc(n)
         elif child._multiprocess_mode in ("mostrecent", "livemostrecent") or verb in ("set", "reset"):
             child.set(n)
         else:
@@ -169,8 +176,7 @@ def test_same_samples_as_prometheus_client(shm_dir: str, monkeypatch: pytest.Mon
         finally:
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             prom.disable()
-            prom_values.close_all_multiprocess_files()
-            prom_values.ValueClass = prom_values.MutexValue
+            _forget_values()
             shutil.rmtree(tmp, ignore_errors=True)
             if ours:
                 shmdict.unlink(name)

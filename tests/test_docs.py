@@ -91,6 +91,12 @@ NOT_RUN = [
     (r"RATELIMIT=\S+ gunicorn ", "starts a server on a fixed port: tests/test_contrib_servers.py runs it on a free one"),
     (r"SHMDICT_URL=\S+ gunicorn app:app", "an illustration: your app, your Redis server; test_python_block_on_redis runs the code"),
     (r"for i in .*curl ", "needs the server started above"),
+    (r"python tests/prometheus_suite.py --fetch", "downloads prometheus_client's sdist and runs its multiprocess "
+                                                  "tests: .ci/run runs them"),
+    (r"python benchmarks/prometheus.py", "a benchmark run of a minute or two; .ci/run runs --quick"),
+    (r"gunicorn -c gunicorn.conf.py app:app$", "starts a server on a fixed port: tests/test_contrib_prometheus.py "
+                                               "runs the example on a free one"),
+    (r"curl -s localhost:8000/metrics", "needs the server started above"),
 ]
 
 

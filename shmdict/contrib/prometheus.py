@@ -255,7 +255,10 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
     def cleanup() -> None:
         values.clear()
 
-    _values._multi_process_cleanups.append(cleanup)
+    # values.close_all_multiprocess_files() (prometheus_client >= 0.22) forgets these values too
+    cleanups = getattr(_values, "_multi_process_cleanups", None)
+    if cleanups is not None:
+        cleanups.append(cleanup)
 
     class SharedDictValue:
         """A float in the shared dict: one series per process or one for all (see _prometheus_store)."""
