@@ -217,6 +217,19 @@ import shmdict
 with shmdict.get(CACHES["default"]["LOCATION"]) as shared:
     assert len(shared) == 2 and 2 in shared.values()
 """,
+    # Prometheus: metrics created after enable() live in the dict, and the
+    # collector merges what every process counted.
+    'enable("metrics")': """
+import os
+from prometheus_client import generate_latest
+pid = os.fork()
+if pid == 0:
+    REQUESTS.labels("/").inc(2)
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+REQUESTS.labels("/").inc()
+assert b'app_requests_total{path="/"} 3.0' in generate_latest(registry), generate_latest(registry)
+""",
     # connect(): the same calls on whichever engine SHMDICT_URL names.
     'shmdict.connect(os.environ.get("SHMDICT_URL"': """
 assert allowed and remaining == 29, (allowed, remaining, reset_after)
