@@ -100,7 +100,7 @@ def value(collector: Any, name: str, labels: dict[str, str] | None = None) -> fl
 
 PIDS = (11, 22, 33)
 OPS = st.lists(st.one_of(
-    st.tuples(st.just("op"), st.sampled_from(PIDS), st.integers(0, len(MODES) + 3), st.sampled_from("ab"),
+    st.tuples(st.just("op"), st.sampled_from(PIDS), st.integers(0, len(MODES) + 5), st.sampled_from("ab"),
               st.sampled_from(["inc", "dec", "set", "reset"]), st.integers(0, 6)),
     st.tuples(st.just("dead"), st.sampled_from(PIDS)),
 ), max_size=40)
@@ -115,6 +115,8 @@ def _build(pid: int, value_class: Any) -> list[Any]:
         Histogram("h", "a histogram", ["l"], registry=None, buckets=(1, 3, 5)),
         Summary("s", "a summary", ["l"], registry=None),
         Gauge("plain", "a gauge without labels", registry=None, multiprocess_mode="livesum"),
+        Counter("plain_c", "a counter without labels", registry=None),
+        Histogram("plain_h", "a histogram without labels", registry=None),
     ]
 
 
@@ -134,7 +136,7 @@ def _apply(ops: list[tuple], value_class: Any) -> None:
         if pid not in built:
             built[pid] = _build(pid, value_class)
         metric = built[pid][i]
-        child = metric if metric._name == "plain" else metric.labels(label)
+        child = metric if metric._name.startswith("plain") else metric.labels(label)
         if isinstance(child, (Histogram, Summary)):
             child.observe(n)
         elif isinstance(child, Counter):
