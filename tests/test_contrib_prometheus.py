@@ -106,10 +106,10 @@ OPS = st.lists(st.one_of(
 ), max_size=40)
 
 
-def _build(pid: int, value_class: Any) -> list[Any]:
-    """One process's metrics (registry=None, as in multiprocess mode), built with its value class."""
-    prom_values.ValueClass = value_class(lambda: pid)
-    return [
+def _build(pid: int, value_class: Any) -> tuple[Any, list[Any]]:
+    """One process's value class and metrics (registry=None, as in multiprocess mode)."""
+    prom_values.ValueClass = cls = value_class(lambda: pid)
+    return cls, [
         *(Gauge(f"g_{m}", f"gauge {m}", ["l"], registry=None, multiprocess_mode=m) for m in MODES),
         Counter("c", "a counter", ["l"], registry=None),
         Histogram("h", "a histogram", ["l"], registry=None, buckets=(1, 3, 5)),
@@ -121,7 +121,7 @@ def _build(pid: int, value_class: Any) -> list[Any]:
 
 
 def _apply(ops: list[tuple], value_class: Any) -> None:
-    built: dict[int, list[Any]] = {}
+    built: dict[int, tuple[Any, list[Any]]] = {}
     dead: set[int] = set()
     for op in ops:
         if op[0] == "dead":
@@ -135,7 +135,8 @@ def _apply(ops: list[tuple], value_class: Any) -> None:
             continue  # a dead process writes nothing more
         if pid not in built:
             built[pid] = _build(pid, value_class)
-        metric = built[pid][i]
+        prom_values.ValueClass, metrics = built[pid]  # a labelled child is made with the current ValueClass
+        metric = metrics[i]
         child = metric if metric._name.startswith("plain") else metric.labels(label)
         if isinstance(child, (Histogram, Summary)):
             child.observe(n)
