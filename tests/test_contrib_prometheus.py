@@ -396,6 +396,43 @@ def test_enable_from_the_environment(shm_dir: str) -> None:
         shmdict.unlink(name)
 
 
+SPAWNED = """
+import multiprocessing, sys
+from shmdict.contrib.prometheus import MultiProcessCollector, enable
+enable(sys.argv[1] if __name__ == "__main__" else None)   # spawned children: from SHMDICT_PROMETHEUS
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+TASKS = Counter("tasks", "tasks done")
+
+def work(n):
+    TASKS.inc(n)
+    return n
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert sum(pool.map(work, range(10))) == 45
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    print(generate_latest(registry).decode())
+"""
+
+
+def test_spawned_pool_workers_count_into_the_dict(shm_dir: str, tmp_path: Any) -> None:
+    """A multiprocessing program that enables the mode at its top: spawned workers, which
+    re-import it, find the dict through SHMDICT_PROMETHEUS and count into it."""
+    script = tmp_path / "pool.py"
+    script.write_text(SPAWNED)
+    name = unique_name("pool")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("SHMDICT_PROMETHEUS", None)
+    try:
+        out = subprocess.run([sys.executable, str(script), name], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "tasks_total 45.0" in out.stdout
+    finally:
+        shmdict.unlink(name)
+
+
 def test_enable_refuses_what_cannot_work(shm_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """No name, an evicting dict, a second dict or a bad variable are ValueErrors that
     change nothing; disable() gives prometheus_client its own values back."""
