@@ -248,8 +248,10 @@ def test_sigkill_loses_no_completed_increment(enabled: Any) -> None:
     steady = start_child(_counting, 3000, os.open(os.devnull, os.O_WRONLY))
     os.close(w)
     got = b""
-    while len(got) < 2000:
-        got += os.read(r, 65536)
+    while len(got) < 2000:  # it is counting
+        chunk = os.read(r, 65536)
+        assert chunk, "the counting worker ended early"
+        got += chunk
     os.kill(victim, signal.SIGKILL)
     assert wait_child(victim).killed
     while chunk := os.read(r, 65536):
