@@ -262,6 +262,32 @@ def test_sigkill_loses_no_completed_increment(enabled: Any) -> None:
     assert total is not None and 3000 + len(got) <= total <= 3000 + len(got) + 1
 
 
+def test_a_lock_held_by_a_thread_at_fork_does_not_hang_the_child(enabled: Any) -> None:
+    """A fork while another thread holds the value class's lock leaves the child a free lock."""
+    import threading
+
+    c = Counter("forked", "forked", registry=None)
+    cells = type(c._value).inc.__closure__ or ()
+    (lock,) = [x.cell_contents for x in cells if isinstance(x.cell_contents, type(threading.Lock()))]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        result = wait_child(start_child(c.inc, alarm=5), timeout=20)
+    finally:
+        release.set()
+        t.join()
+    assert result.exitcode == 0, result
+    assert value(prom.MultiProcessCollector(None), "forked_total") == 1.0
+
+
 def _restart(i: int) -> None:
     _workload(3)
     Gauge("mx", "highest", ["l"], multiprocess_mode="max").labels("x").set(i)

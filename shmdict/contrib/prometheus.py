@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from typing import Any, Callable, Iterable, Optional, Union
 from urllib.parse import parse_qs
 
@@ -205,8 +206,19 @@ def _dict_for(name: Optional[str]) -> Any:
 # A process learns that it is a fork's child from this counter (bumped in the
 # child by os.register_at_fork) instead of asking os.getpid() on every update:
 # getpid is a system call, a third of an update's cost.
+# A fork's child also gets new per-class locks: a thread of the parent may have
+# held one at the fork, and would never release it in the child.
 _forks = [0]
-os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+_classes: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _forks[0] += 1
+    for cls in list(_classes):
+        cls._new_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _SUM, _OWN, _PAIR = 0, 1, 2  # how a value is stored: share of a shared sum; own float; own (value, time)
 
@@ -364,6 +376,12 @@ def MultiProcessValue(process_identifier: Callable[[], Any] = os.getpid) -> type
             with lock:
                 values.clear()
 
+        @staticmethod
+        def _new_lock() -> None:
+            nonlocal lock
+            lock = threading.Lock()
+
+    _classes.add(SharedDictValue)
     return SharedDictValue
 
 
