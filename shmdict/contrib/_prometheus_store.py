@@ -115,6 +115,32 @@ def unpack(raw: object) -> Optional[tuple[float, float]]:
     return None
 
 
+# ---- Info and Enum values ------------------------------------------------------------
+
+
+def load_info(raw: object) -> dict[str, str]:
+    """An Info value: the JSON of its labels (anything else reads as no labels)."""
+    try:
+        val = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        val = None
+    if isinstance(val, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in val.items()):
+        return val
+    return {}
+
+
+def load_enum(raw: object) -> Optional[tuple[list[str], str]]:
+    """An Enum value: (states, current state) from its JSON, or None."""
+    try:
+        val = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        val = None
+    if (isinstance(val, dict) and isinstance(val.get("states"), list) and isinstance(val.get("state"), str)
+            and all(isinstance(s, str) for s in val["states"])):
+        return val["states"], val["state"]
+    return None
+
+
 # ---- process instances -------------------------------------------------------------
 
 
