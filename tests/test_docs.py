@@ -91,6 +91,12 @@ NOT_RUN = [
     (r"RATELIMIT=\S+ gunicorn ", "starts a server on a fixed port: tests/test_contrib_servers.py runs it on a free one"),
     (r"SHMDICT_URL=\S+ gunicorn app:app", "an illustration: your app, your Redis server; test_python_block_on_redis runs the code"),
     (r"for i in .*curl ", "needs the server started above"),
+    (r"python tests/prometheus_suite.py --fetch", "downloads prometheus_client's sdist and runs its multiprocess "
+                                                  "tests: .ci/run runs them"),
+    (r"python benchmarks/prometheus.py", "a benchmark run of a minute or two; .ci/run runs --quick"),
+    (r"gunicorn -c gunicorn.conf.py app:app$", "starts a server on a fixed port: tests/test_contrib_prometheus.py "
+                                               "runs the example on a free one"),
+    (r"curl -s localhost:8000/metrics", "needs the server started above"),
 ]
 
 
@@ -210,6 +216,19 @@ assert cache.incr("n") == 2
 import shmdict
 with shmdict.get(CACHES["default"]["LOCATION"]) as shared:
     assert len(shared) == 2 and 2 in shared.values()
+""",
+    # Prometheus: metrics created after enable() live in the dict, and the
+    # collector merges what every process counted.
+    'enable("metrics")': """
+import os
+from prometheus_client import generate_latest
+pid = os.fork()
+if pid == 0:
+    REQUESTS.labels("/").inc(2)
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+REQUESTS.labels("/").inc()
+assert b'app_requests_total{path="/"} 3.0' in generate_latest(registry), generate_latest(registry)
 """,
     # connect(): the same calls on whichever engine SHMDICT_URL names.
     'shmdict.connect(os.environ.get("SHMDICT_URL"': """
