@@ -93,7 +93,6 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    header_t *H = h->hdr;
     uint64_t used = 0, now = 0;
     int64_t found = 0;
     pos = 0;
@@ -117,14 +116,14 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
             if (used < cap)
                 buf[used] = 0;
             used++;
-            H->st_misses++;
+            seq_count(h, false);
         } else {
             if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
                 found = SHMDICT_ECORRUPT; /* never a truncated or misframed list */
                 goto out;
             }
             used = pack_value(r, buf, cap, used);
-            H->st_hits++;
+            seq_count(h, true);
             found++;
         }
     }
