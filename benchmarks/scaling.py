@@ -18,7 +18,10 @@ tables show medians.
 
 Workloads: ``get`` over 1e3 resident keys (random order), ``incr`` with each
 worker on its own key, ``incr`` with every worker on one key, and py-lmdb's
-read transactions (readers that write nothing shared) beside them.
+read transactions (readers that write nothing shared) beside them; and a
+control, ``dict.get`` on each worker's private dict, which shares nothing:
+what the machine itself gives N processes (CPU frequency, shared caches, a
+hypervisor's idea of a core).
 
 Latency: one process times single calls (``perf_counter_ns`` around each,
 the timer's own cost included alike in every column) of ``get`` and ``incr``
@@ -50,6 +53,7 @@ WORKLOADS = [
     ("incr_own", "shmdict", "shmdict `incr`, each process its own key"),
     ("incr_one", "shmdict", "shmdict `incr`, one shared key"),
     ("lmdb_get", "lmdb", "py-lmdb `get` (read transaction), 1e3 keys"),
+    ("dict_get", "dict", "control: `dict.get` on a private dict (nothing shared: the machine's ceiling)"),
 ]
 
 
@@ -75,7 +79,7 @@ def _keys(b: Backend, n: int, prefix: str) -> list[Any]:
 
 def _body(a: Backend, workload: str, worker: int) -> tuple[Callable[[], None], int]:
     """(loop over one chunk, operations in it) for one worker."""
-    if workload in ("get", "lmdb_get"):
+    if workload in ("get", "lmdb_get", "dict_get"):
         ks = _keys(a, N_KEYS, "key:")
         random.Random(worker).shuffle(ks)
         ks = (ks * (CHUNK // len(ks) + 1))[:CHUNK]
@@ -177,7 +181,7 @@ def throughput(b: Backend, workload: str, nproc: int, dur_s: float, size: int = 
     """Aggregate ops/s of nproc workers on a fresh store: {ops_s, done, final}."""
     b.open(size)
     try:
-        if workload in ("get", "lmdb_get", "mix"):
+        if workload in ("get", "lmdb_get", "dict_get", "mix"):
             keys = _keys(b, N_KEYS, "key:")
             b.fill(keys, list(range(len(keys))))
         elif workload == "incr_one":

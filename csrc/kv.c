@@ -10,6 +10,10 @@
 #include "fault.h"
 #include "notify.h"
 #include "optread.h"
+#include "kv.h"
+
+static int get_locked_hashed(shmdict_t *h, const char *key, size_t klen, uint64_t hash, shmdict_out_t *out,
+                             char *buf, size_t cap);
 
 int shmdict_get(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
 {
@@ -33,11 +37,24 @@ int shmdict_get(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, 
         }
         return o.type;
     }
+    return get_locked_hashed(h, key, klen, hash, out, buf, cap);
+}
+
+static int get_locked_hashed(shmdict_t *h, const char *key, size_t klen, uint64_t hash, shmdict_out_t *out,
+                             char *buf, size_t cap)
+{
     LOCK_LOOKUP(h, key, klen, hash, false);
     rc = i < -1 ? SHMDICT_ECORRUPT : i < 0 ? SHMDICT_ENOTFOUND : read_value(r, out, buf, cap);
     seq_count(h, i >= 0);
     unlock_dict(h);
     return rc;
+}
+
+int get_locked(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
+{
+    if (check_key(klen))
+        return SHMDICT_EINVAL;
+    return get_locked_hashed(h, key, klen, hash_key(h, key, klen), out, buf, cap);
 }
 
 int shmdict_pop(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
@@ -250,6 +267,7 @@ int shmdict_flush_all(shmdict_t *h)
     header_t *H = h->hdr;
     if (H->corrupt)
         H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */
+    seq_bulk(h); /* lock-free readers: everything goes (seq.c) */
     w64(h, &H->flush_pending, 1);
     note_flush(h);
     commit(h);

@@ -134,7 +134,11 @@ typedef struct header {
      * is marked corrupt. On this read-mostly line: every lock-free reader loads it. */
     uint32_t seq_bulk;
     uint32_t seq_reserved;
-    char pad0[256 - 136];
+    /* 136: the event ring has a listener until this CLOCK_MONOTONIC instant (ns):
+     * refreshed by watchers and key waiters under the lock (notify.c listen);
+     * until then writers append events, after it they only count them. */
+    uint64_t ev_listen_until;
+    char pad0[256 - 144];
 
     /* ---- the lock, on its own cache lines */
     union {
@@ -170,7 +174,8 @@ typedef struct header {
     uint64_t st_locks;          /* lock acquisitions */
     uint64_t st_lock_waits;     /* acquisitions that had to sleep in the kernel */
     uint64_t st_lock_wait_ns;   /* time spent sleeping for the lock */
-    uint64_t stat_reserved[7]; /* reserved */
+    uint64_t stat_reserved[6]; /* reserved */
+    uint64_t ev_skipped;        /* events counted, not appended: nobody listened (notify.c) */
     uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
     uint64_t ev_tail;           /* absolute position of the oldest entry kept */
     uint64_t ev_seq;            /* sequence number of the next event */
@@ -217,6 +222,8 @@ _Static_assert(sizeof(header_t) <= HEADER_SIZE, "header fits its page");
 _Static_assert(offsetof(header_t, lock) == 256, "lock at 256");
 _Static_assert(offsetof(header_t, free_head) == 640, "statistics took only reserved words");
 _Static_assert(offsetof(header_t, seq_bulk) == 128, "seq_bulk took only padding");
+_Static_assert(offsetof(header_t, ev_skipped) == 600 && offsetof(header_t, ev_head) == 608,
+               "ev_skipped took a reserved word, on the line of ev_head");
 
 typedef struct rec {
     uint64_t expires;
@@ -269,6 +276,8 @@ struct shmdict {
     /* Optimistic reads (seq.c). Written only by the thread holding the lock. */
     uint64_t seq_marks;    /* stripes this lock holder made odd (bit s: seq_stripe[s]) */
     int seq_bulk_marked;   /* ... and the bulk word */
+    uint64_t ev_clock;     /* a CLOCK_MONOTONIC reading from the past (notify.c): never ahead of now */
+    uint32_t ev_writes;    /* changes noted since ev_clock was read */
     /* The geometry lock-free readers use: a consistent copy of base/hdr/slots/
      * arena/size/cap/units, republished at unlock when it changed, under the
      * handle's own sequence word (other threads of this process read it). */

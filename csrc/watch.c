@@ -11,6 +11,7 @@
 
 #include "guard.h"
 #include "hash.h"
+#include "kv.h"
 #include "notify.h"
 
 #define WAIT_SLICE_NS 1000000000ull /* a sleeper re-checks at least once a second */
@@ -83,6 +84,7 @@ static int key_event_since(shmdict_t *h, const char *key, size_t klen, uint64_t 
     if (rc)
         return rc;
     header_t *H = h->hdr;
+    ev_listen(h); /* writers keep appending while this waiter looks (notify.c) */
     int found = 0;
     uint64_t seq = since[1], tail = H->ev_tail, head = H->ev_head;
     if (H->ev_tail_seq > seq || head < tail || head - tail > h->ev_cap || tail % 16) {
@@ -126,16 +128,20 @@ static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint64_t *since
         int rc = h->ev_cap ? lock_dict(h) : SHMDICT_OK;
         if (rc)
             return rc;
+        if (h->ev_cap)
+            ev_listen(h); /* from here on, writers append (notify.c) */
         since[1] = h->ev_cap ? h->hdr->ev_seq : 0;
         if (h->ev_cap)
             unlock_dict(h);
     }
     for (;;) {
         uint32_t s = arm(w); /* before the check: see the protocol above */
-        /* Read the key's version and value in one locked call. */
+        /* Read the key's version and value in one locked call (the protocol
+         * above needs the lock: a lock-free read could miss a writer that
+         * looked at the word before this waiter armed it). */
         out->ver = 0;
         out->len = 0;
-        int rc = shmdict_get(h, key, klen, out, buf, cap);
+        int rc = get_locked(h, key, klen, out, buf, cap);
         if (rc < 0 && rc != SHMDICT_ENOTFOUND)
             return rc;
         uint32_t ver = rc == SHMDICT_ENOTFOUND ? 0 : out->ver;
@@ -187,6 +193,7 @@ static int events_impl(shmdict_t *h, uint64_t *cursor, char *buf, size_t cap, ui
         int rc = lock_dict(h);
         if (rc)
             return rc;
+        ev_listen(h); /* writers keep appending while this reader comes back (notify.c) */
         /* cursor[0] = position, cursor[1] = next sequence wanted; ~0 = start now */
         if (cursor[1] == UINT64_MAX) {
             cursor[0] = H->ev_head;
