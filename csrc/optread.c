@@ -83,6 +83,44 @@ static int probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t 
     return PROBE_MISS;
 }
 
+bool opt_snap_begin(shmdict_t *h, opt_snap_t *s)
+{
+    if (!seq_geometry(h, &s->g))
+        return false;
+    header_t *H = s->g.hdr;
+    s->bulk = __atomic_load_n(&H->seq_bulk, __ATOMIC_ACQUIRE);
+    s->seen = 0;
+    return !(s->bulk & 1) && load64(&H->index_cap) == s->g.cap && load64(&H->size) == s->g.size;
+}
+
+int opt_snap_lookup(opt_snap_t *s, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
+                    size_t cap)
+{
+    uint32_t tag = (uint32_t)(hash >> 32), st = seq_stripe_of(tag);
+    if (!(s->seen >> st & 1)) {
+        s->sv[st] = __atomic_load_n(&s->g.hdr->seq_stripe[st], __ATOMIC_ACQUIRE);
+        s->seen |= 1ull << st;
+    }
+    if (s->sv[st] & 1)
+        return OPT_AGAIN;
+    rec_t *r;
+    uint64_t w8;
+    int rc = probe(&s->g, key, klen, tag, o, buf, cap, &r, &w8);
+    return rc == PROBE_BAD ? OPT_AGAIN : rc;
+}
+
+bool opt_snap_valid(const opt_snap_t *s)
+{
+    const header_t *H = s->g.hdr;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    for (uint64_t m = s->seen; m; m &= m - 1) {
+        int st = __builtin_ctzll(m);
+        if (__atomic_load_n(&H->seq_stripe[st], __ATOMIC_RELAXED) != s->sv[st])
+            return false;
+    }
+    return __atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) == s->bulk;
+}
+
 int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
                size_t cap, uint64_t *now)
 {

@@ -24,4 +24,22 @@ typedef struct opt_rec {
 int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
                size_t cap, uint64_t *now);
 
+/* A consistent read of many keys without the lock (get_many): begin, look
+ * each key up (its stripe's word is noted the first time), then valid() says
+ * whether no stripe looked at and no bulk step changed since: then every
+ * copy belongs to one instant, as under one lock hold. */
+typedef struct opt_snap {
+    struct ro_geo g;
+    uint32_t bulk;
+    uint64_t seen;               /* stripes whose word is in sv */
+    uint32_t sv[NSTRIPES];
+} opt_snap_t;
+
+enum { OPT_AGAIN = 3 };          /* snap_lookup: a stripe is being written (or looks corrupt): retry or lock */
+
+bool opt_snap_begin(shmdict_t *h, opt_snap_t *s);
+int opt_snap_lookup(opt_snap_t *s, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
+                    size_t cap);
+bool opt_snap_valid(const opt_snap_t *s);
+
 #endif /* SHMDICT_OPTREAD_H */

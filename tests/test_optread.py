@@ -96,6 +96,8 @@ def test_stopped_lock_holder_does_not_block_reads() -> None:
                 assert d.get(f"k{i}") == i and d[f"k{i}"] == i and f"k{i}" in d
                 assert d.version(f"k{i}") > 0 and d.ttl(f"k{i}") == 0
             assert d.get("missing") is None and "missing" not in d and d.ttl("missing") is None
+            keys = [f"k{i}" for i in range(200)] + ["missing", "t"]
+            assert d.get_many(keys) == {**{f"k{i}": i for i in range(200)}, "t": "text"}
             assert d.get("t") == "text" and 99 < d.ttl("t") <= 100
             assert time.monotonic() - t0 < 5  # no read waited for the 0.1 s lock timeout
         call_with_timeout(reads, 20)
@@ -108,7 +110,8 @@ def test_reads_of_a_stripe_being_written_wait_for_the_lock() -> None:
     """While the stopped holder's stripe words are odd (a write in flight), readers do not trust
     what they see: they take the lock, and time out like any locked call."""
     with stopped_holder(odd_stripes=True) as (_, d, pid):
-        for call in (lambda: d.get("k1"), lambda: d["k2"], lambda: "k3" in d, lambda: d.ttl("k4")):
+        for call in (lambda: d.get("k1"), lambda: d["k2"], lambda: "k3" in d, lambda: d.ttl("k4"),
+                     lambda: d.get_many(["k5", "k6"])):
             with pytest.raises(shmdict.LockTimeout) as e:
                 call_with_timeout(call, 10)
             assert e.value.holder == pid
@@ -180,7 +183,9 @@ def _writer(name: str, seed: int, seconds: float) -> int:
         n += 1
         r = rnd.random()
         k = f"s{rnd.randrange(300)}"
-        if r < 0.45:
+        if r < 0.05:
+            d.set_many({"pair:a": n, "pair:b": n})  # one lock hold: readers see both or neither
+        elif r < 0.45:
             d[k] = _value(k, n)
         elif r < 0.6:
             d.delete(k)  # backward shifts move other keys' slots
@@ -228,6 +233,9 @@ def test_readers_never_see_torn_or_wrong_values() -> None:
             last_count[c] = got
             t = d.ttl(k)
             assert t is None or t == 0
+            pair = d.get_many(["pair:a", "pair:b", k])
+            assert pair.get("pair:a") == pair.get("pair:b"), pair  # one snapshot, as one lock hold
+            assert k not in pair or pair[k].startswith(k + "="), pair
         for pid in pids:
             _, status = os.waitpid(pid, 0)
             assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
