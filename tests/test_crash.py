@@ -570,7 +570,7 @@ def crash_once(scenario: Scenario, point: str, nth: int = 1) -> bool:
     """Run scenario in a child armed at point; verify recovery if reached. Returns reached."""
     with shmdict.new(unique_name("c"), scenario.size) as sd:
         scenario.setup(sd)
-        if point.startswith("event."):
+        if point and point.startswith("event."):
             list(sd.watch(timeout=0))  # a listener: writers append events (csrc/notify.c), not only count them
         if scenario.shift:
             _lib.clock_shift(scenario.shift)
