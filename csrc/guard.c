@@ -197,19 +197,6 @@ static int64_t holder_tid(const pthread_mutex_t *mu)
 #endif
 }
 
-#define SPIN_MAX 400 /* reads of a busy lock word before sleeping in the kernel */
-
-/* The mutex word says it is held (glibc: the owner's TID; elsewhere: assume so). */
-static inline bool mutex_busy(const pthread_mutex_t *mu)
-{
-#ifdef __GLIBC__
-    return __atomic_load_n(&mu->__data.__lock, __ATOMIC_RELAXED) != 0;
-#else
-    (void)mu;
-    return false;
-#endif
-}
-
 /* The wait itself, after spinning: untimed, or until the earlier deadline. */
 static int lock_wait(shmdict_t *h, pthread_mutex_t *mu)
 {
@@ -269,16 +256,9 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     header_t *H = h->hdr;
     pthread_mutex_t *mu = h->mu; /* always at one address: see layout.h */
     int r = pthread_mutex_trylock(mu);
-    /* Spin a little before sleeping, reading the word until it looks free and
-     * only then trying again (a trylock is a write: spinning on it would
-     * take the line away from the holder, who needs it back to unlock). */
-    for (int spin = 0; r == EBUSY && spin < SPIN_MAX;) {
-        while (spin < SPIN_MAX && mutex_busy(mu)) {
-            cpu_relax();
-            spin++;
-        }
+    for (int spin = 0; r == EBUSY && spin < 200; spin++) {
+        cpu_relax();
         r = pthread_mutex_trylock(mu);
-        spin++;
     }
     if (r == EBUSY) {
         struct timespec t0, t1; /* only a contended acquisition pays for the clock reads */
