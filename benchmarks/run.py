@@ -34,7 +34,7 @@ import textwrap
 import time
 from typing import Any, Callable, Optional
 
-from . import memory
+from . import memory, scaling
 from .backends import BACKENDS, Backend, Unavailable, shutdown_servers
 
 NS = time.perf_counter_ns
@@ -197,78 +197,12 @@ def resident(b: Backend, n_keys: int, n_ops: int, cap: Capped, size: int,
 # ---- several processes ----------------------------------------------------------
 
 
-def _child_loop(b: Backend, mode: str, key: Any, keys: list[Any], n_ops: int, deadline: float,
-                wfd: int) -> None:
-    done = 0
-    try:
-        a = b.attach()
-        if mode == "incr":
-            incr = a.incr
-            while done < n_ops and time.monotonic() < deadline:
-                for _ in range(200):
-                    incr(key)
-                done += 200
-        else:  # 90/10 mix over keys
-            get, set_ = a.get, a.set
-            rnd = random.Random(os.getpid())
-            ops = [(keys[rnd.randrange(len(keys))], rnd.random() < 0.1) for _ in range(2000)]
-            while done < n_ops and time.monotonic() < deadline:
-                for k, w in ops:
-                    if w:
-                        set_(k, 7)
-                    else:
-                        get(k)
-                done += len(ops)
-    except BaseException as e:
-        print(f"worker {os.getpid()}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-    finally:
-        os.write(wfd, done.to_bytes(8, "little"))
-        os._exit(0)
-
-
-def multi_process(b: Backend, mode: str, nproc: int, n_ops: int, cap_s: float,
-                  size: int) -> Optional[dict[str, Any]]:
-    """Fork nproc workers; returns {ops_s, done, final} (final: counter value for incr)."""
+def multi_process(b: Backend, mode: str, nproc: int, cap_s: float, size: int) -> Optional[dict[str, Any]]:
+    """nproc workers on one store, counted inside the workers over cap_s seconds after a
+    common start (benchmarks/scaling.py); {ops_s, done, final} (final: the counter, for incr)."""
     if not (b.shared and b.forks):
         return None
-    b.open(size)
-    try:
-        key = keys_for(b, 1, prefix="counter:")[0]
-        keys = keys_for(b, 1000)
-        if mode == "incr":
-            b.fill([key], [0])
-        else:
-            b.fill(keys, [0] * len(keys))
-        b.before_fork()
-        r, w = os.pipe()
-        start = time.monotonic()
-        deadline = start + cap_s
-        pids = []
-        for _ in range(nproc):
-            sys.stdout.flush()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - child
-                os.close(r)
-                signal.alarm(int(cap_s) + 30)
-                _child_loop(b, mode, key, keys, n_ops, deadline, w)
-            pids.append(pid)
-        os.close(w)
-        done = 0
-        for _ in pids:
-            data = os.read(r, 8)
-            done += int.from_bytes(data, "little") if len(data) == 8 else 0
-        for pid in pids:
-            os.waitpid(pid, 0)
-        wall = time.monotonic() - start
-        os.close(r)
-        b.after_fork()
-        out: dict[str, Any] = {"ops_s": done / wall, "done": done}
-        if mode == "incr":
-            v = b.get(key)
-            out["final"] = int(v) if v is not None else 0
-        return out
-    finally:
-        b.close()
+    return scaling.throughput(b, "incr_one" if mode == "incr" else "mix", nproc, cap_s, size)
 
 
 # ---- reporting --------------------------------------------------------------------
@@ -347,11 +281,9 @@ def targets(data: dict[str, Any]) -> list[str]:
         v, o = med("shmdict", many), med("shmdict", one)
         if v and o:
             add(f"{many} per key ≤ 0.5× {one}", v / o, f"{v / o:.2f}×", v / o <= 0.5)
-    m = multi.get("shmdict", {})
-    if m.get("incr1") and m.get("incr2"):
-        one = statistics.median(r["ops_s"] for r in m["incr1"])
-        two = statistics.median(r["ops_s"] for r in m["incr2"])
-        add("2 processes incr one key ≥ 90% of 1 process", two / one, f"{two / one:.0%}", two / one >= 0.9)
+    if data.get("scaling"):  # counted inside the workers over a fixed time (benchmarks/scaling.py)
+        for row in scaling.targets(data["scaling"]):
+            add(*row)
     b8 = memory.per_entry(data.get("memory", {}), "shmdict", "k8_int")
     if b8 is not None:
         add("≤ 42 bytes per entry for 8-byte keys and ints", b8, f"{b8:.1f} B", b8 <= 42)
@@ -387,6 +319,8 @@ def speed_tables(data: dict[str, Any]) -> list[str]:
     names = [n for n in data["backends"] if data["multi"].get(n)]
     if names:
         lines += multi_table(data, names)
+    if data.get("scaling"):
+        lines += [""] + scaling.table(data["scaling"])
     return lines
 
 
@@ -417,7 +351,8 @@ def single_table(data: dict[str, Any], names: list[str]) -> list[str]:
 
 
 def multi_table(data: dict[str, Any], names: list[str]) -> list[str]:
-    lines = ["", "Several processes on one key / one 1k-key set (aggregate ops/s, median of reps; "
+    lines = ["", "Several processes on one key / one 1k-key set (aggregate ops/s counted inside the workers "
+             "over a fixed time after a common start, each pinned to a CPU; median of reps; "
              "lost = increments made minus the final counter, summed over reps):", "",
              "| backend | incr model | 1 proc incr ops/s | 2 procs incr ops/s | lost | 4 procs incr ops/s | "
              "lost | 4 procs 90/10 get/set ops/s |", "|---|---|---|---|---|---|---|---|"]
@@ -553,17 +488,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 data["results"][x].setdefault(c, []).append(r)
                     if b.shared and "multi" in sections:
                         log(f"rep {rep + 1}/{reps} {x}: several processes")
-                        mcap = 0.5 if quick else 3.0
-                        nops = 20_000 if quick else 500_000
+                        mcap = 0.2 if quick else 1.0
                         for key, mode, k in (("incr1", "incr", 1), ("incr2", "incr", 2), ("incr4", "incr", 4),
                                              ("mix4", "mix", 4)):
-                            r2 = multi_process(BACKENDS[x](), mode, k, nops, mcap, size)
+                            r2 = multi_process(BACKENDS[x](), mode, k, mcap, size)
                             if r2:
                                 data["multi"][x].setdefault(key, []).append(r2)
                 except Unavailable as e:
                     unavailable.add(x)
                     data["notes"].append(f"{x}: skipped: {e}")
                     log(f"{x}: skipped: {e}")
+        if "multi" in sections and "shmdict" in names:
+            data["scaling"] = scaling.run(quick, reps, log=log)
         if "memory" in sections:
             data["memory"], skipped = memory.run([x for x in names if x not in unavailable], quick, log)
             data["notes"] += skipped

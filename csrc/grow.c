@@ -51,6 +51,7 @@
 #include "grow.h"
 #include "fault.h"
 #include "lock.h"
+#include "seq.h"
 #include "table.h"
 
 struct old_map {
@@ -161,6 +162,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
             return rc;
         H = h->hdr;
     }
+    seq_bulk(h); /* the index moves: lock-free readers retry (seq.c) */
     w64(h, &H->defrag_pending, DEFRAG_GROW);
     w64(h, &H->size, bytes);
     w64(h, &H->size_user, size_user);

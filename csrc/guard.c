@@ -24,6 +24,7 @@
 #include "grow.h"
 #include "lock.h"
 #include "notify.h"
+#include "seq.h"
 #include "table.h"
 
 static inline void cpu_relax(void)
@@ -57,6 +58,10 @@ int recover(shmdict_t *h)
         return rc; /* this process cannot map it: leave the repair to the next locker */
     header_t *H = h->hdr;
     uint64_t n = H->ulog_n;
+    /* Lock-free readers (seq.c): the dead holder's odd words become ours, and
+     * they all retry or take the lock until the repair is released at unlock. */
+    seq_adopt(h);
+    seq_bulk(h);
     if (rc || n > ULOG_MAX)
         goto bad;
     for (uint64_t k = 0; k < n; k++) {
@@ -235,6 +240,15 @@ static bool counters_sane(const shmdict_t *h)
            H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT;
 }
 
+/* Release the mutex on a path that did not go through unlock_dict: the
+ * marks a recovery adopted are released too (seq.c). */
+static void unlock_raw(shmdict_t *h)
+{
+    seq_release(h);
+    seq_publish(h);
+    pthread_mutex_unlock(h->mu);
+}
+
 /* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
  * check), a table marked corrupt is still handed over. */
 static int lock_impl(shmdict_t *h, bool allow_corrupt)
@@ -264,7 +278,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
         rc = recover(h);
         H->recoveries++;
         if (pthread_mutex_consistent(mu)) {
-            pthread_mutex_unlock(mu);
+            unlock_raw(h);
             wake_pending(h); /* recover() woke every word: never leave that to another dict's unlock */
             return SHMDICT_ELOCK;
         }
@@ -287,14 +301,15 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     }
     if (rc == SHMDICT_ESYS) {
         int e = errno;
-        pthread_mutex_unlock(mu);
+        unlock_raw(h);
         wake_pending(h);
         errno = e;
         return SHMDICT_ESYS; /* recovery, if it was due, is left to the next locker */
     }
-    H->st_locks++; /* statistics: plain stores under the lock */
+    /* statistics, kept in the process (seq.c): no shared line written for it */
+    __atomic_store_n(&h->st_locks, __atomic_load_n(&h->st_locks, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
     if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
-        pthread_mutex_unlock(mu);
+        unlock_raw(h);
         wake_pending(h); /* this thread's wake mask names this dict's words: wake them here */
         return SHMDICT_ECORRUPT;
     }
@@ -312,6 +327,8 @@ void unlock_dict(shmdict_t *h)
      * than a fresh dict. Every operation has committed by now (log empty). */
     if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
         defrag(h);
+    seq_release(h); /* lock-free readers: the writes are done (seq.c) */
+    seq_publish(h);
     pthread_mutex_unlock(h->mu);
     wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
 }

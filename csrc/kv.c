@@ -1,21 +1,60 @@
 /*
  * kv.c -- the keyed operations on one scalar value: get, pop, set, delete,
  * incr, ttl, expire, and flush_all (empty the whole dict under the redo
- * protocol described in lock.c; recovery, guard.c, redoes it).
+ * protocol described in lock.c; recovery, guard.c, redoes it). get and ttl
+ * (and so `in` and version) read without the lock first (optread.c).
  */
 #include <math.h>
 
 #include "record.h"
 #include "fault.h"
 #include "notify.h"
+#include "optread.h"
+#include "kv.h"
+
+static int get_locked_hashed(shmdict_t *h, const char *key, size_t klen, uint64_t hash, shmdict_out_t *out,
+                             char *buf, size_t cap);
 
 int shmdict_get(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
 {
-    BEGIN(h, key, klen);
+    if (check_key(klen))
+        return SHMDICT_EINVAL;
+    uint64_t hash = hash_key(h, key, klen), t = 0;
+    opt_rec_t o;
+    int f = opt_lookup(h, key, klen, hash, &o, buf, cap, &t);
+    if (__builtin_expect(f != OPT_LOCK, 1)) {
+        seq_count(h, f == OPT_HIT);
+        if (f == OPT_MISS)
+            return SHMDICT_ENOTFOUND;
+        if (o.type == SHMDICT_T_LIST)
+            return SHMDICT_EWRONGTYPE;
+        out->ver = o.ver;
+        if (is_numeric(o.type)) {
+            memcpy(&out->i, &o.num, 8);
+            memcpy(&out->f, &o.num, 8);
+        } else {
+            out->len = o.vlen; /* copied into buf when it fits, as read_value */
+        }
+        return o.type;
+    }
+    return get_locked_hashed(h, key, klen, hash, out, buf, cap);
+}
+
+static int get_locked_hashed(shmdict_t *h, const char *key, size_t klen, uint64_t hash, shmdict_out_t *out,
+                             char *buf, size_t cap)
+{
+    LOCK_LOOKUP(h, key, klen, hash, false);
     rc = i < -1 ? SHMDICT_ECORRUPT : i < 0 ? SHMDICT_ENOTFOUND : read_value(r, out, buf, cap);
-    ++*(i >= 0 ? &h->hdr->st_hits : &h->hdr->st_misses); /* statistics, unlogged */
+    seq_count(h, i >= 0);
     unlock_dict(h);
     return rc;
+}
+
+int get_locked(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
+{
+    if (check_key(klen))
+        return SHMDICT_EINVAL;
+    return get_locked_hashed(h, key, klen, hash_key(h, key, klen), out, buf, cap);
 }
 
 int shmdict_pop(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out, char *buf, size_t cap)
@@ -173,7 +212,19 @@ out:
 
 int shmdict_ttl(shmdict_t *h, const char *key, size_t klen, shmdict_out_t *out)
 {
-    BEGIN(h, key, klen);
+    if (check_key(klen))
+        return SHMDICT_EINVAL;
+    uint64_t hash = hash_key(h, key, klen), t = 0;
+    opt_rec_t o;
+    int f = opt_lookup(h, key, klen, hash, &o, NULL, 0, &t);
+    if (__builtin_expect(f != OPT_LOCK, 1)) {
+        if (f == OPT_MISS)
+            return SHMDICT_ENOTFOUND;
+        out->f = o.expires ? (double)(o.expires - t) / 1e9 : 0.0;
+        out->ver = o.ver;
+        return SHMDICT_OK;
+    }
+    LOCK_LOOKUP(h, key, klen, hash, false);
     if (i < -1) {
         rc = SHMDICT_ECORRUPT;
     } else if (i < 0) {
@@ -216,6 +267,7 @@ int shmdict_flush_all(shmdict_t *h)
     header_t *H = h->hdr;
     if (H->corrupt)
         H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */
+    seq_bulk(h); /* lock-free readers: everything goes (seq.c) */
     w64(h, &H->flush_pending, 1);
     note_flush(h);
     commit(h);

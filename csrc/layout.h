@@ -90,6 +90,7 @@
 #define NBUCKETS 128                   /* futex words for per-key waits */
 #define EV_WORD NBUCKETS               /* futex word of the event ring */
 #define WAITERS 0x80000000u            /* futex word bit: somebody sleeps on it */
+#define NSTRIPES 64                    /* sequence words for optimistic reads (seq.c) */
 
 enum { T_FREE = 0 };
 
@@ -128,7 +129,16 @@ typedef struct header {
                                  *      shmdict_configure), by a plain aligned store */
     uint64_t events_off;        /* 112: event ring (notify.c), between index and arena */
     uint64_t events_cap;        /* 120: its bytes, a multiple of 16; 0 = no events */
-    char pad0[256 - 128];
+    /* 128: optimistic reads (seq.c): odd while a bulk step (compaction, index
+     * growth, growth, flush) may move what readers look at, or while the table
+     * is marked corrupt. On this read-mostly line: every lock-free reader loads it. */
+    uint32_t seq_bulk;
+    uint32_t seq_reserved;
+    /* 136: the event ring has a listener until this CLOCK_MONOTONIC instant (ns):
+     * refreshed by watchers and key waiters under the lock (notify.c listen);
+     * until then writers append events, after it they only count them. */
+    uint64_t ev_listen_until;
+    char pad0[256 - 144];
 
     /* ---- the lock, on its own cache lines */
     union {
@@ -153,9 +163,10 @@ typedef struct header {
     uint64_t defrag_pending;    /* a bulk memory step is being applied (redo on recovery):
                                  * DEFRAG_MERGE, DEFRAG_COMPACT or DEFRAG_REINDEX, table.c */
     uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
-    /* statistics (stats.c shmdict_stats): plain unlogged increments under the
-     * lock. They are diagnostics, not state: an operation rolled back after a
-     * crash may leave its increment behind. */
+    /* statistics (stats.c shmdict_stats): unlogged increments. They are
+     * diagnostics, not state: an operation rolled back after a crash may leave
+     * its increment behind. Hits, misses and lock acquisitions are counted in
+     * each process and added here in batches (seq.c seq_stats_flush). */
     uint64_t st_hits;           /* keyed reads that found a live value */
     uint64_t st_misses;         /* keyed reads that found nothing */
     uint64_t st_expired;        /* expired records reclaimed */
@@ -163,7 +174,8 @@ typedef struct header {
     uint64_t st_locks;          /* lock acquisitions */
     uint64_t st_lock_waits;     /* acquisitions that had to sleep in the kernel */
     uint64_t st_lock_wait_ns;   /* time spent sleeping for the lock */
-    uint64_t stat_reserved[7]; /* reserved */
+    uint64_t stat_reserved[6]; /* reserved */
+    uint64_t ev_skipped;        /* events counted, not appended: nobody listened (notify.c) */
     uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
     uint64_t ev_tail;           /* absolute position of the oldest entry kept */
     uint64_t ev_seq;            /* sequence number of the next event */
@@ -198,12 +210,20 @@ typedef struct header {
 
     /* ---- the old bytes of a record being rewritten in place (lock.c) */
     char backup[BACKUP_MAX];
+
+    /* ---- optimistic reads (seq.c): one sequence word per stripe of keys
+     * (stripe = tag % NSTRIPES), odd while a lock holder may be changing a
+     * record, or an index slot, that a reader of such a key could look at. */
+    _Alignas(64) uint32_t seq_stripe[NSTRIPES];
 } header_t;
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its line");
 _Static_assert(sizeof(header_t) <= HEADER_SIZE, "header fits its page");
 _Static_assert(offsetof(header_t, lock) == 256, "lock at 256");
 _Static_assert(offsetof(header_t, free_head) == 640, "statistics took only reserved words");
+_Static_assert(offsetof(header_t, seq_bulk) == 128, "seq_bulk took only padding");
+_Static_assert(offsetof(header_t, ev_skipped) == 600 && offsetof(header_t, ev_head) == 608,
+               "ev_skipped took a reserved word, on the line of ev_head");
 
 typedef struct rec {
     uint64_t expires;
@@ -252,6 +272,25 @@ struct shmdict {
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */
     uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (guard.c) */
+
+    /* Optimistic reads (seq.c). Written only by the thread holding the lock. */
+    uint64_t seq_marks;    /* stripes this lock holder made odd (bit s: seq_stripe[s]) */
+    int seq_bulk_marked;   /* ... and the bulk word */
+    uint64_t ev_clock;     /* a CLOCK_MONOTONIC reading from the past (notify.c): never ahead of now */
+    uint32_t ev_writes;    /* changes noted since ev_clock was read */
+    /* The geometry lock-free readers use: a consistent copy of base/hdr/slots/
+     * arena/size/cap/units, republished at unlock when it changed, under the
+     * handle's own sequence word (other threads of this process read it). */
+    uint32_t ro_seq;
+    struct ro_geo {
+        header_t *hdr;
+        uint64_t *slots;
+        char *arena;
+        uint64_t size, cap, units;
+    } ro;
+    /* Statistics kept in the process (no shared cache line written per
+     * operation), added to the header's counters by seq_stats_flush. */
+    uint64_t st_hits, st_misses, st_locks;
 };
 
 /* ---- helpers shared by the C files -------------------------------------- */

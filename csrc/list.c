@@ -282,7 +282,7 @@ out:
 /* Length of the list at key (0 if absent), or EWRONGTYPE. */
 int64_t shmdict_llen(shmdict_t *h, const char *key, size_t klen)
 {
-    BEGIN(h, key, klen);
+    BEGIN_RO(h, key, klen);
     int64_t n = 0;
     if (i < -1)
         n = SHMDICT_ECORRUPT;

@@ -46,14 +46,37 @@
  * move through w64, so a rolled-back operation leaves no event behind.
  * Readers (watch.c) copy under the dict lock, checking each entry's size and sequence;
  * a reader that fell behind the tail gets "lost N" and resumes at the tail.
- * Nothing about a reader is stored in the file: a slow or dead reader costs
- * writers nothing.
+ * A slow or dead reader costs writers nothing.
+ *
+ * NOBODY LISTENING. Appending costs a write about two hundred instructions
+ * and a few shared cache lines, mostly for nobody. Readers of the ring --
+ * watchers, and waiters on a missing key -- call ev_listen() under the lock
+ * before they read it: it pushes ev_listen_until LISTEN_NS ahead (a header
+ * store at most every LISTEN_NS / 2). Writers append while their clock is
+ * before it, and otherwise only count the event (ev_skipped, one logged
+ * store). A writer's clock is a reading it took earlier (refreshed every
+ * CLOCK_EVERY changes): behind the real time, so it only ever errs towards
+ * appending. The first ev_listen() or append after skipped events settles them:
+ * ev_seq moves past them and the ring is emptied (tail = head), so every
+ * cursor from before learns, as "lost N", how many events it did not get
+ * (the counted ones and those it had not read yet) -- never silently nothing. A listener stays registered as long as it comes
+ * back within LISTEN_NS (watch.c sleeps at most a second at a time).
  */
 #include <limits.h>
 
 #include "notify.h"
 #include "fault.h"
 #include "lock.h"
+
+#define LISTEN_NS 4000000000ull /* a listener is assumed gone this long after its last look */
+#define CLOCK_EVERY 64u          /* changes a writer notes between two clock readings */
+
+static uint64_t mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static __thread uint64_t wake_mask[(NBUCKETS + 1 + 63) / 64];
 static __thread int wake_any;
@@ -118,12 +141,52 @@ static bool make_room(shmdict_t *h, uint64_t need, uint64_t *tail, uint64_t *tai
     return true;
 }
 
+/* Events were counted, not appended: move the sequence past them and empty
+ * the ring, so that every reader's cursor reports them lost. Logged. */
+static void settle_skipped(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t seq = H->ev_seq + H->ev_skipped;
+    w64(h, &H->ev_seq, seq);
+    w64(h, &H->ev_tail, H->ev_head);
+    w64(h, &H->ev_tail_seq, seq);
+    w64(h, &H->ev_skipped, 0);
+}
+
+void ev_listen(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    if (!h->ev_cap)
+        return;
+    if (H->ev_skipped) {
+        settle_skipped(h);
+        commit(h);
+    }
+    uint64_t now = mono_now();
+    if (__atomic_load_n(&H->ev_listen_until, __ATOMIC_RELAXED) < now + LISTEN_NS / 2)
+        __atomic_store_n(&H->ev_listen_until, now + LISTEN_NS, __ATOMIC_RELAXED);
+}
+
+/* Does anyone read the ring? (Errs towards yes: see NOBODY LISTENING.) */
+static bool listened(shmdict_t *h)
+{
+    if (h->ev_writes++ % CLOCK_EVERY == 0)
+        h->ev_clock = mono_now();
+    return h->ev_clock < __atomic_load_n(&h->hdr->ev_listen_until, __ATOMIC_RELAXED);
+}
+
 static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
 {
     header_t *H = h->hdr;
     uint64_t cap = h->ev_cap;
     if (!cap)
         return;
+    if (!listened(h)) {
+        w64(h, &H->ev_skipped, H->ev_skipped + 1);
+        return;
+    }
+    if (H->ev_skipped)
+        settle_skipped(h);
     uint64_t size = ev_size(klen), head = H->ev_head, seq = H->ev_seq;
     if (head % 16) { /* entries are 16-aligned: a scribbled head would misalign every entry */
         head = (head + 15) & ~15ull;

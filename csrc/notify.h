@@ -18,6 +18,9 @@ enum { EV_SKIP = 0, EV_SET = 1, EV_DELETE = 2, EV_EXPIRE = 3, EV_EVICT = 4, EV_F
  * the event ring, logged) and bump its bucket (woken after unlock). */
 void note_change(shmdict_t *h, uint64_t hash, int op, const char *key, size_t klen);
 void note_flush(shmdict_t *h);
+/* Under the lock, before reading the ring (watch.c): register as a listener
+ * for a while, and settle events counted while nobody listened. */
+void ev_listen(shmdict_t *h);
 void wake_pending(shmdict_t *h); /* after unlock: FUTEX_WAKE the buckets this thread bumped */
 void wake_all(shmdict_t *h);     /* recovery: a dead writer may have bumped without waking */
 uint32_t next_ver(uint32_t v);

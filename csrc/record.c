@@ -116,6 +116,7 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
     uint64_t units = rec_units(klen, v->type, v->len);
     if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
+    seq_mark(h, (uint32_t)(hash >> 32)); /* lock-free readers of this key's stripe: a write is in flight */
     if (H->n_ttl && reclaim_expired(h, now, false) < 0)
         return SHMDICT_ECORRUPT;
     uint64_t evicted = 0;

@@ -12,6 +12,7 @@
 #include "guard.h"
 #include "hash.h"
 #include "lock.h"
+#include "seq.h"
 #include "table.h"
 
 /* A value to store: numeric types carry their 8 bytes in num; str/bytes
@@ -52,17 +53,28 @@ static inline int check_key(size_t klen)
     return klen == 0 || klen > SHMDICT_MAX_KEY ? SHMDICT_EINVAL : SHMDICT_OK;
 }
 
-#define BEGIN(h, key, klen)                                                    \
-    if (check_key(klen))                                                       \
-        return SHMDICT_EINVAL;                                                 \
-    uint64_t hash = hash_key(h, key, klen);                                    \
+/* Lock and look the key up. A writer (mark) first makes the key's stripe
+ * odd for lock-free readers (seq.c): every keyed operation that may store
+ * opens with BEGIN; read-only ones with BEGIN_RO. */
+#define LOCK_LOOKUP(h, key, klen, hash, mark)                                  \
     int rc = lock_dict(h);                                                     \
     if (rc)                                                                    \
         return rc;                                                             \
+    if (mark)                                                                  \
+        seq_mark(h, (uint32_t)(hash >> 32));                                   \
     rec_t *r = NULL;                                                           \
     uint64_t now = 0;                                                          \
     int64_t i = lookup(h, key, klen, hash, &r, &now);                          \
     (void)i
+
+#define BEGIN_MODE(h, key, klen, mark)                                         \
+    if (check_key(klen))                                                       \
+        return SHMDICT_EINVAL;                                                 \
+    uint64_t hash = hash_key(h, key, klen);                                    \
+    LOCK_LOOKUP(h, key, klen, hash, mark)
+
+#define BEGIN(h, key, klen) BEGIN_MODE(h, key, klen, true)
+#define BEGIN_RO(h, key, klen) BEGIN_MODE(h, key, klen, false)
 
 /* Copy r's value out; returns its type. */
 static inline int read_value(const rec_t *r, shmdict_out_t *out, char *buf, size_t cap)

@@ -35,6 +35,7 @@
 
 #include "grow.h"
 #include "lock.h"
+#include "seq.h"
 #include "table.h"
 
 static uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
@@ -130,6 +131,8 @@ static int bind_geometry(shmdict_t *h)
         if (rc == SHMDICT_OK)
             rc = table_bind(h);
     }
+    if (rc == SHMDICT_OK)
+        seq_publish(h); /* lock-free reads can start before this handle's first lock (seq.c) */
     return rc;
 }
 
@@ -356,6 +359,7 @@ void shmdict_close(shmdict_t *h)
 {
     if (!h)
         return;
+    seq_stats_flush(h); /* this process's counts into the header's (seq.c) */
     maps_release(h);
     close(h->fd);
     free(h);

@@ -170,6 +170,7 @@ int shmdict_stats(shmdict_t *h, shmdict_stats_t *out)
     if (rc)
         return rc;
     header_t *H = h->hdr;
+    seq_stats_flush(h); /* this process's hits, misses and lock count (seq.c); others' within a batch */
     uint64_t units = 0, n_expired = 0;
     rc = largest_fit(h, now_ns(), &units, &n_expired);
     if (rc == SHMDICT_OK) {

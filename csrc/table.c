@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "table.h"
+#include "seq.h"
 #include "fault.h"
 #include "hash.h"
 #include "lock.h"
@@ -461,6 +462,7 @@ int compact(shmdict_t *h)
     header_t *H = h->hdr;
     if (H->ulog_n)
         return SHMDICT_ECORRUPT;
+    seq_bulk(h); /* records move: lock-free readers retry (seq.c) */
     w64(h, &H->defrag_pending, DEFRAG_COMPACT);
     w64(h, &H->compact_at, (uint64_t)FIRST_UNIT << 32 | FIRST_UNIT);
     w64(h, &H->compact_piece, 0);
@@ -648,6 +650,7 @@ int grow_index(shmdict_t *h)
     uint64_t *old = malloc(cap * sizeof(uint64_t));
     if (old)
         memcpy(old, h->slots, cap * sizeof(uint64_t));
+    seq_bulk(h); /* the index moves: lock-free readers retry (seq.c) */
     w64(h, &H->defrag_pending, DEFRAG_REINDEX);
     w64(h, &H->index_cap, cap + d);
     commit(h);
@@ -688,6 +691,7 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
     if (H->count == 0 || H->used_bytes < cls_bytes || (r->expires && H->n_ttl == 0) || H->tombs >= cap)
         return SHMDICT_ECORRUPT;
 
+    seq_mark(h, slot_tag(slots[i])); /* its lock-free readers (seq.c) */
     note_change(h, (uint64_t)slot_tag(slots[i]) << 32, ev_op, r->data, r->klen);
     w64(h, &slots[i], SLOT_TOMB);
     w64(h, &H->tombs, H->tombs + 1);
@@ -711,6 +715,7 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
             continue; /* stays: its home lies after the hole */
         if (H->ulog_n + 4 > ULOG_MAX)
             commit(h); /* hole is a counted TOMB: a valid state to stop in */
+        seq_mark(h, slot_tag(s)); /* its slot moves: its lock-free readers retry (seq.c) */
         w64(h, &slots[hole], s);
         w64(h, &slots[j], SLOT_TOMB);
         hole = j;
@@ -774,6 +779,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
 void table_reset(shmdict_t *h)
 {
     header_t *H = h->hdr;
+    seq_bulk(h); /* everything goes: lock-free readers retry (seq.c) */
     /* The size this handle mapped and checked against the file: a scribbled
      * size is repaired here (a legitimate one equals it: lock_dict follows it). */
     H->size = h->size;

@@ -24,6 +24,7 @@
 
 #include "guard.h"
 #include "hash.h"
+#include "kv.h"
 #include "notify.h"
 #include "scan.h"
 #include "table.h"
@@ -85,6 +86,7 @@ static int ring_seq(shmdict_t *h, uint64_t *seq)
     int rc = lock_dict(h);
     if (rc)
         return rc;
+    ev_listen(h); /* settles skipped events, and writers append from here on (notify.c) */
     *seq = h->hdr->ev_seq;
     unlock_dict(h);
     return SHMDICT_OK;
@@ -130,6 +132,7 @@ static int key_event_since(shmdict_t *h, const char *key, size_t klen, uint64_t 
     if (rc)
         return rc;
     header_t *H = h->hdr;
+    ev_listen(h); /* writers keep appending while this waiter looks (notify.c) */
     int found = 0;
     uint64_t seq = since[1], tail = H->ev_tail, head = H->ev_head;
     if (H->ev_tail_seq > seq || head < tail || head - tail > h->ev_cap || tail % 16) {
@@ -178,10 +181,12 @@ static int wait_impl(shmdict_t *h, const char *key, size_t klen, uint64_t *since
     }
     for (;;) {
         uint32_t s = arm(w); /* before the check: see the protocol above */
-        /* Read the key's version and value in one locked call. */
+        /* Read the key's version and value in one locked call (the protocol
+         * above needs the lock: a lock-free read could miss a writer that
+         * looked at the word before this waiter armed it). */
         out->ver = 0;
         out->len = 0;
-        int rc = shmdict_get(h, key, klen, out, buf, cap);
+        int rc = get_locked(h, key, klen, out, buf, cap);
         if (rc < 0 && rc != SHMDICT_ENOTFOUND)
             return rc;
         uint32_t ver = rc == SHMDICT_ENOTFOUND ? 0 : out->ver;
@@ -255,6 +260,7 @@ static int events_impl(shmdict_t *h, uint64_t *cursor, const char *pat, size_t p
         int rc = lock_dict(h);
         if (rc)
             return rc;
+        ev_listen(h); /* writers keep appending while this reader comes back (notify.c) */
         uint64_t until = expire_due(h, &last_reclaim);
         /* The ring's bounds, read once under the lock and checked before any
          * entry is: a scribbled head or tail must neither misalign the walk

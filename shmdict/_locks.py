@@ -68,7 +68,8 @@ class Locks:
                 v = self.get(key, _MISSING)
             if v is _MISSING:
                 v = factory()
-                self.set(key, v, exptime)
+                with dl:  # (a get may answer without the lock: the store is what waits for it)
+                    self.set(key, v, exptime)
             return v  # type: ignore[no-any-return]
         finally:
             lk.release()

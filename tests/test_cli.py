@@ -135,6 +135,7 @@ def test_ls_stats_check(shm_dir):
         assert human.splitlines()[1].split()[:6] == ["one", "1M", "2", f"{r['use_pct']}%", str(os.getpid()), "alive"]
         d.get("a")
         d.get("missing")
+        d.stats()  # (hits and misses are counted per process and reach the file in batches, or at stats())
         s = jrun("stats", "one")
         assert s["keys"] == 2 and s["path"] == os.path.join(shm_dir, "shmdict.one")
         assert s["hits"] >= 1 and s["misses"] >= 1 and s["evict"] is False and s["evictions"] == 0

@@ -12,7 +12,9 @@ half a report):
   value exceeds the last report by at most 1;
 * the shared counter never returns the same value twice, and its final value
   is the number of reports plus at most one unreported increment per kill;
-* every element left in the writers' lists (rpush / lpop) is whole too.
+* every element left in the writers' lists (rpush / lpop) is whole too;
+* a reader that is never killed reads the writers' keys and the shared
+  counter throughout: every value whole, the counter never going back.
 
 The dict grows while they are killed: it starts small with a ``max_size``, so
 a full dict grows itself, and now and then a writer resizes it by a few
@@ -106,6 +108,32 @@ def writer(name: str, w: int, gen: int, wfd: int) -> int:
             pass  # resize: another writer grew it past that meanwhile
 
 
+def reader(name: str, seconds: float) -> int:
+    """Never killed: reads the writers' keys (without the lock, csrc/optread.c) while they die.
+    A value it gets is whole, a batch is whole, and the shared counter never goes back: a
+    killed writer's half-done or rolled-back store is never seen."""
+    rng = random.Random()
+    d = shmdict.get(name)
+    end = time.monotonic() + seconds
+    last = n = 0
+    while time.monotonic() < end:
+        w = rng.randrange(WRITERS)
+        k = f"w{w}k{rng.randrange(KEYS_PER_WRITER)}"
+        v = d.get(k)
+        if v is not None and not whole(k, v):
+            return 3
+        s = d.get("shared", 0)
+        if s < last:
+            return 4
+        last = s
+        if rng.random() < 0.1:
+            ks = [f"w{w}k{i}" for i in range(0, KEYS_PER_WRITER, 4)]
+            if not all(whole(kk, vv) for kk, vv in d.get_many(ks).items()):
+                return 5
+        n += 1
+    return 0 if n >= 100 else 6
+
+
 def test_kill_torture(shm_dir: str) -> None:
     """Writers SIGKILLed at random instants leave no deadlock, no corruption and exact counters."""
     name = unique_name()
@@ -115,6 +143,7 @@ def test_kill_torture(shm_dir: str) -> None:
         os.set_blocking(r, False)
         gens = [0] * WRITERS
         pids = [fork(writer, name, w, 0, wfd, alarm=int(SECONDS) + 60) for w in range(WRITERS)]
+        reader_pid = fork(reader, name, SECONDS, alarm=int(SECONDS) + 60)
         kills = [0] * WRITERS
         buf = bytearray()
         deadline = time.monotonic() + SECONDS
@@ -147,6 +176,9 @@ def test_kill_torture(shm_dir: str) -> None:
         while chunk := os.read(r, 1 << 16):
             buf.extend(chunk)
         os.close(r)
+
+        status = wait(reader_pid)  # 3: torn value, 4: the counter went back, 5: torn batch, 6: starved
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"reader: {describe(status)}"
 
         # No deadlock, no corruption.
         promptly(lambda: len(d))

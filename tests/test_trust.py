@@ -357,15 +357,18 @@ def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int, s
 
 
 def test_python_operations_time_out(stopped_holder: tuple[str, int, shmdict.SharedDict]) -> None:
-    """The mapping methods, incr, len, keys and check raise LockTimeout (naming the holder) on a
-    handle with lock_timeout=0.1; nothing is changed (the fixture checks k afterwards)."""
+    """The mapping methods that write, incr, len, keys and check raise LockTimeout (naming the
+    holder) on a handle with lock_timeout=0.1; nothing is changed (the fixture checks k
+    afterwards). Keyed reads take no lock (csrc/optread.c): they answer."""
     _, pid, d = stopped_holder
+    assert call_with_timeout(lambda: (d["k"], d.get("k"), "k" in d, d.ttl("k"), d.get_many(["k"])), 10) == \
+        (1, 1, True, 0, {"k": 1})
     calls = [
-        lambda: d["k"], lambda: d.get("k"), lambda: "k" in d, lambda: d.__setitem__("k", 2),
+        lambda: d.__setitem__("k", 2),
         lambda: d.__setitem__("k", "s"), lambda: d.set("k", 2.5, 10), lambda: d.incr("k"),
         lambda: d.incr("k", 1.5), lambda: d.delete("k"), lambda: d.pop("k"), lambda: len(d),
-        lambda: d.get_keys(), lambda: d.get_many(["k"]), lambda: d.set_many({"k": 3}), lambda: d.rpush("l", 1),
-        lambda: d.check(), lambda: d.flush_all(), lambda: d.stats(), lambda: d.ttl("k"),
+        lambda: d.get_keys(), lambda: d.set_many({"k": 3}), lambda: d.rpush("l", 1),
+        lambda: d.check(), lambda: d.flush_all(), lambda: d.stats(),
     ]
     for call in calls:
         with pytest.raises(shmdict.LockTimeout) as e:
@@ -375,7 +378,7 @@ def test_python_operations_time_out(stopped_holder: tuple[str, int, shmdict.Shar
 
 def test_operations_time_out_and_change_nothing(stopped_holder: tuple[str, int, shmdict.SharedDict],
                                                 shm_dir: str) -> None:
-    """Every kind of operation on a handle with lock_timeout=0.1 raises LockTimeout while the holder is stopped."""
+    """Every kind of operation but a keyed read, on a handle with lock_timeout=0.1, raises LockTimeout while the holder is stopped."""
     name, pid, _ = stopped_holder
     # Attach before the stop is impossible here (the fixture stops first), so attach by the C
     # core with the trust check only, then bound the handle: SharedDict's own first call would wait.
@@ -385,8 +388,9 @@ def test_operations_time_out_and_change_nothing(stopped_holder: tuple[str, int, 
     _lib.lib.shmdict_set_lock_timeout(h, 0.1)
     out = _lib.ffi.new("shmdict_out_t *")
     buf = _lib.ffi.new("char[]", 64)
+    # a keyed read takes no lock (csrc/optread.c), even on a handle that never locked
+    assert call_with_timeout(lambda: _lib.lib.shmdict_get(h, b"k", 1, out, buf, 64), 10) == _lib.lib.SHMDICT_T_INT
     calls = [
-        lambda: _lib.lib.shmdict_get(h, b"k", 1, out, buf, 64),
         lambda: _lib.lib.shmdict_set(h, b"k", 1, _lib.lib.SHMDICT_T_INT, 2, 0.0, _lib.ffi.NULL, 0, 0.0, 0),
         lambda: _lib.lib.shmdict_delete(h, b"k", 1),
         lambda: _lib.lib.shmdict_incr(h, b"k", 1, _lib.lib.SHMDICT_T_INT, 1, 0.0, 0, 0, 0.0, 0.0, 0, 0.0, out),

@@ -1,0 +1,45 @@
+/*
+ * optread.h -- keyed reads that take no lock and write nothing shared
+ * (optread.c); seq.c describes the protocol.
+ */
+#ifndef SHMDICT_OPTREAD_H
+#define SHMDICT_OPTREAD_H
+
+#include "layout.h"
+
+enum { OPT_MISS = 0, OPT_HIT = 1, OPT_LOCK = 2 };
+
+/* A copy of a live record's words, taken without the lock and validated. */
+typedef struct opt_rec {
+    int type;
+    uint32_t ver;
+    uint64_t expires;
+    uint64_t num;  /* the number, or (str/bytes) the value's length in the low 32 bits */
+    uint64_t vlen; /* str/bytes: value bytes (copied into buf when vlen <= cap) */
+} opt_rec_t;
+
+/* OPT_HIT (o filled), OPT_MISS (absent or expired), or OPT_LOCK: the caller
+ * must take the lock (a write to the key's stripe kept going, a bulk step,
+ * a stale mapping, or something that looked corrupt). *now: as lookup(). */
+int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
+               size_t cap, uint64_t *now);
+
+/* A consistent read of many keys without the lock (get_many): begin, look
+ * each key up (its stripe's word is noted the first time), then valid() says
+ * whether no stripe looked at and no bulk step changed since: then every
+ * copy belongs to one instant, as under one lock hold. */
+typedef struct opt_snap {
+    struct ro_geo g;
+    uint32_t bulk;
+    uint64_t seen;               /* stripes whose word is in sv */
+    uint32_t sv[NSTRIPES];
+} opt_snap_t;
+
+enum { OPT_AGAIN = 3 };          /* snap_lookup: a stripe is being written (or looks corrupt): retry or lock */
+
+bool opt_snap_begin(shmdict_t *h, opt_snap_t *s);
+int opt_snap_lookup(opt_snap_t *s, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
+                    size_t cap);
+bool opt_snap_valid(const opt_snap_t *s);
+
+#endif /* SHMDICT_OPTREAD_H */
