@@ -291,14 +291,15 @@ def targets(data: dict[str, Any]) -> list[str]:
 
 
 def report(data: dict[str, Any], out_dir: str) -> str:
-    lines = [f"Machine: {data['machine']}. Mode: {data['mode']}; sections: {', '.join(data['sections'])}."]
+    date = f" Date: {data['date']}." if data.get("date") else ""
+    lines = [f"Machine: {data['machine']}.{date} Mode: {data['mode']}; sections: {', '.join(data['sections'])}."]
     lines += speed_tables(data)
     mem = memory.table(data.get("memory", {}))
     if mem:
         lines += ["", "## Bytes per entry", ""] + mem
     goals = targets(data)
     if goals:
-        lines += ["", "shmdict's performance targets, from this run:", "", "| target | measured | |",
+        lines += ["", "shmdict's performance targets, as measured in the run above:", "", "| target | measured | |",
                   "|---|---|---|"] + goals
     if data["notes"]:
         lines += ["", "Notes:", ""] + [f"- {x}" for x in data["notes"]]
@@ -457,7 +458,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "dict" not in names:
         names.insert(0, "dict")
     os.makedirs(a.out, exist_ok=True)
-    data: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full", "reps": reps, "n": n,
+    data: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "mode": "quick" if quick else "full", "reps": reps, "n": n,
                             "cap": cap_s, "sections": sections, "backends": names,
                             "results": {x: {} for x in names},
                             "multi": {x: {} for x in names}, "memory": {}, "notes": [],
