@@ -1,8 +1,13 @@
 /*
- * fault.h -- named crash points (fault.c). FAULT(id) marks a step of a
- * mutating operation at which a test can have the process SIGKILL itself;
- * the crash sweep kills every operation at every point and checks the dict
- * the next locker repairs.
+ * fault.h -- crash points (fault.c), of two kinds:
+ *  - named: FAULT(id) marks a step of a mutating operation at which a test
+ *    can have the process SIGKILL itself (tests/test_crash_sweep.py);
+ *  - every store: STORED() follows each store into the mapping (a logged
+ *    word, a log entry, a plain store of a bulk pass, a memcpy/memmove/memset
+ *    into the file), so a test armed with "store" dies right after the nth
+ *    one, wherever it is (tests/test_crash_stores.py enumerates them all).
+ * A store no STORED() follows is a crash state no sweep reaches: every new
+ * store into the file gets one.
  */
 #ifndef SHMDICT_FAULT_H
 #define SHMDICT_FAULT_H
@@ -70,6 +75,15 @@ void fault_hit(int point);
     do {                                                          \
         if (__builtin_expect(fault_armed == FP_##id, 0))          \
             fault_hit(FP_##id);                                   \
+    } while (0)
+
+#include <stdint.h>
+extern uint64_t fault_stores_left; /* stores until the kill; 0 when disarmed */
+void fault_store_hit(void);
+#define STORED()                                                  \
+    do {                                                          \
+        if (__builtin_expect(fault_stores_left != 0, 0))          \
+            fault_store_hit();                                    \
     } while (0)
 
 #endif /* SHMDICT_FAULT_H */

@@ -167,6 +167,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     commit(h);
     FAULT(GROW_MARKED);
     memmove(h->base + bytes - cap * 8, h->base + old - cap * 8, cap * 8);
+    STORED();
     FAULT(GROW_MOVED);
     h->size = bytes;
     if (table_bind(h) != SHMDICT_OK) {
@@ -175,6 +176,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
     H->growths++;
     return SHMDICT_OK;
 }

@@ -74,20 +74,25 @@ int recover(shmdict_t *h)
             memcpy(h->base + off, H->backup, H->ulog[k].old);
         else
             __atomic_store_n((uint64_t *)(h->base + off), H->ulog[k].old, __ATOMIC_RELAXED);
+        STORED();
         if (k == n / 2)
             FAULT(RECOVER_RESTORED);
     }
     CBAR();
     H->ulog_n = 0;
     CBAR();
+    STORED();
     if (map_sync(h) != SHMDICT_OK) /* the replay may have taken a growth back */
         goto bad;
     if (!H->flush_pending && table_bind(h) != SHMDICT_OK)
         goto bad; /* (a pending flush resets the index itself) */
     if (H->flush_pending) {
         table_reset(h);
+        H->corrupt = 0; /* what flush_all clears: its redo clears it too */
+        STORED();
         CBAR();
         H->flush_pending = 0;
+        STORED();
     }
     if (H->defrag_pending) {
         uint64_t step = H->defrag_pending;
@@ -100,6 +105,7 @@ int recover(shmdict_t *h)
             goto bad;
         CBAR();
         H->defrag_pending = 0;
+        STORED();
     }
     wake_all(h); /* the dead writer may have bumped futex words without waking */
     /* O(1) sanity: the allocator and counters must be in range. */

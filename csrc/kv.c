@@ -222,8 +222,10 @@ int shmdict_flush_all(shmdict_t *h)
     FAULT(FLUSH_MARKED);
     table_reset(h);
     H->corrupt = 0;
+    STORED();
     atomic_signal_fence(memory_order_seq_cst);
     H->flush_pending = 0;
+    STORED();
     unlock_dict(h);
     return SHMDICT_OK;
 }

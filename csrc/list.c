@@ -102,6 +102,7 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
             }
             if (!left)
                 elem_write(area + at, v);
+            STORED(); /* the new block, unpublished */
             FAULT(LIST_FILLED);
             uint64_t nbytes = class_units(cls) * UNIT;
             if (old) {
@@ -193,6 +194,7 @@ int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type,
              * (unlogged: outside the live part), then switch with one logged
              * store. A queue (rpush + lpop) so stays in its block. */
             memcpy(area + dest, area + start, live);
+            STORED();
             w64(h, &r->num.u, num_word((uint32_t)live, (uint32_t)dest));
             FAULT(LIST_SLID);
             start = dest;
@@ -200,6 +202,7 @@ int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type,
         if (left ? start >= esz : cap - start - live >= esz) {
             uint64_t nstart = left ? start - esz : start;
             elem_write(area + (left ? nstart : start + live), &v); /* outside the live part: unlogged */
+            STORED();
             w64(h, &r->num.u, num_word((uint32_t)(live + esz), (uint32_t)nstart));
             FAULT(LIST_PUSHED);
             w64(h, list_count(r), count + 1);

@@ -60,6 +60,7 @@
 #include <stdlib.h>
 
 #include "lock.h"
+#include "fault.h"
 
 static int mutex_init(pthread_mutex_t *mu)
 {
@@ -87,16 +88,20 @@ static void log_word(shmdict_t *h, uint64_t *p)
     if (n >= ULOG_MAX)
         abort(); /* a bug: an operation outgrew the log. Dying holding the lock rolls it back. */
     H->ulog[n].off = (uint64_t)((char *)p - h->base);
+    STORED();
     H->ulog[n].old = *p;
+    STORED();
     CBAR();
     H->ulog_n = n + 1;
     CBAR();
+    STORED();
 }
 
 void w64(shmdict_t *h, uint64_t *p, uint64_t v)
 {
     log_word(h, p);
     __atomic_store_n(p, v, __ATOMIC_RELAXED); /* aligned 8-byte store: never torn */
+    STORED();
 }
 
 /* Save len bytes at p (a live record about to be rewritten in place). */
@@ -107,11 +112,15 @@ void wbackup(shmdict_t *h, void *p, uint64_t len)
     if (n >= ULOG_MAX || len > BACKUP_MAX)
         abort(); /* a bug, as in log_word */
     memcpy(H->backup, p, len);
+    STORED();
     H->ulog[n].off = (uint64_t)((char *)p - h->base) | ULOG_BACKUP;
+    STORED();
     H->ulog[n].old = len;
+    STORED();
     CBAR();
     H->ulog_n = n + 1;
     CBAR();
+    STORED();
 }
 
 /* Log a word that is about to be overwritten by unlogged stores (a block
@@ -128,7 +137,9 @@ void commit(shmdict_t *h)
     CBAR();
     H->ulog_n = 0;
     CBAR();
+    STORED();
     H->gen++; /* unlogged: a lost increment after a crash is harmless */
+    STORED();
 }
 
 

@@ -157,6 +157,7 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
         f->zero = 0;
         f->klen = 0;
         f->seq = seq;
+        STORED();
         head += skip;
     }
     ev_t *e = ev_at(h, head);
@@ -167,6 +168,7 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
     e->seq = seq;
     memcpy(e->key, key, klen);
     memset(e->key + klen, 0, size - sizeof(ev_t) - klen);
+    STORED();
     w64(h, &H->ev_seq, seq + 1);
     w64(h, &H->ev_head, head + size);
     FAULT(EVENT_APPENDED);

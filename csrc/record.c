@@ -22,8 +22,10 @@
 
 static inline void lower_hint(header_t *H, uint64_t deadline)
 {
-    if (deadline && deadline < H->exp_hint)
+    if (deadline && deadline < H->exp_hint) {
         H->exp_hint = deadline; /* unlogged: a hint that is too early only costs a scan */
+        STORED();
+    }
 }
 
 /* Give a live record a new deadline (logged), keeping n_ttl right. */
@@ -65,6 +67,7 @@ static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t 
         if (v->len)
             memcpy(r->data + klen, v->buf, v->len);
     }
+    STORED(); /* an unpublished block (or one backed up): a crash state like any other */
 }
 
 /* Rewrite the live record `old` in place with key = v: its block is large
@@ -337,6 +340,7 @@ int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
             return SHMDICT_ECORRUPT;
         if (r->cls & CLS_REF) {
             r->cls &= (uint8_t)~CLS_REF; /* second chance; a hint, unlogged */
+            STORED();
             continue;
         }
         uint64_t got = class_units(r->cls & 0x7f);

@@ -405,7 +405,10 @@ const char *shmdict_strerror(int rc);
  * Disarmed, each point costs one predictable branch. */
 int shmdict_fault_count(void);
 const char *shmdict_fault_name(int i);
-int shmdict_fault_arm(const char *name, int nth); /* name NULL disarms; EINVAL if unknown */
+int shmdict_fault_arm(const char *name, int nth); /* name NULL disarms; EINVAL if unknown;
+                                                  * "store": die after the nth store into the
+                                                  * mapping (0: only count them) */
+long long shmdict_fault_stores(void);            /* stores counted since "store" was armed */
 /* Shift this process's TTL clock forward by ns (tests of expiry without sleeping). */
 void shmdict_clock_shift(int64_t ns);
 

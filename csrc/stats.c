@@ -77,11 +77,10 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
-        rec_t *r = unit_ptr(h, u);
-        int c = r->cls & 0x7f;
-        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
+        if (!block_ok(h, u, bump))
             return SHMDICT_ECORRUPT;
-        uint64_t cu = class_units(c);
+        rec_t *r = unit_ptr(h, u);
+        uint64_t cu = class_units(r->cls & 0x7f);
         bool is_free = r->type == T_FREE;
         if (!is_free && expired(r, now)) {
             is_free = true;

@@ -85,6 +85,15 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
     return r;
 }
 
+/* The one block validator of every arena walker (defrag, compaction, index
+ * rebuild, check): the block at unit u, below bump, has a class whose size
+ * fits before bump. Says nothing of the block's contents. */
+bool block_ok(const shmdict_t *h, uint64_t u, uint64_t bump)
+{
+    int c = unit_ptr(h, u)->cls & 0x7f;
+    return u + MIN_BLOCK <= bump && c >= MIN_BLOCK - 1 && c < NCLASS && u + class_units(c) <= bump;
+}
+
 /* ---- geometry -------------------------------------------------------------- */
 
 /* Point the handle at the index and arena that hdr->index_cap describes:
@@ -176,6 +185,7 @@ static void push_free_run(shmdict_t *h, uint64_t at, uint64_t end)
         hd.cls = (uint8_t)c;
         hd.expires = H->free_head[c];
         memcpy(p, &hd, 16);
+        STORED();
         w64(h, &H->free_head[c], at);
         at += len;
     }
@@ -252,6 +262,7 @@ void free_block(shmdict_t *h, uint64_t unit, rec_t *r)
     w64(h, &r->expires, H->free_head[c]);
     w64(h, &H->free_head[c], unit);
     H->frees_since_defrag++; /* a hint, unlogged */
+    STORED();
 }
 
 /* ---- defragmentation ------------------------------------------------------------ */
@@ -260,65 +271,94 @@ void free_block(shmdict_t *h, uint64_t unit, rec_t *r)
  * blocks, re-carve it into as few class-sized blocks as possible, rebuild all
  * free lists, and give a free run at the end back to the bump pointer.
  *
- * Plain stores, under the redo protocol (defrag_pending). It can be re-run
- * from any point it was interrupted at because every intermediate state is a
- * valid tiling of the arena: a run's new headers are written from its last
- * piece to its first, and each one written covers exactly the rest of the
- * run, all of it free; the free lists are rebuilt from scratch. */
+ * Plain stores, under the redo protocol (defrag_pending = DEFRAG_MERGE).
+ * INVARIANT: outside the run being carved, the arena from FIRST_UNIT to
+ * bump is a valid tiling, and the run being carved, [start, end), is named
+ * by the journal word compact_at = start << 32 | end (0: none), stored
+ * before its first new header and cleared after its last. Inside the run the
+ * tiling is broken while its headers are written: a new piece may start one
+ * unit after an old block's start and overwrite that block's type word. So
+ * a redo first re-carves the journalled run (the carving is a function of
+ * start and end alone, so writing it again is idempotent), and only then
+ * walks the arena; runs carved before it are carved again to the same
+ * headers, and the free lists are rebuilt from scratch. defrag() clears the
+ * journal word in the transaction that sets defrag_pending. */
+static void carve_run(shmdict_t *h, uint64_t start, uint64_t end, uint64_t *piece, uint64_t *n_out)
+{
+    uint64_t n = 0;
+    for (uint64_t at = start; at < end && n < 64;) {
+        piece[n++] = at;
+        at += carve_len(end - at);
+    }
+    for (uint64_t k = n; k-- > 0;) { /* last piece first */
+        rec_t *p = unit_ptr(h, piece[k]);
+        uint64_t e = k + 1 < n ? piece[k + 1] : end;
+        rec_t hd = {0};
+        hd.type = T_FREE;
+        hd.cls = (uint8_t)class_of(e - piece[k]);
+        memcpy(p, &hd, 16);
+        STORED();
+    }
+    *n_out = n;
+}
+
 int defrag_pass(shmdict_t *h)
 {
     header_t *H = h->hdr;
-    uint64_t bump = H->bump;
+    uint64_t bump = H->bump, piece[64], n;
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
+    uint64_t run = H->compact_at;
+    if (run) { /* a run cut short mid-carving: finish it before walking */
+        uint64_t s = run >> 32, e = run & 0xffffffffu;
+        if (s < FIRST_UNIT || s >= e || e > bump || e - s < MIN_BLOCK)
+            return SHMDICT_ECORRUPT;
+        carve_run(h, s, e, piece, &n);
+        __atomic_store_n(&H->compact_at, 0, __ATOMIC_RELAXED);
+        STORED();
+    }
     memset(H->free_head, 0, sizeof H->free_head);
+    STORED();
     uint64_t u = FIRST_UNIT;
     while (u < bump) {
-        rec_t *r = unit_ptr(h, u);
-        int c = r->cls & 0x7f;
-        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
+        if (!block_ok(h, u, bump))
             return SHMDICT_ECORRUPT;
+        rec_t *r = unit_ptr(h, u);
         if (r->type != T_FREE) {
-            u += class_units(c);
+            u += class_units(r->cls & 0x7f);
             continue;
         }
         uint64_t start = u;
         while (u < bump) {
             rec_t *f = unit_ptr(h, u);
-            int fc = f->cls & 0x7f;
             if (f->type != T_FREE)
                 break;
-            if (u + MIN_BLOCK > bump || fc < MIN_BLOCK - 1 || fc >= NCLASS || u + class_units(fc) > bump)
+            if (!block_ok(h, u, bump))
                 return SHMDICT_ECORRUPT;
-            u += class_units(fc);
+            u += class_units(f->cls & 0x7f);
         }
         if (u == bump) {
             H->bump = start; /* the tail is free: back to the bump pointer */
+            STORED();
             break;
         }
-        /* Carve [start, u) greedily into classes; headers last piece first. */
-        uint64_t piece[64], n = 0;
-        for (uint64_t at = start; at < u && n < 64;) {
-            piece[n++] = at;
-            at += carve_len(u - at);
-        }
-        for (uint64_t k = n; k-- > 0;) {
-            rec_t *p = unit_ptr(h, piece[k]);
-            uint64_t end = k + 1 < n ? piece[k + 1] : u;
-            rec_t hd = {0};
-            hd.type = T_FREE;
-            hd.cls = (uint8_t)class_of(end - piece[k]);
-            memcpy(p, &hd, 16);
-        }
+        __atomic_store_n(&H->compact_at, start << 32 | u, __ATOMIC_RELAXED);
+        STORED();
+        carve_run(h, start, u, piece, &n);
+        __atomic_store_n(&H->compact_at, 0, __ATOMIC_RELAXED);
+        STORED();
         for (uint64_t k = 0; k < n; k++) {
             rec_t *p = unit_ptr(h, piece[k]);
             int pc = p->cls & 0x7f;
             p->expires = H->free_head[pc];
+            STORED();
             H->free_head[pc] = piece[k];
+            STORED();
         }
         FAULT(DEFRAG_MERGED);
     }
     H->frees_since_defrag = 0;
+    STORED();
     return SHMDICT_OK;
 }
 
@@ -329,6 +369,7 @@ int defrag(shmdict_t *h)
     if (H->frees_since_defrag == 0)
         return SHMDICT_OK;
     w64(h, &H->defrag_pending, DEFRAG_MERGE);
+    w64(h, &H->compact_at, 0); /* the pass's journal word: no run half carved */
     commit(h);
     FAULT(DEFRAG_MARKED);
     int rc = defrag_pass(h);
@@ -338,6 +379,7 @@ int defrag(shmdict_t *h)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
     return SHMDICT_OK;
 }
 
@@ -376,7 +418,9 @@ static int compact_move(shmdict_t *h, uint64_t dst, uint64_t src, uint64_t n)
     for (uint64_t at = k * g; at < n; at += g, k++) {
         uint64_t len = n - at < g ? n - at : g;
         memcpy(h->arena + (dst + at) * UNIT, h->arena + (src + at) * UNIT, len * UNIT);
+        STORED();
         __atomic_store_n(&H->compact_piece, src << 32 | (k + 1), __ATOMIC_RELAXED);
+        STORED();
         FAULT(COMPACT_CHUNK);
     }
     rec_t *r = unit_ptr(h, dst);
@@ -390,6 +434,7 @@ static int compact_move(shmdict_t *h, uint64_t dst, uint64_t src, uint64_t n)
             break;
         if (s != SLOT_TOMB && slot_tag(s) == tag && (slot_unit(s) == src || slot_unit(s) == dst)) {
             __atomic_store_n(&h->slots[i], (uint64_t)tag << 32 | dst, __ATOMIC_RELAXED);
+            STORED();
             return SHMDICT_OK;
         }
     }
@@ -403,13 +448,14 @@ int compact_pass(shmdict_t *h)
     if (bump < FIRST_UNIT || bump > h->units || dst < FIRST_UNIT || dst > src || src > bump)
         return SHMDICT_ECORRUPT;
     memset(H->free_head, 0, sizeof H->free_head);
+    STORED();
     while (src < bump) {
         uint64_t prog = H->compact_piece;
         bool started = prog >> 32 == src && (prog & 0xffffffffu) > 0 && dst < src;
         rec_t *r = unit_ptr(h, started ? dst : src); /* type and class: the header's 2nd unit */
         int c = r->cls & 0x7f;
         if (src + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || src + class_units(c) > bump)
-            return SHMDICT_ECORRUPT;
+            return SHMDICT_ECORRUPT; /* (block_ok's test, on the class read from dst or src) */
         uint64_t n = class_units(c);
         if (r->type == T_FREE && !started) {
             src += n;
@@ -425,10 +471,13 @@ int compact_pass(shmdict_t *h)
             src += n;
         }
         __atomic_store_n(&H->compact_at, dst << 32 | src, __ATOMIC_RELAXED);
+        STORED();
         FAULT(COMPACT_MOVED);
     }
     H->bump = dst;
+    STORED();
     H->frees_since_defrag = 0;
+    STORED();
     return SHMDICT_OK;
 }
 
@@ -473,6 +522,9 @@ int compact(shmdict_t *h)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
+    H->compact_at = H->compact_piece = 0; /* no stale cursor left for a later step to misread */
+    STORED();
     H->compactions++;
     return SHMDICT_OK;
 }
@@ -513,6 +565,7 @@ static int reindex_begin(shmdict_t *h)
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
     memset(h->slots, 0, h->cap * sizeof(uint64_t));
+    STORED();
     FAULT(REINDEX_CLEARED);
     return SHMDICT_OK;
 }
@@ -526,6 +579,7 @@ static void reindex_put(shmdict_t *h, uint64_t s, uint64_t n)
     while (h->slots[i] != SLOT_EMPTY)
         i = i + 1 == cap ? 0 : i + 1;
     h->slots[i] = s;
+    STORED();
     if ((n + 1) % 4096 == 0)
         FAULT(REINDEX_INSERTED);
 }
@@ -533,7 +587,9 @@ static void reindex_put(shmdict_t *h, uint64_t s, uint64_t n)
 static int reindex_end(shmdict_t *h, uint64_t n)
 {
     h->hdr->count = n;
+    STORED();
     h->hdr->tombs = 0;
+    STORED();
     return SHMDICT_OK;
 }
 
@@ -546,10 +602,10 @@ int reindex_pass(shmdict_t *h)
     if (rc)
         return rc;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
+        if (!block_ok(h, u, bump))
+            return SHMDICT_ECORRUPT;
         rec_t *r = unit_ptr(h, u);
         int c = r->cls & 0x7f;
-        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
-            return SHMDICT_ECORRUPT;
         if (r->type != T_FREE) {
             if (r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0 ||
                 (rec_bytes(r) + UNIT - 1) / UNIT > class_units(c) || n >= h->cap)
@@ -662,6 +718,7 @@ int grow_index(shmdict_t *h)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
     H->index_growths++;
     return SHMDICT_OK;
 }
@@ -751,6 +808,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
                 FAULT(RECLAIM_DELETED);
                 commit(h);
                 H->st_expired++;
+                STORED();
                 removed++;
                 continue; /* another entry may have shifted into slot i */
             }
@@ -765,6 +823,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
         H->exp_hint = hint; /* a hint: never too late, since every TTL store lowers it */
     else
         H->expire_hand = i;
+    STORED();
     return removed;
 }
 
@@ -777,21 +836,31 @@ void table_reset(shmdict_t *h)
     /* The size this handle mapped and checked against the file: a scribbled
      * size is repaired here (a legitimate one equals it: lock_dict follows it). */
     H->size = h->size;
+    STORED();
     if (H->size_user > h->size || H->size_user + PAGE <= h->size)
         H->size_user = h->size;
+    STORED();
     H->index_cap = h->cap0; /* back to the size it was created with: the arena gets its top back */
+    STORED();
     H->bump = FIRST_UNIT;
+    STORED();
     table_bind(h);          /* cannot fail: cap0 was checked at attach, and bump is at the bottom */
     memset(h->slots, 0, h->cap * sizeof(uint64_t));
+    STORED();
     FAULT(FLUSH_CLEARED);
     memset(H->free_head, 0, sizeof H->free_head);
+    STORED();
     H->count = H->tombs = H->n_ttl = H->used_bytes = 0;
+    STORED();
     H->bump = FIRST_UNIT;
     H->exp_hint = 0;
     H->expire_hand = H->clock_hand = 0;
     H->frees_since_defrag = 0;
+    STORED();
     H->defrag_pending = 0;
+    STORED();
     H->compact_at = H->compact_piece = 0;
+    STORED();
 }
 
 /* ---- integrity check -------------------------------------------------------- */
@@ -830,11 +899,9 @@ int table_check(shmdict_t *h, char *msg, size_t msgcap)
     uint64_t live_blocks = 0, free_blocks = 0;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
         rec_t *r = unit_ptr(h, u);
-        if (u + MIN_BLOCK > bump)
-            FAIL("block at unit %llu overruns the arena", (unsigned long long)u);
         int c = r->cls & 0x7f;
-        if (c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
-            FAIL("block at unit %llu has bad class %d", (unsigned long long)u, c);
+        if (!block_ok(h, u, bump))
+            FAIL("block at unit %llu (class %d) overruns the arena or has a bad class", (unsigned long long)u, c);
         start[u / 8] |= (uint8_t)(1u << (u % 8));
         if (r->type == T_FREE)
             free_blocks++;

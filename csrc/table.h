@@ -12,6 +12,7 @@
  * *ins receives the first reusable slot on the probe path (or -1). */
 int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins);
 rec_t *rec_at(shmdict_t *h, uint64_t slot);
+bool block_ok(const shmdict_t *h, uint64_t u, uint64_t bump); /* the arena walkers' block check */
 int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
 int defrag(shmdict_t *h);
 int table_bind(shmdict_t *h);            /* handle geometry from hdr->index_cap */

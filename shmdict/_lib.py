@@ -249,10 +249,16 @@ def fault_points() -> list[str]:
 
 def fault_arm(name: str | None, nth: int = 1) -> None:
     """Make this process SIGKILL itself the nth time it reaches crash point
-    ``name`` (``None`` disarms)."""
+    ``name`` (``None`` disarms). ``"store"``: right after the nth store into
+    any dict's mapping (``nth=0``: only count them, see fault_stores)."""
     rc = lib.shmdict_fault_arm(ffi.NULL if name is None else name.encode(), nth)
     if rc:
         raise ValueError(f"unknown crash point {name!r}")
+
+
+def fault_stores() -> int:
+    """Stores into a mapping counted since ``fault_arm("store", ...)``."""
+    return int(lib.shmdict_fault_stores())
 
 
 # The sum of every shift so far, so clock_reset() can undo them all. Every

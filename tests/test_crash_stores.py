@@ -1,0 +1,268 @@
+"""Crash states not placed by hand: a kill after every store into the file.
+
+Armed with ``"store"`` (csrc/fault.h ``STORED()``), a process SIGKILLs itself
+right after its nth store into a dict's mapping: a logged word, an undo-log
+entry, a plain store of a bulk pass (merge, compaction, index rebuild, flush,
+growth), a memcpy/memmove/memset into the file. For each operation family
+(``FAMILIES``: a starting state and one operation) the sweep counts the
+operation's stores T, then for each n in 1..T restores the starting file,
+lets a forked child attach and run the operation armed at n, and checks
+from this process (a fresh handle, so the first lock repairs): ``check()``
+passes, the contents are the state before or after the operation (per key
+for the families made of several transactions: eviction, expiry reclaim,
+set_many, load), and the dict takes a new item.
+
+CI kills at a sample of each family's store counts (the first, the last, and
+evenly spread ones); ``SHMDICT_LONG=1`` kills at every one
+(``test_every_store``), and with ``SHMDICT_FIGURES`` set reports the counts
+per family that docs/reliability.md quotes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from relutil import LONG, describe, fork, killed, report, unique_name, wait
+from test_crash_sweep import (
+    SCENARIOS,
+    SMALL,
+    Op,
+    Scenario,
+    State,
+    candidates,
+    fill,
+    full_snapshot,
+    matches,
+    run_op,
+)
+
+import shmdict
+from shmdict import _lib
+
+__all__: list[str] = []
+
+SAMPLE = 10  # kills per family in the sampled (CI) sweep
+
+
+@dataclass(frozen=True)
+class Family:
+    scenario: str  # a SCENARIOS entry of test_crash_sweep: size, setup, its operations
+    op: int = 0  # which of the scenario's operations is swept; those before it run in the setup
+    per_key: bool = False  # several transactions: each key old or new, none changed otherwise
+
+
+def _merge_run(d: shmdict.SharedDict) -> None:
+    """Free blocks of 64, 31 and 5 units side by side, then a live key D, and the
+    dict full behind them: an item of 96 units fits only once the merge pass has
+    re-carved the run as 96 + 4 units, whose second piece starts one unit after
+    the 5-unit block's start (its type word is overwritten mid-pass)."""
+    d["A"] = "a" * (64 * 8 - 25)
+    d["B"] = "b" * (31 * 8 - 25)
+    d["C"] = "c" * (5 * 8 - 25)
+    d["D"] = "live"
+    fill(d, "f", 8)
+    del d["A"], d["B"], d["C"]
+
+
+SCENARIOS_HERE = {
+    "merge-run": Scenario(SMALL, _merge_run, lambda _: [("set", "X", "x" * (96 * 8 - 25))]),
+    "grow-auto-evict": SCENARIOS["grow-evict"],
+    "full-borrow": SCENARIOS["borrow"],
+}
+
+
+def _scenario(name: str) -> Any:
+    return SCENARIOS_HERE.get(name) or SCENARIOS[name]
+
+
+FAMILIES: dict[str, Family] = {
+    "set (insert)": Family("insert"),
+    "set (insert, TTL)": Family("insert-ttl"),
+    "set (replace)": Family("overwrite-larger"),
+    "set (in place)": Family("overwrite-same-size"),
+    "set (number)": Family("overwrite-number"),
+    "delete": Family("delete"),
+    "delete (backward shift)": Family("delete-shift", op=7),
+    "pop": Family("pop"),
+    "incr": Family("incr-ttl"),
+    "incr (new key)": Family("incr-init"),
+    "expire": Family("expire"),
+    "cas": Family("cas"),
+    "set_many": Family("set-many", per_key=True),
+    "lpush (new list)": Family("list-new"),
+    "rpush (in place)": Family("list-push"),
+    "rpush (list moves)": Family("list-grow", op=3),
+    "rpush (list slides)": Family("list-slide", op=3),
+    "lpop": Family("list-pop"),
+    "expiry reclaim": Family("reclaim", per_key=True),
+    "flush_expired": Family("flush-expired", per_key=True),
+    "merge pass (64+31+5 run)": Family("merge-run"),
+    "merge pass (fragmented)": Family("defrag"),
+    "borrow and split": Family("full-borrow"),
+    "compaction": Family("compact"),
+    "index growth": Family("reindex"),
+    "file growth (resize)": Family("resize"),
+    "file growth (automatic)": Family("grow-auto"),
+    "eviction": Family("evict", per_key=True),
+    "growth instead of eviction": Family("grow-auto-evict", per_key=True),
+    "flush_all": Family("flush"),
+    "event ring append (wrapped)": Family("event-wrap", op=150),
+    "load": Family("load", per_key=True),
+    "recovery (pending undo log)": Family("recover", op=0),
+    "recovery (pending compaction)": Family("compact-recover"),
+    "recovery (pending index rebuild)": Family("reindex-recover"),
+}
+
+
+# ---- one family ---------------------------------------------------------------------
+
+
+class Sweep:
+    """A family's starting file, its store count and the states around its operation."""
+
+    def __init__(self, family: str) -> None:
+        fam = FAMILIES[family]
+        sc = _scenario(fam.scenario)
+        self.name = unique_name("st")
+        self.path = os.path.join(os.environ["SHMDICT_DIR"], f"shmdict.{self.name}")
+        self.owner = shmdict.new(self.name, sc.size, evict=sc.evict)
+        ops = sc.ops(sc.setup(self.owner))
+        for op in ops[: fam.op]:
+            run_op(self.owner, op)
+        self.op: Op = ops[fam.op]
+        self.per_key = fam.per_key
+        if sc.pre_kill:  # a dead holder's half-done operation: the family is its recovery
+            status = wait(fork(_armed, self.name, sc.pre_kill, 1, self.op))
+            assert killed(status), f"pre-kill at {sc.pre_kill}: {describe(status)}"
+            self.op = ("get", "s")
+        with open(self.path, "rb") as f:
+            self.image = f.read()
+        self.before = self._state_before()
+        self.stores, self.after = self._count()
+
+    def _state_before(self) -> State:
+        d = shmdict.get(self.name)
+        try:
+            return full_snapshot(d)
+        finally:
+            d.close()
+            self.restore()  # the snapshot's lock may have run a recovery: start from the image again
+
+    def restore(self) -> None:
+        with open(self.path, "r+b") as f:
+            f.write(self.image)
+            f.truncate(len(self.image))
+
+    def _count(self) -> tuple[int, State]:
+        """The operation's stores, and the state it leaves, run here uninterrupted."""
+        _lib.fault_arm("store", 0)
+        try:
+            d = shmdict.get(self.name)
+            try:
+                run_op(d, self.op)
+            except shmdict.Full:
+                pass
+            n = _lib.fault_stores()
+        finally:
+            _lib.fault_arm(None)
+        after = full_snapshot(d)
+        d.close()
+        return n, after
+
+    def kill_at(self, n: int) -> bool:
+        """Kill the operation after its nth store and check the dict. False: the
+        operation completed before n stores."""
+        self.restore()
+        status = wait(fork(_armed, self.name, "store", n, self.op))
+        if not killed(status):
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+            return False
+        d = shmdict.get(self.name)
+        try:
+            d.check()
+            now = full_snapshot(d)
+            if self.per_key:
+                ok = all(now.get(k) in (self.before.get(k), self.after.get(k))
+                         for k in set(now) | set(self.before) | set(self.after))
+                ok = ok or any(matches(now, c) for c in candidates(self.before, self.op))
+            else:
+                ok = matches(now, self.before) or matches(now, self.after) or any(
+                    matches(now, c) for c in candidates(self.before, self.op))
+            assert ok, f"killed after store {n} of {self.stores}: neither all nor nothing"
+            d["after-crash"] = "fine"
+            d.check()
+        finally:
+            d.close()
+        return True
+
+    def close(self) -> None:
+        self.owner.close()  # the creator's handle: closing it removes the name
+
+
+def _armed(name: str, point: str, nth: int, op: Op) -> int:
+    _lib.fault_arm(point, nth)  # before attaching: attaching may run the recovery
+    d = shmdict.get(name)
+    try:
+        run_op(d, op)
+    except shmdict.Full:
+        pass
+    return 0
+
+
+def sample(total: int, k: int = SAMPLE) -> list[int]:
+    """k store counts spread over 1..total, the first and the last included."""
+    if total <= k:
+        return list(range(1, total + 1))
+    return sorted({1 + round(j * (total - 1) / (k - 1)) for j in range(k)})
+
+
+# ---- the tests ------------------------------------------------------------------------
+
+
+def test_merge_pass_kill_between_two_headers_keeps_the_dict() -> None:
+    """The 64+31+5 free run before a live key, merged by a put into 96+4: a kill
+    after every store of that put, the two header writes of the re-carving
+    included, leaves a dict that check() accepts with every item."""
+    sw = Sweep("merge pass (64+31+5 run)")
+    try:
+        assert "X" in sw.after and "D" in sw.after, "the put must succeed through the merge"
+        assert sw.stores > 20
+        for n in range(1, sw.stores + 1):
+            sw.kill_at(n)
+        d = shmdict.get(sw.name)
+        assert d["D"] == "live"
+        d.close()
+    finally:
+        sw.close()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_sampled_stores(family: str) -> None:
+    """A sample of each family's crash states: every kill recovers to check()-clean,
+    all-or-nothing contents."""
+    sw = Sweep(family)
+    try:
+        assert sw.stores > 0, "the operation stores nothing: the family sweeps nothing"
+        killed_at = [n for n in sample(sw.stores) if sw.kill_at(n)]
+        assert killed_at, "no kill landed inside the operation"
+        assert not sw.kill_at(sw.stores + 1), "the store count is not the operation's"
+    finally:
+        sw.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="the full store sweep runs with SHMDICT_LONG=1")
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_store(family: str) -> None:
+    """Every crash state of the family: a kill after each of its stores."""
+    sw = Sweep(family)
+    try:
+        n = 0
+        for n in range(1, sw.stores + 1):
+            assert sw.kill_at(n), f"the operation finished before its store {n} of {sw.stores}"
+        report("store_sweep", family=family, states=n)
+    finally:
+        sw.close()
