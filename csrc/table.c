@@ -445,6 +445,8 @@ int compact_pass(shmdict_t *h)
 {
     header_t *H = h->hdr;
     uint64_t bump = H->bump, at = H->compact_at, dst = at >> 32, src = at & 0xffffffffu;
+    if (dst == bump && src > bump && src <= h->units)
+        src = bump; /* the pass had finished and lowered bump to dst: nothing is left to move */
     if (bump < FIRST_UNIT || bump > h->units || dst < FIRST_UNIT || dst > src || src > bump)
         return SHMDICT_ECORRUPT;
     memset(H->free_head, 0, sizeof H->free_head);
