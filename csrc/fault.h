@@ -34,8 +34,6 @@
     X(INCR_TTL, "incr.ttl")                     /* TTL stored, counters pending */       \
     X(EXPIRE_STORED, "expire.stored")                                                    \
     X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
-    X(DEFRAG_MARKED, "defrag.marked")           /* defrag_pending committed */           \
-    X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
     X(REINDEX_MARKED, "reindex.marked")         /* new index_cap committed, index garbage */\
     X(REINDEX_CLEARED, "reindex.cleared")       /* new index zeroed, nothing inserted */ \
     X(REINDEX_INSERTED, "reindex.inserted")     /* every 4096th record reinserted */     \

@@ -4,8 +4,8 @@
  * holder died) or finds a log left behind. Recovery replays the undo log
  * backwards (lock.c describes the log), re-derives the geometry (the dict
  * or its index may have grown: map_sync in grow.c, table_bind), then redoes
- * an interrupted bulk step -- a flush_all (table_reset), a defrag pass
- * (defrag_pass), a compaction (compact_pass), or an index rebuild
+ * an interrupted bulk step -- a flush_all (table_reset), a compaction
+ * (compact_pass), or an index rebuild
  * (reindex_pass) after an index growth or a growth of the dict, all table.c
  * -- and wakes every futex word (notify.c). This is the one place that knows
  * every bulk step: a new one adds its redo here.
@@ -13,7 +13,8 @@
  * Every wait for the mutex has a deadline (see "bounded waits" below).
  *
  * unlock_dict() also gives an emptied dict its arena back in one piece
- * (defrag) before releasing the mutex, and wakes waiters after it.
+ * (a compaction of nothing: bump back to the bottom) before releasing the
+ * mutex, and wakes waiters after it.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -97,8 +98,7 @@ int recover(shmdict_t *h)
     if (H->defrag_pending) {
         uint64_t step = H->defrag_pending;
         /* a growth's redo is an index rebuild at the file's new end (grow.c) */
-        rc = step == DEFRAG_MERGE ? defrag_pass(h)
-           : step == DEFRAG_COMPACT ? compact_pass(h)
+        rc = step == DEFRAG_COMPACT ? compact_pass(h)
            : step == DEFRAG_REINDEX || step == DEFRAG_GROW ? reindex_pass(h)
            : SHMDICT_ECORRUPT;
         if (rc != SHMDICT_OK)
@@ -313,8 +313,8 @@ void unlock_dict(shmdict_t *h)
     /* An emptied dict gets its whole arena back in one piece: without this,
      * free blocks scattered in size classes would serve the next fill worse
      * than a fresh dict. Every operation has committed by now (log empty). */
-    if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
-        defrag(h);
+    if (__builtin_expect(H->count == 0 && H->frees_since_compact != 0 && H->ulog_n == 0, 0))
+        compact(h);
     pthread_mutex_unlock(h->mu);
     wake_pending(h); /* FUTEX_WAKE only where someone waits, and outside the lock */
 }

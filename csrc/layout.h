@@ -93,8 +93,10 @@
 
 enum { T_FREE = 0 };
 
-/* header.defrag_pending: which bulk memory step recovery must redo */
-enum { DEFRAG_NONE = 0, DEFRAG_MERGE = 1, DEFRAG_COMPACT = 2, DEFRAG_REINDEX = 3, DEFRAG_GROW = 4 };
+/* header.defrag_pending: which bulk memory step recovery must redo (1 was a
+ * merge pass of adjacent free blocks, dropped in layout 3: compaction and
+ * borrowing gave the same fill at a fraction of the cost, docs/reliability.md) */
+enum { DEFRAG_NONE = 0, DEFRAG_COMPACT = 2, DEFRAG_REINDEX = 3, DEFRAG_GROW = 4 };
 
 /* header.flags */
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
@@ -151,8 +153,8 @@ typedef struct header {
     uint64_t clock_hand;        /* reserved: CLOCK eviction hand */
     uint64_t recoveries;        /* EOWNERDEAD repairs */
     uint64_t defrag_pending;    /* a bulk memory step is being applied (redo on recovery):
-                                 * DEFRAG_MERGE, DEFRAG_COMPACT or DEFRAG_REINDEX, table.c */
-    uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
+                                 * DEFRAG_COMPACT, DEFRAG_REINDEX (table.c) or DEFRAG_GROW (grow.c) */
+    uint64_t frees_since_compact;/* hint: blocks freed since the last compaction */
     /* statistics (stats.c shmdict_stats): plain unlogged increments under the
      * lock. They are diagnostics, not state: an operation rolled back after a
      * crash may leave its increment behind. */

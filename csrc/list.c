@@ -23,8 +23,8 @@
  * bytes go outside the live part (unreachable, so unlogged), then one logged
  * store of the num word (start, vlen), one of count, one of the version
  * word, commit. When that side is full the list moves to a new block with
- * room on both sides (at least twice the live bytes), through the same
- * escalation as put() -- reclaim expired, defrag, borrow, evict -- and the
+ * room on both sides (at least twice the live bytes), making room as put()
+ * does (room_take/room_climb, record.c) -- reclaim, borrow, compact, grow, evict -- and the
  * same publish-then-free order, so a crash leaves the old record or the new
  * one. A list whose last element is popped is deleted. Records never move
  * otherwise, so one key's list is always one contiguous block: its total
@@ -54,13 +54,15 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
     header_t *H = h->hdr;
     uint64_t esz = (is_numeric(v->type) ? 8 : v->len) + 9;
     uint64_t live = (src ? src->num.s.vlen : 0) + esz, count = (src ? *list_count(src) : 0) + 1;
-    uint64_t units = (REC_HDR + pad8(klen) + 8 + want + UNIT - 1) / UNIT, evicted = 0;
+    uint64_t units = (REC_HDR + pad8(klen) + 8 + want + UNIT - 1) / UNIT;
     if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         units = (REC_HDR + pad8(klen) + 8 + live + UNIT - 1) / UNIT; /* no slack then */
     if (live > UINT32_MAX / 2 || class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
-    bool compacted = false, no_room = false; /* no_room: a growth failed for want of space */
-    for (int stage = 0;; stage++) {
+    room_t room;
+    room_init(&room, h, 0, now);
+    for (;;) {
+        H = h->hdr; /* a growth may have mapped the dict again */
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
         if (i < -1)
             return SHMDICT_ECORRUPT;
@@ -69,15 +71,10 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
             src = old; /* the key's own record: a compaction pass may have moved it */
         uint64_t unit = 0;
         int cls = 0, rc;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
-            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
-            if (rc == SHMDICT_OK) {
-                stage--; /* slot numbers changed: look the key up again, same stage */
-                continue;
-            }
-        } else {
-            rc = alloc_units(h, units, stage >= 2, &unit, &cls);
-        }
+        rc = room_take(h, &room, !old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h))), units,
+                       &unit, &cls);
+        if (rc == ROOM_AGAIN)
+            continue; /* the index grew: slot numbers changed */
         if (rc == SHMDICT_OK) {
             FAULT(LIST_ALLOCATED);
             rec_t *r = unit_ptr(h, unit);
@@ -127,32 +124,8 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         }
         if (rc != SHMDICT_EFULL)
             return rc;
-        if (stage == 0) {
-            if (reclaim_expired(h, now, true) < 0) /* never src: it is live */
-                return SHMDICT_ECORRUPT;
-        } else if (stage == 1) {
-            if (defrag(h) != SHMDICT_OK)
-                return SHMDICT_ECORRUPT;
-        } else if (!compacted && compact_would_fit(h, units, H->flags & HF_EVICT)) {
-            if (compact(h) != SHMDICT_OK) /* src moves too: the loop finds it again */
-                return SHMDICT_ECORRUPT;
-            compacted = true; /* once: a second pass could only loop on a scribbled used_bytes */
-            stage = 1; /* the loop's stage++ retries with borrowing */
-        } else if (!no_room && (rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
-            if (rc == SHMDICT_ESYS && (H->flags & HF_EVICT))
-                no_room = true; /* the filesystem is full: a cache evicts instead */
-            else if (rc != SHMDICT_OK)
-                return rc;
-            H = h->hdr;
-            stage = 1;
-        } else if (H->flags & HF_EVICT) {
-            rc = evict_some(h, i, units, &evicted);
-            if (rc != SHMDICT_OK)
-                return rc;
-            stage = 1;
-        } else {
-            return SHMDICT_EFULL;
-        }
+        if ((rc = room_climb(h, &room, units, i)) != SHMDICT_OK) /* never src: it is live and kept */
+            return rc;
     }
 }
 

@@ -48,8 +48,8 @@
  * flush_all cannot log O(n) stores. It commits flush_pending = 1 first, then
  * clears the table with idempotent plain stores, then clears the flag;
  * recovery re-runs the clear whenever it finds the flag set (redo). The
- * defrag pass, the compaction pass and the index rebuild (table.c) follow the
- * same protocol with defrag_pending (which of them is pending).
+ * compaction pass and the index rebuild (table.c) and the growth (grow.c)
+ * follow the same protocol with defrag_pending (which of them is pending).
  *
  * A log that fails validation (count or offset out of range) is never
  * guessed at: the table is marked corrupt, and every operation reports

@@ -16,11 +16,13 @@
  * a valid state: lookups probe past it, inserts reuse it) and continues.
  *
  * ALLOCATOR. Records live in segregated size classes (layout.h class_units):
- * a LIFO free list per class plus a bump pointer; blocks are never split or
- * merged, so the arena is always a gap-free sequence of blocks from unit
- * FIRST_UNIT to `bump` (table_check walks it). An allocation takes the exact
- * class's free list, then the bump pointer, then the smallest larger class
- * with a free block (the block keeps its class, so it goes back to that list).
+ * a LIFO free list per class plus a bump pointer; blocks are never merged
+ * (a borrowed one is split in place into class-sized pieces), so the arena
+ * is always a gap-free sequence of blocks from unit FIRST_UNIT to `bump`
+ * (table_check walks it). An allocation takes the exact class's free list,
+ * then the bump pointer, then (borrowing) the smallest larger class with a
+ * free block, split: the rest goes back on the lists as class-sized blocks. Free space scattered in holes is gathered at the top
+ * by compaction (below), the one pass that moves or re-carves blocks.
  *
  * EXPIRY. Lazy: readers treat a record past its deadline as absent. Writers
  * sweep SWEEP_SLOTS slots per insert when any record has a TTL, and before a
@@ -85,8 +87,8 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
     return r;
 }
 
-/* The one block validator of every arena walker (defrag, compaction, index
- * rebuild, check): the block at unit u, below bump, has a class whose size
+/* The one block validator of every arena walker (compaction, index rebuild,
+ * free_space, check): the block at unit u, below bump, has a class whose size
  * fits before bump. Says nothing of the block's contents. */
 bool block_ok(const shmdict_t *h, uint64_t u, uint64_t bump)
 {
@@ -157,7 +159,8 @@ static int class_floor(uint64_t units)
 }
 
 /* Size of the first class-sized piece to carve from a free run of len units
- * (len >= MIN_BLOCK): as large as possible, never leaving a 1-unit sliver. */
+ * (len >= MIN_BLOCK; the rest of a borrowed block): as large as possible,
+ * never leaving a 1-unit sliver. */
 static uint64_t carve_len(uint64_t len)
 {
     int c = class_floor(len);
@@ -166,8 +169,7 @@ static uint64_t carve_len(uint64_t len)
     return class_units(c);
 }
 
-/* For free_space (stats.c): the same two rules, exported. */
-uint64_t carve_units(uint64_t len) { return carve_len(len); }
+/* For free_space (stats.c): the largest class that fits, exported. */
 int class_floor_units(uint64_t units) { return class_floor(units); }
 
 /* Turn [at, end) -- inside a block already logged or unpublished -- into free
@@ -261,133 +263,14 @@ void free_block(shmdict_t *h, uint64_t unit, rec_t *r)
     w64(h, (uint64_t *)&r->klen, w);
     w64(h, &r->expires, H->free_head[c]);
     w64(h, &H->free_head[c], unit);
-    H->frees_since_defrag++; /* a hint, unlogged */
+    H->frees_since_compact++; /* a hint, unlogged */
     STORED();
-}
-
-/* ---- defragmentation ------------------------------------------------------------ */
-
-/* One idempotent pass over the arena: merge every run of adjacent free
- * blocks, re-carve it into as few class-sized blocks as possible, rebuild all
- * free lists, and give a free run at the end back to the bump pointer.
- *
- * Plain stores, under the redo protocol (defrag_pending = DEFRAG_MERGE).
- * INVARIANT: outside the run being carved, the arena from FIRST_UNIT to
- * bump is a valid tiling, and the run being carved, [start, end), is named
- * by the journal word compact_at = start << 32 | end (0: none), stored
- * before its first new header and cleared after its last. Inside the run the
- * tiling is broken while its headers are written: a new piece may start one
- * unit after an old block's start and overwrite that block's type word. So
- * a redo first re-carves the journalled run (the carving is a function of
- * start and end alone, so writing it again is idempotent), and only then
- * walks the arena; runs carved before it are carved again to the same
- * headers, and the free lists are rebuilt from scratch. defrag() clears the
- * journal word in the transaction that sets defrag_pending. */
-static void carve_run(shmdict_t *h, uint64_t start, uint64_t end, uint64_t *piece, uint64_t *n_out)
-{
-    uint64_t n = 0;
-    for (uint64_t at = start; at < end && n < 64;) {
-        piece[n++] = at;
-        at += carve_len(end - at);
-    }
-    for (uint64_t k = n; k-- > 0;) { /* last piece first */
-        rec_t *p = unit_ptr(h, piece[k]);
-        uint64_t e = k + 1 < n ? piece[k + 1] : end;
-        rec_t hd = {0};
-        hd.type = T_FREE;
-        hd.cls = (uint8_t)class_of(e - piece[k]);
-        memcpy(p, &hd, 16);
-        STORED();
-    }
-    *n_out = n;
-}
-
-int defrag_pass(shmdict_t *h)
-{
-    header_t *H = h->hdr;
-    uint64_t bump = H->bump, piece[64], n;
-    if (bump < FIRST_UNIT || bump > h->units)
-        return SHMDICT_ECORRUPT;
-    uint64_t run = H->compact_at;
-    if (run) { /* a run cut short mid-carving: finish it before walking */
-        uint64_t s = run >> 32, e = run & 0xffffffffu;
-        if (s < FIRST_UNIT || s >= e || e > bump || e - s < MIN_BLOCK)
-            return SHMDICT_ECORRUPT;
-        carve_run(h, s, e, piece, &n);
-        __atomic_store_n(&H->compact_at, 0, __ATOMIC_RELAXED);
-        STORED();
-    }
-    memset(H->free_head, 0, sizeof H->free_head);
-    STORED();
-    uint64_t u = FIRST_UNIT;
-    while (u < bump) {
-        if (!block_ok(h, u, bump))
-            return SHMDICT_ECORRUPT;
-        rec_t *r = unit_ptr(h, u);
-        if (r->type != T_FREE) {
-            u += class_units(r->cls & 0x7f);
-            continue;
-        }
-        uint64_t start = u;
-        while (u < bump) {
-            rec_t *f = unit_ptr(h, u);
-            if (f->type != T_FREE)
-                break;
-            if (!block_ok(h, u, bump))
-                return SHMDICT_ECORRUPT;
-            u += class_units(f->cls & 0x7f);
-        }
-        if (u == bump) {
-            H->bump = start; /* the tail is free: back to the bump pointer */
-            STORED();
-            break;
-        }
-        __atomic_store_n(&H->compact_at, start << 32 | u, __ATOMIC_RELAXED);
-        STORED();
-        carve_run(h, start, u, piece, &n);
-        __atomic_store_n(&H->compact_at, 0, __ATOMIC_RELAXED);
-        STORED();
-        for (uint64_t k = 0; k < n; k++) {
-            rec_t *p = unit_ptr(h, piece[k]);
-            int pc = p->cls & 0x7f;
-            p->expires = H->free_head[pc];
-            STORED();
-            H->free_head[pc] = piece[k];
-            STORED();
-        }
-        FAULT(DEFRAG_MERGED);
-    }
-    H->frees_since_defrag = 0;
-    STORED();
-    return SHMDICT_OK;
-}
-
-/* Run a defrag pass if anything was freed since the last one. */
-int defrag(shmdict_t *h)
-{
-    header_t *H = h->hdr;
-    if (H->frees_since_defrag == 0)
-        return SHMDICT_OK;
-    w64(h, &H->defrag_pending, DEFRAG_MERGE);
-    w64(h, &H->compact_at, 0); /* the pass's journal word: no run half carved */
-    commit(h);
-    FAULT(DEFRAG_MARKED);
-    int rc = defrag_pass(h);
-    if (rc) {
-        H->corrupt = 1;
-        return rc;
-    }
-    atomic_signal_fence(memory_order_seq_cst);
-    H->defrag_pending = 0;
-    STORED();
-    return SHMDICT_OK;
 }
 
 /* ---- compaction ----------------------------------------------------------------
  *
- * Free blocks merge only with their neighbours (defrag_pass), so after churn
- * the free space can be scattered in pieces too small for a large item.
- * Compaction slides every live record down, in arena order, over the free
+ * Free blocks never merge, so after churn the free space can be scattered in
+ * pieces too small for a large item. Compaction slides every live record down, in arena order, over the free
  * blocks below it, so all free space ends up above bump in one piece. A
  * record's index slot is found from its key's hash (the slot whose tag
  * matches and whose unit is the record's old or new place) and repointed.
@@ -478,7 +361,7 @@ int compact_pass(shmdict_t *h)
     }
     H->bump = dst;
     STORED();
-    H->frees_since_defrag = 0;
+    H->frees_since_compact = 0;
     STORED();
     return SHMDICT_OK;
 }
@@ -857,7 +740,7 @@ void table_reset(shmdict_t *h)
     H->bump = FIRST_UNIT;
     H->exp_hint = 0;
     H->expire_hand = H->clock_hand = 0;
-    H->frees_since_defrag = 0;
+    H->frees_since_compact = 0;
     STORED();
     H->defrag_pending = 0;
     STORED();
