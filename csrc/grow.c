@@ -163,6 +163,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     }
     w64(h, &H->defrag_pending, DEFRAG_GROW);
     w64(h, &H->size, bytes);
+    w64(h, &H->geo_check, geo_sum(H->index_cap, bytes));
     w64(h, &H->size_user, size_user);
     commit(h);
     FAULT(GROW_MARKED);

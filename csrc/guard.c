@@ -57,9 +57,12 @@ int recover(shmdict_t *h)
     if (rc == SHMDICT_ESYS)
         return rc; /* this process cannot map it: leave the repair to the next locker */
     header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
-    if (rc || n > ULOG_MAX)
-        goto bad;
+    uint64_t w = H->ulog_n, n = ulog_len(w);
+    if (rc || n > ULOG_MAX || (n && w >> 32 != (uint32_t)H->gen))
+        goto bad; /* a count the operation's stamp does not vouch for (layout.h) */
+    if ((H->flush_pending && H->flush_pending != FLUSH_PENDING) ||
+        (H->defrag_pending && (H->defrag_pending & ~0xffull) != PENDING_TAG))
+        goto bad; /* a pending word nobody wrote: obeying it could empty the dict */
     for (uint64_t k = 0; k < n; k++) {
         uint64_t off = H->ulog[k].off & ~ULOG_BACKUP, len = H->ulog[k].old;
         if (H->ulog[k].off & ULOG_BACKUP) {
@@ -238,7 +241,8 @@ static bool counters_sane(const shmdict_t *h)
 {
     const header_t *H = h->hdr;
     return H->count <= h->cap && H->tombs <= h->cap - H->count && H->n_ttl <= H->count &&
-           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT;
+           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT &&
+           flags_ok(H->flags) && H->geo_check == geo_sum(H->index_cap, H->size);
 }
 
 /* Take the lock; repair after a dead holder. With allow_corrupt (flush_all,
@@ -282,7 +286,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
      * Unmappable here (ESYS): this call fails, the dict is fine. A size or
      * index_cap that does not fit the file is corruption. */
     if (rc != SHMDICT_ESYS && __builtin_expect(h->size != H->size || h->cap != H->index_cap, 0)) {
-        int g = map_sync(h);
+        int g = H->geo_check == geo_sum(H->index_cap, H->size) ? map_sync(h) : SHMDICT_ECORRUPT;
         if (g == SHMDICT_OK)
             g = table_bind(h);
         if (g == SHMDICT_ECORRUPT)

@@ -216,7 +216,7 @@ int shmdict_flush_all(shmdict_t *h)
     header_t *H = h->hdr;
     if (H->corrupt)
         H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */
-    w64(h, &H->flush_pending, 1);
+    w64(h, &H->flush_pending, FLUSH_PENDING);
     note_flush(h);
     commit(h);
     FAULT(FLUSH_MARKED);

@@ -34,7 +34,8 @@
  * the count update leaves an entry beyond n, which is ignored; a crash between
  * the count update and the store restores a value equal to the current one.
  * Recovery is idempotent: if the recoverer dies too, the next locker gets
- * EOWNERDEAD again and replays the same log.
+ * EOWNERDEAD again and replays the same log. The count word also carries a
+ * stamp (ulog_stamp below), so a scribbled count is refused, not replayed.
  *
  * REWRITING A RECORD IN PLACE
  * When a new value fits the old record's block, the record is rewritten where
@@ -45,7 +46,7 @@
  * back. One backup per operation: the area holds one record.
  *
  * BULK OPERATIONS
- * flush_all cannot log O(n) stores. It commits flush_pending = 1 first, then
+ * flush_all cannot log O(n) stores. It commits flush_pending = FLUSH_PENDING first, then
  * clears the table with idempotent plain stores, then clears the flag;
  * recovery re-runs the clear whenever it finds the flag set (redo). The
  * compaction pass and the index rebuild (table.c) and the growth (grow.c)
@@ -81,10 +82,16 @@ static int mutex_init(pthread_mutex_t *mu)
 
 int lock_init(header_t *hdr) { return mutex_init(&hdr->lock.mu); }
 
+/* The high half of ulog_n: gen's low half, which no store changes while an
+ * operation's log is open (commit() empties the log, then bumps gen).
+ * Recovery replays a log only if its stamp is gen's (layout.h): a scribbled
+ * count never replays entries of an operation that has long committed. */
+static inline uint64_t ulog_stamp(const header_t *H) { return (uint64_t)(uint32_t)H->gen << 32; }
+
 static void log_word(shmdict_t *h, uint64_t *p)
 {
     header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
+    uint64_t n = ulog_len(H->ulog_n);
     if (n >= ULOG_MAX)
         abort(); /* a bug: an operation outgrew the log. Dying holding the lock rolls it back. */
     H->ulog[n].off = (uint64_t)((char *)p - h->base);
@@ -92,7 +99,7 @@ static void log_word(shmdict_t *h, uint64_t *p)
     H->ulog[n].old = *p;
     STORED();
     CBAR();
-    H->ulog_n = n + 1;
+    H->ulog_n = ulog_stamp(H) | (n + 1);
     CBAR();
     STORED();
 }
@@ -108,7 +115,7 @@ void w64(shmdict_t *h, uint64_t *p, uint64_t v)
 void wbackup(shmdict_t *h, void *p, uint64_t len)
 {
     header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
+    uint64_t n = ulog_len(H->ulog_n);
     if (n >= ULOG_MAX || len > BACKUP_MAX)
         abort(); /* a bug, as in log_word */
     memcpy(H->backup, p, len);
@@ -118,7 +125,7 @@ void wbackup(shmdict_t *h, void *p, uint64_t len)
     H->ulog[n].old = len;
     STORED();
     CBAR();
-    H->ulog_n = n + 1;
+    H->ulog_n = ulog_stamp(H) | (n + 1);
     CBAR();
     STORED();
 }

@@ -82,7 +82,7 @@ enum {
 };
 
 enum {
-    SHMDICT_LAYOUT_VERSION = 2,
+    SHMDICT_LAYOUT_VERSION = 3,
     SHMDICT_MAX_KEY        = 65535,     /* bytes of UTF-8 */
     SHMDICT_MIN_SIZE       = 32768,     /* bytes */
     SHMDICT_MAX_SIZE_MB    = 32768,     /* 32 GiB: 2^32 arena units of 8 bytes */

@@ -591,6 +591,7 @@ int grow_index(shmdict_t *h)
         memcpy(old, h->slots, cap * sizeof(uint64_t));
     w64(h, &H->defrag_pending, DEFRAG_REINDEX);
     w64(h, &H->index_cap, cap + d);
+    w64(h, &H->geo_check, geo_sum(cap + d, H->size));
     commit(h);
     FAULT(REINDEX_MARKED);
     int rc = table_bind(h);
@@ -651,7 +652,7 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
             break;
         if (s == SLOT_TOMB || in_range(home_of(h, slot_tag(s)), hole, j))
             continue; /* stays: its home lies after the hole */
-        if (H->ulog_n + 4 > ULOG_MAX)
+        if (ulog_len(H->ulog_n) + 4 > ULOG_MAX)
             commit(h); /* hole is a counted TOMB: a valid state to stop in */
         w64(h, &slots[hole], s);
         w64(h, &slots[j], SLOT_TOMB);
@@ -727,6 +728,8 @@ void table_reset(shmdict_t *h)
     STORED();
     H->index_cap = h->cap0; /* back to the size it was created with: the arena gets its top back */
     STORED();
+    H->geo_check = geo_sum(h->cap0, h->size);
+    STORED();
     H->bump = FIRST_UNIT;
     STORED();
     table_bind(h);          /* cannot fail: cap0 was checked at attach, and bump is at the bottom */
@@ -772,7 +775,13 @@ int table_check(shmdict_t *h, char *msg, size_t msgcap)
     if (msgcap)
         msg[0] = 0;
     if (H->ulog_n != 0 || H->flush_pending || H->defrag_pending)
-        FAIL("undo log not empty (%llu entries)", (unsigned long long)H->ulog_n);
+        FAIL("an operation is unfinished (undo log of %llu entries, flush %s, bulk step %s)",
+             (unsigned long long)ulog_len(H->ulog_n), H->flush_pending ? "pending" : "none",
+             H->defrag_pending ? "pending" : "none");
+    if (H->geo_check != geo_sum(H->index_cap, H->size))
+        FAIL("geometry check word does not match index_cap and size");
+    if (!flags_ok(H->flags))
+        FAIL("flags word is not a flags word");
     if (H->corrupt)
         FAIL("table marked corrupt by a failed recovery");
     if (bump < FIRST_UNIT || bump > units)
