@@ -110,6 +110,7 @@ int recover(shmdict_t *h)
         H->defrag_pending = 0;
         STORED();
     }
+    ring_repair(h); /* a kill while the tail moved (notify.c) */
     wake_all(h); /* the dead writer may have bumped futex words without waking */
     /* O(1) sanity: the allocator and counters must be in range. */
     if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)

@@ -52,6 +52,7 @@ class Family:
     scenario: str  # a SCENARIOS entry of test_crash_sweep: size, setup, its operations
     op: int = 0  # which of the scenario's operations is swept; those before it run in the setup
     per_key: bool = False  # several transactions: each key old or new, none changed otherwise
+    ring: bool = False  # also check the event ring: no entry kept by the operation is lost
 
 
 def _merge_run(d: shmdict.SharedDict) -> None:
@@ -111,7 +112,7 @@ FAMILIES: dict[str, Family] = {
     "eviction": Family("evict", per_key=True),
     "growth instead of eviction": Family("grow-auto-evict", per_key=True),
     "flush_all": Family("flush"),
-    "event ring append (wrapped)": Family("event-wrap", op=150),
+    "event ring append (wrapped)": Family("event-wrap", op=150, ring=True),
     "load": Family("load", per_key=True),
     "recovery (pending undo log)": Family("recover", op=0),
     "recovery (pending compaction)": Family("compact-recover"),
@@ -142,12 +143,15 @@ class Sweep:
             self.op = ("get", "s")
         with open(self.path, "rb") as f:
             self.image = f.read()
+        self.ring = fam.ring
         self.before = self._state_before()
         self.stores, self.after = self._count()
 
     def _state_before(self) -> State:
         d = shmdict.get(self.name)
         try:
+            if self.ring:
+                self.ring_before = ring(d)
             return full_snapshot(d)
         finally:
             d.close()
@@ -171,6 +175,8 @@ class Sweep:
         finally:
             _lib.fault_arm(None)
         after = full_snapshot(d)
+        if self.ring:
+            self.ring_after = ring(d)
         d.close()
         return n, after
 
@@ -194,6 +200,14 @@ class Sweep:
                 ok = matches(now, self.before) or matches(now, self.after) or any(
                     matches(now, c) for c in candidates(self.before, self.op))
             assert ok, f"killed after store {n} of {self.stores}: neither all nor nothing"
+            if self.ring:
+                kept = ring(d)
+                # all of it (the new event last), or the old ring's newest entries: at least
+                # those the completed append kept, never fewer
+                old = self.ring_after[:-1]
+                assert kept == self.ring_after or kept[-len(old):] == old and len(kept) >= len(old), (
+                    f"killed after store {n}: the ring kept {len(kept)} entries, the append keeps {len(old)}"
+                )
             d["after-crash"] = "fine"
             d.check()
         finally:
@@ -202,6 +216,15 @@ class Sweep:
 
     def close(self) -> None:
         self.owner.close()  # the creator's handle: closing it removes the name
+
+
+def ring(d: shmdict.SharedDict) -> list[tuple[str, str | None]]:
+    """Every event the ring holds, oldest first, read from the start."""
+    cursor = _lib.ffi.new("uint64_t[2]", [0, 0])
+    out: list[tuple[str, str | None]] = []
+    while batch := d._events(cursor, "*", 0):
+        out += [(e.op, e.key) for e in batch if e.op != "lost"]
+    return out
 
 
 def _armed(name: str, point: str, nth: int, op: Op) -> int:
