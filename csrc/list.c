@@ -53,7 +53,10 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
 {
     header_t *H = h->hdr;
     uint64_t esz = (is_numeric(v->type) ? 8 : v->len) + 9;
-    uint64_t live = (src ? src->num.s.vlen : 0) + esz, count = (src ? *list_count(src) : 0) + 1;
+    /* src's live length is read once: the new block is sized from it and the
+     * copy below uses it, never a second read of the file */
+    uint64_t src_len = src ? src->num.s.vlen : 0;
+    uint64_t live = src_len + esz, count = (src ? *list_count(src) : 0) + 1;
     uint64_t units = (REC_HDR + pad8(klen) + 8 + want + UNIT - 1) / UNIT;
     if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         units = (REC_HDR + pad8(klen) + 8 + live + UNIT - 1) / UNIT; /* no slack then */
@@ -67,8 +70,15 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         if (i < -1)
             return SHMDICT_ECORRUPT;
         rec_t *old = i >= 0 ? rec_at(h, h->slots[i]) : NULL;
-        if (src)
+        uint64_t src_start = 0;
+        if (src) {
             src = old; /* the key's own record: a compaction pass may have moved it */
+            if (!src || src->type != SHMDICT_T_LIST || src->num.s.vlen != src_len)
+                return SHMDICT_ECORRUPT; /* nothing of this push is stored yet */
+            src_start = src->num.s.reserved;
+            if (src_start > list_cap(src->cls & 0x7f, klen) || src_len > list_cap(src->cls & 0x7f, klen) - src_start)
+                return SHMDICT_ECORRUPT;
+        }
         uint64_t unit = 0;
         int cls = 0, rc;
         rc = room_take(h, &room, !old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h))), units,
@@ -93,9 +103,9 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
                 elem_write(area + at, v);
                 at += esz;
             }
-            if (src && src->num.s.vlen) {
-                memcpy(area + at, list_area(src) + src->num.s.reserved, src->num.s.vlen);
-                at += src->num.s.vlen;
+            if (src && src_len) {
+                memcpy(area + at, list_area(src) + src_start, src_len);
+                at += src_len;
             }
             if (!left)
                 elem_write(area + at, v);

@@ -388,26 +388,28 @@ int evict_some(shmdict_t *h, int64_t keep)
  * (0 = missing), then 8 bytes for bool/int/float, or u32 vlen + bytes for
  * str/bytes (a list: its live elements, packed as in the record). */
 
-/* Size of the packed value of r. */
-static inline uint64_t packed_size(const rec_t *r)
-{
-    return 1 + (is_numeric(r->type) ? 8 : 4 + (uint64_t)r->num.s.vlen);
-}
-
-/* Append r's value at buf+used if it fits; returns the new used. */
+/* Append r's value at buf+used if it fits; returns the new used. Every word
+ * is read once and the value's bytes are bounded by its block, so a record
+ * changed after rec_at checked it can garble a value, never reach past it. */
 uint64_t pack_value(const rec_t *r, char *buf, size_t cap, uint64_t used)
 {
-    uint64_t need = packed_size(r);
+    int type = r->type, cls = r->cls & 0x7f;
+    uint64_t klen = r->klen, num = r->num.u;
+    uint64_t n = (uint32_t)num, from = type == SHMDICT_T_LIST ? num >> 32 : klen;
+    uint64_t room = type == SHMDICT_T_LIST ? list_cap(cls, klen) : class_units(cls) * UNIT - REC_HDR;
+    if (!is_numeric(type) && (from > room || n > room - from))
+        n = 0; /* out of its block: nothing is copied */
+    uint64_t need = 1 + (is_numeric(type) ? 8 : 4 + n);
     if (used + need <= cap) {
         char *p = buf + used;
-        *p++ = (char)r->type;
-        if (is_numeric(r->type)) {
-            memcpy(p, &r->num.u, 8);
+        *p++ = (char)type;
+        if (is_numeric(type)) {
+            memcpy(p, &num, 8);
         } else {
-            uint32_t n = r->num.s.vlen;
-            memcpy(p, &n, 4);
+            uint32_t n32 = (uint32_t)n;
+            memcpy(p, &n32, 4);
             if (n) /* a list: its live elements, packed as in the record */
-                memcpy(p + 4, r->type == SHMDICT_T_LIST ? list_area(r) + r->num.s.reserved : r->data + r->klen, n);
+                memcpy(p + 4, type == SHMDICT_T_LIST ? list_area(r) + from : r->data + from, n);
         }
     }
     return used + need;

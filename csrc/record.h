@@ -87,10 +87,13 @@ static inline int read_value(const rec_t *r, shmdict_out_t *out, char *buf, size
         out->i = r->num.i;
         out->f = r->num.f;
     } else {
-        uint64_t n = r->num.s.vlen;
+        /* read once, bounded by the block (see pack_value) */
+        uint64_t n = r->num.s.vlen, klen = r->klen, room = class_units(r->cls & 0x7f) * UNIT - REC_HDR;
+        if (klen > room || n > room - klen)
+            n = 0;
         out->len = n;
         if (n <= cap && n)
-            memcpy(buf, r->data + r->klen, n);
+            memcpy(buf, r->data + klen, n);
     }
     return r->type;
 }
