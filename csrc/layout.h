@@ -143,8 +143,35 @@ static inline uint64_t ulog_len(uint64_t ulog_n) { return ulog_n & 0xffffffffu; 
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
 #define CLS_REF 0x80u                  /* cls bit 7: CLOCK "referenced" bit (a hint, unlogged) */
 
-/* ABI stamp: the mutex and struct layout are libc/arch specific. */
-#define ABI_STAMP ((uint32_t)(sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | 0x01))
+/* ABI stamp: the mutex and struct layout are C library and architecture
+ * specific. glibc and musl mutexes are both 40 bytes on x86-64 but lay their
+ * words out differently, so the C library is stamped too: a musl process (an
+ * Alpine container sharing /dev/shm) attaching a glibc-made dict, or the
+ * reverse, would break mutual exclusion. Bytes, low to high: architecture,
+ * pointer size, mutex size, C library ('G' glibc, 'M' any other: musl). */
+#if defined(__x86_64__)
+#define ABI_ARCH 0x01u
+#elif defined(__aarch64__)
+#define ABI_ARCH 0x02u
+#elif defined(__i386__)
+#define ABI_ARCH 0x03u
+#elif defined(__arm__)
+#define ABI_ARCH 0x04u
+#elif defined(__powerpc64__)
+#define ABI_ARCH 0x05u
+#elif defined(__s390x__)
+#define ABI_ARCH 0x06u
+#elif defined(__riscv)
+#define ABI_ARCH 0x07u
+#else
+#define ABI_ARCH 0x7fu
+#endif
+#ifdef __GLIBC__
+#define ABI_LIBC ((uint32_t)'G')
+#else
+#define ABI_LIBC ((uint32_t)'M')
+#endif
+#define ABI_STAMP ((uint32_t)(ABI_LIBC << 24 | sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | ABI_ARCH))
 
 typedef struct ulog_entry {
     uint64_t off; /* byte offset of the word from the file start */

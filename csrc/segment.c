@@ -400,6 +400,8 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
     return rc;
 }
 
+uint32_t shmdict_abi(void) { return ABI_STAMP; }
+
 void shmdict_close(shmdict_t *h)
 {
     if (!h)

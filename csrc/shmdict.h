@@ -133,6 +133,9 @@ int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, i
  * at most SHMDICT_NAME_MAX bytes, else EINVAL (shmdict_create too). */
 int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_uid, shmdict_out_t *why,
                    shmdict_t **out);
+/* This build's ABI stamp (C library, mutex size, pointer size, architecture):
+ * a dict stamped otherwise is refused by attach with EVERSION. */
+uint32_t shmdict_abi(void);
 /* Unmap and free the handle. The caller guarantees no call is in flight. */
 void shmdict_close(shmdict_t *h);
 int shmdict_info(shmdict_t *h, shmdict_info_t *out);
