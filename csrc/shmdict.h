@@ -343,6 +343,13 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
  * count them. */
 int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t budget,
                        uint64_t wall_now, int store, shmdict_out_t *out);
+/* Salvage (no lock, no store): the items of index slots [from, from + count)
+ * that are still whole, in the export format. Returns their number with
+ * out->i = the next `from` (0 = done), out->len = bytes, out->ver = records
+ * refused as damaged; ERANGE with out->len = bytes needed if not even one
+ * item fits in cap. */
+int64_t shmdict_salvage(shmdict_t *h, uint64_t from, uint64_t count, uint64_t wall_now, char *buf, size_t cap,
+                        shmdict_out_t *out);
 
 /* ---- bounded lock waits (lock.c) ------------------------------------------ */
 

@@ -253,6 +253,127 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
     return e.used > cap ? SHMDICT_ERANGE : (int64_t)e.n;
 }
 
+/* ---- salvage -----------------------------------------------------------------
+ *
+ * What is still readable from a dict that can no longer be used -- marked
+ * corrupt, or with a mutex that cannot be recovered -- in the export format,
+ * WITHOUT the lock and without writing a byte of the file. Index slots
+ * [from, from + count) are read in order; a slot's record is taken only if,
+ * read once into a copy, it is whole: inside the arena, its class fitting,
+ * its value inside its block, its key hashing to the slot's tag (so a slot
+ * that points at the wrong place is refused, not followed), keys and str
+ * values valid UTF-8, a list's elements well formed. The bytes are copied
+ * into the caller's buffer first and judged there, so a record that changes
+ * meanwhile is refused or copied whole, never read past its block. Expired
+ * items are left out. A dict whose index itself is lost yields nothing;
+ * check() then says why. */
+int64_t shmdict_salvage(shmdict_t *h, uint64_t from, uint64_t count, uint64_t wall_now, char *buf, size_t cap,
+                        shmdict_out_t *out)
+{
+    uint64_t n = 0, used = 0, refused = 0, now = now_ns(), i = from, end;
+    out->i = 0;
+    out->len = 0;
+    out->ver = 0;
+    if (count == 0 || from > h->cap)
+        return SHMDICT_EINVAL;
+    end = count < h->cap - from ? from + count : h->cap;
+    for (; i < end; i++) {
+        uint64_t s = __atomic_load_n(&h->slots[i], __ATOMIC_RELAXED), unit = slot_unit(s);
+        if (s <= SLOT_TOMB)
+            continue;
+        rec_t hd;
+        if (unit < FIRST_UNIT || unit + MIN_REC_UNITS > h->units) {
+            refused++;
+            continue;
+        }
+        memcpy(&hd, unit_ptr(h, unit), sizeof hd); /* read once: everything below uses the copy */
+        int cls = hd.cls & 0x7f, type = hd.type;
+        uint64_t klen = hd.klen, vlen = 0, from_off = 0, lcount = 0;
+        if (cls >= NCLASS || type < SHMDICT_T_BOOL || type > SHMDICT_T_LIST || klen == 0 ||
+            unit + class_units(cls) > h->units) {
+            refused++;
+            continue;
+        }
+        uint64_t room = class_units(cls) * UNIT - REC_HDR; /* bytes after the record header */
+        if (type == SHMDICT_T_LIST) {
+            vlen = hd.num.s.vlen;
+            from_off = pad8(klen) + 8 + hd.num.s.reserved;
+            if (pad8(klen) + 8 > room || hd.num.s.reserved > room - pad8(klen) - 8 || vlen > room - from_off) {
+                refused++;
+                continue;
+            }
+            lcount = rd64(unit_ptr(h, unit)->data + pad8(klen));
+        } else if (!is_numeric(type)) {
+            vlen = hd.num.s.vlen;
+            from_off = klen;
+            if (klen > room || vlen > room - klen) {
+                refused++;
+                continue;
+            }
+        } else if (klen > room) {
+            refused++;
+            continue;
+        }
+        uint64_t wall = 0;
+        if (hd.expires) {
+            if (hd.expires <= now)
+                continue;
+            uint64_t left = hd.expires - now;
+            wall = left >= UINT64_MAX - wall_now ? UINT64_MAX : wall_now + left;
+        }
+        uint64_t need = 4 + klen + 1 + 8 + (is_numeric(type) ? 8 : type == SHMDICT_T_LIST ? 8 + vlen : 4 + vlen);
+        if (used + need > cap) {
+            if (n == 0 && used == 0) {
+                out->i = (int64_t)i;
+                out->len = need;
+                return SHMDICT_ERANGE; /* not even this one item fits: a larger buffer, same `from` */
+            }
+            break;
+        }
+        const char *rd = unit_ptr(h, unit)->data;
+        char *p = buf + used, *key = p + 4, *val;
+        uint32_t kl = (uint32_t)klen, vl = (uint32_t)vlen;
+        memcpy(p, &kl, 4);
+        memcpy(key, rd, klen);
+        p = key + klen;
+        *p++ = (char)type;
+        memcpy(p, &wall, 8);
+        p += 8;
+        if (is_numeric(type)) {
+            memcpy(p, &hd.num.u, 8);
+            val = p;
+        } else {
+            if (type == SHMDICT_T_LIST) {
+                uint32_t c = (uint32_t)lcount;
+                memcpy(p, &c, 4);
+                p += 4;
+            }
+            memcpy(p, &vl, 4);
+            val = p + 4;
+            if (vlen)
+                memcpy(val, rd + from_off, vlen);
+        }
+        /* judged on the copy */
+        bool ok = (uint32_t)(hash_key(h, key, klen) >> 32) == slot_tag(s) && utf8_ok(key, klen);
+        if (ok && type == SHMDICT_T_STR)
+            ok = utf8_ok(val, vlen);
+        else if (ok && type == SHMDICT_T_BOOL)
+            ok = rd64(val) <= 1;
+        else if (ok && type == SHMDICT_T_LIST)
+            ok = lcount > 0 && lcount <= UINT32_MAX && elems_ok(val, vlen, lcount, true);
+        if (!ok) {
+            refused++;
+            continue;
+        }
+        used += need;
+        n++;
+    }
+    out->i = i < h->cap ? (int64_t)i : 0;
+    out->len = used;
+    out->ver = (uint32_t)refused;
+    return (int64_t)n;
+}
+
 /* ---- import ----------------------------------------------------------------- */
 
 typedef struct item {

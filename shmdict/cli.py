@@ -567,12 +567,24 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_salvage(args: argparse.Namespace) -> int:
+    n, refused = shmdict.salvage(args.name, args.file, shared=_ATTACH.get("shared", False))
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n, "refused": refused},
+                     f"salvaged {n} items of {args.name} to {args.file}"
+                     + (f" ({refused} damaged records left out)" if refused else ""))
+    return EXIT_OK
+
+
 def _add_snapshot_commands(add: Any) -> None:
     sp = add("dump", cmd_dump, "write a snapshot of every live item to FILE ('-': stdout)")
     sp.add_argument("name", help="a dict name, or a redis:// URL")
     sp.add_argument("file")
     sp = add("load", cmd_load, "store the items of a snapshot FILE ('-': stdin); other keys are kept")
     sp.add_argument("name", help="a dict name, or a redis:// URL")
+    sp.add_argument("file")
+    sp = add("salvage", cmd_salvage, "write every item still readable in a corrupt dict to a snapshot FILE, "
+                                     "without its lock and without changing it")
+    sp.add_argument("name")
     sp.add_argument("file")
 
 
