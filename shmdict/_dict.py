@@ -563,7 +563,7 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         still whole, read without the lock and without changing the dict;
         returns ``(items, refused)`` (see :func:`shmdict.salvage`).
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         from ._salvage import salvage_handle
 

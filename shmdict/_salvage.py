@@ -61,7 +61,7 @@ def salvage(name: str, dst: FileArg, *, shared: Any = False) -> tuple[int, int]:
     as damaged. It attaches on its own (a dict whose lock cannot be taken
     still opens here). Load the snapshot into a new dict with ``load()``.
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
     directory = _dir()
     flags, also = _trust(shared)
