@@ -155,6 +155,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
         }
     }
     FAULT(GROW_ALLOCATED);
+    about_to_block(); /* a new mapping and an O(index) move: the binding lets its other threads run */
     if (bytes > h->map_size) {
         int rc = map_more(h, bytes);
         if (rc)

@@ -56,6 +56,7 @@ int recover(shmdict_t *h)
     int rc = map_sync(h);
     if (rc == SHMDICT_ESYS)
         return rc; /* this process cannot map it: leave the repair to the next locker */
+    about_to_block(); /* a redo may be a whole bulk step: let the binding's other threads run */
     header_t *H = h->hdr;
     uint64_t w = H->ulog_n, n = ulog_len(w);
     if (rc || n > ULOG_MAX || (n && w >> 32 != (uint32_t)H->gen))
@@ -121,19 +122,6 @@ bad:
     return SHMDICT_ECORRUPT;
 }
 
-/* The binding's hook, called right before a thread blocks on a busy lock
- * (shmdict_on_block in shmdict.h). Atomic: set once by a binding at import,
- * read by every contended acquisition. */
-static void (*_Atomic block_hook)(void);
-
-void shmdict_on_block(void (*fn)(void)) { atomic_store(&block_hook, fn); }
-
-static inline void about_to_block(void)
-{
-    void (*fn)(void) = atomic_load_explicit(&block_hook, memory_order_relaxed);
-    if (fn)
-        fn();
-}
 
 /* ---- bounded waits ----------------------------------------------------------
  *

@@ -150,6 +150,23 @@ void commit(shmdict_t *h)
 }
 
 
+/* The binding's hook (shmdict_on_block in shmdict.h), called right before a
+ * thread blocks on the busy lock (guard.c) and before a bulk step that runs
+ * in O(dict) under the lock: a compaction, an index or file growth, a flush,
+ * a recovery (table.c, grow.c, guard.c). The CPython type releases the GIL
+ * there, so other threads run meanwhile; the call then finishes without it.
+ * Atomic: set once by a binding at import. */
+static void (*_Atomic block_hook)(void);
+
+void shmdict_on_block(void (*fn)(void)) { atomic_store(&block_hook, fn); }
+
+void about_to_block(void)
+{
+    void (*fn)(void) = atomic_load_explicit(&block_hook, memory_order_relaxed);
+    if (fn)
+        fn();
+}
+
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
  * process-shared one (garbage, or made by another libc) would make
  * pthread_mutex_lock misbehave. glibc keeps the kind in __data.__kind. */

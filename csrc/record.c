@@ -11,10 +11,15 @@
  *     validate arguments -> hash the key (no lock needed: the seed is
  *     immutable) -> lock -> table work -> commit -> unlock -> return rc
  *
- * with a single unlock exit. Nothing inside the lock allocates memory, makes
- * a system call (clock_gettime is a vDSO read) or calls back into Python.
- * Every store goes through put() / w64() / delete_at() and so through the
- * undo log; each step has a crash point.
+ * with a single unlock exit. Nothing inside the lock runs Python code. A
+ * plain operation allocates nothing and makes no system call (clock_gettime
+ * is a vDSO read); the bulk steps an allocation may escalate to do: an index
+ * growth allocates a private copy of the old index, a file growth calls
+ * posix_fallocate and may map the file again, and each bulk step first calls
+ * the binding's hook (about_to_block, lock.c), which releases the GIL. Every
+ * store to live state goes through put() / w64() / delete_at() and so
+ * through the undo log, and every store into the file is a crash point
+ * (STORED(), fault.h).
  */
 #include "record.h"
 #include "fault.h"

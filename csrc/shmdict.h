@@ -393,9 +393,11 @@ typedef struct shmdict_api {
 } shmdict_api_t;
 const shmdict_api_t *shmdict_api(void);
 /* fn (NULL: none) is called by a thread right before it blocks on a busy dict
- * lock, after the brief spin. The call then runs to completion; fn must not
- * call into shmdict. A binding uses it to let other threads run while this
- * one sleeps (the CPython type releases the GIL there). Process-wide. */
+ * lock, after the brief spin, and before a long bulk step under the lock
+ * (compaction, index or file growth, flush, recovery). The call then runs to
+ * completion; fn must not call into shmdict. A binding uses it to let other
+ * threads run meanwhile (the CPython type releases the GIL there).
+ * Process-wide. */
 void shmdict_on_block(void (*fn)(void));
 /* A batch (get_many, set_many) holds the lock for at most this many keys at a
  * time, so a huge batch cannot stall every other process for long. */

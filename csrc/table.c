@@ -395,6 +395,7 @@ int compact(shmdict_t *h)
     header_t *H = h->hdr;
     if (H->ulog_n)
         return SHMDICT_ECORRUPT;
+    about_to_block(); /* O(arena): the binding lets its other threads run */
     w64(h, &H->defrag_pending, DEFRAG_COMPACT);
     w64(h, &H->compact_at, (uint64_t)FIRST_UNIT << 32 | FIRST_UNIT);
     w64(h, &H->compact_piece, 0);
@@ -583,6 +584,7 @@ int grow_index(shmdict_t *h)
     uint64_t d = index_growth(h, true, &free_units);
     if (d == 0)
         return SHMDICT_EFULL;
+    about_to_block(); /* O(entries): the binding lets its other threads run */
     /* A private copy of the old index, taken before anything changes: the
      * new index covers the old one's place. Without memory for it, the
      * rebuild reads the records instead (slower: it hashes every key). */
@@ -719,6 +721,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
 void table_reset(shmdict_t *h)
 {
     header_t *H = h->hdr;
+    about_to_block(); /* O(index) */
     /* The size this handle mapped and checked against the file: a scribbled
      * size is repaired here (a legitimate one equals it: lock_dict follows it). */
     H->size = h->size;
