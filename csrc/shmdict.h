@@ -350,6 +350,12 @@ int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max
  * item fits in cap. */
 int64_t shmdict_salvage(shmdict_t *h, uint64_t from, uint64_t count, uint64_t wall_now, char *buf, size_t cap,
                         shmdict_out_t *out);
+/* Repair the dict's mutex if it can never be taken again (ENOTRECOVERABLE),
+ * safely against attached processes; with force, also one whose word names
+ * an owner thread that does not exist in this PID namespace. Then take the
+ * lock once (rolling back what a dead owner left). Returns 0 (the lock was
+ * usable), 1 (re-initialised), ELOCK (held by a live thread: left alone). */
+int shmdict_repair(shmdict_t *h, int force);
 
 /* ---- bounded lock waits (lock.c) ------------------------------------------ */
 

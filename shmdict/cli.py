@@ -575,6 +575,13 @@ def cmd_salvage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    done = shmdict.repair(args.name, force=args.force, shared=_ATTACH.get("shared", False))
+    human = f"re-initialised the lock of {args.name}" if done else f"the lock of {args.name} was usable"
+    print(json.dumps({"name": args.name, "repaired": done}) if args.json else human)
+    return EXIT_OK
+
+
 def _add_snapshot_commands(add: Any) -> None:
     sp = add("dump", cmd_dump, "write a snapshot of every live item to FILE ('-': stdout)")
     sp.add_argument("name", help="a dict name, or a redis:// URL")
@@ -586,6 +593,12 @@ def _add_snapshot_commands(add: Any) -> None:
                                      "without its lock and without changing it")
     sp.add_argument("name")
     sp.add_argument("file")
+    sp = add("repair", cmd_repair, "re-initialise a dict's lock that can never be taken again "
+                                   "(safe while processes stay attached)")
+    sp.add_argument("name")
+    sp.add_argument("--force", action="store_true",
+                    help="also when the lock word names an owner thread that does not exist "
+                         "(all processes in this PID namespace)")
 
 
 # ---- parser ---------------------------------------------------------------------

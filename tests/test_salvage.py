@@ -112,3 +112,34 @@ def test_salvage_of_a_missing_dict(shm_dir: str) -> None:
         shmdict.salvage(unique_name(), os.path.join(shm_dir, "x.snap"))
     assert not os.path.exists(os.path.join(shm_dir, "x.snap"))
     assert _lib.lib.shmdict_salvage  # the C entry point exists in this build
+
+
+def test_repair_an_unrecoverable_lock(shm_dir: str) -> None:
+    """A mutex that can never be taken again is re-initialised in place while a
+    handle stays attached; every item is still there and the dict works."""
+    name = unique_name()
+    with shmdict.new(name, "1m") as d:
+        items = _fill(d)
+        assert shmdict.repair(name) is False  # a usable lock is left as it is
+        _poke(shm_dir, name, header_layout.offset("lock") + 8, "<I", 0x7FFFFFFE)  # glibc: NOTRECOVERABLE
+        with pytest.raises(shmdict.Error, match="unusable"):
+            d["k001"]
+        r = subprocess.run([sys.executable, "-m", "shmdict", "repair", name],
+                           capture_output=True, text=True, env={**os.environ})
+        assert r.returncode == 0 and "re-initialised" in r.stdout, r.stderr
+        assert {k: d[k] for k in items} == items  # the handle that stayed attached works again
+        d["after"] = 1
+        d.check()
+
+
+def test_repair_never_takes_a_live_holders_lock(shm_dir: str) -> None:
+    """A lock word naming a live thread (this one) is left alone, even with force."""
+    name = unique_name()
+    with shmdict.new(name, "1m") as d:
+        d["k"] = "v"
+        word = os.gettid() if hasattr(os, "gettid") else os.getpid()
+        _poke(shm_dir, name, header_layout.offset("lock"), "<I", word)  # "held" by a live thread
+        with pytest.raises(shmdict.Error):
+            shmdict.repair(name, force=True)
+        _poke(shm_dir, name, header_layout.offset("lock"), "<I", 0)
+        assert d["k"] == "v"
