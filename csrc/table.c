@@ -752,6 +752,9 @@ void table_reset(shmdict_t *h)
     STORED();
     H->compact_at = H->compact_piece = 0;
     STORED();
+    if (!flags_ok(H->flags)) /* the policy's low half is kept: flush_all is the way out of CorruptError */
+        __atomic_store_n(&H->flags, flags_word((uint32_t)H->flags), __ATOMIC_RELAXED);
+    STORED();
 }
 
 /* ---- integrity check -------------------------------------------------------- */
