@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 import header_layout
-from relutil import describe, fork, unique_name, wait
+from relutil import describe, fork, report, unique_name, wait
 
 import shmdict
 
@@ -161,3 +161,4 @@ def test_every_header_word_scribbled(shm_dir: str) -> None:
             f"{_field_at(int(ln.split()[1]))} = {ln.split()[2]}: {' '.join(ln.split()[3:])}" for ln in lost[:10]
         )
         assert len(lines) > 1000  # the sweep did write that many words
+        report("header_words", files=len(lines), words=len({ln.split()[0] for ln in lines}))
