@@ -45,6 +45,8 @@ void set_deadline(shmdict_t *h, rec_t *r, uint64_t deadline);
 int evict_some(shmdict_t *h, int64_t keep);
 int64_t live_count(shmdict_t *h, bool reclaim);
 int for_each_live(shmdict_t *h, bool (*fn)(rec_t *, void *), void *ctx);
+int cursor_walk(shmdict_t *h, uint64_t cursor, int (*visit)(shmdict_t *, uint64_t, void *),
+                bool (*done)(const void *), void *ctx, uint64_t *next); /* scan and export's batches */
 uint64_t pack_value(const rec_t *r, char *buf, size_t cap, uint64_t used);
 
 static inline uint64_t *word8(rec_t *r) { return (uint64_t *)(void *)&r->klen; }

@@ -18,7 +18,8 @@
  *               (numbers: n = 8) -- the layout of a list record's live part
  *
  * EXPORT (shmdict_export) copies up to about `count` live items per call,
- * each read whole under the lock, and returns a cursor for the next call.
+ * each read whole under the lock, and returns a cursor for the next call:
+ * the cursor walk scan uses (cursor_walk, record.c).
  * The cursor is a position in the space of 32-bit hash tags, naming the slot
  * home_of(cursor) of the index at its current size (the index can grow
  * between calls: it is then rebuilt, and every key whose tag is at least the
@@ -210,6 +211,24 @@ static int export_one(shmdict_t *h, uint64_t s, exporter_t *e)
     return SHMDICT_OK;
 }
 
+typedef struct export_batch {
+    exporter_t e;
+    uint64_t seen, count, budget;
+} export_batch_t;
+
+static int export_visit(shmdict_t *h, uint64_t s, void *p)
+{
+    export_batch_t *x = p;
+    x->seen++;
+    return export_one(h, s, &x->e);
+}
+
+static bool export_done(const void *p)
+{
+    const export_batch_t *x = p;
+    return x->seen >= x->count || x->e.used >= x->budget;
+}
+
 int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t budget, uint64_t wall_now,
                        char *buf, size_t cap, shmdict_out_t *out)
 {
@@ -220,37 +239,15 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    exporter_t e = {buf, cap, 0, 0, h->hdr->n_ttl ? now_ns() : 0, wall_now};
-    uint64_t i = (uint64_t)(((unsigned __int128)cursor * h->cap) >> 32), seen = 0;
-    for (; i < h->cap && rc == SHMDICT_OK; i++) {
-        uint64_t s = h->slots[i];
-        if (s == SLOT_EMPTY) {
-            if (seen >= count || e.used >= budget)
-                break; /* a batch ends only just before an EMPTY slot */
-            continue;
-        }
-        if (s == SLOT_TOMB || home_of(h, slot_tag(s)) > i)
-            continue; /* a wrapped entry: the last batch takes it */
-        seen++;
-        rc = export_one(h, s, &e);
-    }
-    if (rc == SHMDICT_OK && i == h->cap) {
-        /* the last batch: the wrapped entries, all before the first EMPTY slot */
-        for (uint64_t j = 0; j < h->cap && rc == SHMDICT_OK; j++) {
-            uint64_t s = h->slots[j];
-            if (s == SLOT_EMPTY)
-                break;
-            if (s != SLOT_TOMB && home_of(h, slot_tag(s)) > j)
-                rc = export_one(h, s, &e);
-        }
-    }
-    uint64_t next = i < h->cap ? (uint64_t)((((unsigned __int128)i << 32) + h->cap - 1) / h->cap) : 0;
+    export_batch_t x = {{buf, cap, 0, 0, h->hdr->n_ttl ? now_ns() : 0, wall_now}, 0, count, budget};
+    uint64_t next;
+    rc = cursor_walk(h, cursor, export_visit, export_done, &x, &next);
     unlock_dict(h);
     if (rc)
         return rc;
     out->i = (int64_t)next;
-    out->len = e.used;
-    return e.used > cap ? SHMDICT_ERANGE : (int64_t)e.n;
+    out->len = x.e.used;
+    return x.e.used > cap ? SHMDICT_ERANGE : (int64_t)x.e.n;
 }
 
 /* ---- salvage -----------------------------------------------------------------
