@@ -2,7 +2,7 @@
 
 Armed with ``"store"`` (csrc/fault.h ``STORED()``), a process SIGKILLs itself
 right after its nth store into a dict's mapping: a logged word, an undo-log
-entry, a plain store of a bulk pass (merge, compaction, index rebuild, flush,
+entry, a plain store of a bulk pass (compaction, index rebuild, flush,
 growth), a memcpy/memmove/memset into the file. For each operation family
 (``FAMILIES``: a starting state and one operation) the sweep counts the
 operation's stores T, then for each n in 1..T restores the starting file,
@@ -10,7 +10,9 @@ lets a forked child attach and run the operation armed at n, and checks
 from this process (a fresh handle, so the first lock repairs): ``check()``
 passes, the contents are the state before or after the operation (per key
 for the families made of several transactions: eviction, expiry reclaim,
-set_many, load), and the dict takes a new item.
+set_many, load), the dict takes a new item, and the event ring read from
+its start holds the events of before or after the operation under their
+sequence numbers, with no gap (waiters' positions stay consistent).
 
 CI kills at a sample of each family's store counts (the first, the last, and
 evenly spread ones); ``SHMDICT_LONG=1`` kills at every one
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import header_layout
 from relutil import LONG, describe, fork, killed, report, unique_name, wait
 from test_crash_sweep import (
     SCENARIOS,
@@ -144,6 +147,8 @@ class Sweep:
         with open(self.path, "rb") as f:
             self.image = f.read()
         self.ring = fam.ring
+        self.events_before: Events | None = None
+        self.events_after: Events | None = None
         self.before = self._state_before()
         self.stores, self.after = self._count()
 
@@ -152,6 +157,7 @@ class Sweep:
         try:
             if self.ring:
                 self.ring_before = ring(d)
+            self.events_before = events(d, self.path)
             return full_snapshot(d)
         finally:
             d.close()
@@ -177,6 +183,7 @@ class Sweep:
         after = full_snapshot(d)
         if self.ring:
             self.ring_after = ring(d)
+        self.events_after = events(d, self.path)
         d.close()
         return n, after
 
@@ -200,6 +207,8 @@ class Sweep:
                 ok = matches(now, self.before) or matches(now, self.after) or any(
                     matches(now, c) for c in candidates(self.before, self.op))
             assert ok, f"killed after store {n} of {self.stores}: neither all nor nothing"
+            if self.events_before is not None and self.events_after is not None:
+                _check_events(events(d, self.path), self.events_before, self.events_after, n)
             if self.ring:
                 kept = ring(d)
                 # all of it (the new event last), or the old ring's newest entries: at least
@@ -227,6 +236,46 @@ def ring(d: shmdict.SharedDict) -> list[tuple[str, str | None]]:
     return out
 
 
+Events = tuple[int, list[tuple[str, Any]], int]  # (lost before the first kept, kept, ev_seq)
+
+
+def events(d: shmdict.SharedDict, path: str) -> Events | None:
+    """The event ring as a reader from the very start sees it: how many events it
+    reports lost, the events kept, and the header's next sequence number."""
+    cursor = _lib.ffi.new("uint64_t[2]", [0, 0])
+    lost, kept = 0, []
+    try:
+        while batch := d._events(cursor, "*", 0):
+            for e in batch:
+                if e.op == "lost":
+                    assert not kept, "events lost in the middle of the ring"
+                    lost += int(e.key or 0)
+                else:
+                    kept.append((e.op, e.key))
+    except ValueError:  # a dict without an event ring
+        return None
+    with open(path, "rb") as f:
+        f.seek(header_layout.offset("ev_seq"))
+        seq = int.from_bytes(f.read(8), "little")
+    return lost, kept, seq
+
+
+def _check_events(now: Events | None, before: Events, after: Events, n: int) -> None:
+    """Waiters' positions stay consistent: every event the ring still holds is the
+    one the same sequence number named before the kill (an old one) or after the
+    completed operation (a new one), and none is missing between the first kept
+    and the newest."""
+    assert now is not None
+    lost, kept, seq = now
+    assert lost + len(kept) == seq, f"store {n}: {lost} lost + {len(kept)} kept != {seq} events ever"
+    for idx, ev in enumerate(kept):
+        s = lost + idx
+        ref = before if s < before[2] else after
+        assert ref[0] <= s < ref[0] + len(ref[1]) or s < ref[0], f"store {n}: event {s} unknown"
+        if s >= ref[0]:
+            assert ev == ref[1][s - ref[0]], f"store {n}: event {s} is {ev}, was {ref[1][s - ref[0]]}"
+
+
 def _armed(name: str, point: str, nth: int, op: Op) -> int:
     _lib.fault_arm(point, nth)  # before attaching: attaching may run the recovery
     d = shmdict.get(name)
@@ -247,7 +296,7 @@ def sample(total: int, k: int = SAMPLE) -> list[int]:
 # ---- the tests ------------------------------------------------------------------------
 
 
-def test_free_run_before_a_live_key_survives_a_kill_at_every_store() -> None:
+def test_free_run_before_a_live_key_survives_a_kill_at_each_store() -> None:
     """The 64+31+5 free run before a live key D, and a put that needs the whole
     run: a kill after every store of that put leaves a dict that check()
     accepts with every item (D above all)."""
