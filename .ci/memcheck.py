@@ -1,6 +1,6 @@
 """The valgrind memcheck subset (.ci/run stage 3): every kind of operation, the
 C type's own paths (sizes, long batches, errors, a closed handle), the
-defrag and borrow paths, a kill and recovery at one crash point of each
+compaction and borrow paths, a kill and recovery at one crash point of each
 operation, and every hostile file in tests/corpus/ -- small enough to run
 under valgrind in about a minute (pytest + hypothesis under valgrind take
 tens of seconds per test).
@@ -57,7 +57,7 @@ def workload(d: shmdict.SharedDict) -> None:
     for m in range(1, n - 4, 4):
         del d[f"fill{m}"]
         del d[f"fill{m + 1}"]
-    d["big"] = "B" * 150  # needs a defrag pass
+    d["big"] = "B" * 150  # needs a compaction pass
     for m in range(n):
         d.pop(f"fill{m}", None)  # room again for the crash points' operations
     d.check()

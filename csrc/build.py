@@ -18,7 +18,7 @@ CSRC = Path(__file__).parent
 SOURCES = [
     "errors.c", "fault.c", "hash.c", "seq.c", "lock.c", "notify.c", "table.c", "grow.c", "optread.c", "guard.c", "segment.c", "record.c",
     "kv.c", "list.c", "scan.c", "batch.c", "stats.c", "evict.c", "limit.c", "flock.c", "window.c",
-    "snapshot.c", "resize.c", "watch.c", "api.c",
+    "snapshot.c", "resize.c", "repair.c", "watch.c", "api.c",
 ]
 
 

@@ -15,7 +15,7 @@ const char *shmdict_strerror(int rc)
     case SHMDICT_EOVERFLOW: return "overflow: the result does not fit its type";
     case SHMDICT_ESYS: return "system call failed";
     case SHMDICT_EVERSION: return "not a shmdict file of a compatible layout version";
-    case SHMDICT_ELOCK: return "the dict's lock is unusable";
+    case SHMDICT_ELOCK: return "the dict's lock is unusable (shmdict repair NAME re-initialises one that can never be taken again)";
     case SHMDICT_EINVAL: return "invalid argument";
     case SHMDICT_ERANGE: return "buffer too small";
     case SHMDICT_EEXIST: return "key exists";

@@ -19,7 +19,7 @@ int shmdict_configure(shmdict_t *h, int evict)
     if (rc)
         return rc;
     if (evict)
-        __atomic_store_n(&h->hdr->flags, h->hdr->flags | HF_EVICT, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->hdr->flags, flags_word((uint32_t)h->hdr->flags | HF_EVICT), __ATOMIC_RELAXED);
     rc = (int)(h->hdr->flags & HF_EVICT);
     unlock_dict(h);
     return rc;

@@ -1,8 +1,13 @@
 /*
- * fault.h -- named crash points (fault.c). FAULT(id) marks a step of a
- * mutating operation at which a test can have the process SIGKILL itself;
- * the crash sweep kills every operation at every point and checks the dict
- * the next locker repairs.
+ * fault.h -- crash points (fault.c), of two kinds:
+ *  - named: FAULT(id) marks a step of a mutating operation at which a test
+ *    can have the process SIGKILL itself (tests/test_crash_sweep.py);
+ *  - every store: STORED() follows each store into the mapping (a logged
+ *    word, a log entry, a plain store of a bulk pass, a memcpy/memmove/memset
+ *    into the file), so a test armed with "store" dies right after the nth
+ *    one, wherever it is (tests/test_crash_stores.py enumerates them all).
+ * A store no STORED() follows is a crash state no sweep reaches: every new
+ * store into the file gets one.
  */
 #ifndef SHMDICT_FAULT_H
 #define SHMDICT_FAULT_H
@@ -29,8 +34,6 @@
     X(INCR_TTL, "incr.ttl")                     /* TTL stored, counters pending */       \
     X(EXPIRE_STORED, "expire.stored")                                                    \
     X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
-    X(DEFRAG_MARKED, "defrag.marked")           /* defrag_pending committed */           \
-    X(DEFRAG_MERGED, "defrag.merged")           /* one free run re-carved */             \
     X(REINDEX_MARKED, "reindex.marked")         /* new index_cap committed, index garbage */\
     X(REINDEX_CLEARED, "reindex.cleared")       /* new index zeroed, nothing inserted */ \
     X(REINDEX_INSERTED, "reindex.inserted")     /* every 4096th record reinserted */     \
@@ -70,6 +73,15 @@ void fault_hit(int point);
     do {                                                          \
         if (__builtin_expect(fault_armed == FP_##id, 0))          \
             fault_hit(FP_##id);                                   \
+    } while (0)
+
+#include <stdint.h>
+extern uint64_t fault_stores_left; /* stores until the kill; 0 when disarmed */
+void fault_store_hit(void);
+#define STORED()                                                  \
+    do {                                                          \
+        if (__builtin_expect(fault_stores_left != 0, 0))          \
+            fault_store_hit();                                    \
     } while (0)
 
 #endif /* SHMDICT_FAULT_H */

@@ -156,6 +156,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
         }
     }
     FAULT(GROW_ALLOCATED);
+    about_to_block(); /* a new mapping and an O(index) move: the binding lets its other threads run */
     if (bytes > h->map_size) {
         int rc = map_more(h, bytes);
         if (rc)
@@ -165,10 +166,12 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     seq_bulk(h); /* the index moves: lock-free readers retry (seq.c) */
     w64(h, &H->defrag_pending, DEFRAG_GROW);
     w64(h, &H->size, bytes);
+    w64(h, &H->geo_check, geo_sum(H->index_cap, bytes));
     w64(h, &H->size_user, size_user);
     commit(h);
     FAULT(GROW_MARKED);
     memmove(h->base + bytes - cap * 8, h->base + old - cap * 8, cap * 8);
+    STORED();
     FAULT(GROW_MOVED);
     h->size = bytes;
     if (table_bind(h) != SHMDICT_OK) {
@@ -177,6 +180,7 @@ int grow_to(shmdict_t *h, uint64_t bytes, uint64_t size_user, bool allocated)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
     H->growths++;
     return SHMDICT_OK;
 }

@@ -4,8 +4,8 @@
  * holder died) or finds a log left behind. Recovery replays the undo log
  * backwards (lock.c describes the log), re-derives the geometry (the dict
  * or its index may have grown: map_sync in grow.c, table_bind), then redoes
- * an interrupted bulk step -- a flush_all (table_reset), a defrag pass
- * (defrag_pass), a compaction (compact_pass), or an index rebuild
+ * an interrupted bulk step -- a flush_all (table_reset), a compaction
+ * (compact_pass), or an index rebuild
  * (reindex_pass) after an index growth or a growth of the dict, all table.c
  * -- and wakes every futex word (notify.c). This is the one place that knows
  * every bulk step: a new one adds its redo here.
@@ -13,7 +13,8 @@
  * Every wait for the mutex has a deadline (see "bounded waits" below).
  *
  * unlock_dict() also gives an emptied dict its arena back in one piece
- * (defrag) before releasing the mutex, and wakes waiters after it.
+ * (a compaction of nothing: bump back to the bottom) before releasing the
+ * mutex, and wakes waiters after it.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -56,14 +57,18 @@ int recover(shmdict_t *h)
     int rc = map_sync(h);
     if (rc == SHMDICT_ESYS)
         return rc; /* this process cannot map it: leave the repair to the next locker */
+    about_to_block(); /* a redo may be a whole bulk step: let the binding's other threads run */
     header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
+    uint64_t w = H->ulog_n, n = ulog_len(w);
     /* Lock-free readers (seq.c): the dead holder's odd words become ours, and
      * they all retry or take the lock until the repair is released at unlock. */
     seq_adopt(h);
     seq_bulk(h);
-    if (rc || n > ULOG_MAX)
-        goto bad;
+    if (rc || n > ULOG_MAX || (n && w >> 32 != (uint32_t)H->gen))
+        goto bad; /* a count the operation's stamp does not vouch for (layout.h) */
+    if ((H->flush_pending && H->flush_pending != FLUSH_PENDING) ||
+        (H->defrag_pending && (H->defrag_pending & ~0xffull) != PENDING_TAG))
+        goto bad; /* a pending word nobody wrote: obeying it could empty the dict */
     for (uint64_t k = 0; k < n; k++) {
         uint64_t off = H->ulog[k].off & ~ULOG_BACKUP, len = H->ulog[k].old;
         if (H->ulog[k].off & ULOG_BACKUP) {
@@ -79,33 +84,39 @@ int recover(shmdict_t *h)
             memcpy(h->base + off, H->backup, H->ulog[k].old);
         else
             __atomic_store_n((uint64_t *)(h->base + off), H->ulog[k].old, __ATOMIC_RELAXED);
+        STORED();
         if (k == n / 2)
             FAULT(RECOVER_RESTORED);
     }
     CBAR();
     H->ulog_n = 0;
     CBAR();
+    STORED();
     if (map_sync(h) != SHMDICT_OK) /* the replay may have taken a growth back */
         goto bad;
     if (!H->flush_pending && table_bind(h) != SHMDICT_OK)
         goto bad; /* (a pending flush resets the index itself) */
     if (H->flush_pending) {
         table_reset(h);
+        H->corrupt = 0; /* what flush_all clears: its redo clears it too */
+        STORED();
         CBAR();
         H->flush_pending = 0;
+        STORED();
     }
     if (H->defrag_pending) {
         uint64_t step = H->defrag_pending;
         /* a growth's redo is an index rebuild at the file's new end (grow.c) */
-        rc = step == DEFRAG_MERGE ? defrag_pass(h)
-           : step == DEFRAG_COMPACT ? compact_pass(h)
+        rc = step == DEFRAG_COMPACT ? compact_pass(h)
            : step == DEFRAG_REINDEX || step == DEFRAG_GROW ? reindex_pass(h)
            : SHMDICT_ECORRUPT;
         if (rc != SHMDICT_OK)
             goto bad;
         CBAR();
         H->defrag_pending = 0;
+        STORED();
     }
+    ring_repair(h); /* a kill while the tail moved (notify.c) */
     wake_all(h); /* the dead writer may have bumped futex words without waking */
     /* O(1) sanity: the allocator and counters must be in range. */
     if (H->bump < FIRST_UNIT || H->bump > h->units || H->count > h->cap || H->tombs > h->cap)
@@ -116,19 +127,6 @@ bad:
     return SHMDICT_ECORRUPT;
 }
 
-/* The binding's hook, called right before a thread blocks on a busy lock
- * (shmdict_on_block in shmdict.h). Atomic: set once by a binding at import,
- * read by every contended acquisition. */
-static void (*_Atomic block_hook)(void);
-
-void shmdict_on_block(void (*fn)(void)) { atomic_store(&block_hook, fn); }
-
-static inline void about_to_block(void)
-{
-    void (*fn)(void) = atomic_load_explicit(&block_hook, memory_order_relaxed);
-    if (fn)
-        fn();
-}
 
 /* ---- bounded waits ----------------------------------------------------------
  *
@@ -237,7 +235,8 @@ static bool counters_sane(const shmdict_t *h)
 {
     const header_t *H = h->hdr;
     return H->count <= h->cap && H->tombs <= h->cap - H->count && H->n_ttl <= H->count &&
-           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT;
+           H->bump >= FIRST_UNIT && H->bump <= h->units && H->used_bytes <= H->bump * UNIT &&
+           flags_ok(H->flags) && H->geo_check == geo_sum(H->index_cap, H->size);
 }
 
 /* Release the mutex on a path that did not go through unlock_dict: the
@@ -291,7 +290,7 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
      * Unmappable here (ESYS): this call fails, the dict is fine. A size or
      * index_cap that does not fit the file is corruption. */
     if (rc != SHMDICT_ESYS && __builtin_expect(h->size != H->size || h->cap != H->index_cap, 0)) {
-        int g = map_sync(h);
+        int g = H->geo_check == geo_sum(H->index_cap, H->size) ? map_sync(h) : SHMDICT_ECORRUPT;
         if (g == SHMDICT_OK)
             g = table_bind(h);
         if (g == SHMDICT_ECORRUPT)
@@ -325,8 +324,8 @@ void unlock_dict(shmdict_t *h)
     /* An emptied dict gets its whole arena back in one piece: without this,
      * free blocks scattered in size classes would serve the next fill worse
      * than a fresh dict. Every operation has committed by now (log empty). */
-    if (__builtin_expect(H->count == 0 && H->frees_since_defrag != 0 && H->ulog_n == 0, 0))
-        defrag(h);
+    if (__builtin_expect(H->count == 0 && H->frees_since_compact != 0 && H->ulog_n == 0, 0))
+        compact(h);
     seq_release(h); /* lock-free readers: the writes are done (seq.c) */
     seq_publish(h);
     pthread_mutex_unlock(h->mu);

@@ -1,7 +1,9 @@
 /*
  * hash.c -- SipHash-1-3, keyed by the file's random seed: the hash of every
  * key (its index tag and home slot) and of every named-lock name. The seed is
- * written once at creation, so hashing needs no lock.
+ * written once at creation and copied into the handle at attach, after the
+ * header's ident_check vouched for it, so hashing needs no lock and a later
+ * scribble of the file's seed cannot re-key this handle.
  */
 #include "hash.h"
 
@@ -16,7 +18,7 @@
 
 uint64_t hash_key(const shmdict_t *h, const char *key, size_t len)
 {
-    uint64_t k0 = h->hdr->seed[0], k1 = h->hdr->seed[1];
+    uint64_t k0 = h->seed[0], k1 = h->seed[1]; /* the copy taken at attach (segment.c) */
     uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
     uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
     const unsigned char *p = (const unsigned char *)key, *end = p + (len & ~(size_t)7);

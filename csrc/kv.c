@@ -268,14 +268,16 @@ int shmdict_flush_all(shmdict_t *h)
     if (H->corrupt)
         H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */
     seq_bulk(h); /* lock-free readers: everything goes (seq.c) */
-    w64(h, &H->flush_pending, 1);
+    w64(h, &H->flush_pending, FLUSH_PENDING);
     note_flush(h);
     commit(h);
     FAULT(FLUSH_MARKED);
     table_reset(h);
     H->corrupt = 0;
+    STORED();
     atomic_signal_fence(memory_order_seq_cst);
     H->flush_pending = 0;
+    STORED();
     unlock_dict(h);
     return SHMDICT_OK;
 }

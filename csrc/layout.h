@@ -94,15 +94,85 @@
 
 enum { T_FREE = 0 };
 
-/* header.defrag_pending: which bulk memory step recovery must redo */
-enum { DEFRAG_NONE = 0, DEFRAG_MERGE = 1, DEFRAG_COMPACT = 2, DEFRAG_REINDEX = 3, DEFRAG_GROW = 4 };
+/* A HEADER THAT CANNOT LIE QUIETLY. A word whose value changes what recovery
+ * does or where the table lies is written so that a scribble of it (one
+ * word, any value) is refused as corruption instead of obeyed:
+ *  - flush_pending and defrag_pending hold PENDING(step), a tag in the high
+ *    half: a scribbled nonzero word that is not a tagged step is ECORRUPT,
+ *    never a flush redo that silently empties the dict;
+ *  - ulog_n holds the entry count in its low half and, in its high half, the
+ *    low half of gen when the operation logged its first entry (lock.c): a
+ *    count whose stamp is not gen's is ECORRUPT, never a replay of stale
+ *    entries;
+ *  - geo_check = geo_sum(index_cap, size), stored with them in the same
+ *    transaction: a handle follows a new size or index only if it matches;
+ *  - ident_check = ident_sum(...) over the identity fields and the seed,
+ *    checked at attach (a new seed would make every key unreachable);
+ *  - flags keeps its complement in its high half (flags_word).
+ * Everything else is a counter checked on every lock (guard.c counters_sane),
+ * a hint any value of which is valid, or a statistic. */
+#define PENDING_TAG 0x50454e4400000000ull /* "PEND" */
+#define PENDING(step) (PENDING_TAG | (uint64_t)(step))
+/* header.defrag_pending: which bulk memory step recovery must redo (step 1 was
+ * a merge pass of adjacent free blocks, dropped in layout 3: compaction and
+ * borrowing gave the same fill at a fraction of the cost, docs/reliability.md) */
+#define DEFRAG_COMPACT PENDING(2)
+#define DEFRAG_REINDEX PENDING(3)
+#define DEFRAG_GROW PENDING(4)
+#define FLUSH_PENDING PENDING(1)       /* header.flush_pending while a flush_all is applied */
+
+static inline uint64_t mix64(uint64_t x)  /* splitmix64's finaliser */
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+static inline uint64_t geo_sum(uint64_t index_cap, uint64_t size)
+{
+    return mix64(mix64(index_cap ^ 0x67656f) ^ size);
+}
+static inline uint64_t flags_word(uint64_t flags)
+{
+    return (uint32_t)flags | (uint64_t)(uint32_t)~flags << 32;
+}
+static inline bool flags_ok(uint64_t w) { return (uint32_t)(w >> 32) == (uint32_t)~w; }
+static inline uint64_t ulog_len(uint64_t ulog_n) { return ulog_n & 0xffffffffu; }
 
 /* header.flags */
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
 #define CLS_REF 0x80u                  /* cls bit 7: CLOCK "referenced" bit (a hint, unlogged) */
 
-/* ABI stamp: the mutex and struct layout are libc/arch specific. */
-#define ABI_STAMP ((uint32_t)(sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | 0x01))
+/* ABI stamp: the mutex and struct layout are C library and architecture
+ * specific. glibc and musl mutexes are both 40 bytes on x86-64 but lay their
+ * words out differently, so the C library is stamped too: a musl process (an
+ * Alpine container sharing /dev/shm) attaching a glibc-made dict, or the
+ * reverse, would break mutual exclusion. Bytes, low to high: architecture,
+ * pointer size, mutex size, C library ('G' glibc, 'M' any other: musl). */
+#if defined(__x86_64__)
+#define ABI_ARCH 0x01u
+#elif defined(__aarch64__)
+#define ABI_ARCH 0x02u
+#elif defined(__i386__)
+#define ABI_ARCH 0x03u
+#elif defined(__arm__)
+#define ABI_ARCH 0x04u
+#elif defined(__powerpc64__)
+#define ABI_ARCH 0x05u
+#elif defined(__s390x__)
+#define ABI_ARCH 0x06u
+#elif defined(__riscv)
+#define ABI_ARCH 0x07u
+#else
+#define ABI_ARCH 0x7fu
+#endif
+#ifdef __GLIBC__
+#define ABI_LIBC ((uint32_t)'G')
+#else
+#define ABI_LIBC ((uint32_t)'M')
+#endif
+#define ABI_STAMP ((uint32_t)(ABI_LIBC << 24 | sizeof(pthread_mutex_t) << 16 | sizeof(void *) << 8 | ABI_ARCH))
 
 typedef struct ulog_entry {
     uint64_t off; /* byte offset of the word from the file start */
@@ -118,15 +188,15 @@ typedef struct header {
     uint32_t abi;               /*  24 */
     uint32_t endian;            /*  28: 0x01020304 as written by the creator */
     uint64_t index_min;         /*  32: index slots at creation and after flush_all */
-    uint64_t reserved_geo;      /*  40 */
+    uint64_t ident_check;       /*  40: ident_sum() of the fields it names (attach checks it) */
     uint64_t arena_off;         /*  48 */
     uint64_t reserved_geo2;     /*  56 */
     uint64_t seed[2];           /*  64: SipHash key, from getrandom */
     uint64_t creator_pid;       /*  80 */
     uint64_t created_realtime;  /*  88: ns since the epoch */
     uint64_t user_size;         /*  96: size asked for */
-    uint64_t flags;             /* 104: HF_* policy bits; set once, right after creation (see
-                                 *      shmdict_configure), by a plain aligned store */
+    uint64_t flags;             /* 104: flags_word(HF_* policy bits); set once, right after
+                                 *      creation (shmdict_configure), by a plain aligned store */
     uint64_t events_off;        /* 112: event ring (notify.c), between index and arena */
     uint64_t events_cap;        /* 120: its bytes, a multiple of 16; 0 = no events */
     /* 128: optimistic reads (seq.c): odd while a bulk step (compaction, index
@@ -155,14 +225,14 @@ typedef struct header {
     uint64_t used_bytes;        /* class bytes of live records */
     uint64_t bump;              /* first never-allocated unit */
     uint64_t exp_hint;          /* no record expires before this (ns); 0 = unknown */
-    uint64_t flush_pending;     /* a flush_all is being applied (redo on recovery) */
+    uint64_t flush_pending;     /* FLUSH_PENDING: a flush_all is being applied (redo on recovery) */
     uint64_t corrupt;           /* recovery failed: refuse operations until flush_all */
     uint64_t expire_hand;       /* sweep position (unlogged: any value is valid) */
     uint64_t clock_hand;        /* reserved: CLOCK eviction hand */
     uint64_t recoveries;        /* EOWNERDEAD repairs */
     uint64_t defrag_pending;    /* a bulk memory step is being applied (redo on recovery):
-                                 * DEFRAG_MERGE, DEFRAG_COMPACT or DEFRAG_REINDEX, table.c */
-    uint64_t frees_since_defrag;/* hint: blocks freed since the last defrag pass */
+                                 * DEFRAG_COMPACT, DEFRAG_REINDEX (table.c) or DEFRAG_GROW (grow.c) */
+    uint64_t frees_since_compact;/* hint: blocks freed since the last compaction */
     /* statistics (stats.c shmdict_stats): unlogged increments. They are
      * diagnostics, not state: an operation rolled back after a crash may leave
      * its increment behind. Hits, misses and lock acquisitions are counted in
@@ -174,7 +244,8 @@ typedef struct header {
     uint64_t st_locks;          /* lock acquisitions */
     uint64_t st_lock_waits;     /* acquisitions that had to sleep in the kernel */
     uint64_t st_lock_wait_ns;   /* time spent sleeping for the lock */
-    uint64_t stat_reserved[6]; /* reserved */
+    uint64_t geo_check;         /* geo_sum(index_cap, size): changed with them, in their transaction */
+    uint64_t stat_reserved[5]; /* reserved */
     uint64_t ev_skipped;        /* events counted, not appended: nobody listened (notify.c) */
     uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
     uint64_t ev_tail;           /* absolute position of the oldest entry kept */
@@ -199,7 +270,7 @@ typedef struct header {
     uint64_t growths;           /* statistics: growth steps */
 
     /* ---- undo log (lock.c) */
-    uint64_t ulog_n;
+    uint64_t ulog_n;            /* gen stamp << 32 | entries (ulog_len) */
     ulog_entry_t ulog[ULOG_MAX];
 
     /* ---- change notification (notify.c): futex words, 31-bit sequence |
@@ -216,6 +287,17 @@ typedef struct header {
      * record, or an index slot, that a reader of such a key could look at. */
     _Alignas(64) uint32_t seq_stripe[NSTRIPES];
 } header_t;
+
+/* The identity fields whose scribble would move the table or re-key it. */
+static inline uint64_t ident_sum(uint64_t seed0, uint64_t seed1, uint64_t arena_off, uint64_t events_off,
+                                 uint64_t events_cap, uint64_t index_min, uint64_t file_size, uint64_t header_size)
+{
+    uint64_t x = 0x6964656e74ull;
+    const uint64_t w[] = {seed0, seed1, arena_off, events_off, events_cap, index_min, file_size, header_size};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        x = mix64(x ^ w[i]);
+    return x;
+}
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its line");
 _Static_assert(sizeof(header_t) <= HEADER_SIZE, "header fits its page");
@@ -269,6 +351,7 @@ struct shmdict {
     uint64_t cap0;     /* index slots at creation (hdr->index_min, checked at attach) */
     uint64_t size0;    /* the dict's size at creation (hdr->file_size, checked at attach): it never shrinks below */
     uint64_t ev_off, ev_cap;
+    uint64_t seed[2];  /* the SipHash key: copied once at attach, after ident_check (hash.c) */
     uint64_t dev, ino;
     int closing;       /* shmdict_interrupt: waiters return ECLOSED */
     uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (guard.c) */

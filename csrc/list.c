@@ -23,8 +23,8 @@
  * bytes go outside the live part (unreachable, so unlogged), then one logged
  * store of the num word (start, vlen), one of count, one of the version
  * word, commit. When that side is full the list moves to a new block with
- * room on both sides (at least twice the live bytes), through the same
- * escalation as put() -- reclaim expired, defrag, borrow, evict -- and the
+ * room on both sides (at least twice the live bytes), making room as put()
+ * does (room_take/room_climb, record.c) -- reclaim, borrow, compact, grow, evict -- and the
  * same publish-then-free order, so a crash leaves the old record or the new
  * one. A list whose last element is popped is deleted. Records never move
  * otherwise, so one key's list is always one contiguous block: its total
@@ -53,31 +53,38 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
 {
     header_t *H = h->hdr;
     uint64_t esz = (is_numeric(v->type) ? 8 : v->len) + 9;
-    uint64_t live = (src ? src->num.s.vlen : 0) + esz, count = (src ? *list_count(src) : 0) + 1;
-    uint64_t units = (REC_HDR + pad8(klen) + 8 + want + UNIT - 1) / UNIT, evicted = 0;
+    /* src's live length is read once: the new block is sized from it and the
+     * copy below uses it, never a second read of the file */
+    uint64_t src_len = src ? src->num.s.vlen : 0;
+    uint64_t live = src_len + esz, count = (src ? *list_count(src) : 0) + 1;
+    uint64_t units = (REC_HDR + pad8(klen) + 8 + want + UNIT - 1) / UNIT;
     if (class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         units = (REC_HDR + pad8(klen) + 8 + live + UNIT - 1) / UNIT; /* no slack then */
     if (live > UINT32_MAX / 2 || class_of(units) >= NCLASS || units > units_ever(h) - FIRST_UNIT)
         return SHMDICT_ETOOBIG;
-    bool compacted = false, no_room = false; /* no_room: a growth failed for want of space */
-    for (int stage = 0;; stage++) {
+    room_t room;
+    room_init(&room, h, 0, now);
+    for (;;) {
+        H = h->hdr; /* a growth may have mapped the dict again */
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
         if (i < -1)
             return SHMDICT_ECORRUPT;
         rec_t *old = i >= 0 ? rec_at(h, h->slots[i]) : NULL;
-        if (src)
+        uint64_t src_start = 0;
+        if (src) {
             src = old; /* the key's own record: a compaction pass may have moved it */
+            if (!src || src->type != SHMDICT_T_LIST || src->num.s.vlen != src_len)
+                return SHMDICT_ECORRUPT; /* nothing of this push is stored yet */
+            src_start = src->num.s.reserved;
+            if (src_start > list_cap(src->cls & 0x7f, klen) || src_len > list_cap(src->cls & 0x7f, klen) - src_start)
+                return SHMDICT_ECORRUPT;
+        }
         uint64_t unit = 0;
         int cls = 0, rc;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
-            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
-            if (rc == SHMDICT_OK) {
-                stage--; /* slot numbers changed: look the key up again, same stage */
-                continue;
-            }
-        } else {
-            rc = alloc_units(h, units, stage >= 2, &unit, &cls);
-        }
+        rc = room_take(h, &room, !old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h))), units,
+                       &unit, &cls);
+        if (rc == ROOM_AGAIN)
+            continue; /* the index grew: slot numbers changed */
         if (rc == SHMDICT_OK) {
             FAULT(LIST_ALLOCATED);
             rec_t *r = unit_ptr(h, unit);
@@ -96,12 +103,13 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
                 elem_write(area + at, v);
                 at += esz;
             }
-            if (src && src->num.s.vlen) {
-                memcpy(area + at, list_area(src) + src->num.s.reserved, src->num.s.vlen);
-                at += src->num.s.vlen;
+            if (src && src_len) {
+                memcpy(area + at, list_area(src) + src_start, src_len);
+                at += src_len;
             }
             if (!left)
                 elem_write(area + at, v);
+            STORED(); /* the new block, unpublished */
             FAULT(LIST_FILLED);
             uint64_t nbytes = class_units(cls) * UNIT;
             if (old) {
@@ -126,32 +134,8 @@ static int list_move(shmdict_t *h, const char *key, size_t klen, uint64_t hash, 
         }
         if (rc != SHMDICT_EFULL)
             return rc;
-        if (stage == 0) {
-            if (reclaim_expired(h, now, true) < 0) /* never src: it is live */
-                return SHMDICT_ECORRUPT;
-        } else if (stage == 1) {
-            if (defrag(h) != SHMDICT_OK)
-                return SHMDICT_ECORRUPT;
-        } else if (!compacted && compact_would_fit(h, units, H->flags & HF_EVICT)) {
-            if (compact(h) != SHMDICT_OK) /* src moves too: the loop finds it again */
-                return SHMDICT_ECORRUPT;
-            compacted = true; /* once: a second pass could only loop on a scribbled used_bytes */
-            stage = 1; /* the loop's stage++ retries with borrowing */
-        } else if (!no_room && (rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
-            if (rc == SHMDICT_ESYS && (H->flags & HF_EVICT))
-                no_room = true; /* the filesystem is full: a cache evicts instead */
-            else if (rc != SHMDICT_OK)
-                return rc;
-            H = h->hdr;
-            stage = 1;
-        } else if (H->flags & HF_EVICT) {
-            rc = evict_some(h, i, units, &evicted);
-            if (rc != SHMDICT_OK)
-                return rc;
-            stage = 1;
-        } else {
-            return SHMDICT_EFULL;
-        }
+        if ((rc = room_climb(h, &room, units, i)) != SHMDICT_OK) /* never src: it is live and kept */
+            return rc;
     }
 }
 
@@ -193,6 +177,7 @@ int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type,
              * (unlogged: outside the live part), then switch with one logged
              * store. A queue (rpush + lpop) so stays in its block. */
             memcpy(area + dest, area + start, live);
+            STORED();
             w64(h, &r->num.u, num_word((uint32_t)live, (uint32_t)dest));
             FAULT(LIST_SLID);
             start = dest;
@@ -200,6 +185,7 @@ int shmdict_push(shmdict_t *h, const char *key, size_t klen, int left, int type,
         if (left ? start >= esz : cap - start - live >= esz) {
             uint64_t nstart = left ? start - esz : start;
             elem_write(area + (left ? nstart : start + live), &v); /* outside the live part: unlogged */
+            STORED();
             w64(h, &r->num.u, num_word((uint32_t)(live + esz), (uint32_t)nstart));
             FAULT(LIST_PUSHED);
             w64(h, list_count(r), count + 1);

@@ -34,7 +34,8 @@
  * the count update leaves an entry beyond n, which is ignored; a crash between
  * the count update and the store restores a value equal to the current one.
  * Recovery is idempotent: if the recoverer dies too, the next locker gets
- * EOWNERDEAD again and replays the same log.
+ * EOWNERDEAD again and replays the same log. The count word also carries a
+ * stamp (ulog_stamp below), so a scribbled count is refused, not replayed.
  *
  * REWRITING A RECORD IN PLACE
  * When a new value fits the old record's block, the record is rewritten where
@@ -45,11 +46,11 @@
  * back. One backup per operation: the area holds one record.
  *
  * BULK OPERATIONS
- * flush_all cannot log O(n) stores. It commits flush_pending = 1 first, then
+ * flush_all cannot log O(n) stores. It commits flush_pending = FLUSH_PENDING first, then
  * clears the table with idempotent plain stores, then clears the flag;
  * recovery re-runs the clear whenever it finds the flag set (redo). The
- * defrag pass, the compaction pass and the index rebuild (table.c) follow the
- * same protocol with defrag_pending (which of them is pending).
+ * compaction pass and the index rebuild (table.c) and the growth (grow.c)
+ * follow the same protocol with defrag_pending (which of them is pending).
  *
  * A log that fails validation (count or offset out of range) is never
  * guessed at: the table is marked corrupt, and every operation reports
@@ -60,6 +61,7 @@
 #include <stdlib.h>
 
 #include "lock.h"
+#include "fault.h"
 
 static int mutex_init(pthread_mutex_t *mu)
 {
@@ -80,38 +82,52 @@ static int mutex_init(pthread_mutex_t *mu)
 
 int lock_init(header_t *hdr) { return mutex_init(&hdr->lock.mu); }
 
+/* The high half of ulog_n: gen's low half, which no store changes while an
+ * operation's log is open (commit() empties the log, then bumps gen).
+ * Recovery replays a log only if its stamp is gen's (layout.h): a scribbled
+ * count never replays entries of an operation that has long committed. */
+static inline uint64_t ulog_stamp(const header_t *H) { return (uint64_t)(uint32_t)H->gen << 32; }
+
 static void log_word(shmdict_t *h, uint64_t *p)
 {
     header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
+    uint64_t n = ulog_len(H->ulog_n);
     if (n >= ULOG_MAX)
         abort(); /* a bug: an operation outgrew the log. Dying holding the lock rolls it back. */
     H->ulog[n].off = (uint64_t)((char *)p - h->base);
+    STORED();
     H->ulog[n].old = *p;
+    STORED();
     CBAR();
-    H->ulog_n = n + 1;
+    H->ulog_n = ulog_stamp(H) | (n + 1);
     CBAR();
+    STORED();
 }
 
 void w64(shmdict_t *h, uint64_t *p, uint64_t v)
 {
     log_word(h, p);
     __atomic_store_n(p, v, __ATOMIC_RELAXED); /* aligned 8-byte store: never torn */
+    STORED();
 }
 
 /* Save len bytes at p (a live record about to be rewritten in place). */
 void wbackup(shmdict_t *h, void *p, uint64_t len)
 {
     header_t *H = h->hdr;
-    uint64_t n = H->ulog_n;
+    uint64_t n = ulog_len(H->ulog_n);
     if (n >= ULOG_MAX || len > BACKUP_MAX)
         abort(); /* a bug, as in log_word */
     memcpy(H->backup, p, len);
+    STORED();
     H->ulog[n].off = (uint64_t)((char *)p - h->base) | ULOG_BACKUP;
+    STORED();
     H->ulog[n].old = len;
+    STORED();
     CBAR();
-    H->ulog_n = n + 1;
+    H->ulog_n = ulog_stamp(H) | (n + 1);
     CBAR();
+    STORED();
 }
 
 /* Log a word that is about to be overwritten by unlogged stores (a block
@@ -128,9 +144,28 @@ void commit(shmdict_t *h)
     CBAR();
     H->ulog_n = 0;
     CBAR();
+    STORED();
     H->gen++; /* unlogged: a lost increment after a crash is harmless */
+    STORED();
 }
 
+
+/* The binding's hook (shmdict_on_block in shmdict.h), called right before a
+ * thread blocks on the busy lock (guard.c) and before a bulk step that runs
+ * in O(dict) under the lock: a compaction, an index or file growth, a flush,
+ * a recovery (table.c, grow.c, guard.c). The CPython type releases the GIL
+ * there, so other threads run meanwhile; the call then finishes without it.
+ * Atomic: set once by a binding at import. */
+static void (*_Atomic block_hook)(void);
+
+void shmdict_on_block(void (*fn)(void)) { atomic_store(&block_hook, fn); }
+
+void about_to_block(void)
+{
+    void (*fn)(void) = atomic_load_explicit(&block_hook, memory_order_relaxed);
+    if (fn)
+        fn();
+}
 
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
  * process-shared one (garbage, or made by another libc) would make

@@ -16,5 +16,6 @@ void w64(shmdict_t *h, uint64_t *p, uint64_t v);
 void wlog(shmdict_t *h, uint64_t *p);
 void wbackup(shmdict_t *h, void *p, uint64_t len);
 void commit(shmdict_t *h);
+void about_to_block(void); /* before sleeping on the lock or a long bulk step: the binding's hook */
 
 #endif /* SHMDICT_LOCK_H */

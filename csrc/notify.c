@@ -42,8 +42,11 @@
  * ev_seq/ev_tail_seq the matching sequence numbers; an entry that would
  * straddle the end is preceded by an EV_SKIP filler. Appending is part of the
  * operation's transaction: the entry's bytes lie beyond the published head
- * (unlogged), and head, seq and -- when old entries are overwritten -- tail
- * move through w64, so a rolled-back operation leaves no event behind.
+ * (unlogged), and head and seq move through w64, so a rolled-back operation
+ * leaves no event behind. When the ring is full, the oldest entries are
+ * dropped first, outside the transaction (see append_event): a rollback
+ * cannot restore bytes the new entry overwrote, so it must not restore a
+ * tail that points at them.
  * Readers (watch.c) copy under the dict lock, checking each entry's size and sequence;
  * a reader that fell behind the tail gets "lost N" and resumes at the tail.
  * A slow or dead reader costs writers nothing.
@@ -210,8 +213,18 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
         tail_seq = seq;
     }
     if (tail != H->ev_tail) {
-        w64(h, &H->ev_tail, tail);
-        w64(h, &H->ev_tail_seq, tail_seq);
+        /* Dropping the oldest entries is NOT part of the transaction: the new
+         * entry's bytes overwrite them before the operation commits, and the
+         * undo log could not bring those bytes back. So the tail moves for
+         * good, with plain stores, before the first byte is overwritten; a
+         * rolled-back operation then leaves the ring at its old head with
+         * every entry from the new tail on intact (the dropped ones are
+         * reported lost, as they would have been anyway). tail_seq is stored
+         * first; a kill between the two stores is mended by ring_repair. */
+        __atomic_store_n(&H->ev_tail_seq, tail_seq, __ATOMIC_RELAXED);
+        STORED();
+        __atomic_store_n(&H->ev_tail, tail, __ATOMIC_RELAXED);
+        STORED();
     }
     if (skip) {
         ev_t *f = ev_at(h, head);
@@ -220,6 +233,7 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
         f->zero = 0;
         f->klen = 0;
         f->seq = seq;
+        STORED();
         head += skip;
     }
     ev_t *e = ev_at(h, head);
@@ -230,9 +244,31 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
     e->seq = seq;
     memcpy(e->key, key, klen);
     memset(e->key + klen, 0, size - sizeof(ev_t) - klen);
+    STORED();
     w64(h, &H->ev_seq, seq + 1);
     w64(h, &H->ev_head, head + size);
     FAULT(EVENT_APPENDED);
+}
+
+/* Recovery, after the undo log is replayed: a kill between the two plain
+ * stores that move the tail leaves tail_seq one step ahead of the tail; the
+ * entry at the tail carries its own sequence number (a filler carries the
+ * next entry's), which is the truth. Anything it cannot vouch for is left to
+ * append_event's consistency check, which starts the ring over. */
+void ring_repair(shmdict_t *h)
+{
+    header_t *H = h->hdr;
+    uint64_t cap = h->ev_cap, tail = H->ev_tail, head = H->ev_head;
+    if (!cap || tail >= head || head - tail > cap || tail % 16)
+        return;
+    const ev_t *e = ev_at(h, tail);
+    uint64_t seq = e->seq, size = e->size;
+    if (size < sizeof(ev_t) || size % 16 || size > cap - tail % cap || size > head - tail || seq > H->ev_seq)
+        return;
+    if (H->ev_tail_seq != seq) {
+        H->ev_tail_seq = seq;
+        STORED();
+    }
 }
 
 void note_change(shmdict_t *h, uint64_t hash, int op, const char *key, size_t klen)

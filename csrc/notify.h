@@ -23,6 +23,7 @@ void note_flush(shmdict_t *h);
 void ev_listen(shmdict_t *h);
 void wake_pending(shmdict_t *h); /* after unlock: FUTEX_WAKE the buckets this thread bumped */
 void wake_all(shmdict_t *h);     /* recovery: a dead writer may have bumped without waking */
+void ring_repair(shmdict_t *h);  /* recovery: the event ring's tail_seq after a kill mid-append */
 uint32_t next_ver(uint32_t v);
 
 static inline long futex(uint32_t *w, int op, uint32_t val, const struct timespec *ts)

@@ -1,7 +1,7 @@
 /*
- * record.c -- what every family of operations shares: storing key = value
- * (put: insert, overwrite in place, or replace, escalating through reclaim,
- * defrag, borrowing and eviction when the dict is full), finding a live
+ * record.c -- what every family of operations shares: making room for a
+ * block (the one escalation: reclaim, borrow, compact, grow, evict), storing
+ * key = value (put: insert, overwrite in place, or replace), finding a live
  * record (lookup), the CLOCK eviction step (evict_some), the live count,
  * walking live records, and packing a value into a caller's buffer.
  *
@@ -11,10 +11,15 @@
  *     validate arguments -> hash the key (no lock needed: the seed is
  *     immutable) -> lock -> table work -> commit -> unlock -> return rc
  *
- * with a single unlock exit. Nothing inside the lock allocates memory, makes
- * a system call (clock_gettime is a vDSO read) or calls back into Python.
- * Every store goes through put() / w64() / delete_at() and so through the
- * undo log; each step has a crash point.
+ * with a single unlock exit. Nothing inside the lock runs Python code. A
+ * plain operation allocates nothing and makes no system call (clock_gettime
+ * is a vDSO read); the bulk steps an allocation may escalate to do: an index
+ * growth allocates a private copy of the old index, a file growth calls
+ * posix_fallocate and may map the file again, and each bulk step first calls
+ * the binding's hook (about_to_block, lock.c), which releases the GIL. Every
+ * store to live state goes through put() / w64() / delete_at() and so
+ * through the undo log, and every store into the file is a crash point
+ * (STORED(), fault.h).
  */
 #include "record.h"
 #include "fault.h"
@@ -22,8 +27,10 @@
 
 static inline void lower_hint(header_t *H, uint64_t deadline)
 {
-    if (deadline && deadline < H->exp_hint)
+    if (deadline && deadline < H->exp_hint) {
         H->exp_hint = deadline; /* unlogged: a hint that is too early only costs a scan */
+        STORED();
+    }
 }
 
 /* Give a live record a new deadline (logged), keeping n_ttl right. */
@@ -65,6 +72,7 @@ static void fill(rec_t *r, int cls, const char *key, size_t klen, const value_t 
         if (v->len)
             memcpy(r->data + klen, v->buf, v->len);
     }
+    STORED(); /* an unpublished block (or one backed up): a crash state like any other */
 }
 
 /* Rewrite the live record `old` in place with key = v: its block is large
@@ -96,19 +104,74 @@ static bool fits_in_place(const rec_t *old, uint64_t units)
     return units <= class_units(old->cls & 0x7f) && old_bytes <= BACKUP_MAX;
 }
 
-/* Store key = v with the given deadline: insert, overwrite in place, or
- * replace with a new block. Commits; on failure nothing of this store is
- * applied.
+/* ---- making room: the one escalation every allocation shares --------------
  *
- * When there is no room it escalates, cheapest first: (0) the exact class and
- * the bump pointer; (1) the same after reclaiming every expired record;
- * (2) after a defrag pass, also borrowing a block of a larger class; (3) after
- * a compaction pass, when the free space would hold it but lies in holes (an
- * evicting dict compacts only when the holes are worth it, and evicts
- * otherwise); (4) a dict with a max_size grows (grow_auto: at least
- * doubling, up to max_size); (5) an evicting dict evicts. An update that fits
- * its key's current block is rewritten in place rather than refused. A new key that finds the index at its load limit
- * first grows the index (grow_index). */
+ * put() and a list that moves to a larger block (list.c) allocate through
+ * room_take() and, when it reports EFULL, climb one step with room_climb()
+ * and try again, cheapest step first:
+ *   0. the exact class's free list, then the bump pointer;
+ *   1. after reclaiming every expired record, the same, then borrowing: the
+ *      smallest larger class with a free block, split to size;
+ *   2. a compaction pass when the free space would hold the block but lies
+ *      in holes (an evicting dict only when the holes are worth it,
+ *      compact_would_fit), once per eviction;
+ *   3. a dict with a max_size grows (grow_auto: at least doubling);
+ *   4. an evicting dict evicts one CLOCK victim (never the key being stored);
+ *   otherwise EFULL.
+ * A new key whose index is at its load limit first grows the index
+ * (grow_index); the slot numbers change, so the caller looks the key up again
+ * (ROOM_AGAIN). Every step commits its own transaction and runs with the log
+ * empty: the caller has stored nothing of its own operation yet. Bounded:
+ * steps 0-3 run at most once between two evictions, and each eviction
+ * removes a record. */
+void room_init(room_t *e, const shmdict_t *h, int flags, uint64_t now)
+{
+    e->stage = 0;
+    e->compacted = e->no_room = false;
+    e->evicting = (h->hdr->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT);
+    e->now = now;
+}
+
+int room_take(shmdict_t *h, room_t *e, bool need_slot, uint64_t units, uint64_t *unit, int *cls)
+{
+    if (need_slot) {
+        int rc = grow_index(h);
+        return rc == SHMDICT_OK ? ROOM_AGAIN : rc;
+    }
+    return alloc_units(h, units, e->stage >= 1, unit, cls);
+}
+
+int room_climb(shmdict_t *h, room_t *e, uint64_t units, int64_t keep)
+{
+    if (e->stage == 0) {
+        e->stage = 1;
+        if (!e->now)
+            e->now = now_ns();
+        return reclaim_expired(h, e->now, true) < 0 ? SHMDICT_ECORRUPT : SHMDICT_OK;
+    }
+    if (!e->compacted && compact_would_fit(h, units, e->evicting)) {
+        e->compacted = true; /* a second pass without an eviction between could only loop */
+        return compact(h) != SHMDICT_OK ? SHMDICT_ECORRUPT : SHMDICT_OK;
+    }
+    if (!e->no_room) {
+        int rc = grow_auto(h, units); /* EFULL: no max_size, or at it */
+        if (rc == SHMDICT_OK)
+            return SHMDICT_OK;
+        if (rc == SHMDICT_ESYS && e->evicting)
+            e->no_room = true; /* the filesystem is full: a cache evicts instead */
+        else if (rc != SHMDICT_EFULL)
+            return rc;
+    }
+    if (!e->evicting)
+        return SHMDICT_EFULL;
+    e->compacted = false; /* the victim's block may complete a hole worth gathering */
+    return evict_some(h, keep); /* EFULL once nothing is left to evict */
+}
+
+/* Store key = v with the given deadline: insert, overwrite in place, or
+ * replace with a new block (making room as above). Commits; on failure
+ * nothing of this store is applied. An update that fits its key's current
+ * block is rewritten in place rather than refused. */
 int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
                uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out)
 {
@@ -119,12 +182,13 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
     seq_mark(h, (uint32_t)(hash >> 32)); /* lock-free readers of this key's stripe: a write is in flight */
     if (H->n_ttl && reclaim_expired(h, now, false) < 0)
         return SHMDICT_ECORRUPT;
-    uint64_t evicted = 0;
-    bool compacted = false; /* one pass gathers every hole: a second could only loop on a scribbled used_bytes */
-    bool no_room = false;   /* a growth failed for want of space */
-    const bool evicting = (H->flags & HF_EVICT) && !(flags & SHMDICT_SET_NOEVICT);
+    room_t room;
+    room_init(&room, h, flags, now);
 
-    for (int stage = 0;; stage++) {
+    for (;;) {
+        H = h->hdr; /* a growth may have mapped the dict again (the old mapping stays valid) */
+        if (room.now)
+            now = room.now;
         int64_t ins, i = find_slot(h, key, klen, hash, &ins);
         if (i < -1)
             return SHMDICT_ECORRUPT;
@@ -157,16 +221,10 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
 
         uint64_t unit = 0;
         int cls = 0;
-        if (!old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)))) {
-            rc = grow_index(h); /* the index is at its load limit: take slots from the arena */
-            if (rc == SHMDICT_OK) {
-                stage--; /* slot numbers changed: look the key up again, same stage */
-                continue;
-            }
-        } else {
-            rc = alloc_units(h, units, stage >= 2, &unit, &cls);
-        }
-
+        bool need_slot = !old && (ins < 0 || (h->slots[ins] == SLOT_EMPTY && index_full(h)));
+        rc = room_take(h, &room, need_slot, units, &unit, &cls);
+        if (rc == ROOM_AGAIN)
+            continue;
         if (rc == SHMDICT_OK) {
             uint32_t ver = next_ver(old ? old->ver : (uint32_t)H->gen);
             rec_t *r = unit_ptr(h, unit);
@@ -212,32 +270,8 @@ int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t
             rewrite(h, old, key, klen, hash, v, deadline, ver_out); /* a full dict still takes an update that fits */
             return SHMDICT_OK;
         }
-        if (stage == 0) {
-            if (reclaim_expired(h, now ? now : (now = now_ns()), true) < 0)
-                return SHMDICT_ECORRUPT;
-        } else if (stage == 1) {
-            if (defrag(h) != SHMDICT_OK)
-                return SHMDICT_ECORRUPT;
-        } else if (!compacted && compact_would_fit(h, units, evicting)) {
-            if (compact(h) != SHMDICT_OK) /* the free space is there, in holes: gather it */
-                return SHMDICT_ECORRUPT;
-            compacted = true;
-            stage = 1; /* the loop's stage++ retries with borrowing */
-        } else if (!no_room && (rc = grow_auto(h, units)) != SHMDICT_EFULL) { /* below max_size: grow */
-            if (rc == SHMDICT_ESYS && evicting)
-                no_room = true; /* the filesystem is full: a cache evicts instead */
-            else if (rc != SHMDICT_OK)
-                return rc;
-            H = h->hdr; /* the mapping may have moved (the old one stays valid) */
-            stage = 1;
-        } else if (evicting) {
-            rc = evict_some(h, i, units, &evicted); /* EFULL once nothing is left to evict */
-            if (rc != SHMDICT_OK)
-                return rc;
-            stage = 1; /* the loop's stage++ retries with borrowing */
-        } else {
-            return SHMDICT_EFULL;
-        }
+        if ((rc = room_climb(h, &room, units, i)) != SHMDICT_OK)
+            return rc;
     }
 }
 
@@ -281,6 +315,37 @@ int for_each_live(shmdict_t *h, bool (*fn)(rec_t *, void *), void *ctx)
     return SHMDICT_OK;
 }
 
+/* One batch of the cursor walk scan and export share (scan.c says why it
+ * never misses a key present throughout): from slot home_of(cursor), visit
+ * every entry whose probe did not wrap, in slot order, until done(ctx) holds
+ * at an EMPTY slot; the batch that reaches the end of the index then visits
+ * the wrapped entries of the run at slot 0. visit returns < 0 to stop with
+ * that error. *next: the cursor of the next batch (0: the walk is over).
+ * Lock held. */
+int cursor_walk(shmdict_t *h, uint64_t cursor, int (*visit)(shmdict_t *, uint64_t, void *),
+                bool (*done)(const void *), void *ctx, uint64_t *next)
+{
+    uint64_t cap = h->cap, i = cursor >= (1ull << 32) ? cap : (uint64_t)(((unsigned __int128)cursor * cap) >> 32);
+    int rc = 0;
+    for (; i < cap && rc >= 0; i++) {
+        uint64_t s = h->slots[i];
+        if (s == SLOT_EMPTY) {
+            if (done(ctx))
+                break; /* a batch ends only just before an EMPTY slot */
+            continue;
+        }
+        if (s != SLOT_TOMB && home_of(h, slot_tag(s)) <= i)
+            rc = visit(h, s, ctx); /* (a wrapped entry: the batch that reaches the end takes it) */
+    }
+    for (uint64_t j = 0; i == cap && rc >= 0 && j < cap && h->slots[j] != SLOT_EMPTY; j++) {
+        uint64_t s = h->slots[j];
+        if (s != SLOT_TOMB && home_of(h, slot_tag(s)) > j)
+            rc = visit(h, s, ctx); /* the wrapped entries of the run at slot 0 */
+    }
+    *next = i < cap ? (uint64_t)((((unsigned __int128)i << 32) + cap - 1) / cap) : 0;
+    return rc < 0 ? rc : SHMDICT_OK;
+}
+
 static bool count_one(rec_t *r, void *ctx)
 {
     (void)r;
@@ -316,16 +381,16 @@ int64_t live_count(shmdict_t *h, bool reclaim)
 /* ---- eviction ---------------------------------------------------------------
  *
  * CLOCK over the index. Every keyed access that finds a live record (lookup)
- * sets its referenced bit (cls bit 7, an unlogged hint). When a put finds no
- * room even after reclaiming and defragmenting, the hand sweeps the index
- * from clock_hand: a referenced record loses its bit and is passed over, the
- * first unreferenced one is evicted (deleted in its own transaction,
- * counted). Each call evicts one victim; put() retries the allocation after
- * each, and once the victims freed as many units as the item needs (or no
- * victim is left) a defrag pass merges them. The key being stored (slot
- * `keep`) is never a victim. Bounded: two full turns of the hand, then EFULL
- * (nothing evictable). */
-int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
+ * sets its referenced bit (cls bit 7, an unlogged hint). When an allocation
+ * finds no room even after reclaiming, compacting and growing (room_climb),
+ * the hand sweeps the index from clock_hand: a referenced record loses its
+ * bit and is passed over, the first unreferenced one is evicted (deleted in
+ * its own transaction, counted). Each call evicts one victim; the caller
+ * retries the allocation after each (its block serves an item of its class
+ * or smaller at once, and holes of victims are gathered by compaction once
+ * they are worth it). The key being stored (slot `keep`) is never a victim.
+ * Bounded: two full turns of the hand, then EFULL (nothing evictable). */
+int evict_some(shmdict_t *h, int64_t keep)
 {
     header_t *H = h->hdr;
     uint64_t cap = h->cap, i = H->clock_hand % cap;
@@ -338,28 +403,19 @@ int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
             return SHMDICT_ECORRUPT;
         if (r->cls & CLS_REF) {
             r->cls &= (uint8_t)~CLS_REF; /* second chance; a hint, unlogged */
+            STORED();
             continue;
         }
-        uint64_t got = class_units(r->cls & 0x7f);
         if (delete_at_op(h, i, r, EV_EVICT))
             return SHMDICT_ECORRUPT;
         FAULT(EVICT_DELETED);
         commit(h);
         H->clock_hand = i; /* the backward shift may have moved an entry into slot i */
         H->st_evictions++;
-        *evicted += got;
-        if (*evicted >= units) {
-            *evicted = 0;
-            if (defrag(h) != SHMDICT_OK)
-                return SHMDICT_ECORRUPT;
-        }
+        STORED();
         return SHMDICT_OK;
     }
     H->clock_hand = i;
-    if (*evicted) { /* nothing left to evict: merge what the last victims freed, then retry */
-        *evicted = 0;
-        return defrag(h) != SHMDICT_OK ? SHMDICT_ECORRUPT : SHMDICT_OK;
-    }
     return SHMDICT_EFULL;
 }
 
@@ -369,26 +425,28 @@ int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted)
  * (0 = missing), then 8 bytes for bool/int/float, or u32 vlen + bytes for
  * str/bytes (a list: its live elements, packed as in the record). */
 
-/* Size of the packed value of r. */
-static inline uint64_t packed_size(const rec_t *r)
-{
-    return 1 + (is_numeric(r->type) ? 8 : 4 + (uint64_t)r->num.s.vlen);
-}
-
-/* Append r's value at buf+used if it fits; returns the new used. */
+/* Append r's value at buf+used if it fits; returns the new used. Every word
+ * is read once and the value's bytes are bounded by its block, so a record
+ * changed after rec_at checked it can garble a value, never reach past it. */
 uint64_t pack_value(const rec_t *r, char *buf, size_t cap, uint64_t used)
 {
-    uint64_t need = packed_size(r);
+    int type = r->type, cls = r->cls & 0x7f;
+    uint64_t klen = r->klen, num = r->num.u;
+    uint64_t n = (uint32_t)num, from = type == SHMDICT_T_LIST ? num >> 32 : klen;
+    uint64_t room = type == SHMDICT_T_LIST ? list_cap(cls, klen) : class_units(cls) * UNIT - REC_HDR;
+    if (!is_numeric(type) && (from > room || n > room - from))
+        n = 0; /* out of its block: nothing is copied */
+    uint64_t need = 1 + (is_numeric(type) ? 8 : 4 + n);
     if (used + need <= cap) {
         char *p = buf + used;
-        *p++ = (char)r->type;
-        if (is_numeric(r->type)) {
-            memcpy(p, &r->num.u, 8);
+        *p++ = (char)type;
+        if (is_numeric(type)) {
+            memcpy(p, &num, 8);
         } else {
-            uint32_t n = r->num.s.vlen;
-            memcpy(p, &n, 4);
+            uint32_t n32 = (uint32_t)n;
+            memcpy(p, &n32, 4);
             if (n) /* a list: its live elements, packed as in the record */
-                memcpy(p + 4, r->type == SHMDICT_T_LIST ? list_area(r) + r->num.s.reserved : r->data + r->klen, n);
+                memcpy(p + 4, type == SHMDICT_T_LIST ? list_area(r) + from : r->data + from, n);
         }
     }
     return used + need;

@@ -1,6 +1,6 @@
 /*
- * record.h -- what every family of operations shares (record.c): storing a
- * value (put), finding a live one (lookup), the CLOCK eviction step, walking
+ * record.h -- what every family of operations shares (record.c): making
+ * room for a block, storing a value (put), finding a live one (lookup), the CLOCK eviction step, walking
  * live records, packing values, and the inline helpers on a record's words,
  * its value and a list record's layout. BEGIN is the opening of every keyed
  * operation: validate the key, hash it, lock, look it up.
@@ -25,14 +25,29 @@ typedef struct value {
     size_t len;
 } value_t;
 
+/* Making room for a block (record.c): the escalation put() and list.c share. */
+typedef struct room {
+    int stage;       /* 0: exact class and bump only; 1: expired reclaimed, borrowing allowed */
+    bool compacted;  /* a compaction pass ran since the last eviction */
+    bool no_room;    /* a growth failed for want of space (an evicting dict evicts instead) */
+    bool evicting;   /* the dict evicts, and this store allows it */
+    uint64_t now;    /* the clock, once read */
+} room_t;
+#define ROOM_AGAIN 1 /* room_take grew the index: find the key's slot again */
+void room_init(room_t *e, const shmdict_t *h, int flags, uint64_t now);
+int room_take(shmdict_t *h, room_t *e, bool need_slot, uint64_t units, uint64_t *unit, int *cls);
+int room_climb(shmdict_t *h, room_t *e, uint64_t units, int64_t keep);
+
 int put(shmdict_t *h, const char *key, size_t klen, uint64_t hash, const value_t *v,
         uint64_t deadline, uint64_t now, int flags, uint32_t *ver_out);
 int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t **r_out,
                uint64_t *now);
 void set_deadline(shmdict_t *h, rec_t *r, uint64_t deadline);
-int evict_some(shmdict_t *h, int64_t keep, uint64_t units, uint64_t *evicted);
+int evict_some(shmdict_t *h, int64_t keep);
 int64_t live_count(shmdict_t *h, bool reclaim);
 int for_each_live(shmdict_t *h, bool (*fn)(rec_t *, void *), void *ctx);
+int cursor_walk(shmdict_t *h, uint64_t cursor, int (*visit)(shmdict_t *, uint64_t, void *),
+                bool (*done)(const void *), void *ctx, uint64_t *next); /* scan and export's batches */
 uint64_t pack_value(const rec_t *r, char *buf, size_t cap, uint64_t used);
 
 static inline uint64_t *word8(rec_t *r) { return (uint64_t *)(void *)&r->klen; }
@@ -86,10 +101,13 @@ static inline int read_value(const rec_t *r, shmdict_out_t *out, char *buf, size
         out->i = r->num.i;
         out->f = r->num.f;
     } else {
-        uint64_t n = r->num.s.vlen;
+        /* read once, bounded by the block (see pack_value) */
+        uint64_t n = r->num.s.vlen, klen = r->klen, room = class_units(r->cls & 0x7f) * UNIT - REC_HDR;
+        if (klen > room || n > room - klen)
+            n = 0;
         out->len = n;
         if (n <= cap && n)
-            memcpy(buf, r->data + r->klen, n);
+            memcpy(buf, r->data + klen, n);
     }
     return r->type;
 }

@@ -191,7 +191,8 @@ int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_c
     return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
 }
 
-/* One batch of a scan, in one lock hold.
+/* One batch of a scan, in one lock hold. The walk itself is cursor_walk
+ * (record.c), which dump's export batches share; this is why it is right.
  *
  * THE CURSOR is a position in the space of 32-bit hash tags: it names the
  * slot the next batch starts at as home_of(cursor) (cursor * index_cap >> 32),
@@ -221,6 +222,30 @@ int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_c
  * (the start slot rounds down). Keys inserted or deleted during the scan may
  * or may not appear.
  */
+typedef struct scanner {
+    walk_t w;
+    uint64_t now, seen, count;
+} scanner_t;
+
+static int scan_one(shmdict_t *h, uint64_t s, void *p)
+{
+    scanner_t *c = p;
+    rec_t *r = rec_at(h, s);
+    if (!r)
+        return SHMDICT_ECORRUPT;
+    if (!expired(r, c->now)) {
+        pack_rec(r, &c->w);
+        c->seen++; /* live keys examined, matching or not: the work per batch */
+    }
+    return 0;
+}
+
+static bool scan_done(const void *p)
+{
+    const scanner_t *c = p;
+    return c->seen >= c->count;
+}
+
 int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
                      char *buf, size_t cap, shmdict_out_t *out)
 {
@@ -229,44 +254,13 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    walk_t w = {buf, cap, 0, 0, 0, pat, plen, false, false};
-    uint64_t now = h->hdr->n_ttl ? now_ns() : 0, seen = 0;
-    uint64_t i = cursor > (1ull << 32) ? h->cap : (uint64_t)(((unsigned __int128)cursor * h->cap) >> 32);
-    int64_t res = 0;
-    for (; i < h->cap; i++) {
-        uint64_t s = h->slots[i];
-        if (s == SLOT_EMPTY) {
-            if (seen >= count) /* live keys examined, matching or not: the work per batch */
-                break;
-            continue;
-        }
-        if (s == SLOT_TOMB || home_of(h, slot_tag(s)) > i)
-            continue; /* wrapped: the batch that reaches the end returns it */
-        rec_t *r = rec_at(h, s);
-        if (!r) {
-            res = SHMDICT_ECORRUPT;
-            break;
-        }
-        if (!expired(r, now)) {
-            pack_rec(r, &w);
-            seen++;
-        }
-    }
-    for (uint64_t j = 0; i == h->cap && res == 0 && j < h->cap && h->slots[j] != SLOT_EMPTY; j++) {
-        uint64_t s = h->slots[j];
-        if (s == SLOT_TOMB || home_of(h, slot_tag(s)) <= j)
-            continue; /* the wrapped entries of the run at slot 0 */
-        rec_t *r = rec_at(h, s);
-        if (!r)
-            res = SHMDICT_ECORRUPT;
-        else if (!expired(r, now))
-            pack_rec(r, &w);
-    }
-    uint64_t next = i < h->cap ? (uint64_t)((((unsigned __int128)i << 32) + h->cap - 1) / h->cap) : 0;
+    scanner_t c = {{buf, cap, 0, 0, 0, pat, plen, false, false}, h->hdr->n_ttl ? now_ns() : 0, 0, count};
+    uint64_t next;
+    int64_t res = cursor_walk(h, cursor, scan_one, scan_done, &c, &next);
     unlock_dict(h);
     out->i = (int64_t)next;
-    out->len = w.used;
+    out->len = c.w.used;
     if (res)
         return res;
-    return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
+    return c.w.used > cap ? SHMDICT_ERANGE : (int64_t)c.w.n;
 }

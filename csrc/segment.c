@@ -109,24 +109,62 @@ static int map_handle(int fd, uint64_t size, shmdict_t **out)
     return SHMDICT_OK;
 }
 
-/* The fixed geometry (arena start, event ring, the index's first size), then
- * the size and index as the header has them now (map_sync, table_bind).
- * Without the lock: a growth or an index growth in another process can
- * change size and index_cap between the two reads, so an inconsistent pair
- * is read again a few times before it counts as corruption. Every lock
- * acquisition binds again if either changed. */
-static int bind_geometry(shmdict_t *h)
+/* The identity fields attach relies on, read from the file ONCE (validate)
+ * and used from this copy (bind_geometry): a process scribbling the file
+ * between the check and the use cannot move the arena or the event ring
+ * outside the mapping. */
+typedef struct ident {
+    uint64_t seed[2], arena_off, events_off, events_cap, index_min, file_size, header_size, check;
+} ident_t;
+
+static void ident_read(const header_t *H, ident_t *g)
 {
-    header_t *H = h->hdr;
-    h->arena = h->base + H->arena_off;
+    const volatile header_t *V = H; /* each word loaded exactly once, here */
+    g->seed[0] = V->seed[0];
+    g->seed[1] = V->seed[1];
+    g->arena_off = V->arena_off;
+    g->events_off = V->events_off;
+    g->events_cap = V->events_cap;
+    g->index_min = V->index_min;
+    g->file_size = V->file_size;
+    g->header_size = V->header_size;
+    g->check = V->ident_check;
+}
+
+static uint64_t ident_of(const ident_t *g)
+{
+    return ident_sum(g->seed[0], g->seed[1], g->arena_off, g->events_off, g->events_cap, g->index_min,
+                     g->file_size, g->header_size);
+}
+
+/* The fixed geometry (arena start, event ring, the index's first size) from
+ * the validated copy, then the size and index as the header has them now
+ * (map_sync, table_bind). Without the lock: a growth or an index growth in
+ * another process can change size and index_cap between the two reads, so
+ * an inconsistent pair is read again a few times before it counts as
+ * corruption. Every lock acquisition binds again if either changed. */
+static int bind_geometry(shmdict_t *h, const ident_t *g)
+{
+    h->arena = h->base + g->arena_off;
     h->slots = (uint64_t *)h->arena;
-    h->ev_off = H->events_off;
-    h->ev_cap = H->events_cap;
-    h->cap0 = H->index_min;
-    h->size0 = H->file_size;
+    h->ev_off = g->events_off;
+    h->ev_cap = g->events_cap;
+    h->cap0 = g->index_min;
+    h->size0 = g->file_size;
+    h->seed[0] = g->seed[0];
+    h->seed[1] = g->seed[1];
     int rc = SHMDICT_ECORRUPT;
-    for (int tries = 0; tries < 3 && rc == SHMDICT_ECORRUPT; tries++) {
+    for (int tries = 0; tries < 4 && rc == SHMDICT_ECORRUPT; tries++) {
         h->size = 0;
+        uint64_t cap = __atomic_load_n(&h->hdr->index_cap, __ATOMIC_RELAXED);
+        uint64_t size = __atomic_load_n(&h->hdr->size, __ATOMIC_RELAXED);
+        /* A pair geo_check does not vouch for is a growth under way elsewhere,
+         * one a dead holder left uncommitted, or a scribble: read again, and
+         * at the last try bind to it all the same (bounds-checked against the
+         * file); the first lock then rolls a dead holder's growth back, or
+         * refuses a scribble (guard.c counters_sane). */
+        if (tries < 3 && __atomic_load_n(&h->hdr->geo_check, __ATOMIC_RELAXED) != geo_sum(cap, size))
+            continue;
         rc = map_sync(h);
         if (rc == SHMDICT_OK)
             rc = table_bind(h);
@@ -136,31 +174,34 @@ static int bind_geometry(shmdict_t *h)
     return rc;
 }
 
-/* Header checks, against the real file size. EVERSION: not ours at all;
- * ECORRUPT: ours but inconsistent. */
-static int validate(const header_t *H, uint64_t st_size)
+/* Header checks on the copy g, against the real file size. EVERSION: not
+ * ours at all; ECORRUPT: ours but inconsistent. */
+static int validate(const header_t *H, uint64_t st_size, ident_t *g)
 {
     if (memcmp(H->magic, MAGIC, 8) != 0)
         return SHMDICT_EVERSION;
     if (H->layout_version != SHMDICT_LAYOUT_VERSION || H->abi != ABI_STAMP || H->endian != 0x01020304u)
         return SHMDICT_EVERSION;
+    ident_read(H, g);
+    if (g->check != ident_of(g))
+        return SHMDICT_ECORRUPT; /* an identity field (or the seed) was scribbled on */
     /* file_size: the size at creation; the file may be longer (grow.c) */
-    if (H->header_size != HEADER_SIZE || H->file_size % PAGE || H->file_size > st_size)
+    if (g->header_size != HEADER_SIZE || g->file_size % PAGE || g->file_size > st_size)
         return SHMDICT_ECORRUPT;
-    uint64_t size0 = H->file_size;
-    if (H->arena_off % PAGE || H->arena_off < HEADER_SIZE || H->arena_off > size0)
+    uint64_t size0 = g->file_size;
+    if (g->arena_off % PAGE || g->arena_off < HEADER_SIZE || g->arena_off > size0)
         return SHMDICT_ECORRUPT;
-    if (H->events_cap && (H->events_cap % 16 || H->events_off % 16 || H->events_off < HEADER_SIZE ||
-                          H->events_off > H->arena_off || /* else the next line wraps */
-                          H->events_cap > H->arena_off - H->events_off))
+    if (g->events_cap && (g->events_cap % 16 || g->events_off % 16 || g->events_off < HEADER_SIZE ||
+                          g->events_off > g->arena_off || /* else the next line wraps */
+                          g->events_cap > g->arena_off - g->events_off))
         return SHMDICT_ECORRUPT;
     /* the index at its first size must leave an arena (table_bind checks the current one) */
-    if (H->index_min < 1 || H->index_min > (size0 - H->arena_off) / 8 ||
-        (size0 - H->arena_off - H->index_min * 8) / UNIT <= FIRST_UNIT + MIN_REC_UNITS)
+    if (g->index_min < 1 || g->index_min > (size0 - g->arena_off) / 8 ||
+        (size0 - g->arena_off - g->index_min * 8) / UNIT <= FIRST_UNIT + MIN_REC_UNITS)
         return SHMDICT_ECORRUPT;
     if (H->size < size0) /* a dict never shrinks (and map_sync checks the upper end) */
         return SHMDICT_ECORRUPT;
-    if (H->ulog_n > ULOG_MAX || H->bump < FIRST_UNIT)
+    if (ulog_len(H->ulog_n) > ULOG_MAX || H->bump < FIRST_UNIT || !flags_ok(H->flags))
         return SHMDICT_ECORRUPT;
     if (!lock_looks_valid(H))
         return SHMDICT_ECORRUPT;
@@ -211,7 +252,13 @@ static void init_header(shmdict_t *h, uint64_t user_size, uint64_t file_size, ui
     H->size = file_size;
     H->size_user = user_size;
     H->bump = FIRST_UNIT;
-    bind_geometry(h); /* cannot fail: sizes >= SHMDICT_MIN_SIZE leave an arena */
+    H->flags = flags_word(0);
+    H->geo_check = geo_sum(cap, file_size);
+    H->ident_check = ident_sum(H->seed[0], H->seed[1], arena_off, H->events_off, events_cap, cap, file_size,
+                               HEADER_SIZE);
+    ident_t g;
+    ident_read(H, &g);
+    bind_geometry(h, &g); /* cannot fail: sizes >= SHMDICT_MIN_SIZE leave an arena */
 }
 
 int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, int64_t gid,
@@ -338,9 +385,10 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
                (uint64_t)st.st_size > ((uint64_t)SHMDICT_MAX_SIZE_MB << 20) + PAGE) {
         rc = SHMDICT_ECORRUPT;
     } else if ((rc = map_handle(fd, (uint64_t)st.st_size, &h)) == SHMDICT_OK) {
-        rc = validate(h->hdr, (uint64_t)st.st_size);
+        ident_t g;
+        rc = validate(h->hdr, (uint64_t)st.st_size, &g);
         if (rc == SHMDICT_OK)
-            rc = bind_geometry(h);
+            rc = bind_geometry(h, &g);
         if (rc) {
             shmdict_close(h);
         } else {
@@ -354,6 +402,8 @@ int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_ui
     errno = e;
     return rc;
 }
+
+uint32_t shmdict_abi(void) { return ABI_STAMP; }
 
 void shmdict_close(shmdict_t *h)
 {

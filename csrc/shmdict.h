@@ -82,7 +82,7 @@ enum {
 };
 
 enum {
-    SHMDICT_LAYOUT_VERSION = 3, /* 3: lock-free readers' sequence words (seq.c): older writers would not mark them */
+    SHMDICT_LAYOUT_VERSION = 4, /* 3: fewer space mechanisms, checked header words (layout.h); 4: lock-free readers' sequence words (seq.c) */
     SHMDICT_MAX_KEY        = 65535,     /* bytes of UTF-8 */
     SHMDICT_MIN_SIZE       = 32768,     /* bytes */
     SHMDICT_MAX_SIZE_MB    = 32768,     /* 32 GiB: 2^32 arena units of 8 bytes */
@@ -133,6 +133,9 @@ int shmdict_create(const char *dir, const char *name, uint64_t size, int mode, i
  * at most SHMDICT_NAME_MAX bytes, else EINVAL (shmdict_create too). */
 int shmdict_attach(const char *dir, const char *name, int flags, int64_t also_uid, shmdict_out_t *why,
                    shmdict_t **out);
+/* This build's ABI stamp (C library, mutex size, pointer size, architecture):
+ * a dict stamped otherwise is refused by attach with EVERSION. */
+uint32_t shmdict_abi(void);
 /* Unmap and free the handle. The caller guarantees no call is in flight. */
 void shmdict_close(shmdict_t *h);
 int shmdict_info(shmdict_t *h, shmdict_info_t *out);
@@ -349,6 +352,19 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
  * count them. */
 int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max_items, uint64_t budget,
                        uint64_t wall_now, int store, shmdict_out_t *out);
+/* Salvage (no lock, no store): the items of index slots [from, from + count)
+ * that are still whole, in the export format. Returns their number with
+ * out->i = the next `from` (0 = done), out->len = bytes, out->ver = records
+ * refused as damaged; ERANGE with out->len = bytes needed if not even one
+ * item fits in cap. */
+int64_t shmdict_salvage(shmdict_t *h, uint64_t from, uint64_t count, uint64_t wall_now, char *buf, size_t cap,
+                        shmdict_out_t *out);
+/* Repair the dict's mutex if it can never be taken again (ENOTRECOVERABLE),
+ * safely against attached processes; with force, also one whose word names
+ * an owner thread that does not exist in this PID namespace. Then take the
+ * lock once (rolling back what a dead owner left). Returns 0 (the lock was
+ * usable), 1 (re-initialised), ELOCK (held by a live thread: left alone). */
+int shmdict_repair(shmdict_t *h, int force);
 
 /* ---- bounded lock waits (lock.c) ------------------------------------------ */
 
@@ -392,9 +408,11 @@ typedef struct shmdict_api {
 } shmdict_api_t;
 const shmdict_api_t *shmdict_api(void);
 /* fn (NULL: none) is called by a thread right before it blocks on a busy dict
- * lock, after the brief spin. The call then runs to completion; fn must not
- * call into shmdict. A binding uses it to let other threads run while this
- * one sleeps (the CPython type releases the GIL there). Process-wide. */
+ * lock, after the brief spin, and before a long bulk step under the lock
+ * (compaction, index or file growth, flush, recovery). The call then runs to
+ * completion; fn must not call into shmdict. A binding uses it to let other
+ * threads run meanwhile (the CPython type releases the GIL there).
+ * Process-wide. */
 void shmdict_on_block(void (*fn)(void));
 /* A batch (get_many, set_many) holds the lock for at most this many keys at a
  * time, so a huge batch cannot stall every other process for long. */
@@ -414,7 +432,10 @@ const char *shmdict_strerror(int rc);
  * Disarmed, each point costs one predictable branch. */
 int shmdict_fault_count(void);
 const char *shmdict_fault_name(int i);
-int shmdict_fault_arm(const char *name, int nth); /* name NULL disarms; EINVAL if unknown */
+int shmdict_fault_arm(const char *name, int nth); /* name NULL disarms; EINVAL if unknown;
+                                                  * "store": die after the nth store into the
+                                                  * mapping (0: only count them) */
+long long shmdict_fault_stores(void);            /* stores counted since "store" was armed */
 /* Shift this process's TTL clock forward by ns (tests of expiry without sleeping). */
 void shmdict_clock_shift(int64_t ns);
 

@@ -18,7 +18,8 @@
  *               (numbers: n = 8) -- the layout of a list record's live part
  *
  * EXPORT (shmdict_export) copies up to about `count` live items per call,
- * each read whole under the lock, and returns a cursor for the next call.
+ * each read whole under the lock, and returns a cursor for the next call:
+ * the cursor walk scan uses (cursor_walk, record.c).
  * The cursor is a position in the space of 32-bit hash tags, naming the slot
  * home_of(cursor) of the index at its current size (the index can grow
  * between calls: it is then rebuilt, and every key whose tag is at least the
@@ -210,6 +211,24 @@ static int export_one(shmdict_t *h, uint64_t s, exporter_t *e)
     return SHMDICT_OK;
 }
 
+typedef struct export_batch {
+    exporter_t e;
+    uint64_t seen, count, budget;
+} export_batch_t;
+
+static int export_visit(shmdict_t *h, uint64_t s, void *p)
+{
+    export_batch_t *x = p;
+    x->seen++;
+    return export_one(h, s, &x->e);
+}
+
+static bool export_done(const void *p)
+{
+    const export_batch_t *x = p;
+    return x->seen >= x->count || x->e.used >= x->budget;
+}
+
 int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t budget, uint64_t wall_now,
                        char *buf, size_t cap, shmdict_out_t *out)
 {
@@ -220,37 +239,136 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
     int rc = lock_dict(h);
     if (rc)
         return rc;
-    exporter_t e = {buf, cap, 0, 0, h->hdr->n_ttl ? now_ns() : 0, wall_now};
-    uint64_t i = (uint64_t)(((unsigned __int128)cursor * h->cap) >> 32), seen = 0;
-    for (; i < h->cap && rc == SHMDICT_OK; i++) {
-        uint64_t s = h->slots[i];
-        if (s == SLOT_EMPTY) {
-            if (seen >= count || e.used >= budget)
-                break; /* a batch ends only just before an EMPTY slot */
-            continue;
-        }
-        if (s == SLOT_TOMB || home_of(h, slot_tag(s)) > i)
-            continue; /* a wrapped entry: the last batch takes it */
-        seen++;
-        rc = export_one(h, s, &e);
-    }
-    if (rc == SHMDICT_OK && i == h->cap) {
-        /* the last batch: the wrapped entries, all before the first EMPTY slot */
-        for (uint64_t j = 0; j < h->cap && rc == SHMDICT_OK; j++) {
-            uint64_t s = h->slots[j];
-            if (s == SLOT_EMPTY)
-                break;
-            if (s != SLOT_TOMB && home_of(h, slot_tag(s)) > j)
-                rc = export_one(h, s, &e);
-        }
-    }
-    uint64_t next = i < h->cap ? (uint64_t)((((unsigned __int128)i << 32) + h->cap - 1) / h->cap) : 0;
+    export_batch_t x = {{buf, cap, 0, 0, h->hdr->n_ttl ? now_ns() : 0, wall_now}, 0, count, budget};
+    uint64_t next;
+    rc = cursor_walk(h, cursor, export_visit, export_done, &x, &next);
     unlock_dict(h);
     if (rc)
         return rc;
     out->i = (int64_t)next;
-    out->len = e.used;
-    return e.used > cap ? SHMDICT_ERANGE : (int64_t)e.n;
+    out->len = x.e.used;
+    return x.e.used > cap ? SHMDICT_ERANGE : (int64_t)x.e.n;
+}
+
+/* ---- salvage -----------------------------------------------------------------
+ *
+ * What is still readable from a dict that can no longer be used -- marked
+ * corrupt, or with a mutex that cannot be recovered -- in the export format,
+ * WITHOUT the lock and without writing a byte of the file. Index slots
+ * [from, from + count) are read in order; a slot's record is taken only if,
+ * read once into a copy, it is whole: inside the arena, its class fitting,
+ * its value inside its block, its key hashing to the slot's tag (so a slot
+ * that points at the wrong place is refused, not followed), keys and str
+ * values valid UTF-8, a list's elements well formed. The bytes are copied
+ * into the caller's buffer first and judged there, so a record that changes
+ * meanwhile is refused or copied whole, never read past its block. Expired
+ * items are left out. A dict whose index itself is lost yields nothing;
+ * check() then says why. */
+int64_t shmdict_salvage(shmdict_t *h, uint64_t from, uint64_t count, uint64_t wall_now, char *buf, size_t cap,
+                        shmdict_out_t *out)
+{
+    uint64_t n = 0, used = 0, refused = 0, now = now_ns(), i = from, end;
+    out->i = 0;
+    out->len = 0;
+    out->ver = 0;
+    if (count == 0 || from > h->cap)
+        return SHMDICT_EINVAL;
+    end = count < h->cap - from ? from + count : h->cap;
+    for (; i < end; i++) {
+        uint64_t s = __atomic_load_n(&h->slots[i], __ATOMIC_RELAXED), unit = slot_unit(s);
+        if (s <= SLOT_TOMB)
+            continue;
+        rec_t hd;
+        if (unit < FIRST_UNIT || unit + MIN_REC_UNITS > h->units) {
+            refused++;
+            continue;
+        }
+        memcpy(&hd, unit_ptr(h, unit), sizeof hd); /* read once: everything below uses the copy */
+        int cls = hd.cls & 0x7f, type = hd.type;
+        uint64_t klen = hd.klen, vlen = 0, from_off = 0, lcount = 0;
+        if (cls >= NCLASS || type < SHMDICT_T_BOOL || type > SHMDICT_T_LIST || klen == 0 ||
+            unit + class_units(cls) > h->units) {
+            refused++;
+            continue;
+        }
+        uint64_t room = class_units(cls) * UNIT - REC_HDR; /* bytes after the record header */
+        if (type == SHMDICT_T_LIST) {
+            vlen = hd.num.s.vlen;
+            from_off = pad8(klen) + 8 + hd.num.s.reserved;
+            if (pad8(klen) + 8 > room || hd.num.s.reserved > room - pad8(klen) - 8 || vlen > room - from_off) {
+                refused++;
+                continue;
+            }
+            lcount = rd64(unit_ptr(h, unit)->data + pad8(klen));
+        } else if (!is_numeric(type)) {
+            vlen = hd.num.s.vlen;
+            from_off = klen;
+            if (klen > room || vlen > room - klen) {
+                refused++;
+                continue;
+            }
+        } else if (klen > room) {
+            refused++;
+            continue;
+        }
+        uint64_t wall = 0;
+        if (hd.expires) {
+            if (hd.expires <= now)
+                continue;
+            uint64_t left = hd.expires - now;
+            wall = left >= UINT64_MAX - wall_now ? UINT64_MAX : wall_now + left;
+        }
+        uint64_t need = 4 + klen + 1 + 8 + (is_numeric(type) ? 8 : type == SHMDICT_T_LIST ? 8 + vlen : 4 + vlen);
+        if (used + need > cap) {
+            if (n == 0 && used == 0) {
+                out->i = (int64_t)i;
+                out->len = need;
+                return SHMDICT_ERANGE; /* not even this one item fits: a larger buffer, same `from` */
+            }
+            break;
+        }
+        const char *rd = unit_ptr(h, unit)->data;
+        char *p = buf + used, *key = p + 4, *val;
+        uint32_t kl = (uint32_t)klen, vl = (uint32_t)vlen;
+        memcpy(p, &kl, 4);
+        memcpy(key, rd, klen);
+        p = key + klen;
+        *p++ = (char)type;
+        memcpy(p, &wall, 8);
+        p += 8;
+        if (is_numeric(type)) {
+            memcpy(p, &hd.num.u, 8);
+            val = p;
+        } else {
+            if (type == SHMDICT_T_LIST) {
+                uint32_t c = (uint32_t)lcount;
+                memcpy(p, &c, 4);
+                p += 4;
+            }
+            memcpy(p, &vl, 4);
+            val = p + 4;
+            if (vlen)
+                memcpy(val, rd + from_off, vlen);
+        }
+        /* judged on the copy */
+        bool ok = (uint32_t)(hash_key(h, key, klen) >> 32) == slot_tag(s) && utf8_ok(key, klen);
+        if (ok && type == SHMDICT_T_STR)
+            ok = utf8_ok(val, vlen);
+        else if (ok && type == SHMDICT_T_BOOL)
+            ok = rd64(val) <= 1;
+        else if (ok && type == SHMDICT_T_LIST)
+            ok = lcount > 0 && lcount <= UINT32_MAX && elems_ok(val, vlen, lcount, true);
+        if (!ok) {
+            refused++;
+            continue;
+        }
+        used += need;
+        n++;
+    }
+    out->i = i < h->cap ? (int64_t)i : 0;
+    out->len = used;
+    out->ver = (uint32_t)refused;
+    return (int64_t)n;
 }
 
 /* ---- import ----------------------------------------------------------------- */

@@ -86,27 +86,24 @@ int shmdict_peek(shmdict_t *h, shmdict_info_t *out)
 }
 
 /* The largest block (in units) an insert could obtain right now, following
- * put()'s escalation: the exact class's free list and the bump pointer, then
- * (after reclaiming expired records and a defrag pass) any larger free block
- * split to size. Walks the arena: O(arena), under the lock, read-only.
- * A record is "free" here if it is a free block, or (reclaim would free it)
- * an expired live record. Merged runs count only when put would run a defrag
- * pass (something was freed since the last one, or something expired);
- * otherwise only single blocks count. When free blocks lie in holes, a
- * compaction pass would gather them all at the top. A new key also needs an
- * index slot: if the index is at its load limit and cannot grow, nothing fits. */
+ * the escalation (record.c room_climb): the exact class's free list and the
+ * bump pointer, then (after reclaiming expired records) any larger free block
+ * split to size, then a compaction pass that gathers every hole at the top.
+ * Walks the arena: O(arena), under the lock, read-only. A record is "free"
+ * here if it is a free block, or (reclaim would free it) an expired live
+ * record. A new key also needs an index slot: if the index is at its load
+ * limit and cannot grow, nothing fits. */
 static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t *expired_out)
 {
     header_t *H = h->hdr;
-    uint64_t bump = H->bump, best_block = 0, best_run = 0, run = 0, n_expired = 0, free_sum = 0;
+    uint64_t bump = H->bump, best_block = 0, n_expired = 0, free_sum = 0;
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
-        rec_t *r = unit_ptr(h, u);
-        int c = r->cls & 0x7f;
-        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
+        if (!block_ok(h, u, bump))
             return SHMDICT_ECORRUPT;
-        uint64_t cu = class_units(c);
+        rec_t *r = unit_ptr(h, u);
+        uint64_t cu = class_units(r->cls & 0x7f);
         bool is_free = r->type == T_FREE;
         if (!is_free && expired(r, now)) {
             is_free = true;
@@ -114,17 +111,11 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
         }
         if (is_free) {
             free_sum += cu;
-            run += cu;
             if (cu > best_block)
                 best_block = cu;
-        } else {
-            if (run >= MIN_BLOCK && carve_units(run) > best_run)
-                best_run = carve_units(run);
-            run = 0;
         }
         u += cu;
     }
-    bool merges = H->frees_since_defrag > 0 || n_expired > 0;
     uint64_t tail = h->units - bump; /* the bump pointer's room */
     uint64_t live = H->count - (n_expired <= H->count ? n_expired : H->count), free_units;
     bool index_full = (live + H->tombs + 1) * LOAD_DEN > h->cap * LOAD_NUM;
@@ -140,15 +131,9 @@ static int largest_fit(shmdict_t *h, uint64_t now, uint64_t *units_out, uint64_t
     }
     if (!index_full || grow_top == grow_all) {
         tail -= grow_top;
-        if (merges)
-            tail += run;             /* a free run at the end goes back to the bump pointer */
-        else if (run >= MIN_BLOCK && carve_units(run) > best_run)
-            best_run = carve_units(run);
         best = tail ? class_units(class_floor_units(tail)) : 0;
         if (best_block > best)
             best = best_block;
-        if (merges && best_run > best)
-            best = best_run;
     }
     /* A compaction pass gathers every hole at the top (an evicting dict
      * compacts only when the holes are worth it: compact_would_fit). */

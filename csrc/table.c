@@ -16,11 +16,13 @@
  * a valid state: lookups probe past it, inserts reuse it) and continues.
  *
  * ALLOCATOR. Records live in segregated size classes (layout.h class_units):
- * a LIFO free list per class plus a bump pointer; blocks are never split or
- * merged, so the arena is always a gap-free sequence of blocks from unit
- * FIRST_UNIT to `bump` (table_check walks it). An allocation takes the exact
- * class's free list, then the bump pointer, then the smallest larger class
- * with a free block (the block keeps its class, so it goes back to that list).
+ * a LIFO free list per class plus a bump pointer; blocks are never merged
+ * (a borrowed one is split in place into class-sized pieces), so the arena
+ * is always a gap-free sequence of blocks from unit FIRST_UNIT to `bump`
+ * (table_check walks it). An allocation takes the exact class's free list,
+ * then the bump pointer, then (borrowing) the smallest larger class with a
+ * free block, split: the rest goes back on the lists as class-sized blocks. Free space scattered in holes is gathered at the top
+ * by compaction (below), the one pass that moves or re-carves blocks.
  *
  * EXPIRY. Lazy: readers treat a record past its deadline as absent. Writers
  * sweep SWEEP_SLOTS slots per insert when any record has a TTL, and before a
@@ -86,6 +88,15 @@ rec_t *rec_at(shmdict_t *h, uint64_t slot)
     return r;
 }
 
+/* The one block validator of every arena walker (compaction, index rebuild,
+ * free_space, check): the block at unit u, below bump, has a class whose size
+ * fits before bump. Says nothing of the block's contents. */
+bool block_ok(const shmdict_t *h, uint64_t u, uint64_t bump)
+{
+    int c = unit_ptr(h, u)->cls & 0x7f;
+    return u + MIN_BLOCK <= bump && c >= MIN_BLOCK - 1 && c < NCLASS && u + class_units(c) <= bump;
+}
+
 /* ---- geometry -------------------------------------------------------------- */
 
 /* Point the handle at the index and arena that hdr->index_cap describes:
@@ -149,7 +160,8 @@ static int class_floor(uint64_t units)
 }
 
 /* Size of the first class-sized piece to carve from a free run of len units
- * (len >= MIN_BLOCK): as large as possible, never leaving a 1-unit sliver. */
+ * (len >= MIN_BLOCK; the rest of a borrowed block): as large as possible,
+ * never leaving a 1-unit sliver. */
 static uint64_t carve_len(uint64_t len)
 {
     int c = class_floor(len);
@@ -158,8 +170,7 @@ static uint64_t carve_len(uint64_t len)
     return class_units(c);
 }
 
-/* For free_space (stats.c): the same two rules, exported. */
-uint64_t carve_units(uint64_t len) { return carve_len(len); }
+/* For free_space (stats.c): the largest class that fits, exported. */
 int class_floor_units(uint64_t units) { return class_floor(units); }
 
 /* Turn [at, end) -- inside a block already logged or unpublished -- into free
@@ -177,6 +188,7 @@ static void push_free_run(shmdict_t *h, uint64_t at, uint64_t end)
         hd.cls = (uint8_t)c;
         hd.expires = H->free_head[c];
         memcpy(p, &hd, 16);
+        STORED();
         w64(h, &H->free_head[c], at);
         at += len;
     }
@@ -252,101 +264,14 @@ void free_block(shmdict_t *h, uint64_t unit, rec_t *r)
     w64(h, (uint64_t *)&r->klen, w);
     w64(h, &r->expires, H->free_head[c]);
     w64(h, &H->free_head[c], unit);
-    H->frees_since_defrag++; /* a hint, unlogged */
-}
-
-/* ---- defragmentation ------------------------------------------------------------ */
-
-/* One idempotent pass over the arena: merge every run of adjacent free
- * blocks, re-carve it into as few class-sized blocks as possible, rebuild all
- * free lists, and give a free run at the end back to the bump pointer.
- *
- * Plain stores, under the redo protocol (defrag_pending). It can be re-run
- * from any point it was interrupted at because every intermediate state is a
- * valid tiling of the arena: a run's new headers are written from its last
- * piece to its first, and each one written covers exactly the rest of the
- * run, all of it free; the free lists are rebuilt from scratch. */
-int defrag_pass(shmdict_t *h)
-{
-    header_t *H = h->hdr;
-    uint64_t bump = H->bump;
-    if (bump < FIRST_UNIT || bump > h->units)
-        return SHMDICT_ECORRUPT;
-    memset(H->free_head, 0, sizeof H->free_head);
-    uint64_t u = FIRST_UNIT;
-    while (u < bump) {
-        rec_t *r = unit_ptr(h, u);
-        int c = r->cls & 0x7f;
-        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
-            return SHMDICT_ECORRUPT;
-        if (r->type != T_FREE) {
-            u += class_units(c);
-            continue;
-        }
-        uint64_t start = u;
-        while (u < bump) {
-            rec_t *f = unit_ptr(h, u);
-            int fc = f->cls & 0x7f;
-            if (f->type != T_FREE)
-                break;
-            if (u + MIN_BLOCK > bump || fc < MIN_BLOCK - 1 || fc >= NCLASS || u + class_units(fc) > bump)
-                return SHMDICT_ECORRUPT;
-            u += class_units(fc);
-        }
-        if (u == bump) {
-            H->bump = start; /* the tail is free: back to the bump pointer */
-            break;
-        }
-        /* Carve [start, u) greedily into classes; headers last piece first. */
-        uint64_t piece[64], n = 0;
-        for (uint64_t at = start; at < u && n < 64;) {
-            piece[n++] = at;
-            at += carve_len(u - at);
-        }
-        for (uint64_t k = n; k-- > 0;) {
-            rec_t *p = unit_ptr(h, piece[k]);
-            uint64_t end = k + 1 < n ? piece[k + 1] : u;
-            rec_t hd = {0};
-            hd.type = T_FREE;
-            hd.cls = (uint8_t)class_of(end - piece[k]);
-            memcpy(p, &hd, 16);
-        }
-        for (uint64_t k = 0; k < n; k++) {
-            rec_t *p = unit_ptr(h, piece[k]);
-            int pc = p->cls & 0x7f;
-            p->expires = H->free_head[pc];
-            H->free_head[pc] = piece[k];
-        }
-        FAULT(DEFRAG_MERGED);
-    }
-    H->frees_since_defrag = 0;
-    return SHMDICT_OK;
-}
-
-/* Run a defrag pass if anything was freed since the last one. */
-int defrag(shmdict_t *h)
-{
-    header_t *H = h->hdr;
-    if (H->frees_since_defrag == 0)
-        return SHMDICT_OK;
-    w64(h, &H->defrag_pending, DEFRAG_MERGE);
-    commit(h);
-    FAULT(DEFRAG_MARKED);
-    int rc = defrag_pass(h);
-    if (rc) {
-        H->corrupt = 1;
-        return rc;
-    }
-    atomic_signal_fence(memory_order_seq_cst);
-    H->defrag_pending = 0;
-    return SHMDICT_OK;
+    H->frees_since_compact++; /* a hint, unlogged */
+    STORED();
 }
 
 /* ---- compaction ----------------------------------------------------------------
  *
- * Free blocks merge only with their neighbours (defrag_pass), so after churn
- * the free space can be scattered in pieces too small for a large item.
- * Compaction slides every live record down, in arena order, over the free
+ * Free blocks never merge, so after churn the free space can be scattered in
+ * pieces too small for a large item. Compaction slides every live record down, in arena order, over the free
  * blocks below it, so all free space ends up above bump in one piece. A
  * record's index slot is found from its key's hash (the slot whose tag
  * matches and whose unit is the record's old or new place) and repointed.
@@ -377,7 +302,9 @@ static int compact_move(shmdict_t *h, uint64_t dst, uint64_t src, uint64_t n)
     for (uint64_t at = k * g; at < n; at += g, k++) {
         uint64_t len = n - at < g ? n - at : g;
         memcpy(h->arena + (dst + at) * UNIT, h->arena + (src + at) * UNIT, len * UNIT);
+        STORED();
         __atomic_store_n(&H->compact_piece, src << 32 | (k + 1), __ATOMIC_RELAXED);
+        STORED();
         FAULT(COMPACT_CHUNK);
     }
     rec_t *r = unit_ptr(h, dst);
@@ -391,6 +318,7 @@ static int compact_move(shmdict_t *h, uint64_t dst, uint64_t src, uint64_t n)
             break;
         if (s != SLOT_TOMB && slot_tag(s) == tag && (slot_unit(s) == src || slot_unit(s) == dst)) {
             __atomic_store_n(&h->slots[i], (uint64_t)tag << 32 | dst, __ATOMIC_RELAXED);
+            STORED();
             return SHMDICT_OK;
         }
     }
@@ -401,16 +329,19 @@ int compact_pass(shmdict_t *h)
 {
     header_t *H = h->hdr;
     uint64_t bump = H->bump, at = H->compact_at, dst = at >> 32, src = at & 0xffffffffu;
+    if (dst == bump && src > bump && src <= h->units)
+        src = bump; /* the pass had finished and lowered bump to dst: nothing is left to move */
     if (bump < FIRST_UNIT || bump > h->units || dst < FIRST_UNIT || dst > src || src > bump)
         return SHMDICT_ECORRUPT;
     memset(H->free_head, 0, sizeof H->free_head);
+    STORED();
     while (src < bump) {
         uint64_t prog = H->compact_piece;
         bool started = prog >> 32 == src && (prog & 0xffffffffu) > 0 && dst < src;
         rec_t *r = unit_ptr(h, started ? dst : src); /* type and class: the header's 2nd unit */
         int c = r->cls & 0x7f;
         if (src + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || src + class_units(c) > bump)
-            return SHMDICT_ECORRUPT;
+            return SHMDICT_ECORRUPT; /* (block_ok's test, on the class read from dst or src) */
         uint64_t n = class_units(c);
         if (r->type == T_FREE && !started) {
             src += n;
@@ -426,10 +357,13 @@ int compact_pass(shmdict_t *h)
             src += n;
         }
         __atomic_store_n(&H->compact_at, dst << 32 | src, __ATOMIC_RELAXED);
+        STORED();
         FAULT(COMPACT_MOVED);
     }
     H->bump = dst;
-    H->frees_since_defrag = 0;
+    STORED();
+    H->frees_since_compact = 0;
+    STORED();
     return SHMDICT_OK;
 }
 
@@ -463,6 +397,7 @@ int compact(shmdict_t *h)
     if (H->ulog_n)
         return SHMDICT_ECORRUPT;
     seq_bulk(h); /* records move: lock-free readers retry (seq.c) */
+    about_to_block(); /* O(arena): the binding lets its other threads run */
     w64(h, &H->defrag_pending, DEFRAG_COMPACT);
     w64(h, &H->compact_at, (uint64_t)FIRST_UNIT << 32 | FIRST_UNIT);
     w64(h, &H->compact_piece, 0);
@@ -475,6 +410,9 @@ int compact(shmdict_t *h)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
+    H->compact_at = H->compact_piece = 0; /* no stale cursor left for a later step to misread */
+    STORED();
     H->compactions++;
     return SHMDICT_OK;
 }
@@ -515,6 +453,7 @@ static int reindex_begin(shmdict_t *h)
     if (bump < FIRST_UNIT || bump > h->units)
         return SHMDICT_ECORRUPT;
     memset(h->slots, 0, h->cap * sizeof(uint64_t));
+    STORED();
     FAULT(REINDEX_CLEARED);
     return SHMDICT_OK;
 }
@@ -528,6 +467,7 @@ static void reindex_put(shmdict_t *h, uint64_t s, uint64_t n)
     while (h->slots[i] != SLOT_EMPTY)
         i = i + 1 == cap ? 0 : i + 1;
     h->slots[i] = s;
+    STORED();
     if ((n + 1) % 4096 == 0)
         FAULT(REINDEX_INSERTED);
 }
@@ -535,7 +475,9 @@ static void reindex_put(shmdict_t *h, uint64_t s, uint64_t n)
 static int reindex_end(shmdict_t *h, uint64_t n)
 {
     h->hdr->count = n;
+    STORED();
     h->hdr->tombs = 0;
+    STORED();
     return SHMDICT_OK;
 }
 
@@ -548,10 +490,10 @@ int reindex_pass(shmdict_t *h)
     if (rc)
         return rc;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
+        if (!block_ok(h, u, bump))
+            return SHMDICT_ECORRUPT;
         rec_t *r = unit_ptr(h, u);
         int c = r->cls & 0x7f;
-        if (u + MIN_BLOCK > bump || c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
-            return SHMDICT_ECORRUPT;
         if (r->type != T_FREE) {
             if (r->type < SHMDICT_T_BOOL || r->type > SHMDICT_T_LIST || r->klen == 0 ||
                 (rec_bytes(r) + UNIT - 1) / UNIT > class_units(c) || n >= h->cap)
@@ -644,6 +586,7 @@ int grow_index(shmdict_t *h)
     uint64_t d = index_growth(h, true, &free_units);
     if (d == 0)
         return SHMDICT_EFULL;
+    about_to_block(); /* O(entries): the binding lets its other threads run */
     /* A private copy of the old index, taken before anything changes: the
      * new index covers the old one's place. Without memory for it, the
      * rebuild reads the records instead (slower: it hashes every key). */
@@ -653,6 +596,7 @@ int grow_index(shmdict_t *h)
     seq_bulk(h); /* the index moves: lock-free readers retry (seq.c) */
     w64(h, &H->defrag_pending, DEFRAG_REINDEX);
     w64(h, &H->index_cap, cap + d);
+    w64(h, &H->geo_check, geo_sum(cap + d, H->size));
     commit(h);
     FAULT(REINDEX_MARKED);
     int rc = table_bind(h);
@@ -665,6 +609,7 @@ int grow_index(shmdict_t *h)
     }
     atomic_signal_fence(memory_order_seq_cst);
     H->defrag_pending = 0;
+    STORED();
     H->index_growths++;
     return SHMDICT_OK;
 }
@@ -713,7 +658,7 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op)
             break;
         if (s == SLOT_TOMB || in_range(home_of(h, slot_tag(s)), hole, j))
             continue; /* stays: its home lies after the hole */
-        if (H->ulog_n + 4 > ULOG_MAX)
+        if (ulog_len(H->ulog_n) + 4 > ULOG_MAX)
             commit(h); /* hole is a counted TOMB: a valid state to stop in */
         seq_mark(h, slot_tag(s)); /* its slot moves: its lock-free readers retry (seq.c) */
         w64(h, &slots[hole], s);
@@ -756,6 +701,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
                 FAULT(RECLAIM_DELETED);
                 commit(h);
                 H->st_expired++;
+                STORED();
                 removed++;
                 continue; /* another entry may have shifted into slot i */
             }
@@ -770,6 +716,7 @@ int reclaim_expired(shmdict_t *h, uint64_t now, bool all)
         H->exp_hint = hint; /* a hint: never too late, since every TTL store lowers it */
     else
         H->expire_hand = i;
+    STORED();
     return removed;
 }
 
@@ -780,24 +727,40 @@ void table_reset(shmdict_t *h)
 {
     header_t *H = h->hdr;
     seq_bulk(h); /* everything goes: lock-free readers retry (seq.c) */
+    about_to_block(); /* O(index) */
     /* The size this handle mapped and checked against the file: a scribbled
      * size is repaired here (a legitimate one equals it: lock_dict follows it). */
     H->size = h->size;
+    STORED();
     if (H->size_user > h->size || H->size_user + PAGE <= h->size)
         H->size_user = h->size;
+    STORED();
     H->index_cap = h->cap0; /* back to the size it was created with: the arena gets its top back */
+    STORED();
+    H->geo_check = geo_sum(h->cap0, h->size);
+    STORED();
     H->bump = FIRST_UNIT;
+    STORED();
     table_bind(h);          /* cannot fail: cap0 was checked at attach, and bump is at the bottom */
     memset(h->slots, 0, h->cap * sizeof(uint64_t));
+    STORED();
     FAULT(FLUSH_CLEARED);
     memset(H->free_head, 0, sizeof H->free_head);
+    STORED();
     H->count = H->tombs = H->n_ttl = H->used_bytes = 0;
+    STORED();
     H->bump = FIRST_UNIT;
     H->exp_hint = 0;
     H->expire_hand = H->clock_hand = 0;
-    H->frees_since_defrag = 0;
+    H->frees_since_compact = 0;
+    STORED();
     H->defrag_pending = 0;
+    STORED();
     H->compact_at = H->compact_piece = 0;
+    STORED();
+    if (!flags_ok(H->flags)) /* the policy's low half is kept: flush_all is the way out of CorruptError */
+        __atomic_store_n(&H->flags, flags_word((uint32_t)H->flags), __ATOMIC_RELAXED);
+    STORED();
 }
 
 /* ---- integrity check -------------------------------------------------------- */
@@ -824,7 +787,13 @@ int table_check(shmdict_t *h, char *msg, size_t msgcap)
     if (msgcap)
         msg[0] = 0;
     if (H->ulog_n != 0 || H->flush_pending || H->defrag_pending)
-        FAIL("undo log not empty (%llu entries)", (unsigned long long)H->ulog_n);
+        FAIL("an operation is unfinished (undo log of %llu entries, flush %s, bulk step %s)",
+             (unsigned long long)ulog_len(H->ulog_n), H->flush_pending ? "pending" : "none",
+             H->defrag_pending ? "pending" : "none");
+    if (H->geo_check != geo_sum(H->index_cap, H->size))
+        FAIL("geometry check word does not match index_cap and size");
+    if (!flags_ok(H->flags))
+        FAIL("flags word is not a flags word");
     if (H->corrupt)
         FAIL("table marked corrupt by a failed recovery");
     if (bump < FIRST_UNIT || bump > units)
@@ -836,11 +805,9 @@ int table_check(shmdict_t *h, char *msg, size_t msgcap)
     uint64_t live_blocks = 0, free_blocks = 0;
     for (uint64_t u = FIRST_UNIT; u < bump;) {
         rec_t *r = unit_ptr(h, u);
-        if (u + MIN_BLOCK > bump)
-            FAIL("block at unit %llu overruns the arena", (unsigned long long)u);
         int c = r->cls & 0x7f;
-        if (c < MIN_BLOCK - 1 || c >= NCLASS || u + class_units(c) > bump)
-            FAIL("block at unit %llu has bad class %d", (unsigned long long)u, c);
+        if (!block_ok(h, u, bump))
+            FAIL("block at unit %llu (class %d) overruns the arena or has a bad class", (unsigned long long)u, c);
         start[u / 8] |= (uint8_t)(1u << (u % 8));
         if (r->type == T_FREE)
             free_blocks++;

@@ -12,19 +12,17 @@
  * *ins receives the first reusable slot on the probe path (or -1). */
 int64_t find_slot(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int64_t *ins);
 rec_t *rec_at(shmdict_t *h, uint64_t slot);
+bool block_ok(const shmdict_t *h, uint64_t u, uint64_t bump); /* the arena walkers' block check */
 int alloc_units(shmdict_t *h, uint64_t units, bool borrow, uint64_t *unit_out, int *cls_out);
-int defrag(shmdict_t *h);
 int table_bind(shmdict_t *h);            /* handle geometry from hdr->index_cap */
 bool index_full(const shmdict_t *h);     /* one more key would pass the load limit */
 uint64_t index_growth(const shmdict_t *h, bool top_only, uint64_t *free_out); /* slots grow_index adds */
 int grow_index(shmdict_t *h);            /* OK (grew: find slots again), EFULL, ECORRUPT */
-int reindex_pass(shmdict_t *h);
+int reindex_pass(shmdict_t *h);          /* rebuild the index from the arena (redo) */
 bool compact_would_fit(const shmdict_t *h, uint64_t units, bool amortised);
 int compact(shmdict_t *h);               /* gather all free space above bump */
-int compact_pass(shmdict_t *h);          /* its idempotent body (redo) */          /* rebuild the index from the arena (redo) */
-uint64_t carve_units(uint64_t len);      /* first piece a defrag pass carves from a free run */
+int compact_pass(shmdict_t *h);          /* its idempotent body (redo) */
 int class_floor_units(uint64_t units);   /* largest class of at most `units` */
-int defrag_pass(shmdict_t *h);
 void free_block(shmdict_t *h, uint64_t unit, rec_t *r);
 int delete_at(shmdict_t *h, uint64_t i, rec_t *r); /* emits EV_DELETE */
 int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op);

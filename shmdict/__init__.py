@@ -15,6 +15,7 @@ from typing import Any
 
 from ._connect import connect
 from ._dict import DEFAULT_LOCK_TIMEOUT, Event, NamedLock, SharedDict, Value, get, new, open, unlink
+from ._salvage import repair, salvage
 from ._snapshot import read_snapshot
 from .exceptions import CorruptError, Error, Full, LockTimeout, Unavailable
 
@@ -35,6 +36,8 @@ __all__ = [
     "new",
     "open",
     "read_snapshot",
+    "repair",
+    "salvage",
     "unlink",
 ]
 

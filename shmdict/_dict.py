@@ -567,6 +567,17 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
 
         return dump_local(self, file)
 
+    def salvage(self, file: Any) -> tuple[int, int]:
+        """Like ``dump``, for a dict that raises ``CorruptError``: every item
+        still whole, read without the lock and without changing the dict;
+        returns ``(items, refused)`` (see :func:`shmdict.salvage`).
+
+        .. versionadded:: 0.2
+        """
+        from ._salvage import salvage_handle
+
+        return salvage_handle(self._handle(), file)
+
     def load(self, file: Any) -> int:
         """A snapshot that can never fit in this dict raises ``shmdict.Full``
         before anything is stored; if the dict fills up during the load, the

@@ -92,7 +92,54 @@ def raise_rc(rc: int, key: object = None, path: str | None = None) -> NoReturn:
     if rc == lib.SHMDICT_ESYS:
         e = ffi.errno
         raise OSError(e, os.strerror(e), path)
+    if rc == lib.SHMDICT_EVERSION and path is not None:
+        raise CorruptError(incompatible(path))
     raise _ERRORS.get(rc, Error)(strerror(rc))
+
+
+def _abi_text(abi: int) -> str:
+    libc = {ord("G"): "glibc", ord("M"): "musl (or another non-glibc C library)"}.get(abi >> 24)
+    arch = {1: "x86-64", 2: "arm64", 3: "x86", 4: "arm", 5: "ppc64", 6: "s390x", 7: "riscv"}.get(abi & 0xFF, "?")
+    if libc is None:
+        return f"an unknown C library (ABI stamp {abi:#010x}, from an older shmdict?)"
+    return f"{libc} on {arch}, {((abi >> 8) & 0xFF) * 8}-bit pointers, {(abi >> 16) & 0xFF}-byte mutexes"
+
+
+def incompatible(path: str) -> str:
+    """Why attach refused ``path`` with EVERSION, read from its first bytes."""
+    import stat
+    import struct
+
+    head = b""
+    try:  # never blocks on a FIFO, never follows a symlink, reads only a regular file
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                head = os.pread(fd, 32, 0)
+        finally:
+            os.close(fd)
+    if len(head) < 32 or head[:7] != b"SHMDICT":
+        return f"{path}: not a shmdict file"
+    version, abi, endian = struct.unpack_from("<I", head, 8)[0], *struct.unpack_from("<II", head, 24)
+    ours = int(lib.SHMDICT_LAYOUT_VERSION)
+    if version != ours:
+        return (
+            f"{path}: made with file layout {version}, this shmdict reads layout {ours}: recreate the dict "
+            "(a snapshot dumped by the version that made it loads into a new one)"
+        )
+    if endian != 0x01020304:
+        return f"{path}: made on a machine of the other byte order"
+    mine = int(lib.shmdict_abi())
+    if abi != mine:
+        return (
+            f"{path}: made by a process with {_abi_text(abi)}; this process has {_abi_text(mine)}. "
+            "Their mutexes differ, so they cannot share the dict's lock: use the same C library "
+            "(e.g. glibc-based images on both sides, not Alpine/musl on one)"
+        )
+    return f"{path}: {strerror(lib.SHMDICT_EVERSION)}"
 
 
 def check(rc: int, key: object = None) -> int:
@@ -281,10 +328,16 @@ def fault_points() -> list[str]:
 
 def fault_arm(name: str | None, nth: int = 1) -> None:
     """Make this process SIGKILL itself the nth time it reaches crash point
-    ``name`` (``None`` disarms)."""
+    ``name`` (``None`` disarms). ``"store"``: right after the nth store into
+    any dict's mapping (``nth=0``: only count them, see fault_stores)."""
     rc = lib.shmdict_fault_arm(ffi.NULL if name is None else name.encode(), nth)
     if rc:
         raise ValueError(f"unknown crash point {name!r}")
+
+
+def fault_stores() -> int:
+    """Stores into a mapping counted since ``fault_arm("store", ...)``."""
+    return int(lib.shmdict_fault_stores())
 
 
 # The sum of every shift so far, so clock_reset() can undo them all. Every

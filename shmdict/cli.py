@@ -635,6 +635,21 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_salvage(args: argparse.Namespace) -> int:
+    n, refused = shmdict.salvage(args.name, args.file, shared=_ATTACH.get("shared", False))
+    _snapshot_report(args, {"name": args.name, "file": args.file, "items": n, "refused": refused},
+                     f"salvaged {n} items of {args.name} to {args.file}"
+                     + (f" ({refused} damaged records left out)" if refused else ""))
+    return EXIT_OK
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    done = shmdict.repair(args.name, force=args.force, shared=_ATTACH.get("shared", False))
+    human = f"re-initialised the lock of {args.name}" if done else f"the lock of {args.name} was usable"
+    print(json.dumps({"name": args.name, "repaired": done}) if args.json else human)
+    return EXIT_OK
+
+
 def _add_snapshot_commands(add: Any) -> None:
     sp = add("dump", cmd_dump, "write a snapshot of every live item to FILE ('-': stdout)")
     sp.add_argument("name", help="a dict name, or a redis:// URL")
@@ -642,6 +657,16 @@ def _add_snapshot_commands(add: Any) -> None:
     sp = add("load", cmd_load, "store the items of a snapshot FILE ('-': stdin); other keys are kept")
     sp.add_argument("name", help="a dict name, or a redis:// URL")
     sp.add_argument("file")
+    sp = add("salvage", cmd_salvage, "write every item still readable in a corrupt dict to a snapshot FILE, "
+                                     "without its lock and without changing it")
+    sp.add_argument("name")
+    sp.add_argument("file")
+    sp = add("repair", cmd_repair, "re-initialise a dict's lock that can never be taken again "
+                                   "(safe while processes stay attached)")
+    sp.add_argument("name")
+    sp.add_argument("--force", action="store_true",
+                    help="also when the lock word names an owner thread that does not exist "
+                         "(all processes in this PID namespace)")
 
 
 # ---- parser ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ ENGINES = [SharedDict, RedisDict]
 IMPLEMENTS = {SharedDict: DictAPI, RedisDict: DictAPI, NamedLock: LockAPI, RedisLock: LockAPI}
 # Public names that only one engine has (what its storage makes possible).
 ONLY = {
-    SharedDict: {"capacity", "check", "free_space", "lock_timeout"},
+    SharedDict: {"capacity", "check", "free_space", "lock_timeout", "salvage"},
     RedisDict: {"client", "url"},
     NamedLock: set(),
     RedisLock: {"extend"},  # a Redis lock has a lease; a kernel lock needs none

@@ -148,8 +148,9 @@ def test_not_a_regular_file(shm_dir: str) -> None:
 @pytest.mark.parametrize(("offset", "fmt", "value"), [
     (0, "8s", b"SHMDICT\x02"),
     (0, "8s", b"\x00" * 8),
-    (8, "<I", 1),  # the previous format (a fixed index before the arena)
-    (8, "<I", 2),  # the format before lock-free readers (its writers would not mark them)
+    (8, "<I", 1),  # a fixed index before the arena
+    (8, "<I", 2),  # a merge pass, unguarded pending words
+    (8, "<I", 3),  # the format before lock-free readers (its writers would not mark them)
     (8, "<I", 4),
     (8, "<I", 0),
     (24, "<I", 0xDEADBEEF),

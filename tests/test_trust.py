@@ -650,3 +650,28 @@ def test_await_change_sees_set_then_delete(d: shmdict.SharedDict) -> None:
         return await task
 
     assert call_with_timeout(lambda: asyncio.run(main()), 20) in (None, 1)  # 1: it looked in between
+
+
+@pytest.mark.parametrize("libc", [b"M", b"G", b"\x00"])
+def test_other_c_library_refused_by_name(shm_dir: str, libc: bytes) -> None:
+    """A dict stamped by a process of another C library (musl and glibc mutexes are both
+    40 bytes on x86-64, laid out differently) is refused with a message that says so."""
+    import struct
+
+    from shmdict import _lib
+
+    mine = int(_lib.lib.shmdict_abi())
+    name = unique_name()
+    with shmdict.new(name, "64k") as d:
+        d["k"] = "v"
+        abi = (mine & 0x00FFFFFF) | libc[0] << 24
+        with open(_path(shm_dir, name), "r+b") as f:
+            f.seek(24)
+            f.write(struct.pack("<I", abi))
+        if abi == mine:
+            assert shmdict.get(name)["k"] == "v"
+            return
+        with pytest.raises(shmdict.CorruptError, match="C library|unknown C library") as e:
+            shmdict.get(name)
+        assert "glibc" in str(e.value)  # this process's own library, named
+        assert d["k"] == "v"  # the dict itself is untouched

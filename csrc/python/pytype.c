@@ -22,7 +22,8 @@
  *
  * THE GIL. Calls keep the GIL: most are over in well under a microsecond,
  * less than a release and reacquire would cost. The core calls on_block()
- * right before a thread would sleep on a busy dict lock, and only then is the
+ * right before a thread would sleep on a busy dict lock, or run a bulk step
+ * (compaction, index or file growth, flush, recovery), and only then is the
  * GIL released (PyEval_SaveThread); the operation runs to its end without it
  * (the core touches no Python object: the key and value buffers belong to
  * immutable objects the caller holds), and the GIL is taken back after the
