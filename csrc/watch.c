@@ -261,7 +261,9 @@ static int events_impl(shmdict_t *h, uint64_t *cursor, const char *pat, size_t p
         if (rc)
             return rc;
         ev_listen(h); /* writers keep appending while this reader comes back (notify.c) */
-        uint64_t until = expire_due(h, &last_reclaim);
+        /* Only a reader that may wait reclaims what expired (its expire events
+         * are what it waits for); a look that cannot wait changes nothing. */
+        uint64_t until = deadline == 0 || mono_ns() < deadline ? expire_due(h, &last_reclaim) : 0;
         /* The ring's bounds, read once under the lock and checked before any
          * entry is: a scribbled head or tail must neither misalign the walk
          * nor send it past ev_cap bytes (the walk is then O(ev_cap / 16)). */

@@ -231,7 +231,7 @@ def ring(d: shmdict.SharedDict) -> list[tuple[str, str | None]]:
     """Every event the ring holds, oldest first, read from the start."""
     cursor = _lib.ffi.new("uint64_t[2]", [0, 0])
     out: list[tuple[str, str | None]] = []
-    while batch := d._events(cursor, "*", 0):
+    while batch := d._events(cursor, "*", 0, None):
         out += [(e.op, e.key) for e in batch if e.op != "lost"]
     return out
 
@@ -245,7 +245,7 @@ def events(d: shmdict.SharedDict, path: str) -> Events | None:
     cursor = _lib.ffi.new("uint64_t[2]", [0, 0])
     lost, kept = 0, []
     try:
-        while batch := d._events(cursor, "*", 0):
+        while batch := d._events(cursor, "*", 0, None):
             for e in batch:
                 if e.op == "lost":
                     assert not kept, "events lost in the middle of the ring"
