@@ -307,7 +307,9 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
     }
     /* statistics, kept in the process (seq.c): no shared line written for it */
     __atomic_store_n(&h->st_locks, __atomic_load_n(&h->st_locks, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    if (__builtin_expect(H->corrupt != 0 || !counters_sane(h), 0) && !allow_corrupt) {
+    if (__builtin_expect(H->corrupt == 0 && !counters_sane(h), 0))
+        H->corrupt = 1; /* kept until flush_all: lock-free readers then ask the lock too (seq.c) */
+    if (__builtin_expect(H->corrupt != 0, 0) && !allow_corrupt) {
         unlock_raw(h);
         wake_pending(h); /* this thread's wake mask names this dict's words: wake them here */
         return SHMDICT_ECORRUPT;

@@ -154,23 +154,29 @@ static int bind_geometry(shmdict_t *h, const ident_t *g)
     h->seed[0] = g->seed[0];
     h->seed[1] = g->seed[1];
     int rc = SHMDICT_ECORRUPT;
+    bool vouched = false;
     for (int tries = 0; tries < 4 && rc == SHMDICT_ECORRUPT; tries++) {
         h->size = 0;
         uint64_t cap = __atomic_load_n(&h->hdr->index_cap, __ATOMIC_RELAXED);
         uint64_t size = __atomic_load_n(&h->hdr->size, __ATOMIC_RELAXED);
+        vouched = __atomic_load_n(&h->hdr->geo_check, __ATOMIC_RELAXED) == geo_sum(cap, size);
         /* A pair geo_check does not vouch for is a growth under way elsewhere,
          * one a dead holder left uncommitted, or a scribble: read again, and
          * at the last try bind to it all the same (bounds-checked against the
          * file); the first lock then rolls a dead holder's growth back, or
          * refuses a scribble (guard.c counters_sane). */
-        if (tries < 3 && __atomic_load_n(&h->hdr->geo_check, __ATOMIC_RELAXED) != geo_sum(cap, size))
+        if (tries < 3 && !vouched)
             continue;
         rc = map_sync(h);
         if (rc == SHMDICT_OK)
             rc = table_bind(h);
     }
-    if (rc == SHMDICT_OK)
-        seq_publish(h); /* lock-free reads can start before this handle's first lock (seq.c) */
+    /* Lock-free reads can start before this handle's first lock (seq.c), but
+     * only on a geometry geo_check vouches for: readers of an unvouched one
+     * would probe a scribbled index_cap and miss. They take the lock instead,
+     * which follows a growth or refuses the scribble. */
+    if (rc == SHMDICT_OK && vouched)
+        seq_publish(h);
     return rc;
 }
 

@@ -50,7 +50,7 @@ def test_salvage_a_dict_marked_corrupt(shm_dir: str) -> None:
         items = _fill(d)
         _poke(shm_dir, name, header_layout.offset("corrupt"), "<Q", 1)
         with pytest.raises(shmdict.CorruptError):
-            d["k001"]
+            d["new"] = 1  # a write takes the lock, which reports the mark (reads need not)
         before = open(os.path.join(shm_dir, f"shmdict.{name}"), "rb").read()
         n, refused = d.salvage(snap)
         assert (n, refused) == (len(items) + 1, 0)
@@ -97,7 +97,7 @@ def test_salvage_without_the_lock(shm_dir: str) -> None:
         # glibc: __owner = PTHREAD_MUTEX_NOTRECOVERABLE
         _poke(shm_dir, name, header_layout.offset("lock") + 8, "<I", 0x7FFFFFFE)
         with pytest.raises(shmdict.Error):
-            d["k001"]
+            d["new"] = 1  # a write takes the (now unusable) lock
         r = subprocess.run([sys.executable, "-m", "shmdict", "--json", "salvage", name, snap],
                            capture_output=True, text=True, env={**os.environ})
         assert r.returncode == 0, r.stderr
@@ -123,7 +123,7 @@ def test_repair_an_unrecoverable_lock(shm_dir: str) -> None:
         assert shmdict.repair(name) is False  # a usable lock is left as it is
         _poke(shm_dir, name, header_layout.offset("lock") + 8, "<I", 0x7FFFFFFE)  # glibc: NOTRECOVERABLE
         with pytest.raises(shmdict.Error, match="unusable"):
-            d["k001"]
+            d["new"] = 1  # a write takes the (now unusable) lock
         r = subprocess.run([sys.executable, "-m", "shmdict", "repair", name],
                            capture_output=True, text=True, env={**os.environ})
         assert r.returncode == 0 and "re-initialised" in r.stdout, r.stderr
