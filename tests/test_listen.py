@@ -62,7 +62,8 @@ def test_waiting_for_a_missing_key_sees_it_come_and_go() -> None:
         import threading
 
         got: list[object] = []
-        t = threading.Thread(target=lambda: got.append(d.wait("x", timeout=5)))
+        since = d.version("x")  # where the ring stands now: the waiter cannot start too late
+        t = threading.Thread(target=lambda: got.append(d.wait("x", since=since, timeout=5)))
         t.start()
         import time
 
