@@ -582,7 +582,7 @@ class DictAPI:
         there raises ``OSError`` and is left as it is. A temporary file that a
         killed dump left behind is removed by the next dump to the same path.
 
-        .. versionadded:: 0.1
+        .. versionadded:: 0.2
         """
         raise NotImplementedError
 
@@ -598,7 +598,7 @@ class DictAPI:
             shmdict.Full: no room: the items stored before it are counted by
                 the exception's ``stored``.
 
-        .. versionadded:: 0.1
+        .. versionadded:: 0.2
         """
         raise NotImplementedError
 

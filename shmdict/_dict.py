@@ -572,9 +572,9 @@ class SharedDict(_Base, Notify, Lists, Locks, MutableMapping[str, Value]):  # ty
         still whole, read without the lock and without changing the dict;
         returns ``(items, refused)`` (see :func:`shmdict.salvage`).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.3
         """
-        from ._salvage import salvage_handle
+        from ._snapshot import salvage_handle
 
         return salvage_handle(self._handle(), file)
 

@@ -16,48 +16,13 @@ it (csrc/repair.c).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ._dict import _dir, _path, _trust, _untrusted
 from ._lib import ffi, lib, raise_rc
-from ._snapshot import BLOCK_BYTES, FileArg, Writer
+from ._snapshot import FileArg, salvage_handle
 
-__all__ = ["repair", "salvage", "salvage_handle"]
-
-SLOTS = 4096  # index slots read per batch (one block of the file)
-
-
-def salvage_handle(h: Any, dst: FileArg) -> tuple[int, int]:
-    """Write the whole records of the dict behind handle ``h`` to ``dst``;
-    returns (items written, records refused as damaged)."""
-    out = ffi.new("shmdict_out_t *")
-    cap = BLOCK_BYTES
-    buf = ffi.new("char[]", cap)
-    refused = 0
-    w = Writer(dst)
-    try:
-        start = 0
-        while True:
-            rc = lib.shmdict_salvage(h, start, SLOTS, time.time_ns(), buf, cap, out)
-            if rc == lib.SHMDICT_ERANGE:  # one item larger than the buffer: grow it, same slot
-                cap = max(2 * cap, int(out.len) + int(out.len) // 4)
-                buf = ffi.new("char[]", cap)
-                continue
-            if rc < 0:
-                raise_rc(rc)
-            refused += int(out.ver)
-            if rc:
-                w.block(rc, ffi.buffer(buf, out.len))
-            start = int(out.i)
-            if start == 0:
-                break
-        w.finish()
-    except BaseException:
-        w.abort()
-        raise
-    return w.count, refused
-
+__all__ = ["repair", "salvage"]
 
 def _attach_raw(name: str, shared: Any) -> Any:
     """A bare handle: attaching takes no lock, so it works whatever the lock's state."""
@@ -83,7 +48,7 @@ def repair(name: str, *, force: bool = False, shared: Any = False) -> bool:
     (in this PID namespace) is re-initialised too; a lock held by a live
     thread is never taken (``shmdict.Error``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.3
     """
     h = _attach_raw(name, shared)
     try:
@@ -102,7 +67,7 @@ def salvage(name: str, dst: FileArg, *, shared: Any = False) -> tuple[int, int]:
     as damaged. It attaches on its own (a dict whose lock cannot be taken
     still opens here). Load the snapshot into a new dict with ``load()``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.3
     """
     h = _attach_raw(name, shared)
     try:

@@ -49,7 +49,7 @@ from typing import IO, Any, Union
 from ._lib import INT64_MAX, INT64_MIN, ffi, lib, raise_rc
 from .exceptions import CorruptError, Full
 
-__all__ = ["Writer", "dump_local", "dump_redis", "load_local", "load_redis", "read_snapshot"]
+__all__ = ["Writer", "dump_local", "dump_redis", "load_local", "load_redis", "read_snapshot", "salvage_handle"]
 
 MAGIC = b"\x89SHMDSNP\r\n\x1a\n"
 VERSION = 1
@@ -410,7 +410,7 @@ def read_snapshot(file: FileArg) -> list[tuple[str, Any, float]]:
     Raises:
         shmdict.CorruptError: not a snapshot, or damaged or truncated.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
     data = read_all(file)
     items = [decode_items(n, data[off : off + ln]) for n, off, ln in blocks(data)]
@@ -649,3 +649,39 @@ def load_redis(d: Any, src: FileArg) -> int:
             f.stored = stored  # type: ignore[attr-defined]
             raise
     return stored
+
+
+# ---- salvage: the snapshot of a dict that reports CorruptError (shmdict/_salvage.py) ----
+
+SLOTS = 4096  # index slots read per batch (one block of the file)
+
+
+def salvage_handle(h: Any, dst: FileArg) -> tuple[int, int]:
+    """Write the whole records of the dict behind handle ``h`` to ``dst``;
+    returns (items written, records refused as damaged)."""
+    out = ffi.new("shmdict_out_t *")
+    cap = BLOCK_BYTES
+    buf = ffi.new("char[]", cap)
+    refused = 0
+    w = Writer(dst)
+    try:
+        start = 0
+        while True:
+            rc = lib.shmdict_salvage(h, start, SLOTS, time.time_ns(), buf, cap, out)
+            if rc == lib.SHMDICT_ERANGE:  # one item larger than the buffer: grow it, same slot
+                cap = max(2 * cap, int(out.len) + int(out.len) // 4)
+                buf = ffi.new("char[]", cap)
+                continue
+            if rc < 0:
+                raise_rc(rc)
+            refused += int(out.ver)
+            if rc:
+                w.block(rc, ffi.buffer(buf, out.len))
+            start = int(out.i)
+            if start == 0:
+                break
+        w.finish()
+    except BaseException:
+        w.abort()
+        raise
+    return w.count, refused
