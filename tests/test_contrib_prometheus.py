@@ -56,6 +56,10 @@ from shmdict.contrib import prometheus as prom  # noqa: E402
 
 MODES = sorted(Gauge._MULTIPROC_MODES)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder the shmdict under test was imported from (this source tree when it
+# is built in place, site-packages when the package is installed): first on the
+# PYTHONPATH of the Pythons these tests start, so they import the same one.
+HOME = os.path.dirname(os.path.dirname(os.path.abspath(shmdict.__file__)))
 
 
 def _forget_values() -> None:
@@ -409,7 +413,7 @@ def test_enable_from_the_environment(shm_dir: str) -> None:
             "Counter('started', 'processes started').inc()\n"
             "print(p.enable() is p.enable())\n")
     env = {**os.environ, "SHMDICT_PROMETHEUS": f"{name}?size=1m"}
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([HOME, *filter(None, [env.get("PYTHONPATH")])])
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -450,7 +454,7 @@ def test_spawned_pool_workers_count_into_the_dict(shm_dir: str, tmp_path: Any) -
     script = tmp_path / "pool.py"
     script.write_text(SPAWNED)
     name = unique_name("pool")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HOME, *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop("SHMDICT_PROMETHEUS", None)
     try:
         out = subprocess.run([sys.executable, str(script), name], env=env, capture_output=True, text=True,
@@ -591,7 +595,7 @@ def test_gunicorn_example_every_worker_serves_exact_totals(shm_dir: str) -> None
 
     port, name = _free_port(), unique_name("metrics")
     env = {**os.environ, "SHMDICT_DIR": shm_dir, "METRICS_NAME": name, "BIND": f"127.0.0.1:{port}",
-           "WORKERS": "4", "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "WORKERS": "4", "PYTHONPATH": os.pathsep.join([HOME, *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop("SHMDICT_PROMETHEUS", None)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=EXAMPLE,
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
