@@ -20,35 +20,20 @@ DJANGO_TESTS_DIR is set.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tarfile
 import tempfile
 import unittest
-from pathlib import Path
+
+import sdist_tests
 
 
 def fetch() -> str:
+    """Download and extract Django's cache tests (tests/cache/ of the installed version's sdist); returns their root."""
     import django
 
-    version = django.get_version()
-    root = Path.home() / ".cache" / "shmdict" / f"django-{version}-tests"
-    if not (root / "cache" / "tests.py").exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                            f"Django=={version}", "-d", tmp], check=True, timeout=300)
-            (sdist,) = Path(tmp).glob("*.tar.gz")
-            with tarfile.open(sdist) as tar:
-                prefix = tar.getnames()[0].split("/")[0] + "/tests/"
-                members = [m for m in tar.getmembers() if m.name.startswith(prefix + "cache/")
-                           and m.isfile() and ".." not in m.name.split("/")]
-                for m in members:
-                    m.name = m.name[len(prefix):]
-                try:
-                    tar.extractall(root, members=members, filter="data")
-                except TypeError:  # Python without extraction filters: the names were checked above
-                    tar.extractall(root, members=members)
-    return str(root)
+    keep = lambda rel: rel[len("tests/"):] if rel.startswith("tests/cache/") else None  # noqa: E731
+    return str(sdist_tests.fetch("Django", django.get_version(), keep, "cache/tests.py"))
+
 
 
 def main(argv: list[str]) -> int:

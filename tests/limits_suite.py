@@ -47,14 +47,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+import sdist_tests
 
 NAME = "limits-suite"
 MARGIN = 5.0  # seconds: longer than any of limits' tests with minute-long windows
@@ -63,7 +63,7 @@ URIS = {
     "async+memory://": f"async+shmdict://{NAME}?size=16m",
 }
 PLUGINS = ("pytest-asyncio", "pytest-lazy-fixtures")
-CACHE = Path.home() / ".cache" / "shmdict"
+CACHE = sdist_tests.CACHE
 
 
 # ---- the runner -----------------------------------------------------------------
@@ -77,31 +77,9 @@ def _limits_version() -> str:
 
 def fetch() -> str:
     """Download and extract the tests of the installed limits version; returns their root."""
-    version = _limits_version()
-    root = CACHE / f"limits-{version}-tests"
-    if not (root / "tests" / "utils.py").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                            f"limits=={version}", "-d", tmp], check=True, timeout=300)
-            (sdist,) = Path(tmp).glob("*.tar.gz")
-            with tarfile.open(sdist) as tar:
-                top = tar.getnames()[0].split("/")[0] + "/"
-                members = []
-                for m in tar.getmembers():
-                    rel = m.name[len(top):] if m.name.startswith(top) else ""
-                    if (m.isfile() and ".." not in rel.split("/")
-                            and (rel == "pytest.ini" or rel.startswith("tests/"))):
-                        m.name = rel
-                        members.append(m)
-                staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=CACHE))
-                try:
-                    tar.extractall(staging, members=members, filter="data")
-                except TypeError:  # Python without extraction filters: the names were checked above
-                    tar.extractall(staging, members=members)
-            shutil.rmtree(root, ignore_errors=True)
-            staging.rename(root)  # whole or absent, never half-extracted
-    return str(root)
+    keep = lambda rel: rel if rel == "pytest.ini" or rel.startswith("tests/") else None  # noqa: E731
+    return str(sdist_tests.fetch("limits", _limits_version(), keep, "tests/utils.py"))
+
 
 
 def _missing_plugins() -> list[str]:

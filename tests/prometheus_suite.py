@@ -35,15 +35,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-CACHE = Path.home() / ".cache" / "shmdict"
+import sdist_tests
+
 TARGET = "tests/test_multiprocess.py::TestMultiProcess"
 NAME = "prometheus-suite"
 
@@ -70,30 +69,9 @@ def _version() -> str:
 
 def fetch() -> str:
     """Download and extract the tests of the installed prometheus_client; returns their root."""
-    version = _version()
-    root = CACHE / f"prometheus_client-{version}-tests"
-    if not (root / "tests" / "test_multiprocess.py").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                            f"prometheus_client=={version}", "-d", tmp], check=True, timeout=300)
-            (sdist,) = Path(tmp).glob("*.tar.gz")
-            with tarfile.open(sdist) as tar:
-                top = tar.getnames()[0].split("/")[0] + "/"
-                members = []
-                for m in tar.getmembers():
-                    rel = m.name[len(top):] if m.name.startswith(top) else ""
-                    if m.isfile() and ".." not in rel.split("/") and rel.startswith("tests/"):
-                        m.name = rel
-                        members.append(m)
-                staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=CACHE))
-                try:
-                    tar.extractall(staging, members=members, filter="data")
-                except TypeError:  # Python without extraction filters: the names were checked above
-                    tar.extractall(staging, members=members)
-            shutil.rmtree(root, ignore_errors=True)
-            staging.rename(root)  # whole or absent, never half-extracted
-    return str(root)
+    keep = lambda rel: rel if rel.startswith("tests/") else None  # noqa: E731
+    return str(sdist_tests.fetch("prometheus_client", _version(), keep, "tests/test_multiprocess.py"))
+
 
 
 def main(argv: list[str]) -> int:
