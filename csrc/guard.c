@@ -28,15 +28,6 @@
 #include "seq.h"
 #include "table.h"
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Is [off, off+8) a word that operations may log? Header table state or the
  * index/arena; never identity fields, the mutex or the log itself. */
 static bool loggable(const shmdict_t *h, uint64_t off)

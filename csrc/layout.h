@@ -140,6 +140,16 @@ static inline uint64_t flags_word(uint64_t flags)
 static inline bool flags_ok(uint64_t w) { return (uint32_t)(w >> 32) == (uint32_t)~w; }
 static inline uint64_t ulog_len(uint64_t ulog_n) { return ulog_n & 0xffffffffu; }
 
+/* One pause in a spin loop (the lock's trylock spin, a reader waiting out a write). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* header.flags */
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
 #define CLS_REF 0x80u                  /* cls bit 7: CLOCK "referenced" bit (a hint, unlogged) */

@@ -22,15 +22,6 @@
 
 enum { PROBE_MISS = OPT_MISS, PROBE_HIT = OPT_HIT, PROBE_BAD = 3 };
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static inline uint64_t load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 /* Probe the index of geometry g for key; on a hit, copy the record's words
