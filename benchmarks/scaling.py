@@ -116,6 +116,7 @@ def _body(a: Backend, workload: str, worker: int) -> tuple[Callable[[], None], i
 
 def _worker(b: Backend, workload: str, i: int, dur_ns: int, ready_w: int, go_r: int, out_w: int) -> None:
     done, elapsed, warm = 0, 0, 0
+    ready = False
     try:
         os.setsid()
         _pin(i)
@@ -125,6 +126,7 @@ def _worker(b: Backend, workload: str, i: int, dur_ns: int, ready_w: int, go_r: 
         loop()  # warm: caches, the mapping, the method lookups
         warm = per
         os.write(ready_w, b"r")
+        ready = True
         t0 = int.from_bytes(os.read(go_r, 8), "little")
         while MONO() < t0:
             pass
@@ -138,6 +140,8 @@ def _worker(b: Backend, workload: str, i: int, dur_ns: int, ready_w: int, go_r: 
     except BaseException as e:  # pragma: no cover - reported, counted as nothing
         print(f"worker {os.getpid()}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     finally:
+        if not ready:  # failed while warming up: the parent must not wait for it forever
+            os.write(ready_w, b"r")
         os.write(out_w, done.to_bytes(8, "little") + elapsed.to_bytes(8, "little") + warm.to_bytes(8, "little"))
         os._exit(0)
 
@@ -204,6 +208,7 @@ def throughput(b: Backend, workload: str, nproc: int, dur_s: float, size: int = 
 
 
 def _writer(b: Backend, i: int, stop_r: int, ready_w: int) -> None:
+    ready = False
     try:  # pragma: no cover - child
         os.setsid()
         _pin(i)
@@ -214,6 +219,7 @@ def _writer(b: Backend, i: int, stop_r: int, ready_w: int) -> None:
         a.set(key, 0)
         os.set_blocking(stop_r, False)
         os.write(ready_w, b"r")
+        ready = True
         while True:
             for _ in range(CHUNK):
                 incr(key)
@@ -225,6 +231,8 @@ def _writer(b: Backend, i: int, stop_r: int, ready_w: int) -> None:
     except BaseException as e:
         print(f"writer {os.getpid()}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     finally:
+        if not ready:  # the parent waits for every writer to be ready
+            os.write(ready_w, b"r")
         os._exit(0)
 
 
