@@ -24,16 +24,15 @@ import sys
 import tempfile
 import unittest
 
-import sdist_tests
-
 
 def fetch() -> str:
     """Download and extract Django's cache tests (tests/cache/ of the installed version's sdist); returns their root."""
     import django
 
+    import sdist_tests  # here, not at the top: the test suite runs this file with PYTHONSAFEPATH set
+
     keep = lambda rel: rel[len("tests/"):] if rel.startswith("tests/cache/") else None  # noqa: E731
     return str(sdist_tests.fetch("Django", django.get_version(), keep, "cache/tests.py"))
-
 
 
 def main(argv: list[str]) -> int:
