@@ -790,6 +790,17 @@ static int pack_item(pack_t *b, PyObject *key, PyObject *value)
     return 0;
 }
 
+/* Pack a list of (key, value) 2-tuples, as PyDict_Items and a pairs_fn call return. */
+static int pack_pair_list(pack_t *b, PyObject *pairs)
+{
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(pairs); j++) {
+        PyObject *kv = PyList_GET_ITEM(pairs, j);
+        if (pack_item(b, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)))
+            return -1;
+    }
+    return 0;
+}
+
 static inline uint32_t u32_at(const char *p)
 {
     uint32_t v;
@@ -970,14 +981,9 @@ static PyObject *Base_set_many(Base *self, PyObject *const *args, Py_ssize_t nar
 #ifdef Py_GIL_DISABLED
         /* Another thread may change the dict at any moment: pack a snapshot of
          * its items, taken atomically (PyDict_Items locks the dict). */
-        if (!(pairs = PyDict_Items(a[0])))
+        if (!(pairs = PyDict_Items(a[0])) || pack_pair_list(&b, pairs))
             goto done;
         n = PyList_GET_SIZE(pairs);
-        for (Py_ssize_t j = 0; j < n; j++) {
-            PyObject *kv = PyList_GET_ITEM(pairs, j);
-            if (pack_item(&b, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)))
-                goto done;
-        }
 #else
         /* Nothing below runs Python code (exact str keys, the five value
          * types: no __hash__, __eq__ or __index__), so with the GIL held the
@@ -1002,14 +1008,9 @@ static PyObject *Base_set_many(Base *self, PyObject *const *args, Py_ssize_t nar
     } else {
         /* mapping.items() or another iterable of pairs: unpacked by Python, so its errors are Python's own */
         Py_CLEAR(pairs); /* a snapshot fast_pairs took and did not use */
-        if (!(pairs = PyObject_CallOneArg(pairs_fn, a[0])))
+        if (!(pairs = PyObject_CallOneArg(pairs_fn, a[0])) || pack_pair_list(&b, pairs))
             goto done;
         n = PyList_GET_SIZE(pairs);
-        for (Py_ssize_t j = 0; j < n; j++) {
-            PyObject *kv = PyList_GET_ITEM(pairs, j);
-            if (pack_item(&b, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)))
-                goto done;
-        }
     }
     int truth = PyObject_IsTrue(a[1]);
     if (truth < 0 || (truth && seconds(a[1], "exptime", &ex)))
