@@ -169,7 +169,12 @@ int64_t shmdict_get_many(shmdict_t *h, const char *keys, size_t keys_len, uint64
             now = 0;
         }
         rec_t *r = NULL;
-        int64_t i = lookup(h, key, kl, hash_key(h, key, kl), &r, &now);
+        uint64_t hash = hash_key(h, key, kl);
+        if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), false)) != SHMDICT_OK) {
+            found = rc; /* no update in place half way through it (seq.c) */
+            goto out;
+        }
+        int64_t i = lookup(h, key, kl, hash, &r, &now);
         if (i < -1) {
             found = SHMDICT_ECORRUPT;
             goto out;
@@ -277,7 +282,10 @@ int64_t shmdict_set_many(shmdict_t *h, const char *items, size_t items_len, uint
         }
         pos += parse_item(items + pos, items_len - pos, &key, &kl, &v);
         uint32_t ver;
-        rc = put(h, key, kl, hash_key(h, key, kl), &v, deadline, now, flags, &ver);
+        uint64_t hash = hash_key(h, key, kl);
+        if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), true)) != SHMDICT_OK)
+            break; /* (the items before it are stored: each is its own transaction) */
+        rc = put(h, key, kl, hash, &v, deadline, now, flags, &ver);
         if (rc == SHMDICT_EEXIST || rc == SHMDICT_ENOTFOUND)
             rc = SHMDICT_OK; /* add/replace semantics: skipped, not an error */
         if (rc)

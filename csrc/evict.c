@@ -36,6 +36,10 @@ int shmdict_get_stale(shmdict_t *h, const char *key, size_t klen, shmdict_out_t 
     int rc = lock_dict(h);
     if (rc)
         return rc;
+    if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), false)) != SHMDICT_OK) {
+        unlock_dict(h); /* (no update in place half way through it: seq.c) */
+        return rc;
+    }
     int64_t ins, i = find_slot(h, key, klen, hash, &ins);
     if (i < -1) {
         rc = SHMDICT_ECORRUPT;

@@ -32,6 +32,7 @@
     X(DELETE_COUNTED, "delete.counted")                                                  \
     X(INCR_STORED, "incr.stored")               /* new number stored, TTL pending */     \
     X(INCR_TTL, "incr.ttl")                     /* TTL stored, counters pending */       \
+    X(INCR_IN_PLACE, "incr.in_place")           /* stripe only: number stored, version pending */\
     X(EXPIRE_STORED, "expire.stored")                                                    \
     X(RECLAIM_DELETED, "reclaim.deleted")       /* one expired victim removed */         \
     X(REINDEX_MARKED, "reindex.marked")         /* new index_cap committed, index garbage */\

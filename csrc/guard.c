@@ -309,6 +309,50 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
 }
 
 int lock_dict(shmdict_t *h) { return lock_impl(h, false); }
+
+/* A stripe's lock for the dict lock's holder, at the start of an operation
+ * (before its first store), with the dict lock's deadline: a stopped updater
+ * makes the call time out like a stopped dict-lock holder does. mark: the
+ * operation writes the stripe (seq.c seq_mark), else it only reads it. */
+static int take_stripe(shmdict_t *h, uint32_t s)
+{
+    if (h->seq_held >> s & 1)
+        return SHMDICT_OK;
+    int r = seq_trylock(h, s);
+    if (r == EBUSY) {
+        about_to_block();
+        r = lock_wait(h, &stripe_at(h, s)->lock.mu);
+        if (r == ETIMEDOUT)
+            return SHMDICT_ELOCKTIMEOUT;
+    }
+    return seq_took(h, s, r);
+}
+
+int lock_stripe(shmdict_t *h, uint32_t tag, bool mark)
+{
+    int rc = take_stripe(h, seq_stripe_of(tag));
+    if (rc == SHMDICT_OK && mark)
+        seq_mark(h, tag);
+    return rc;
+}
+
+int lock_stripes_all(shmdict_t *h)
+{
+    for (uint32_t s = 0; s < NSTRIPES; s++) {
+        int rc = take_stripe(h, s);
+        if (rc)
+            return rc;
+    }
+    return SHMDICT_OK;
+}
+
+int lock_dict_values(shmdict_t *h)
+{
+    int rc = lock_dict(h);
+    if (rc == SHMDICT_OK && (rc = lock_stripes_all(h)) != SHMDICT_OK)
+        unlock_dict(h);
+    return rc;
+}
 int lock_dict_any(shmdict_t *h) { return lock_impl(h, true); }
 
 void unlock_dict(shmdict_t *h)

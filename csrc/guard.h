@@ -10,6 +10,15 @@
 int lock_dict(shmdict_t *h);
 int lock_dict_any(shmdict_t *h); /* also hands over a table marked corrupt */
 void unlock_dict(shmdict_t *h);
+/* With the dict lock held, before the operation's first store: the lock of
+ * the stripe of keys with this tag (mark: it writes them; seq.c), or of
+ * every stripe, with the dict lock's deadline. ELOCKTIMEOUT: nothing taken
+ * that unlock_dict would not release. */
+int lock_stripe(shmdict_t *h, uint32_t tag, bool mark);
+int lock_stripes_all(shmdict_t *h);
+/* lock_dict, then every stripe: before reading many records' values (items,
+ * scan, dump, check: seq.c). */
+int lock_dict_values(shmdict_t *h);
 int recover(shmdict_t *h);
 /* This thread's deadline (CLOCK_MONOTONIC ns, 0 = none) for every lock wait,
  * on top of the handle's lock timeout: push returns the previous one, which

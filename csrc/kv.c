@@ -94,6 +94,10 @@ int shmdict_set(shmdict_t *h, const char *key, size_t klen, int type, int64_t i,
     rc = lock_dict(h);
     if (rc)
         return rc;
+    if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), true)) != SHMDICT_OK) { /* before put's first store */
+        unlock_dict(h);
+        return rc;
+    }
     uint64_t now = exptime > 0 || h->hdr->n_ttl ? now_ns() : 0;
     uint32_t ver;
     rc = put(h, key, klen, hash, &v, deadline_ns(now, exptime), now, flags, &ver);
@@ -109,6 +113,10 @@ int shmdict_delete(shmdict_t *h, const char *key, size_t klen)
     int rc = lock_dict(h);
     if (rc)
         return rc;
+    if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), true)) != SHMDICT_OK) {
+        unlock_dict(h);
+        return rc;
+    }
     int64_t ins, i = find_slot(h, key, klen, hash, &ins);
     if (i < -1) {
         rc = SHMDICT_ECORRUPT;
@@ -153,6 +161,78 @@ static int add_numbers(int atype, int64_t ai, double af, int dtype, int64_t di, 
     return SHMDICT_OK;
 }
 
+/* AN UPDATE IN PLACE: the incr of a live number that changes no TTL takes
+ * its key's stripe lock alone, not the dict lock (seq.c describes the stripe
+ * locks), so writers of keys in different stripes share no cache line. It
+ * stores two words, each logged in the stripe's own undo log: the number,
+ * then the type word with the new version; a kill after either is rolled
+ * back by the stripe's next taker. Everything it needs is checked under the
+ * stripe lock: no bulk step is under way (they take every stripe), the
+ * geometry it probes is the dict's, the key is there and a live number, the
+ * sum fits, and nobody listens to the event ring (then the event is only
+ * counted, as the dict lock's writers do; notify.c). Anything else -- a
+ * missing or expired key, a TTL to set, a busy stripe, a listener, an
+ * overflow -- returns false: the locked path decides, and reports. True:
+ * done, *type the result's type. */
+static bool incr_in_place(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int dtype, int64_t di,
+                          double df, shmdict_out_t *out, int *type)
+{
+    struct ro_geo g;
+    if (!seq_geometry(h, &g) || ev_listening(h))
+        return false;
+    uint32_t tag = (uint32_t)(hash >> 32), s = seq_stripe_of(tag);
+    if (!stripe_begin(h, s, &g))
+        return false;
+    header_t *H = g.hdr;
+    stripe_t *st = stripe_at(h, s);
+    bool done = false;
+    opt_rec_t o;
+    rec_t *r;
+    value_t v;
+    if ((__atomic_load_n(&H->seq_bulk, __ATOMIC_ACQUIRE) & 1) ||
+        __atomic_load_n(&H->index_cap, __ATOMIC_RELAXED) != g.cap ||
+        __atomic_load_n(&H->size, __ATOMIC_RELAXED) != g.size)
+        goto out;
+    /* Under the stripe lock nobody else changes, frees or moves this key's
+     * record or slot: a hit is the key's live record (a miss may be a slot
+     * of another stripe moving: the locked path decides). */
+    if (opt_probe(&g, key, klen, tag, &o, &r) != OPT_HIT || (o.type != SHMDICT_T_INT && o.type != SHMDICT_T_FLOAT))
+        goto out;
+    if (o.expires && o.expires <= now_ns())
+        goto out;
+    int64_t ci;
+    double cf;
+    memcpy(&ci, &o.num, 8);
+    memcpy(&cf, &o.num, 8);
+    if (add_numbers(o.type, ci, cf, dtype, di, df, &v))
+        goto out;
+    uint64_t w8 = __atomic_load_n(word8(r), __ATOMIC_RELAXED);
+    rec_t hd;
+    memcpy(&hd.klen, &w8, 8);
+    if (hd.type != o.type || hd.ver != o.ver)
+        goto out; /* (cannot change under the stripe lock: a scribble) */
+    hd.type = (uint8_t)v.type;
+    hd.ver = next_ver(o.ver);
+    if (__atomic_load_n(&H->flags, __ATOMIC_RELAXED) & HF_EVICT)
+        hd.cls |= CLS_REF; /* CLOCK: referenced, as lookup() marks it */
+    memcpy(&w8, &hd.klen, 8);
+    stripe_w64(st, &g, &r->num.u, v.num);
+    FAULT(INCR_IN_PLACE);
+    stripe_w64(st, &g, word8(r), w8);
+    note_in_place(h, st);
+    stripe_commit(st);
+    out->ver = hd.ver;
+    memcpy(&out->i, &v.num, 8);
+    memcpy(&out->f, &v.num, 8);
+    *type = v.type;
+    done = true;
+out:
+    stripe_end(h, s);
+    if (done)
+        wake_in_place(h, hash);
+    return done;
+}
+
 int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t di, double df,
                  int itype, int64_t ii, double fi, double init_ttl, int set_ttl, double exptime,
                  shmdict_out_t *out)
@@ -161,7 +241,13 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
         (itype != 0 && itype != SHMDICT_T_INT && itype != SHMDICT_T_FLOAT) || isnan(init_ttl) ||
         isnan(exptime))
         return SHMDICT_EINVAL;
-    BEGIN(h, key, klen);
+    if (check_key(klen))
+        return SHMDICT_EINVAL;
+    uint64_t hash = hash_key(h, key, klen);
+    int type;
+    if (!set_ttl && incr_in_place(h, key, klen, hash, dtype, di, df, out, &type))
+        return type;
+    LOCK_LOOKUP(h, key, klen, hash, true);
     if (!now)
         now = now_ns();
     value_t v = {0, 0, NULL, 0};

@@ -3,8 +3,9 @@
  * private helpers every C file shares. Not part of the cffi interface.
  *
  *   +--------------------+ 0
- *   | header  (8 KiB)    |  identity, geometry, the mutex, table state,
- *   |                    |  free-list heads, undo log, reserved futex words
+ *   | header  (16 KiB)   |  identity, geometry, the mutex, table state,
+ *   |                    |  free-list heads, undo log, futex words, and
+ *   |                    |  the 64 stripes (a lock, sequence word, log each)
  *   +--------------------+ events_off (16-byte aligned; absent with events=0)
  *   | event ring         |  notify.c
  *   +--------------------+ arena_off (page aligned)
@@ -68,7 +69,7 @@
 #include "shmdict.h"
 
 #define MAGIC "SHMDICT\x01"          /* 8 bytes; written last at creation */
-#define HEADER_SIZE 8192u
+#define HEADER_SIZE 16384u
 #define PAGE 4096u                     /* sizes are multiples of this */
 #define MAX_BYTES ((uint64_t)SHMDICT_MAX_SIZE_MB << 20)
 #define UNIT 8u                        /* arena allocation unit, bytes */
@@ -189,6 +190,27 @@ typedef struct ulog_entry {
     uint64_t old; /* its value before the store */
 } ulog_entry_t;
 
+/* One stripe of keys (seq.c). The lock is taken by the dict lock's holder
+ * before it changes, frees or reads the value of a record of the stripe (or
+ * moves its slot), and alone by an update in place (kv.c incr_in_place),
+ * which logs its stores in the stripe's own undo log. */
+typedef struct stripe {
+    union {
+        pthread_mutex_t mu;
+        char pad[48];
+    } lock;
+    uint32_t seq;          /* 48: odd while the holder may be changing what readers of the stripe see */
+    uint32_t pad0;
+    uint64_t ev_skipped;   /* 56: events of updates in place nobody listened to (monotone, notify.c) */
+    uint64_t ulog_n;       /* 64: gen stamp << 32 | entries, as the dict's log (lock.c) */
+    uint64_t gen;          /* 72: this stripe's committed updates in place */
+    ulog_entry_t ulog[2];  /* 80: an update in place stores two words: the number, then the type word */
+    uint64_t reserved[2];  /* 112 */
+} stripe_t;
+
+_Static_assert(sizeof(pthread_mutex_t) <= 48, "a stripe's mutex fits before its sequence word");
+_Static_assert(sizeof(stripe_t) == 128, "a stripe is two cache lines");
+
 typedef struct header {
     /* ---- identity and geometry: written once at creation, then read-only */
     char magic[8];              /*   0 */
@@ -255,7 +277,8 @@ typedef struct header {
     uint64_t st_lock_waits;     /* acquisitions that had to sleep in the kernel */
     uint64_t st_lock_wait_ns;   /* time spent sleeping for the lock */
     uint64_t geo_check;         /* geo_sum(index_cap, size): changed with them, in their transaction */
-    uint64_t stat_reserved[5]; /* reserved */
+    uint64_t ev_settled;        /* the sum of the stripes' ev_skipped at the last settle (notify.c) */
+    uint64_t stat_reserved[4]; /* reserved */
     uint64_t ev_skipped;        /* events counted, not appended: nobody listened (notify.c) */
     uint64_t ev_head;           /* event ring (notify.c): absolute byte position of the next entry */
     uint64_t ev_tail;           /* absolute position of the oldest entry kept */
@@ -292,10 +315,10 @@ typedef struct header {
     /* ---- the old bytes of a record being rewritten in place (lock.c) */
     char backup[BACKUP_MAX];
 
-    /* ---- optimistic reads (seq.c): one sequence word per stripe of keys
-     * (stripe = tag % NSTRIPES), odd while a lock holder may be changing a
-     * record, or an index slot, that a reader of such a key could look at. */
-    _Alignas(64) uint32_t seq_stripe[NSTRIPES];
+    /* ---- the stripes of keys (seq.c): stripe = tag % NSTRIPES. Each has
+     * its own lock, sequence word and small undo log, on its own two cache
+     * lines, so that writers of keys in different stripes share no line. */
+    _Alignas(64) stripe_t stripes[NSTRIPES];
 } header_t;
 
 /* The identity fields whose scribble would move the table or re-key it. */
@@ -367,7 +390,8 @@ struct shmdict {
     uint64_t lock_timeout_ns; /* bound on every wait for the dict's lock; 0 = none (guard.c) */
 
     /* Optimistic reads (seq.c). Written only by the thread holding the lock. */
-    uint64_t seq_marks;    /* stripes this lock holder made odd (bit s: seq_stripe[s]) */
+    uint64_t seq_held;     /* stripes whose lock this lock holder took (bit s: stripes[s]) */
+    uint64_t seq_marks;    /* ... and made odd (a subset of seq_held) */
     int seq_bulk_marked;   /* ... and the bulk word */
     uint64_t ev_clock;     /* a CLOCK_MONOTONIC reading from the past (notify.c): never ahead of now */
     uint32_t ev_writes;    /* changes noted since ev_clock was read */

@@ -80,7 +80,13 @@ static int mutex_init(pthread_mutex_t *mu)
     return SHMDICT_OK;
 }
 
-int lock_init(header_t *hdr) { return mutex_init(&hdr->lock.mu); }
+int lock_init(header_t *hdr)
+{
+    int rc = mutex_init(&hdr->lock.mu);
+    for (int s = 0; s < NSTRIPES && rc == SHMDICT_OK; s++)
+        rc = mutex_init(&hdr->stripes[s].lock.mu); /* seq.c */
+    return rc;
+}
 
 /* The high half of ulog_n: gen's low half, which no store changes while an
  * operation's log is open (commit() empties the log, then bumps gen).
@@ -169,7 +175,8 @@ void about_to_block(void)
 
 /* Attach-time check of the mutex bytes: a file whose mutex is not a robust,
  * process-shared one (garbage, or made by another libc) would make
- * pthread_mutex_lock misbehave. glibc keeps the kind in __data.__kind. */
+ * pthread_mutex_lock misbehave. glibc keeps the kind in __data.__kind.
+ * The stripes' mutexes (seq.c) are checked alike. */
 bool lock_looks_valid(const header_t *hdr)
 {
 #ifdef __GLIBC__
@@ -178,6 +185,9 @@ bool lock_looks_valid(const header_t *hdr)
         return false;
     int kind = probe.__data.__kind;
     pthread_mutex_destroy(&probe);
+    for (int s = 0; s < NSTRIPES; s++)
+        if (hdr->stripes[s].lock.mu.__data.__kind != kind)
+            return false;
     return hdr->lock.mu.__data.__kind == kind;
 #else
     (void)hdr;

@@ -64,6 +64,16 @@
  * cursor from before learns, as "lost N", how many events it did not get
  * (the counted ones and those it had not read yet) -- never silently nothing. A listener stays registered as long as it comes
  * back within LISTEN_NS (watch.c sleeps at most a second at a time).
+ *
+ * UPDATES IN PLACE (kv.c incr_in_place) hold only their key's stripe lock,
+ * so they never append: they run only while nobody listens (ev_listening,
+ * the same test with a per-thread clock) and count their event in their
+ * stripe (note_in_place, before the update commits: a rolled-back update
+ * over-counts, never hides one). The next ev_listen() settles those counts
+ * with the dict's own (ev_settled: the stripes' sum already settled). A
+ * watcher that starts while an update in place is under way may see that
+ * one event as "lost 1". They bump and wake the key's futex word after
+ * releasing the stripe, behind a full fence (wake_in_place).
  */
 #include <limits.h>
 
@@ -144,16 +154,30 @@ static bool make_room(shmdict_t *h, uint64_t need, uint64_t *tail, uint64_t *tai
     return true;
 }
 
+/* Events of updates in place counted in the stripes since the last settle.
+ * The stripes' counters only grow (unlogged, outside the dict lock), and
+ * ev_settled is their sum when the last settle took them in. */
+static uint64_t stripe_skipped(shmdict_t *h, uint64_t *total)
+{
+    uint64_t t = 0;
+    for (int s = 0; s < NSTRIPES; s++)
+        t += __atomic_load_n(&h->hdr->stripes[s].ev_skipped, __ATOMIC_RELAXED);
+    *total = t;
+    return t - h->hdr->ev_settled;
+}
+
 /* Events were counted, not appended: move the sequence past them and empty
  * the ring, so that every reader's cursor reports them lost. Logged. */
-static void settle_skipped(shmdict_t *h)
+static void settle_skipped(shmdict_t *h, uint64_t in_stripes, uint64_t total)
 {
     header_t *H = h->hdr;
-    uint64_t seq = H->ev_seq + H->ev_skipped;
+    uint64_t seq = H->ev_seq + H->ev_skipped + in_stripes;
     w64(h, &H->ev_seq, seq);
     w64(h, &H->ev_tail, H->ev_head);
     w64(h, &H->ev_tail_seq, seq);
     w64(h, &H->ev_skipped, 0);
+    if (in_stripes)
+        w64(h, &H->ev_settled, total);
 }
 
 void ev_listen(shmdict_t *h)
@@ -161,8 +185,9 @@ void ev_listen(shmdict_t *h)
     header_t *H = h->hdr;
     if (!h->ev_cap)
         return;
-    if (H->ev_skipped) {
-        settle_skipped(h);
+    uint64_t total, in_stripes = stripe_skipped(h, &total);
+    if (H->ev_skipped || in_stripes) {
+        settle_skipped(h, in_stripes, total);
         commit(h);
     }
     uint64_t now = mono_now();
@@ -189,7 +214,7 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
         return;
     }
     if (H->ev_skipped)
-        settle_skipped(h);
+        settle_skipped(h, 0, 0); /* (the stripes' count is settled by the listener's next look) */
     uint64_t size = ev_size(klen), head = H->ev_head, seq = H->ev_seq;
     if (head % 16) { /* entries are 16-aligned: a scribbled head would misalign every entry */
         head = (head + 15) & ~15ull;
@@ -248,6 +273,37 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
     w64(h, &H->ev_seq, seq + 1);
     w64(h, &H->ev_head, head + size);
     FAULT(EVENT_APPENDED);
+}
+
+/* ---- updates in place (kv.c incr_in_place) -------------------------------- */
+
+bool ev_listening(shmdict_t *h)
+{
+    static __thread uint64_t clock, writes; /* as listened(), per thread: no dict lock here */
+    if (!h->ev_cap)
+        return false;
+    if (writes++ % CLOCK_EVERY == 0)
+        clock = mono_now();
+    return clock < __atomic_load_n(&h->hdr->ev_listen_until, __ATOMIC_RELAXED);
+}
+
+void note_in_place(shmdict_t *h, stripe_t *st)
+{
+    if (h->ev_cap) {
+        __atomic_store_n(&st->ev_skipped, st->ev_skipped + 1, __ATOMIC_RELAXED);
+        STORED();
+    }
+}
+
+void wake_in_place(shmdict_t *h, uint64_t hash)
+{
+    /* The change and the release of the stripe are visible before the futex
+     * words are looked at: a waiter sets WAITERS, then reads the version. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    bump(h->hdr, (int)((hash >> 32) % NBUCKETS));
+    if (h->ev_cap)
+        bump(h->hdr, EV_WORD);
+    wake_pending(h);
 }
 
 /* Recovery, after the undo log is replayed: a kill between the two plain

@@ -25,6 +25,12 @@ void wake_pending(shmdict_t *h); /* after unlock: FUTEX_WAKE the buckets this th
 void wake_all(shmdict_t *h);     /* recovery: a dead writer may have bumped without waking */
 void ring_repair(shmdict_t *h);  /* recovery: the event ring's tail_seq after a kill mid-append */
 uint32_t next_ver(uint32_t v);
+/* Updates in place under one stripe's lock (kv.c): may one run (nobody
+ * listens to the ring)? Count its event in the stripe; after releasing the
+ * stripe, wake the key's waiters. */
+bool ev_listening(shmdict_t *h);
+void note_in_place(shmdict_t *h, stripe_t *st);
+void wake_in_place(shmdict_t *h, uint64_t hash);
 
 static inline long futex(uint32_t *w, int op, uint32_t val, const struct timespec *ts)
 {

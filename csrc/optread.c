@@ -74,6 +74,13 @@ static int probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t 
     return PROBE_MISS;
 }
 
+int opt_probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag, opt_rec_t *o, rec_t **r)
+{
+    uint64_t w8;
+    int rc = probe(g, key, klen, tag, o, NULL, 0, r, &w8);
+    return rc == PROBE_BAD ? OPT_LOCK : rc;
+}
+
 bool opt_snap_begin(shmdict_t *h, opt_snap_t *s)
 {
     if (!seq_geometry(h, &s->g))
@@ -89,7 +96,7 @@ int opt_snap_lookup(opt_snap_t *s, const char *key, size_t klen, uint64_t hash, 
 {
     uint32_t tag = (uint32_t)(hash >> 32), st = seq_stripe_of(tag);
     if (!(s->seen >> st & 1)) {
-        s->sv[st] = __atomic_load_n(&s->g.hdr->seq_stripe[st], __ATOMIC_ACQUIRE);
+        s->sv[st] = __atomic_load_n(&s->g.hdr->stripes[st].seq, __ATOMIC_ACQUIRE);
         s->seen |= 1ull << st;
     }
     if (s->sv[st] & 1)
@@ -106,7 +113,7 @@ bool opt_snap_valid(const opt_snap_t *s)
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     for (uint64_t m = s->seen; m; m &= m - 1) {
         int st = __builtin_ctzll(m);
-        if (__atomic_load_n(&H->seq_stripe[st], __ATOMIC_RELAXED) != s->sv[st])
+        if (__atomic_load_n(&H->stripes[st].seq, __ATOMIC_RELAXED) != s->sv[st])
             return false;
     }
     return __atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) == s->bulk;
@@ -123,9 +130,9 @@ int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_re
             return OPT_LOCK;
         header_t *H = g.hdr;
         uint32_t b1 = __atomic_load_n(&H->seq_bulk, __ATOMIC_ACQUIRE);
-        uint32_t s1 = __atomic_load_n(&H->seq_stripe[stripe], __ATOMIC_ACQUIRE);
+        uint32_t s1 = __atomic_load_n(&H->stripes[stripe].seq, __ATOMIC_ACQUIRE);
         if ((b1 | s1) & 1) { /* a write in flight: wait a moment for it, not for the lock */
-            for (int k = 0; k < OPT_SPIN && __atomic_load_n(&H->seq_stripe[stripe], __ATOMIC_RELAXED) == s1 &&
+            for (int k = 0; k < OPT_SPIN && __atomic_load_n(&H->stripes[stripe].seq, __ATOMIC_RELAXED) == s1 &&
                             __atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) == b1; k++)
                 cpu_relax();
             continue;
@@ -139,7 +146,7 @@ int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_re
         uint64_t w8 = 0;
         int rc = probe(&g, key, klen, tag, o, buf, cap, &r, &w8);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&H->seq_stripe[stripe], __ATOMIC_RELAXED) != s1 ||
+        if (__atomic_load_n(&H->stripes[stripe].seq, __ATOMIC_RELAXED) != s1 ||
             __atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) != b1)
             continue; /* something moved under the copy: it is not used */
         if (rc == PROBE_BAD)

@@ -24,6 +24,11 @@ typedef struct opt_rec {
 int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_rec_t *o, char *buf,
                size_t cap, uint64_t *now);
 
+/* The probe alone, through geometry g (the caller validates: kv.c's update
+ * in place holds the key's stripe lock): OPT_HIT with o filled and *r the
+ * record, OPT_MISS, or OPT_LOCK when something looked corrupt. */
+int opt_probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag, opt_rec_t *o, rec_t **r);
+
 /* A consistent read of many keys without the lock (get_many): begin, look
  * each key up (its stripe's word is noted the first time), then valid() says
  * whether no stripe looked at and no bulk step changed since: then every

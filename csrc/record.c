@@ -290,7 +290,7 @@ int64_t lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, rec_t 
             return -1;
     }
     if (__builtin_expect(h->hdr->flags & HF_EVICT, 0) && !(r->cls & CLS_REF))
-        r->cls |= CLS_REF; /* CLOCK: referenced (an unlogged hint) */
+        __atomic_fetch_or(&r->cls, CLS_REF, __ATOMIC_RELAXED); /* CLOCK: referenced (an unlogged hint) */
     *r_out = r;
     return i;
 }
@@ -402,7 +402,7 @@ int evict_some(shmdict_t *h, int64_t keep)
         if (!r)
             return SHMDICT_ECORRUPT;
         if (r->cls & CLS_REF) {
-            r->cls &= (uint8_t)~CLS_REF; /* second chance; a hint, unlogged */
+            __atomic_fetch_and(&r->cls, (uint8_t)~CLS_REF, __ATOMIC_RELAXED); /* second chance; a hint, unlogged */
             STORED();
             continue;
         }

@@ -68,15 +68,18 @@ static inline int check_key(size_t klen)
     return klen == 0 || klen > SHMDICT_MAX_KEY ? SHMDICT_EINVAL : SHMDICT_OK;
 }
 
-/* Lock and look the key up. A writer (mark) first makes the key's stripe
- * odd for lock-free readers (seq.c): every keyed operation that may store
- * opens with BEGIN; read-only ones with BEGIN_RO. */
+/* Lock and look the key up. A writer (mark) first takes the key's stripe
+ * and makes it odd for lock-free readers (seq.c): every keyed operation that
+ * may store opens with BEGIN; read-only ones with BEGIN_RO, which takes the
+ * stripe only (an update in place must not be half way through the record). */
 #define LOCK_LOOKUP(h, key, klen, hash, mark)                                  \
     int rc = lock_dict(h);                                                     \
     if (rc)                                                                    \
         return rc;                                                             \
-    if (mark)                                                                  \
-        seq_mark(h, (uint32_t)(hash >> 32));                                   \
+    if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), mark)) != SHMDICT_OK) {   \
+        unlock_dict(h);                                                        \
+        return rc;                                                             \
+    }                                                                          \
     rec_t *r = NULL;                                                           \
     uint64_t now = 0;                                                          \
     int64_t i = lookup(h, key, klen, hash, &r, &now);                          \

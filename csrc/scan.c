@@ -177,7 +177,8 @@ static bool pack_rec(rec_t *r, void *p)
 int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_count, int with_values,
                       char *buf, size_t cap, shmdict_out_t *out)
 {
-    int rc = lock_dict(h);
+    /* values: no update in place half way through one (seq.c) */
+    int rc = with_values ? lock_dict_values(h) : lock_dict(h);
     if (rc)
         return rc;
     walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0, false};
@@ -251,7 +252,7 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
 {
     if (count == 0)
         return SHMDICT_EINVAL;
-    int rc = lock_dict(h);
+    int rc = lock_dict_values(h); /* values: no update in place half way through one (seq.c) */
     if (rc)
         return rc;
     scanner_t c = {{buf, cap, 0, 0, 0, pat, plen, false, false}, h->hdr->n_ttl ? now_ns() : 0, 0, count};

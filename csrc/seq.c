@@ -1,15 +1,17 @@
 /*
- * seq.c -- sequence words for reads that take no lock (optread.c), and the
- * statistics a process keeps for itself.
+ * seq.c -- the stripes of keys: sequence words for reads that take no lock
+ * (optread.c), a lock and undo log per stripe for updates in place that take
+ * no dict lock (kv.c incr_in_place), and the statistics a process keeps for
+ * itself.
  *
  * THE PROTOCOL (a seqlock per stripe of keys, plus one for bulk steps)
  * Keys fall into NSTRIPES stripes by their tag (the high half of the hash:
  * every record a reader of key K can reach through a slot with K's tag is of
- * K's stripe). header.seq_stripe[s] is even when stable, odd while a lock
- * holder may be changing something a reader of stripe s looks at:
+ * K's stripe). stripes[s].seq is even when stable, odd while the holder of
+ * the stripe's lock may be changing something a reader of stripe s looks at:
  *
- *   writer (lock held): seq_mark(tag) -> stores -> ... -> seq_release at unlock
- *   reader (no lock):   b1 = seq_bulk, s1 = seq_stripe[s] (both even, acquire)
+ *   writer (dict lock): seq_mark(tag) -> stores -> ... -> seq_release at unlock
+ *   reader (no lock):   b1 = seq_bulk, s1 = stripes[s].seq (both even, acquire)
  *                       -> geometry still current -> probe, copy (every offset
  *                       and length bounds-checked, each word read once)
  *                       -> acquire fence -> s1, b1 unchanged? else retry
@@ -38,6 +40,41 @@
  * the words with acquire and re-load them after an acquire fence. On x86
  * these are plain moves and compiler barriers.
  *
+ * STRIPE LOCKS. Each stripe also has a robust mutex and a two-entry undo
+ * log (layout.h stripe_t). Whoever holds a stripe's lock owns its records'
+ * numbers and type words (version included), its records' lives (freeing,
+ * moving) and its sequence word:
+ *
+ *   - the dict lock's holder takes a stripe's lock in seq_mark (it writes a
+ *     key of the stripe, frees one, or moves one's slot), in seq_hold (it
+ *     reads a number or version of the stripe under the dict lock), or for
+ *     all stripes (seq_hold_all before reading many values; seq_bulk before
+ *     a bulk step), and releases them all at unlock (seq_release). Its
+ *     stores go to the dict's undo log as before;
+ *   - an update in place (an incr of a live number that changes no TTL,
+ *     kv.c) takes only its key's stripe (stripe_begin), without the dict
+ *     lock, and logs its two stores (the number, then the type word with
+ *     the version) in the stripe's own log: stripe_w64, stripe_commit.
+ *
+ * Lock order: the dict lock before any stripe lock. An update in place
+ * holds one stripe and never waits for another lock while it does (it only
+ * tries: a busy stripe sends it to the dict lock), so no cycle exists. The
+ * dict lock's holder waits for a busy stripe: an update in place holds it
+ * for a few dozen instructions.
+ *
+ * Death. A dead updater's stripe lock comes back EOWNERDEAD to the next
+ * taker, with its log: whoever takes the stripe next replays a nonempty
+ * log (newest entry first, as lock.c's) before anything else, then the
+ * updater's odd word is even again. A dead dict-lock holder leaves odd
+ * words and its own log: only the dict lock's next holder may repair that
+ * (guard.c recover: seq_adopt takes every odd stripe), so an updater that
+ * finds its stripe's word odd after taking the lock backs off to the dict
+ * lock. An updater that died before logging or after committing leaves an
+ * odd word and an empty log: it backs off too, and the dict lock's holder
+ * adopts the word (nothing to undo) and releases it. A stripe log that
+ * names a word outside the arena, or whose stamp is not its gen's, is never
+ * replayed: the dict is marked corrupt (flush_all clears it).
+ *
  * THE READERS' GEOMETRY. Lock holders may re-point the handle (a growth
  * maps the file again, an index growth moves the index) while another thread
  * of the process reads without the lock; readers therefore use h->ro, a copy
@@ -45,7 +82,13 @@
  * stay mapped until close (grow.c), so a copy is always safe to read through;
  * whether it is current is checked against the header (index_cap, size).
  */
+#include <errno.h>
+
 #include "seq.h"
+#include "fault.h"
+
+#define CBAR_() atomic_signal_fence(memory_order_seq_cst)
+#define STRIPE_SPIN 200 /* trylock attempts before an update in place goes to the dict lock */
 
 static inline uint32_t load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
@@ -57,15 +100,139 @@ static inline void make_odd(uint32_t *w)
     store32(w, v + ((v & 1) ? 2 : 1));
 }
 
+/* ---- a stripe's undo log ------------------------------------------------------ */
+
+static inline uint64_t stripe_stamp(const stripe_t *st) { return (uint64_t)(uint32_t)st->gen << 32; }
+
+void stripe_w64(stripe_t *st, const struct ro_geo *g, uint64_t *p, uint64_t v)
+{
+    uint64_t n = ulog_len(st->ulog_n);
+    st->ulog[n].off = (uint64_t)((char *)p - (char *)g->hdr);
+    STORED();
+    st->ulog[n].old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    STORED();
+    CBAR_();
+    st->ulog_n = stripe_stamp(st) | (n + 1);
+    CBAR_();
+    STORED();
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+    STORED();
+}
+
+void stripe_commit(stripe_t *st)
+{
+    CBAR_();
+    st->ulog_n = 0;
+    CBAR_();
+    STORED();
+    st->gen++;
+    STORED();
+}
+
+/* Undo what a dead updater logged: base is the file's first byte in the
+ * caller's mapping, [arena_off, size) the arena it may name. False (and
+ * nothing stored) if the log is not one an updater wrote. */
+static bool stripe_replay(stripe_t *st, char *base, uint64_t arena_off, uint64_t size)
+{
+    uint64_t w = st->ulog_n, n = ulog_len(w);
+    if (n > 2 || w >> 32 != (uint32_t)st->gen)
+        return false;
+    ulog_entry_t e[2];
+    for (uint64_t k = 0; k < n; k++) {
+        e[k] = st->ulog[k];
+        if (e[k].off % 8 || e[k].off < arena_off || e[k].off > size - 8)
+            return false;
+    }
+    for (uint64_t k = n; k-- > 0;) {
+        __atomic_store_n((uint64_t *)(void *)(base + e[k].off), e[k].old, __ATOMIC_RELAXED);
+        STORED();
+    }
+    CBAR_();
+    st->ulog_n = 0;
+    CBAR_();
+    STORED();
+    return true;
+}
+
+/* ---- the dict lock's holder and the stripes ----------------------------------- */
+
+int seq_trylock(shmdict_t *h, uint32_t s)
+{
+    pthread_mutex_t *mu = &stripe_at(h, s)->lock.mu;
+    int r = pthread_mutex_trylock(mu);
+    for (int spin = 0; r == EBUSY && spin < 200; spin++) {
+        cpu_relax();
+        r = pthread_mutex_trylock(mu);
+    }
+    return r;
+}
+
+/* Stripe s's lock is this holder of the dict lock's now (r: what locking it
+ * returned): repair after a dead updater, adopt an odd word a dead holder
+ * left (it is released, even, at unlock like a mark). ECORRUPT: the stripe
+ * could not be had or repaired, and the dict is marked corrupt. */
+int seq_took(shmdict_t *h, uint32_t s, int r)
+{
+    stripe_t *st = stripe_at(h, s);
+    pthread_mutex_t *mu = &st->lock.mu;
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(mu);
+        r = 0;
+    }
+    if (r != 0) { /* a mutex nobody can take (a scribble): refuse the table until flush_all */
+        h->hdr->corrupt = 1;
+        return SHMDICT_ECORRUPT;
+    }
+    h->seq_held |= 1ull << s;
+    if (__builtin_expect(st->ulog_n != 0, 0)) {
+        if (stripe_replay(st, h->base, (uint64_t)(h->arena - h->base), h->size)) {
+            h->hdr->recoveries++; /* a dead updater's half-done update, undone */
+        } else {
+            h->hdr->corrupt = 1; /* a log no updater wrote: never guessed at */
+            st->ulog_n = 0;
+            STORED();
+        }
+    }
+    if (load32(&st->seq) & 1)
+        h->seq_marks |= 1ull << s;
+    return h->hdr->corrupt ? SHMDICT_ECORRUPT : SHMDICT_OK;
+}
+
+/* Take stripe s's lock for this holder of the dict lock, in the middle of
+ * an operation: without a deadline (guard.c lock_stripe is the timed way,
+ * where a call can still give up): an updater holds it for a few dozen
+ * instructions, and a dead one's comes back EOWNERDEAD. */
+static void take(shmdict_t *h, uint32_t s)
+{
+    int r = seq_trylock(h, s);
+    if (r == EBUSY)
+        r = pthread_mutex_lock(&stripe_at(h, s)->lock.mu);
+    (void)seq_took(h, s, r); /* (corrupt: the operation goes on; the next lock reports it) */
+}
+
+void seq_hold_slow(shmdict_t *h, uint32_t s) { take(h, s); }
+
 void seq_mark_slow(shmdict_t *h, uint32_t s)
 {
-    h->seq_marks |= 1ull << s;
-    make_odd(&h->hdr->seq_stripe[s]);
+    if (!(h->seq_held >> s & 1))
+        take(h, s);
+    if (!(h->seq_marks >> s & 1)) {
+        h->seq_marks |= 1ull << s;
+        make_odd(&stripe_at(h, s)->seq);
+    }
     __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+void seq_hold_all(shmdict_t *h)
+{
+    for (uint32_t s = 0; s < NSTRIPES; s++)
+        if (!(h->seq_held >> s & 1))
+            take(h, s);
 }
 
 void seq_bulk(shmdict_t *h)
 {
+    seq_hold_all(h); /* no update in place runs while records or slots move */
     if (!h->seq_bulk_marked) {
         h->seq_bulk_marked = 1;
         make_odd(&h->hdr->seq_bulk);
@@ -81,31 +248,79 @@ void seq_release(shmdict_t *h)
             store32(&H->seq_bulk, load32(&H->seq_bulk) + 1);
         h->seq_bulk_marked = 0;
     }
-    if (!h->seq_marks && !h->seq_bulk_marked)
+    if (!h->seq_held && !h->seq_bulk_marked)
         return;
     __atomic_thread_fence(__ATOMIC_RELEASE);
     for (uint64_t m = h->seq_marks; m; m &= m - 1) {
-        uint32_t *w = &H->seq_stripe[__builtin_ctzll(m)];
+        uint32_t *w = &stripe_at(h, (uint32_t)__builtin_ctzll(m))->seq;
         uint32_t v = load32(w);
         store32(w, v + (v & 1));
     }
-    h->seq_marks = 0;
     if (h->seq_bulk_marked) {
         uint32_t v = load32(&H->seq_bulk);
         store32(&H->seq_bulk, v + (v & 1));
         h->seq_bulk_marked = 0;
     }
+    for (uint64_t m = h->seq_held; m; m &= m - 1)
+        pthread_mutex_unlock(&stripe_at(h, (uint32_t)__builtin_ctzll(m))->lock.mu);
+    h->seq_marks = h->seq_held = 0;
 }
 
 void seq_adopt(shmdict_t *h)
 {
-    header_t *H = h->hdr;
     for (uint32_t s = 0; s < NSTRIPES; s++)
-        if (load32(&H->seq_stripe[s]) & 1)
-            h->seq_marks |= 1ull << s;
-    if (load32(&H->seq_bulk) & 1)
-        h->seq_bulk_marked = 1;
+        if (load32(&stripe_at(h, s)->seq) & 1)
+            seq_mark_slow(h, s);
 }
+
+/* ---- an update in place ------------------------------------------------------- */
+
+bool stripe_begin(shmdict_t *h, uint32_t s, const struct ro_geo *g)
+{
+    stripe_t *st = stripe_at(h, s);
+    pthread_mutex_t *mu = &st->lock.mu;
+    int r = pthread_mutex_trylock(mu);
+    for (int spin = 0; r == EBUSY && spin < STRIPE_SPIN; spin++) {
+        cpu_relax();
+        r = pthread_mutex_trylock(mu);
+    }
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(mu);
+        r = 0;
+    }
+    if (r != 0)
+        return false;
+    if (__builtin_expect(st->ulog_n != 0, 0)) {
+        /* a dead updater's stores: undo them (its word was made odd before its first) */
+        if (!stripe_replay(st, (char *)g->hdr, (uint64_t)(g->arena - (char *)g->hdr), g->size)) {
+            pthread_mutex_unlock(mu); /* the dict lock's holder decides (take) */
+            return false;
+        }
+        __atomic_fetch_add(&g->hdr->recoveries, 1, __ATOMIC_RELAXED); /* (a statistic) */
+        uint32_t v = load32(&st->seq);
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        store32(&st->seq, v + (v & 1));
+    }
+    if (load32(&st->seq) & 1) { /* a dead holder's mark: the dict lock's next holder repairs it */
+        pthread_mutex_unlock(mu);
+        return false;
+    }
+    make_odd(&st->seq);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return true;
+}
+
+void stripe_end(shmdict_t *h, uint32_t s)
+{
+    stripe_t *st = stripe_at(h, s);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint32_t v = load32(&st->seq);
+    store32(&st->seq, v + (v & 1));
+    STORED();
+    pthread_mutex_unlock(&st->lock.mu);
+}
+
+/* ---- the readers' geometry, and statistics ------------------------------------ */
 
 void seq_publish(shmdict_t *h)
 {

@@ -82,7 +82,7 @@ enum {
 };
 
 enum {
-    SHMDICT_LAYOUT_VERSION = 4, /* 3: fewer space mechanisms, checked header words (layout.h); 4: lock-free readers' sequence words (seq.c) */
+    SHMDICT_LAYOUT_VERSION = 5, /* 3: fewer space mechanisms, checked header words (layout.h); 4: lock-free readers' sequence words (seq.c); 5: a lock and log per stripe of keys (seq.c) */
     SHMDICT_MAX_KEY        = 65535,     /* bytes of UTF-8 */
     SHMDICT_MIN_SIZE       = 32768,     /* bytes */
     SHMDICT_MAX_SIZE_MB    = 32768,     /* 32 GiB: 2^32 arena units of 8 bytes */

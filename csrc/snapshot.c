@@ -236,7 +236,7 @@ int64_t shmdict_export(shmdict_t *h, uint64_t cursor, uint64_t count, uint64_t b
     out->len = 0;
     if (count == 0 || cursor > (1ull << 32))
         return SHMDICT_EINVAL;
-    int rc = lock_dict(h);
+    int rc = lock_dict_values(h); /* values: no update in place half way through one (seq.c) */
     if (rc)
         return rc;
     export_batch_t x = {{buf, cap, 0, 0, h->hdr->n_ttl ? now_ns() : 0, wall_now}, 0, count, budget};
@@ -488,8 +488,10 @@ int64_t shmdict_import(shmdict_t *h, const char *items, size_t len, uint64_t max
             deadline = left >= UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + left;
         }
         uint32_t ver;
-        rc = put(h, it.key, it.klen, hash_key(h, it.key, it.klen), &it.v, deadline, now, SHMDICT_SET_ALWAYS,
-                 &ver);
+        uint64_t hash = hash_key(h, it.key, it.klen);
+        if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), true)) != SHMDICT_OK)
+            break;
+        rc = put(h, it.key, it.klen, hash, &it.v, deadline, now, SHMDICT_SET_ALWAYS, &ver);
         if (rc)
             break;
         pos += sz;

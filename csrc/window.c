@@ -43,6 +43,10 @@ int shmdict_window(shmdict_t *h, const char *key, size_t klen, uint64_t limit, d
     int rc = lock_dict(h);
     if (rc)
         return rc;
+    if ((rc = lock_stripe(h, (uint32_t)(hash >> 32), true)) != SHMDICT_OK) {
+        unlock_dict(h); /* (it writes the key: its stripe first, seq.c) */
+        return rc;
+    }
     rec_t *r = NULL;
     uint64_t now = now_ns();
     int64_t i = lookup(h, key, klen, hash, &r, &now);

@@ -94,6 +94,8 @@ FAMILIES: dict[str, Family] = {
     "delete (backward shift)": Family("delete-shift", op=7),
     "pop": Family("pop"),
     "incr": Family("incr-ttl"),
+    "incr (in place)": Family("incr"),
+    "incr (in place, int to float)": Family("incr-to-float"),
     "incr (new key)": Family("incr-init"),
     "expire": Family("expire"),
     "cas": Family("cas"),

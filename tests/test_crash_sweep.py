@@ -378,7 +378,7 @@ def _many_records(d: shmdict.SharedDict) -> None:
         d[f"m{n:05d}"] = n
 
 
-SMALL = shmdict._lib.lib.SHMDICT_MIN_SIZE  # 32 KiB: a small index makes probe clusters
+SMALL = 48 << 10  # a small index makes probe clusters (the smallest dict, 32 KiB, is half header)
 
 SCENARIOS: dict[str, Scenario] = {
     "insert": _basic([("set", "new", "value")]),
@@ -395,6 +395,7 @@ SCENARIOS: dict[str, Scenario] = {
     "incr": _basic([("incr", "i", 1, None, None)]),
     "incr-ttl": _basic([("incr", "i", 5, LONG_TTL, None)]),
     "incr-float": _basic([("incr", "f", 2, 0, None)]),
+    "incr-to-float": _basic([("incr", "i", 0.5, None, None)]),  # in place, the type changes
     "incr-init": _basic([("incr", "n", 3, None, 10)]),
     "expire": _basic([("expire", "s", LONG_TTL)]),
     "expire-clear": _basic([("expire", "ttl", 0)]),
@@ -471,8 +472,8 @@ SWEEP: list[tuple[str, str, int]] = [
     ("delete-shift", "delete.shifted", 1),
     ("delete-shift", "delete.shifted", 2),
     ("delete-shift", "delete.shifted", 7),
-    ("incr", "incr.stored", 1),
-    ("incr", "incr.ttl", 1),
+    ("incr", "incr.in_place", 1),  # a live number, no TTL: under its stripe's lock alone
+    ("incr-to-float", "incr.in_place", 1),
     ("incr-ttl", "incr.stored", 1),
     ("incr-ttl", "incr.ttl", 1),
     ("incr-float", "incr.ttl", 1),

@@ -139,7 +139,7 @@ def _flip_and_use(path: str, seed: int) -> int:
     return 0
 
 
-HEADER_BYTES = 8192  # csrc/layout.h HEADER_SIZE: the mutex lives there, and a wedged futex word is out of scope
+HEADER_BYTES = 16384  # csrc/layout.h HEADER_SIZE: the mutexes live there, and a wedged futex word is out of scope
 
 
 def test_corrupted_contents_never_crash(name):

@@ -23,16 +23,19 @@ import shmdict
 from shmdict import _lib
 
 NSTRIPES = 64
-STRIPES = header_layout.offset("seq_stripe")
+SEQ0 = header_layout.offset("stripes[0].seq")
+STRIDE = header_layout.offset("stripes[1].seq") - SEQ0
 BULK = header_layout.offset("seq_bulk")
 MUTEX = header_layout.offset("lock")
 
 
 def seq_words(name: str) -> tuple[int, list[int]]:
-    """(seq_bulk, seq_stripe[]) as the file holds them now."""
+    """(seq_bulk, every stripe's sequence word) as the file holds them now."""
     with open(dict_path(name), "rb") as f:
-        head = f.read(8192)
-    return struct.unpack_from("<I", head, BULK)[0], list(struct.unpack_from(f"<{NSTRIPES}I", head, STRIPES))
+        head = f.read(SEQ0 + STRIDE * NSTRIPES)
+    return struct.unpack_from("<I", head, BULK)[0], [
+        struct.unpack_from("<I", head, SEQ0 + STRIDE * s)[0] for s in range(NSTRIPES)
+    ]
 
 
 # ---- a stopped lock holder ------------------------------------------------------------------
@@ -42,15 +45,15 @@ def _hold_and_stop(path: str, odd_stripes: bool) -> int:
     """Take the dict's mutex as the library does (optionally making every stripe word odd,
     as a writer in the middle of its stores would), then SIGSTOP ourselves."""
     fd = os.open(path, os.O_RDWR)
-    m = mmap.mmap(fd, 8192)
-    buf = (ctypes.c_char * 8192).from_buffer(m)
+    m = mmap.mmap(fd, SEQ0 + STRIDE * NSTRIPES)
+    buf = (ctypes.c_char * (SEQ0 + STRIDE * NSTRIPES)).from_buffer(m)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.pthread_mutex_lock(ctypes.c_void_p(ctypes.addressof(buf) + MUTEX)) not in (0, 130):
         return 50
     if odd_stripes:
         for s in range(NSTRIPES):
-            (w,) = struct.unpack_from("<I", m, STRIPES + 4 * s)
-            struct.pack_into("<I", m, STRIPES + 4 * s, w | 1)
+            (w,) = struct.unpack_from("<I", m, SEQ0 + STRIDE * s)
+            struct.pack_into("<I", m, SEQ0 + STRIDE * s, w | 1)
     os.kill(os.getpid(), signal.SIGSTOP)
     return 0
 
@@ -88,7 +91,8 @@ def stopped_holder(odd_stripes: bool) -> Iterator[tuple[shmdict.SharedDict, shmd
 
 
 def test_stopped_lock_holder_does_not_block_reads() -> None:
-    """A SIGSTOPped process holding the lock (not writing) blocks writes, not get/[]/in/ttl/version."""
+    """A SIGSTOPped process holding the lock (not writing) blocks writes that need the dict lock,
+    not get/[]/in/ttl/version, nor an incr of a live number (an update in place)."""
     with stopped_holder(odd_stripes=False) as (_, d, pid):
         def reads() -> None:
             t0 = time.monotonic()
@@ -101,9 +105,13 @@ def test_stopped_lock_holder_does_not_block_reads() -> None:
             assert d.get("t") == "text" and 99 < d.ttl("t") <= 100
             assert time.monotonic() - t0 < 5  # no read waited for the 0.1 s lock timeout
         call_with_timeout(reads, 20)
+        assert call_with_timeout(lambda: d.incr("k1", 10), 10) == 11
+        assert d.get("k1") == 11
         with pytest.raises(shmdict.LockTimeout) as e:
-            call_with_timeout(lambda: d.incr("k1"), 10)
+            call_with_timeout(lambda: d.set("k1", 1), 10)
         assert e.value.holder == pid
+        with pytest.raises(shmdict.LockTimeout):  # a TTL to set: the dict lock
+            call_with_timeout(lambda: d.incr("k2", 1, 5), 10)
 
 
 def test_reads_of_a_stripe_being_written_wait_for_the_lock() -> None:
@@ -122,7 +130,8 @@ def test_reads_of_a_stripe_being_written_wait_for_the_lock() -> None:
 # (crash point, what the killed child does, key it writes): each stops after a store that a
 # reader without the lock would otherwise see
 KILLED = [
-    ("incr.stored", lambda d: d.incr("n", 5), "n"),
+    ("incr.stored", lambda d: d.incr("n", 5, 0), "n"),  # a TTL to set (none): the dict lock
+    ("incr.in_place", lambda d: d.incr("n", 5), "n"),  # under the stripe's lock alone
     ("overwrite.inplace", lambda d: d.__setitem__("n", 99), "n"),
     ("overwrite.rewritten", lambda d: d.__setitem__("s", "B" * 40), "s"),
     ("overwrite.published", lambda d: d.__setitem__("s", "C" * 300), "s"),

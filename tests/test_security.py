@@ -151,7 +151,8 @@ def test_not_a_regular_file(shm_dir: str) -> None:
     (8, "<I", 1),  # a fixed index before the arena
     (8, "<I", 2),  # a merge pass, unguarded pending words
     (8, "<I", 3),  # the format before lock-free readers (its writers would not mark them)
-    (8, "<I", 5),
+    (8, "<I", 4),  # the format before stripe locks (its writers would not take them)
+    (8, "<I", 6),
     (8, "<I", 0),
     (24, "<I", 0xDEADBEEF),
     (28, "<I", 0x04030201),

@@ -357,16 +357,18 @@ def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int, s
 
 
 def test_python_operations_time_out(stopped_holder: tuple[str, int, shmdict.SharedDict]) -> None:
-    """The mapping methods that write, incr, len, keys and check raise LockTimeout (naming the
-    holder) on a handle with lock_timeout=0.1; nothing is changed (the fixture checks k
-    afterwards). Keyed reads take no lock (csrc/optread.c): they answer."""
+    """The mapping methods that write, incr (that needs the dict lock: a TTL to set, a missing
+    key), len, keys and check raise LockTimeout (naming the holder) on a handle with
+    lock_timeout=0.1; nothing is changed (the fixture checks k afterwards). Keyed reads take no
+    lock (csrc/optread.c): they answer; so would an incr of k alone (in place, under its stripe's
+    lock: tests/test_stripes.py)."""
     _, pid, d = stopped_holder
     assert call_with_timeout(lambda: (d["k"], d.get("k"), "k" in d, d.ttl("k"), d.get_many(["k"])), 10) == \
         (1, 1, True, 0, {"k": 1})
     calls = [
         lambda: d.__setitem__("k", 2),
-        lambda: d.__setitem__("k", "s"), lambda: d.set("k", 2.5, 10), lambda: d.incr("k"),
-        lambda: d.incr("k", 1.5), lambda: d.delete("k"), lambda: d.pop("k"), lambda: len(d),
+        lambda: d.__setitem__("k", "s"), lambda: d.set("k", 2.5, 10), lambda: d.incr("k", 1, 10),
+        lambda: d.incr("new", 1.5, init=0), lambda: d.delete("k"), lambda: d.pop("k"), lambda: len(d),
         lambda: d.get_keys(), lambda: d.set_many({"k": 3}), lambda: d.rpush("l", 1),
         lambda: d.check(), lambda: d.flush_all(), lambda: d.stats(),
     ]
@@ -393,7 +395,8 @@ def test_operations_time_out_and_change_nothing(stopped_holder: tuple[str, int, 
     calls = [
         lambda: _lib.lib.shmdict_set(h, b"k", 1, _lib.lib.SHMDICT_T_INT, 2, 0.0, _lib.ffi.NULL, 0, 0.0, 0),
         lambda: _lib.lib.shmdict_delete(h, b"k", 1),
-        lambda: _lib.lib.shmdict_incr(h, b"k", 1, _lib.lib.SHMDICT_T_INT, 1, 0.0, 0, 0, 0.0, 0.0, 0, 0.0, out),
+        # (a missing key: an incr of k would run in place, under its stripe's lock alone)
+        lambda: _lib.lib.shmdict_incr(h, b"m", 1, _lib.lib.SHMDICT_T_INT, 1, 0.0, 0, 0, 0.0, 0.0, 0, 0.0, out),
         lambda: _lib.lib.shmdict_len(h),
         lambda: _lib.lib.shmdict_flush_all(h),
     ]
