@@ -350,6 +350,12 @@ int shmdict_flush_all(shmdict_t *h)
     int rc = lock_dict_any(h);
     if (rc)
         return rc;
+    if ((rc = lock_stripes_all(h)) != SHMDICT_OK) { /* (timed; a stripe log no updater wrote is cleared) */
+        if (rc != SHMDICT_ECORRUPT) {
+            unlock_dict(h);
+            return rc;
+        }
+    }
     header_t *H = h->hdr;
     if (H->corrupt)
         H->ulog_n = 0; /* recovery refused this log and left it: the reset below supersedes it */

@@ -151,6 +151,20 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* A robust mutex that can never be taken again: its owner died and its next
+ * locker unlocked it without marking it consistent. glibc marks that for
+ * good in the owner field, and a failed attempt may leave its own TID in
+ * the lock word, so a trylock can say EBUSY: this field is what tells. */
+static inline bool mutex_unrecoverable(const pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+    return __atomic_load_n(&mu->__data.__owner, __ATOMIC_RELAXED) == 0x7ffffffe; /* PTHREAD_MUTEX_NOTRECOVERABLE */
+#else
+    (void)mu;
+    return false; /* elsewhere a trylock says so */
+#endif
+}
+
 /* header.flags */
 #define HF_EVICT 1ull                  /* a full dict evicts (CLOCK) instead of failing */
 #define CLS_REF 0x80u                  /* cls bit 7: CLOCK "referenced" bit (a hint, unlogged) */

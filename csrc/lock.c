@@ -88,6 +88,8 @@ int lock_init(header_t *hdr)
     return rc;
 }
 
+int lock_init_one(pthread_mutex_t *mu) { return mutex_init(mu); }
+
 /* The high half of ulog_n: gen's low half, which no store changes while an
  * operation's log is open (commit() empties the log, then bumps gen).
  * Recovery replays a log only if its stamp is gen's (layout.h): a scribbled

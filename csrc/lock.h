@@ -10,7 +10,8 @@
 /* A compiler barrier: orders the undo log's stores (see lock.c). */
 #define CBAR() atomic_signal_fence(memory_order_seq_cst)
 
-int lock_init(header_t *hdr);
+int lock_init(header_t *hdr);            /* at creation: the dict's mutex and every stripe's */
+int lock_init_one(pthread_mutex_t *mu);  /* one of them again (repair.c) */
 bool lock_looks_valid(const header_t *hdr);
 void w64(shmdict_t *h, uint64_t *p, uint64_t v);
 void wlog(shmdict_t *h, uint64_t *p);

@@ -1,6 +1,6 @@
 /*
- * repair.c -- re-initialising a dict's mutex that can never be taken again
- * (shmdict_repair), for `shmdict repair NAME`.
+ * repair.c -- re-initialising a dict's mutex, or a stripe's (seq.c), that
+ * can never be taken again (shmdict_repair), for `shmdict repair NAME`.
  *
  * A robust mutex whose owner died and whose next locker did not mark it
  * consistent is ENOTRECOVERABLE for good: every lock attempt fails at once,
@@ -31,6 +31,7 @@
 #include "guard.h"
 #include "lock.h"
 #include "notify.h"
+#include "seq.h"
 
 #define REPAIR_BYTE ((1ull << 62) - 1) /* below flock.c's named-lock range */
 
@@ -46,22 +47,12 @@ static int64_t owner_tid(const pthread_mutex_t *mu)
 #endif
 }
 
-static bool unrecoverable(const pthread_mutex_t *mu)
-{
-#ifdef __GLIBC__
-    return __atomic_load_n(&mu->__data.__owner, __ATOMIC_RELAXED) == 0x7ffffffe; /* PTHREAD_MUTEX_NOTRECOVERABLE */
-#else
-    (void)mu;
-    return false; /* elsewhere a trylock says so */
-#endif
-}
-
 /* A fresh mutex in place, then a wake of anyone asleep on the old word (a
  * locker that found it "held" by a failed attempt): they take the new one. */
-static int reinit(shmdict_t *h)
+static int reinit(pthread_mutex_t *mu)
 {
-    int rc = lock_init(h->hdr);
-    futex((uint32_t *)(void *)h->mu, FUTEX_WAKE, INT_MAX, NULL);
+    int rc = lock_init_one(mu);
+    futex((uint32_t *)(void *)mu, FUTEX_WAKE, INT_MAX, NULL);
     return rc;
 }
 
@@ -79,42 +70,71 @@ static int hold_repair_byte(int fd, short type)
     return r;
 }
 
-/* Returns 0: the lock was usable (a dead owner's work, if any, repaired as
- * by any operation); 1: it was re-initialised; ELOCK: held by a live thread
- * (or one that cannot be judged) and not forced; ESYS; ECORRUPT from the
- * recovery that follows. */
+/* One mutex: 0 usable (a dead owner's repair done, for the dict's; left to
+ * the stripe's next taker, for a stripe's: guard.c, seq.c), 1 re-initialised,
+ * ELOCK held by a live thread (or one that cannot be judged) and not forced.
+ * glibc marks a mutex unrecoverable for good in its owner field; a failed
+ * attempt may even leave its own TID in the lock word (and waiters behind
+ * it), so the field, not a trylock, says whether it is unrecoverable. */
+static int repair_one(shmdict_t *h, pthread_mutex_t *mu, bool dict, int force)
+{
+    int r = mutex_unrecoverable(mu) ? ENOTRECOVERABLE : pthread_mutex_trylock(mu);
+    /* a stripe is held for a few dozen instructions at a time: look again */
+    for (int i = 0; r == EBUSY && !dict && i < 100; i++) {
+        usleep(1000);
+        r = mutex_unrecoverable(mu) ? ENOTRECOVERABLE : pthread_mutex_trylock(mu);
+    }
+    if (r == 0) {
+        pthread_mutex_unlock(mu); /* usable */
+        return SHMDICT_OK;
+    }
+    if (r == EOWNERDEAD) {
+        if (dict) {
+            recover(h); /* as lock_dict does: repair, then mark it consistent */
+            h->hdr->recoveries++;
+        }
+        int c = pthread_mutex_consistent(mu);
+        if (dict) {
+            seq_release(h); /* the stripes the recovery took */
+            seq_publish(h);
+        }
+        if (c != 0)
+            return SHMDICT_ELOCK;
+        pthread_mutex_unlock(mu);
+        return SHMDICT_OK;
+    }
+    if (r == ENOTRECOVERABLE)
+        return reinit(mu) ? SHMDICT_ESYS : 1; /* nobody can hold it */
+    if (r == EBUSY) {
+        int64_t tid = owner_tid(mu);
+        if (!force || tid == 0 || kill((pid_t)tid, 0) == 0 || errno != ESRCH)
+            return SHMDICT_ELOCK; /* a live (or unknown) holder: never taken from it */
+        return reinit(mu) ? SHMDICT_ESYS : 1; /* the word names a thread that does not exist */
+    }
+    return SHMDICT_ELOCK;
+}
+
+/* Returns 0: every lock was usable (a dead owner's work, if any, repaired as
+ * by any operation); 1: one or more were re-initialised; ELOCK: one is held
+ * by a live thread (or one that cannot be judged) and not forced; ESYS;
+ * ECORRUPT from the recovery that follows. The dict's mutex first, then
+ * every stripe's (seq.c): a stripe's that can never be taken would
+ * otherwise refuse every operation on its keys, flush_all included. */
 int shmdict_repair(shmdict_t *h, int force)
 {
     if (hold_repair_byte(h->fd, F_WRLCK) != 0)
         return SHMDICT_ESYS;
-    pthread_mutex_t *mu = h->mu;
-    int repaired = 0, rc = SHMDICT_OK;
-    /* glibc marks the mutex for good in its owner field; a failed attempt
-     * may even leave its own TID in the lock word (and waiters behind it),
-     * so the field, not a trylock, says whether it is unrecoverable. */
-    int r = unrecoverable(mu) ? ENOTRECOVERABLE : pthread_mutex_trylock(mu);
-    if (r == 0) {
-        pthread_mutex_unlock(mu); /* usable */
-    } else if (r == EOWNERDEAD) {
-        recover(h); /* as lock_dict does: repair, then mark it consistent */
-        h->hdr->recoveries++;
-        if (pthread_mutex_consistent(mu) == 0)
-            pthread_mutex_unlock(mu);
-        else
-            rc = SHMDICT_ELOCK;
-    } else if (r == ENOTRECOVERABLE) {
-        rc = reinit(h); /* nobody can hold it */
+    int repaired = 0, rc = repair_one(h, h->mu, true, force);
+    if (rc == 1) {
         repaired = 1;
-    } else if (r == EBUSY) {
-        int64_t tid = owner_tid(mu);
-        if (!force || tid == 0 || kill((pid_t)tid, 0) == 0 || errno != ESRCH) {
-            rc = SHMDICT_ELOCK; /* a live (or unknown) holder: never taken from it */
-        } else {
-            rc = reinit(h); /* the word names a thread that does not exist */
+        rc = SHMDICT_OK;
+    }
+    for (uint32_t s = 0; s < NSTRIPES && rc == SHMDICT_OK; s++) {
+        rc = repair_one(h, &stripe_at(h, s)->lock.mu, false, force);
+        if (rc == 1) {
             repaired = 1;
+            rc = SHMDICT_OK;
         }
-    } else {
-        rc = SHMDICT_ELOCK;
     }
     if (rc == SHMDICT_OK) {
         rc = lock_dict_any(h); /* rolls back what the dead owner left, redoes a bulk step */

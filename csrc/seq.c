@@ -159,6 +159,8 @@ static bool stripe_replay(stripe_t *st, char *base, uint64_t arena_off, uint64_t
 int seq_trylock(shmdict_t *h, uint32_t s)
 {
     pthread_mutex_t *mu = &stripe_at(h, s)->lock.mu;
+    if (__builtin_expect(mutex_unrecoverable(mu), 0))
+        return ENOTRECOVERABLE;
     int r = pthread_mutex_trylock(mu);
     for (int spin = 0; r == EBUSY && spin < 200; spin++) {
         cpu_relax();
@@ -169,8 +171,10 @@ int seq_trylock(shmdict_t *h, uint32_t s)
 
 /* Stripe s's lock is this holder of the dict lock's now (r: what locking it
  * returned): repair after a dead updater, adopt an odd word a dead holder
- * left (it is released, even, at unlock like a mark). ECORRUPT: the stripe
- * could not be had or repaired, and the dict is marked corrupt. */
+ * left (it is released, even, at unlock like a mark). ELOCK: a mutex that
+ * can never be taken (shmdict repair re-initialises it): not had, nothing
+ * else changed. ECORRUPT: a stripe log no updater wrote, cleared, and the
+ * dict marked corrupt. */
 int seq_took(shmdict_t *h, uint32_t s, int r)
 {
     stripe_t *st = stripe_at(h, s);
@@ -179,10 +183,8 @@ int seq_took(shmdict_t *h, uint32_t s, int r)
         pthread_mutex_consistent(mu);
         r = 0;
     }
-    if (r != 0) { /* a mutex nobody can take (a scribble): refuse the table until flush_all */
-        h->hdr->corrupt = 1;
-        return SHMDICT_ECORRUPT;
-    }
+    if (r != 0)
+        return SHMDICT_ELOCK; /* a mutex nobody can take (ENOTRECOVERABLE, or a scribble) */
     h->seq_held |= 1ull << s;
     if (__builtin_expect(st->ulog_n != 0, 0)) {
         if (stripe_replay(st, h->base, (uint64_t)(h->arena - h->base), h->size)) {
@@ -207,7 +209,12 @@ static void take(shmdict_t *h, uint32_t s)
     int r = seq_trylock(h, s);
     if (r == EBUSY)
         r = pthread_mutex_lock(&stripe_at(h, s)->lock.mu);
-    (void)seq_took(h, s, r); /* (corrupt: the operation goes on; the next lock reports it) */
+    /* ECORRUPT: the operation goes on (its own log is sound); the next lock
+     * reports it. ELOCK in the middle of an operation: the stripe is not
+     * this holder's, so its records must not be trusted to stay as they
+     * are: the dict is refused until a repair and a flush_all. */
+    if (seq_took(h, s, r) == SHMDICT_ELOCK)
+        h->hdr->corrupt = 1;
 }
 
 void seq_hold_slow(shmdict_t *h, uint32_t s) { take(h, s); }

@@ -50,4 +50,4 @@ def __getattr__(name: str) -> Any:
 
         return RedisDict
     raise AttributeError(f"module 'shmdict' has no attribute {name!r}")
-__version__ = "0.3.0"
+__version__ = "0.4.0"

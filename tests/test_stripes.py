@@ -191,6 +191,53 @@ def test_a_stopped_updater_blocks_only_its_stripe_and_only_until_the_timeout(d: 
         g.close()
 
 
+def _poison_stripe(path: str, s: int) -> int:
+    """Leave stripe s's mutex unrecoverable: lock it after its owner died, unlock without
+    marking it consistent (what a buggy or killed-mid-recovery locker does)."""
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, HEAD)
+    buf = (ctypes.c_char * HEAD).from_buffer(m)
+    libc = ctypes.CDLL(None, use_errno=True)
+    mu = ctypes.c_void_p(ctypes.addressof(buf) + STRIPE0 + STRIDE * s)
+    if libc.pthread_mutex_lock(mu) != 130:  # EOWNERDEAD: the child that locked it is gone
+        return 51
+    return 0 if libc.pthread_mutex_unlock(mu) == 0 else 52
+
+
+def _lock_and_die(path: str, s: int) -> int:
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, HEAD)
+    buf = (ctypes.c_char * HEAD).from_buffer(m)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.pthread_mutex_lock(ctypes.c_void_p(ctypes.addressof(buf) + STRIPE0 + STRIDE * s))
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+def test_an_unrecoverable_stripe_mutex_is_refused_then_repaired(d: shmdict.SharedDict) -> None:
+    """A stripe mutex that can never be taken again makes the calls on its keys fail with the
+    lock-is-unusable error (nothing changed, the other stripes unaffected); shmdict.repair
+    re-initialises it and every item is still there."""
+    by = keys_by_stripe(d)
+    s = max(by, key=lambda k: len(by[k]))
+    mine, other = by[s][0], next(k for t, ks in by.items() if t != s for k in ks)
+    before = {k: d[k] for ks in by.values() for k in ks}
+    assert run_in_child(_lock_and_die, dict_path(d.name), s).signal == signal.SIGKILL
+    assert run_in_child(_poison_stripe, dict_path(d.name), s).exitcode == 0
+    for call in (lambda: d.incr(mine), lambda: d.set(mine, 1), lambda: d.items(), lambda: d.flush_all()):
+        with pytest.raises(shmdict.Error, match="unusable"):
+            call_with_timeout(call, 10)
+    assert d.incr(other) == before[other] + 1  # another stripe: in place as ever
+    assert d[mine] == before[mine]  # reads take no lock
+    assert shmdict.repair(d.name) is True
+    assert d.incr(mine) == before[mine] + 1
+    before[mine] += 1
+    before[other] += 1
+    assert {k: d[k] for k in before} == before
+    d.check()
+    assert shmdict.repair(d.name) is False  # usable now: nothing to do
+
+
 # ---- a killed updater ---------------------------------------------------------------------
 
 
