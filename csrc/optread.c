@@ -74,6 +74,70 @@ static int probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t 
     return PROBE_MISS;
 }
 
+/* Every live key, without the lock: the pass is kept only if no stripe and
+ * no bulk step moved while it ran (every stripe's word read before, all
+ * even, and after). Each slot and record word is read once and checked as
+ * probe() checks them; a key's bytes are bounded by its record's block. A
+ * pass that keeps failing (writers somewhere in the dict: any stripe
+ * counts) goes to the lock after OPT_WALK_TRIES. */
+#define OPT_WALK_TRIES 2
+
+int opt_each_live(shmdict_t *h, bool (*fn)(void *, const char *, uint64_t), void (*restart)(void *), void *ctx)
+{
+    uint64_t now = now_ns();
+    for (int t = 0; t < OPT_WALK_TRIES; t++) {
+        struct ro_geo g;
+        if (!seq_geometry(h, &g))
+            return OPT_LOCK;
+        header_t *H = g.hdr;
+        uint32_t b1 = __atomic_load_n(&H->seq_bulk, __ATOMIC_ACQUIRE), sv[NSTRIPES], odd = b1 & 1;
+        for (int s = 0; s < NSTRIPES; s++)
+            odd |= (sv[s] = __atomic_load_n(&H->stripes[s].seq, __ATOMIC_ACQUIRE)) & 1;
+        if (odd) {
+            for (int k = 0; k < OPT_SPIN; k++)
+                cpu_relax();
+            continue;
+        }
+        if (load64(&H->index_cap) != g.cap || load64(&H->size) != g.size)
+            return OPT_LOCK;
+        restart(ctx);
+        bool bad = false;
+        for (uint64_t i = 0; i < g.cap && !bad; i++) {
+            uint64_t s = load64(&g.slots[i]);
+            if (s <= SLOT_TOMB)
+                continue;
+            uint64_t unit = slot_unit(s);
+            if (unit < FIRST_UNIT || unit >= g.units || g.units - unit < MIN_REC_UNITS) {
+                bad = true;
+                break;
+            }
+            rec_t *r = (rec_t *)(g.arena + unit * UNIT);
+            uint64_t w8 = load64((const uint64_t *)(const void *)&r->klen);
+            rec_t hd;
+            memcpy(&hd.klen, &w8, 8);
+            int cls = hd.cls & 0x7f;
+            if (cls >= NCLASS || hd.type < SHMDICT_T_BOOL || hd.type > SHMDICT_T_LIST || hd.klen == 0 ||
+                class_units(cls) > g.units - unit || REC_HDR + (uint64_t)hd.klen > class_units(cls) * UNIT) {
+                bad = true;
+                break;
+            }
+            uint64_t exp = load64(&r->expires);
+            if (exp && exp <= now)
+                continue;
+            if (!fn(ctx, r->data, hd.klen))
+                break;
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        bool same = __atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) == b1;
+        for (int s = 0; s < NSTRIPES && same; s++)
+            same = __atomic_load_n(&H->stripes[s].seq, __ATOMIC_RELAXED) == sv[s];
+        if (!same)
+            continue; /* something moved under the pass: it is not used */
+        return bad ? OPT_LOCK : OPT_HIT; /* stable and wrong: the locked path reports it */
+    }
+    return OPT_LOCK;
+}
+
 int opt_probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag, opt_rec_t *o, rec_t **r)
 {
     uint64_t w8;

@@ -29,6 +29,13 @@ int opt_lookup(shmdict_t *h, const char *key, size_t klen, uint64_t hash, opt_re
  * record, OPT_MISS, or OPT_LOCK when something looked corrupt. */
 int opt_probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag, opt_rec_t *o, rec_t **r);
 
+/* Call fn(ctx, key, klen) for every live key without the lock (restart(ctx)
+ * first, before each pass; fn returns false to stop): OPT_HIT if the pass
+ * held still, so that what fn kept is one instant's keys; OPT_LOCK: take
+ * the lock and walk again (writers kept moving, or something looked corrupt).
+ * The key's bytes are the file's, valid only if OPT_HIT comes back: copy them. */
+int opt_each_live(shmdict_t *h, bool (*fn)(void *, const char *, uint64_t), void (*restart)(void *), void *ctx);
+
 /* A consistent read of many keys without the lock (get_many): begin, look
  * each key up (its stripe's word is noted the first time), then valid() says
  * whether no stripe looked at and no bulk step changed since: then every

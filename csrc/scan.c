@@ -1,45 +1,13 @@
 /*
  * scan.c -- listing keys: keys, items (keys with values, optionally matching a
- * glob pattern, as one consistent snapshot), scan (a cursor over the index
- * that never misses a key present throughout), and the glob matcher.
+ * glob pattern, as one consistent snapshot; keys alone read without the lock
+ * when they can be), scan (a cursor over the index that never misses a key
+ * present throughout), and the glob matcher.
  */
 #include "scan.h"
 #include "record.h"
 #include "guard.h"
-
-typedef struct keys_ctx {
-    char *buf;
-    size_t cap, used;
-    uint64_t max, n;
-} keys_ctx_t;
-
-static bool pack_key(rec_t *r, void *p)
-{
-    keys_ctx_t *c = p;
-    size_t need = 4 + r->klen;
-    if (c->used + need <= c->cap) {
-        uint32_t len = r->klen;
-        memcpy(c->buf + c->used, &len, 4);
-        memcpy(c->buf + c->used + 4, r->data, r->klen);
-    }
-    c->used += need;
-    c->n++;
-    return !(c->max && c->n >= c->max);
-}
-
-int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out)
-{
-    int rc = lock_dict(h);
-    if (rc)
-        return rc;
-    keys_ctx_t c = {buf, cap, 0, max_count, 0};
-    rc = for_each_live(h, pack_key, &c);
-    unlock_dict(h);
-    out->len = c.used;
-    if (rc)
-        return rc;
-    return c.used > cap ? SHMDICT_ERANGE : (int64_t)c.n;
-}
+#include "optread.h"
 
 /* ---- glob matching (Python's fnmatch.fnmatchcase) --------------------------------
  *
@@ -148,10 +116,28 @@ typedef struct walk {
     bool corrupt; /* a list record failed list_invalid() */
 } walk_t;
 
+/* Pack a key if it matches; false once max is reached. */
+static bool pack_key(walk_t *w, const char *key, uint64_t klen)
+{
+    if (w->pat && !glob_match(w->pat, w->plen, key, klen))
+        return true;
+    uint64_t need = 4 + klen;
+    if (w->used + need <= w->cap) {
+        uint32_t len = (uint32_t)klen;
+        memcpy(w->buf + w->used, &len, 4);
+        memcpy(w->buf + w->used + 4, key, klen);
+    }
+    w->used += need;
+    w->n++;
+    return !(w->max && w->n >= w->max);
+}
+
 /* Pack r's key (and value) if it matches; false once max is reached. */
 static bool pack_rec(rec_t *r, void *p)
 {
     walk_t *w = p;
+    if (!w->values)
+        return pack_key(w, r->data, r->klen);
     if (w->pat && !glob_match(w->pat, w->plen, r->data, r->klen))
         return true;
     uint64_t need = 4 + (uint64_t)r->klen;
@@ -161,35 +147,54 @@ static bool pack_rec(rec_t *r, void *p)
         memcpy(w->buf + w->used + 4, r->data, r->klen);
     }
     w->used += need;
-    if (w->values && r->type == SHMDICT_T_LIST && list_invalid(r)) {
+    if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
         w->corrupt = true;
         return false;
     }
-    if (w->values)
-        w->used = pack_value(r, w->buf, w->cap, w->used);
+    w->used = pack_value(r, w->buf, w->cap, w->used);
     w->n++;
     return !(w->max && w->n >= w->max);
 }
 
+/* The walk without the lock (optread.c): what it packs counts only if the pass held still. */
+static bool opt_key(void *p, const char *key, uint64_t klen) { return pack_key(p, key, klen); }
+static void opt_restart(void *p)
+{
+    walk_t *w = p;
+    w->used = w->n = 0;
+}
+
 /* Live keys (values too, if with_values) matching pat (NULL: all), at most
- * max_count (0: all), packed as described above, in one lock hold: a
- * consistent snapshot. Returns the count, or ERANGE with out->len needed. */
+ * max_count (0: all), packed as described above: a consistent snapshot, one
+ * instant's keys. Keys alone are read without the lock when no write gets in
+ * the way of a whole pass (optread.c opt_each_live); values, and keys while
+ * writers keep going, in one lock hold. Returns the count, or ERANGE with
+ * out->len needed. */
 int64_t shmdict_items(shmdict_t *h, const char *pat, size_t plen, uint64_t max_count, int with_values,
                       char *buf, size_t cap, shmdict_out_t *out)
 {
-    /* values: no update in place half way through one (seq.c) */
-    int rc = with_values ? lock_dict_values(h) : lock_dict(h);
-    if (rc)
-        return rc;
     walk_t w = {buf, cap, 0, 0, max_count, pat, plen, with_values != 0, false};
-    rc = for_each_live(h, pack_rec, &w);
-    unlock_dict(h);
+    int rc;
+    if (with_values || opt_each_live(h, opt_key, opt_restart, &w) != OPT_HIT) {
+        /* values: no update in place half way through one (seq.c) */
+        rc = with_values ? lock_dict_values(h) : lock_dict(h);
+        if (rc)
+            return rc;
+        opt_restart(&w);
+        rc = for_each_live(h, pack_rec, &w);
+        unlock_dict(h);
+        if (rc)
+            return rc;
+    }
     out->len = w.used;
-    if (rc)
-        return rc;
     if (w.corrupt)
         return SHMDICT_ECORRUPT;
     return w.used > cap ? SHMDICT_ERANGE : (int64_t)w.n;
+}
+
+int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, shmdict_out_t *out)
+{
+    return shmdict_items(h, NULL, 0, max_count, 0, buf, cap, out);
 }
 
 /* One batch of a scan, in one lock hold. The walk itself is cursor_walk
@@ -252,7 +257,7 @@ int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *
 {
     if (count == 0)
         return SHMDICT_EINVAL;
-    int rc = lock_dict_values(h); /* values: no update in place half way through one (seq.c) */
+    int rc = lock_dict(h); /* (keys only: an update in place changes no key) */
     if (rc)
         return rc;
     scanner_t c = {{buf, cap, 0, 0, 0, pat, plen, false, false}, h->hdr->n_ttl ? now_ns() : 0, 0, count};

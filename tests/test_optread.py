@@ -92,7 +92,7 @@ def stopped_holder(odd_stripes: bool) -> Iterator[tuple[shmdict.SharedDict, shmd
 
 def test_stopped_lock_holder_does_not_block_reads() -> None:
     """A SIGSTOPped process holding the lock (not writing) blocks writes that need the dict lock,
-    not get/[]/in/ttl/version, nor an incr of a live number (an update in place)."""
+    not get/[]/in/ttl/version/keys, nor an incr of a live number (an update in place)."""
     with stopped_holder(odd_stripes=False) as (_, d, pid):
         def reads() -> None:
             t0 = time.monotonic()
@@ -103,6 +103,9 @@ def test_stopped_lock_holder_does_not_block_reads() -> None:
             keys = [f"k{i}" for i in range(200)] + ["missing", "t"]
             assert d.get_many(keys) == {**{f"k{i}": i for i in range(200)}, "t": "text"}
             assert d.get("t") == "text" and 99 < d.ttl("t") <= 100
+            assert sorted(d.get_keys()) == sorted([f"k{i}" for i in range(200)] + ["t"])  # keys too
+            assert sorted(d.get_keys(match="k1?")) == sorted(f"k1{i}" for i in range(10))
+            assert sum(1 for _ in d) == 201 and len(d.get_keys(max_count=7)) == 7  # (len(d) takes the lock)
             assert time.monotonic() - t0 < 5  # no read waited for the 0.1 s lock timeout
         call_with_timeout(reads, 20)
         assert call_with_timeout(lambda: d.incr("k1", 10), 10) == 11
@@ -281,3 +284,64 @@ def test_statistics_of_lock_free_reads_reach_stats() -> None:
         after = d.stats()
         assert after["hits"] - before["hits"] == 10
         assert after["misses"] - before["misses"] == 10
+
+
+def _churn_keys(name: str, seconds: float) -> int:
+    d = shmdict.get(name)
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        n += 1
+        d[f"w{n:07d}"] = n  # new keys: inserts, and now and then an index growth
+        if n > 50:
+            d.delete(f"w{n - 50:07d}")  # deletes: backward shifts move other keys' slots
+        if n % 7 == 0:
+            d.incr("w-counter", 1, init=0)  # updates in place
+    return 0
+
+
+def test_keys_without_the_lock_are_one_instants_keys() -> None:
+    """While a writer inserts and deletes keys (moving other keys' slots, growing the index),
+    get_keys() -- read without the lock whenever a pass holds still -- lists every key present
+    throughout, each once, none torn, and never more than one instant holds."""
+    name = unique_name()
+    with shmdict.new(name, "4m") as d:
+        stable = {f"s{i:05d}" for i in range(300)}
+        for k in stable:
+            d[k] = 1
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                code = _churn_keys(name, 2.0)
+            finally:
+                os._exit(code)
+        passes = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            keys = d.get_keys()
+            passes += 1
+            got = set(keys)
+            assert len(got) == len(keys), "a key listed twice"
+            assert stable <= got, f"missing: {sorted(stable - got)[:5]}"
+            moving = got - stable - {"w-counter"}
+            assert all(len(k) == 8 and k[0] == "w" and k[1:].isdigit() for k in moving), sorted(moving)[:5]
+            assert len(moving) <= 51  # the writer keeps at most 51 of its keys at any instant
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert passes > 10
+        d.check()
+
+
+def test_keys_take_no_lock_when_nothing_writes() -> None:
+    """get_keys (with or without a pattern) reads without the lock when no write gets in its
+    way; items (values) takes it."""
+    name = unique_name()
+    with shmdict.new(name, "1m") as d:
+        for i in range(100):
+            d[f"k{i}"] = i
+        base = d.stats()["lock_acquisitions"]
+        for _ in range(20):
+            assert len(d.get_keys()) == 100 and len(d.get_keys(match="k1*")) == 11
+        assert d.stats()["lock_acquisitions"] - base == 1  # the stats() call itself
+        d.items()
+        assert d.stats()["lock_acquisitions"] - base == 3
