@@ -74,66 +74,134 @@ static int probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t 
     return PROBE_MISS;
 }
 
-/* Every live key, without the lock: the pass is kept only if no stripe and
- * no bulk step moved while it ran (every stripe's word read before, all
- * even, and after). Each slot and record word is read once and checked as
- * probe() checks them; a key's bytes are bounded by its record's block. A
- * pass that keeps failing (writers somewhere in the dict: any stripe
- * counts) goes to the lock after OPT_WALK_TRIES. */
+/* ---- walks of every key, without the lock --------------------------------------
+ *
+ * A pass is kept only if no stripe and no bulk step moved while it ran
+ * (every stripe's word read before, all even, and after). Each slot and
+ * record word is read once and checked as probe() checks them; a key's
+ * bytes are bounded by its record's block. A pass that keeps failing
+ * (writers somewhere in the dict: any stripe counts) goes to the lock after
+ * OPT_WALK_TRIES. */
 #define OPT_WALK_TRIES 2
+
+typedef struct opt_pass {
+    struct ro_geo g;
+    uint32_t bulk, sv[NSTRIPES];
+} opt_pass_t;
+
+/* 1: begun; 0: a write in flight (after a short pause: try again); -1: the lock */
+static int pass_begin(shmdict_t *h, opt_pass_t *p)
+{
+    if (!seq_geometry(h, &p->g))
+        return -1;
+    header_t *H = p->g.hdr;
+    uint32_t odd = p->bulk = __atomic_load_n(&H->seq_bulk, __ATOMIC_ACQUIRE);
+    for (int s = 0; s < NSTRIPES; s++)
+        odd |= p->sv[s] = __atomic_load_n(&H->stripes[s].seq, __ATOMIC_ACQUIRE);
+    if (odd & 1) {
+        for (int k = 0; k < OPT_SPIN; k++)
+            cpu_relax();
+        return 0;
+    }
+    return load64(&H->index_cap) == p->g.cap && load64(&H->size) == p->g.size ? 1 : -1;
+}
+
+static bool pass_held(const opt_pass_t *p)
+{
+    const header_t *H = p->g.hdr;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) != p->bulk)
+        return false;
+    for (int s = 0; s < NSTRIPES; s++)
+        if (__atomic_load_n(&H->stripes[s].seq, __ATOMIC_RELAXED) != p->sv[s])
+            return false;
+    return true;
+}
+
+/* The key of the record slot s names, through g: false if it looks corrupt. */
+static bool key_at(const struct ro_geo *g, uint64_t s, const char **key, uint64_t *klen, uint64_t *expires)
+{
+    uint64_t unit = slot_unit(s);
+    if (unit < FIRST_UNIT || unit >= g->units || g->units - unit < MIN_REC_UNITS)
+        return false;
+    const rec_t *r = (const rec_t *)(g->arena + unit * UNIT);
+    uint64_t w8 = load64((const uint64_t *)(const void *)&r->klen);
+    rec_t hd;
+    memcpy(&hd.klen, &w8, 8);
+    int cls = hd.cls & 0x7f;
+    if (cls >= NCLASS || hd.type < SHMDICT_T_BOOL || hd.type > SHMDICT_T_LIST || hd.klen == 0 ||
+        class_units(cls) > g->units - unit || REC_HDR + (uint64_t)hd.klen > class_units(cls) * UNIT)
+        return false;
+    *expires = load64(&r->expires);
+    *key = r->data;
+    *klen = hd.klen;
+    return true;
+}
+
+typedef struct opt_walk {
+    const struct ro_geo *g;
+    uint64_t now;
+    bool (*fn)(void *, const char *, uint64_t);
+    void *ctx;
+    bool bad;
+} opt_walk_t;
+
+/* One slot of a walk: its key to fn unless expired; < 0 ends the walk. */
+static int visit(uint64_t s, void *p)
+{
+    opt_walk_t *w = p;
+    const char *key;
+    uint64_t klen, exp;
+    if (!key_at(w->g, s, &key, &klen, &exp)) {
+        w->bad = true;
+        return -1;
+    }
+    if (exp && exp <= w->now)
+        return 0;
+    return w->fn(w->ctx, key, klen) ? 0 : -1;
+}
 
 int opt_each_live(shmdict_t *h, bool (*fn)(void *, const char *, uint64_t), void (*restart)(void *), void *ctx)
 {
     uint64_t now = now_ns();
     for (int t = 0; t < OPT_WALK_TRIES; t++) {
-        struct ro_geo g;
-        if (!seq_geometry(h, &g))
+        opt_pass_t p;
+        int b = pass_begin(h, &p);
+        if (b < 0)
             return OPT_LOCK;
-        header_t *H = g.hdr;
-        uint32_t b1 = __atomic_load_n(&H->seq_bulk, __ATOMIC_ACQUIRE), sv[NSTRIPES], odd = b1 & 1;
-        for (int s = 0; s < NSTRIPES; s++)
-            odd |= (sv[s] = __atomic_load_n(&H->stripes[s].seq, __ATOMIC_ACQUIRE)) & 1;
-        if (odd) {
-            for (int k = 0; k < OPT_SPIN; k++)
-                cpu_relax();
+        if (b == 0)
             continue;
-        }
-        if (load64(&H->index_cap) != g.cap || load64(&H->size) != g.size)
-            return OPT_LOCK;
         restart(ctx);
-        bool bad = false;
-        for (uint64_t i = 0; i < g.cap && !bad; i++) {
-            uint64_t s = load64(&g.slots[i]);
-            if (s <= SLOT_TOMB)
-                continue;
-            uint64_t unit = slot_unit(s);
-            if (unit < FIRST_UNIT || unit >= g.units || g.units - unit < MIN_REC_UNITS) {
-                bad = true;
-                break;
-            }
-            rec_t *r = (rec_t *)(g.arena + unit * UNIT);
-            uint64_t w8 = load64((const uint64_t *)(const void *)&r->klen);
-            rec_t hd;
-            memcpy(&hd.klen, &w8, 8);
-            int cls = hd.cls & 0x7f;
-            if (cls >= NCLASS || hd.type < SHMDICT_T_BOOL || hd.type > SHMDICT_T_LIST || hd.klen == 0 ||
-                class_units(cls) > g.units - unit || REC_HDR + (uint64_t)hd.klen > class_units(cls) * UNIT) {
-                bad = true;
-                break;
-            }
-            uint64_t exp = load64(&r->expires);
-            if (exp && exp <= now)
-                continue;
-            if (!fn(ctx, r->data, hd.klen))
+        opt_walk_t w = {&p.g, now, fn, ctx, false};
+        for (uint64_t i = 0; i < p.g.cap; i++) {
+            uint64_t s = load64(&p.g.slots[i]);
+            if (s > SLOT_TOMB && visit(s, &w) < 0)
                 break;
         }
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        bool same = __atomic_load_n(&H->seq_bulk, __ATOMIC_RELAXED) == b1;
-        for (int s = 0; s < NSTRIPES && same; s++)
-            same = __atomic_load_n(&H->stripes[s].seq, __ATOMIC_RELAXED) == sv[s];
-        if (!same)
+        if (!pass_held(&p))
             continue; /* something moved under the pass: it is not used */
-        return bad ? OPT_LOCK : OPT_HIT; /* stable and wrong: the locked path reports it */
+        return w.bad ? OPT_LOCK : OPT_HIT; /* stable and wrong: the locked path reports it */
+    }
+    return OPT_LOCK;
+}
+
+int opt_cursor_walk(shmdict_t *h, uint64_t cursor, bool (*fn)(void *, const char *, uint64_t),
+                    bool (*done)(const void *), void (*restart)(void *), void *ctx, uint64_t *next)
+{
+    uint64_t now = now_ns();
+    for (int t = 0; t < OPT_WALK_TRIES; t++) {
+        opt_pass_t p;
+        int b = pass_begin(h, &p);
+        if (b < 0)
+            return OPT_LOCK;
+        if (b == 0)
+            continue;
+        restart(ctx);
+        opt_walk_t w = {&p.g, now, fn, ctx, false};
+        index_walk(p.g.slots, p.g.cap, cursor, visit, &w, done, ctx, next);
+        if (!pass_held(&p))
+            continue;
+        return w.bad ? OPT_LOCK : OPT_HIT;
     }
     return OPT_LOCK;
 }

@@ -35,6 +35,9 @@ int opt_probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag
  * the lock and walk again (writers kept moving, or something looked corrupt).
  * The key's bytes are the file's, valid only if OPT_HIT comes back: copy them. */
 int opt_each_live(shmdict_t *h, bool (*fn)(void *, const char *, uint64_t), void (*restart)(void *), void *ctx);
+/* One batch of a scan's cursor walk (table.c index_walk), the same way. */
+int opt_cursor_walk(shmdict_t *h, uint64_t cursor, bool (*fn)(void *, const char *, uint64_t),
+                    bool (*done)(const void *), void (*restart)(void *), void *ctx, uint64_t *next);
 
 /* A consistent read of many keys without the lock (get_many): begin, look
  * each key up (its stripe's word is noted the first time), then valid() says

@@ -315,34 +315,26 @@ int for_each_live(shmdict_t *h, bool (*fn)(rec_t *, void *), void *ctx)
     return SHMDICT_OK;
 }
 
-/* One batch of the cursor walk scan and export share (scan.c says why it
- * never misses a key present throughout): from slot home_of(cursor), visit
- * every entry whose probe did not wrap, in slot order, until done(ctx) holds
- * at an EMPTY slot; the batch that reaches the end of the index then visits
- * the wrapped entries of the run at slot 0. visit returns < 0 to stop with
- * that error. *next: the cursor of the next batch (0: the walk is over).
- * Lock held. */
+/* One batch of the cursor walk scan and export share, under the lock: the
+ * walk is table.c's index_walk over this handle's index; visit returns < 0
+ * to stop with that error. */
+typedef struct locked_walk {
+    shmdict_t *h;
+    int (*visit)(shmdict_t *, uint64_t, void *);
+    void *ctx;
+} locked_walk_t;
+
+static int locked_visit(uint64_t s, void *p)
+{
+    locked_walk_t *w = p;
+    return w->visit(w->h, s, w->ctx);
+}
+
 int cursor_walk(shmdict_t *h, uint64_t cursor, int (*visit)(shmdict_t *, uint64_t, void *),
                 bool (*done)(const void *), void *ctx, uint64_t *next)
 {
-    uint64_t cap = h->cap, i = cursor >= (1ull << 32) ? cap : (uint64_t)(((unsigned __int128)cursor * cap) >> 32);
-    int rc = 0;
-    for (; i < cap && rc >= 0; i++) {
-        uint64_t s = h->slots[i];
-        if (s == SLOT_EMPTY) {
-            if (done(ctx))
-                break; /* a batch ends only just before an EMPTY slot */
-            continue;
-        }
-        if (s != SLOT_TOMB && home_of(h, slot_tag(s)) <= i)
-            rc = visit(h, s, ctx); /* (a wrapped entry: the batch that reaches the end takes it) */
-    }
-    for (uint64_t j = 0; i == cap && rc >= 0 && j < cap && h->slots[j] != SLOT_EMPTY; j++) {
-        uint64_t s = h->slots[j];
-        if (s != SLOT_TOMB && home_of(h, slot_tag(s)) > j)
-            rc = visit(h, s, ctx); /* the wrapped entries of the run at slot 0 */
-    }
-    *next = i < cap ? (uint64_t)((((unsigned __int128)i << 32) + cap - 1) / cap) : 0;
+    locked_walk_t w = {h, visit, ctx};
+    int rc = index_walk(h->slots, h->cap, cursor, locked_visit, &w, done, ctx, next);
     return rc < 0 ? rc : SHMDICT_OK;
 }
 

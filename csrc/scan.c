@@ -197,8 +197,10 @@ int64_t shmdict_keys(shmdict_t *h, char *buf, size_t cap, uint64_t max_count, sh
     return shmdict_items(h, NULL, 0, max_count, 0, buf, cap, out);
 }
 
-/* One batch of a scan, in one lock hold. The walk itself is cursor_walk
- * (record.c), which dump's export batches share; this is why it is right.
+/* One batch of a scan: without the lock when the pass holds still (optread.c
+ * opt_cursor_walk), else in one lock hold (cursor_walk, record.c, which
+ * dump's export batches share). Both walk table.c's index_walk; this is why
+ * it is right.
  *
  * THE CURSOR is a position in the space of 32-bit hash tags: it names the
  * slot the next batch starts at as home_of(cursor) (cursor * index_cap >> 32),
@@ -252,21 +254,40 @@ static bool scan_done(const void *p)
     return c->seen >= c->count;
 }
 
+/* The same batch without the lock (optread.c): every live key examined counts. */
+static bool opt_scan_key(void *p, const char *key, uint64_t klen)
+{
+    scanner_t *c = p;
+    pack_key(&c->w, key, klen);
+    c->seen++;
+    return true;
+}
+
+static void opt_scan_restart(void *p)
+{
+    scanner_t *c = p;
+    c->w.used = c->w.n = c->seen = 0;
+}
+
 int64_t shmdict_scan(shmdict_t *h, uint64_t cursor, uint64_t count, const char *pat, size_t plen,
                      char *buf, size_t cap, shmdict_out_t *out)
 {
     if (count == 0)
         return SHMDICT_EINVAL;
-    int rc = lock_dict(h); /* (keys only: an update in place changes no key) */
-    if (rc)
-        return rc;
-    scanner_t c = {{buf, cap, 0, 0, 0, pat, plen, false, false}, h->hdr->n_ttl ? now_ns() : 0, 0, count};
+    scanner_t c = {{buf, cap, 0, 0, 0, pat, plen, false, false}, 0, 0, count};
     uint64_t next;
-    int64_t res = cursor_walk(h, cursor, scan_one, scan_done, &c, &next);
-    unlock_dict(h);
+    if (opt_cursor_walk(h, cursor, opt_scan_key, scan_done, opt_scan_restart, &c, &next) != OPT_HIT) {
+        int rc = lock_dict(h); /* (keys only: an update in place changes no key) */
+        if (rc)
+            return rc;
+        opt_scan_restart(&c);
+        c.now = h->hdr->n_ttl ? now_ns() : 0;
+        int64_t res = cursor_walk(h, cursor, scan_one, scan_done, &c, &next);
+        unlock_dict(h);
+        if (res)
+            return res;
+    }
     out->i = (int64_t)next;
     out->len = c.w.used;
-    if (res)
-        return res;
     return c.w.used > cap ? SHMDICT_ERANGE : (int64_t)c.w.n;
 }

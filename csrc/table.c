@@ -614,6 +614,37 @@ int grow_index(shmdict_t *h)
     return SHMDICT_OK;
 }
 
+/* ---- the cursor walk ---------------------------------------------------------- */
+
+/* From slot home(cursor), visit every entry whose probe did not wrap, in slot
+ * order, until done() holds at an EMPTY slot; the batch that reaches the end
+ * of the index then visits the wrapped entries of the run at slot 0. */
+int index_walk(const uint64_t *slots, uint64_t cap, uint64_t cursor, int (*visit)(uint64_t, void *), void *vctx,
+               bool (*done)(const void *), const void *dctx, uint64_t *next)
+{
+    uint64_t i = cursor >= (1ull << 32) ? cap : (uint64_t)(((unsigned __int128)cursor * cap) >> 32);
+    int rc = 0;
+    for (; i < cap && rc >= 0; i++) {
+        uint64_t s = __atomic_load_n(&slots[i], __ATOMIC_RELAXED);
+        if (s == SLOT_EMPTY) {
+            if (done(dctx))
+                break; /* a batch ends only just before an EMPTY slot */
+            continue;
+        }
+        if (s != SLOT_TOMB && (((uint64_t)slot_tag(s) * cap) >> 32) <= i)
+            rc = visit(s, vctx); /* (a wrapped entry: the batch that reaches the end takes it) */
+    }
+    for (uint64_t j = 0; i == cap && rc >= 0 && j < cap; j++) {
+        uint64_t s = __atomic_load_n(&slots[j], __ATOMIC_RELAXED);
+        if (s == SLOT_EMPTY)
+            break;
+        if (s != SLOT_TOMB && (((uint64_t)slot_tag(s) * cap) >> 32) > j)
+            rc = visit(s, vctx); /* the wrapped entries of the run at slot 0 */
+    }
+    *next = i < cap ? (uint64_t)((((unsigned __int128)i << 32) + cap - 1) / cap) : 0;
+    return rc;
+}
+
 /* ---- delete with backward shift ---------------------------------------------- */
 
 /* Is x in the cyclic half-open range (a, b]? */

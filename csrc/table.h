@@ -29,6 +29,13 @@ int delete_at_op(shmdict_t *h, uint64_t i, rec_t *r, int ev_op);
 int reclaim_expired(shmdict_t *h, uint64_t now, bool all);
 void table_reset(shmdict_t *h);
 int table_check(shmdict_t *h, char *msg, size_t cap);
+/* One batch of a cursor walk over an index (scan.c says why it never misses
+ * a key present throughout): each slot read once; visit(s, vctx) < 0 stops
+ * the walk with that value; done(dctx) at an EMPTY slot ends the batch.
+ * *next: the next batch's cursor (0: over). Under the lock (record.c
+ * cursor_walk) or without it (optread.c opt_cursor_walk). */
+int index_walk(const uint64_t *slots, uint64_t cap, uint64_t cursor, int (*visit)(uint64_t, void *), void *vctx,
+               bool (*done)(const void *), const void *dctx, uint64_t *next);
 uint64_t now_ns(void);
 uint64_t deadline_ns(uint64_t now, double exptime);
 

@@ -92,7 +92,7 @@ def stopped_holder(odd_stripes: bool) -> Iterator[tuple[shmdict.SharedDict, shmd
 
 def test_stopped_lock_holder_does_not_block_reads() -> None:
     """A SIGSTOPped process holding the lock (not writing) blocks writes that need the dict lock,
-    not get/[]/in/ttl/version/keys, nor an incr of a live number (an update in place)."""
+    not get/[]/in/ttl/version/keys/scan, nor an incr of a live number (an update in place)."""
     with stopped_holder(odd_stripes=False) as (_, d, pid):
         def reads() -> None:
             t0 = time.monotonic()
@@ -106,6 +106,13 @@ def test_stopped_lock_holder_does_not_block_reads() -> None:
             assert sorted(d.get_keys()) == sorted([f"k{i}" for i in range(200)] + ["t"])  # keys too
             assert sorted(d.get_keys(match="k1?")) == sorted(f"k1{i}" for i in range(10))
             assert sum(1 for _ in d) == 201 and len(d.get_keys(max_count=7)) == 7  # (len(d) takes the lock)
+            cur, scanned = 0, []
+            while True:  # and scan batches
+                cur, batch = d.scan(cur, 16)
+                scanned += batch
+                if not cur:
+                    break
+            assert sorted(scanned) == sorted(d.get_keys())
             assert time.monotonic() - t0 < 5  # no read waited for the 0.1 s lock timeout
         call_with_timeout(reads, 20)
         assert call_with_timeout(lambda: d.incr("k1", 10), 10) == 11
@@ -333,8 +340,8 @@ def test_keys_without_the_lock_are_one_instants_keys() -> None:
 
 
 def test_keys_take_no_lock_when_nothing_writes() -> None:
-    """get_keys (with or without a pattern) reads without the lock when no write gets in its
-    way; items (values) takes it."""
+    """get_keys (with or without a pattern) and scan read without the lock when no write gets
+    in its way; items (values) takes it."""
     name = unique_name()
     with shmdict.new(name, "1m") as d:
         for i in range(100):
@@ -342,6 +349,47 @@ def test_keys_take_no_lock_when_nothing_writes() -> None:
         base = d.stats()["lock_acquisitions"]
         for _ in range(20):
             assert len(d.get_keys()) == 100 and len(d.get_keys(match="k1*")) == 11
+        cur, n = 0, 0
+        while True:
+            cur, batch = d.scan(cur, 10, match="k*")
+            n += len(batch)
+            if not cur:
+                break
+        assert n == 100
         assert d.stats()["lock_acquisitions"] - base == 1  # the stats() call itself
         d.items()
         assert d.stats()["lock_acquisitions"] - base == 3
+
+
+def test_a_scan_without_the_lock_misses_no_key_present_throughout() -> None:
+    """While a writer inserts and deletes other keys (moving slots, growing the index), a full
+    scan -- its batches read without the lock whenever they hold still -- returns every key
+    present throughout, none torn."""
+    name = unique_name()
+    with shmdict.new(name, "4m") as d:
+        stable = {f"s{i:05d}" for i in range(400)}
+        for k in stable:
+            d[k] = 1
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                code = _churn_keys(name, 2.0)
+            finally:
+                os._exit(code)
+        scans = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            cur, seen = 0, []
+            while True:
+                cur, batch = d.scan(cur, 25)
+                seen += batch
+                if not cur:
+                    break
+            scans += 1
+            assert stable <= set(seen), f"missing: {sorted(stable - set(seen))[:5]}"
+            other = set(seen) - stable - {"w-counter"}
+            assert all(len(k) == 8 and k[0] == "w" and k[1:].isdigit() for k in other), sorted(other)[:5]
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert scans > 3
