@@ -2,7 +2,8 @@
 
 For each 8-byte word of the header from the magic to the end of the undo log
 and the futex words (the mutex aside: a lock word cannot be validated, see
-tests/test_fuzz.py), and for a handful of values (one bit flipped low, a
+tests/test_fuzz.py), and of two stripes of keys after their mutexes (their
+sequence word, event count, undo log and its count), and for a handful of values (one bit flipped low, a
 byte flipped, the top bit flipped, 0, all ones, 1 -- the value that used to
 make recovery redo a flush), the test writes the value into a copy of a
 small dict holding every kind of item, free blocks, a stale compaction
@@ -20,6 +21,7 @@ The sweep runs in a forked child (a crash there names the word it was on).
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
 import header_layout
@@ -44,7 +46,7 @@ FIELDS = [
     "used_bytes", "bump", "exp_hint", "flush_pending", "corrupt", "expire_hand", "clock_hand",
     "recoveries", "defrag_pending", "frees_since_compact", "st_hits", "geo_check", "ev_head", "ev_tail",
     "ev_seq", "ev_tail_seq", "free_head", "index_cap", "compact_at", "compact_piece", "size",
-    "size_user", "max_size", "ulog_n", "ulog", "notify_seq", "backup",
+    "size_user", "max_size", "ulog_n", "ulog", "notify_seq", "backup", "stripes",
 ]
 
 
@@ -70,7 +72,8 @@ def _setup(d: shmdict.SharedDict) -> dict[str, Any]:
     for k in range(0, n, 3):
         del d[f"w{k:04d}"]
     d["big"] = "B" * 3000  # needs the holes gathered: a compaction pass
-    d["i"] = 41
+    d["i"] = 40
+    d.incr("i")  # in place: its stripe's log and count are not blank
     d["f"] = 1.5
     d["t"] = True
     d["b"] = b"\x00\xff" * 8
@@ -92,10 +95,10 @@ def _read_all(d: shmdict.SharedDict, items: dict[str, Any]) -> str | None:
     return None
 
 
-def _sweep(path: str, name: str, image: bytes, items: dict[str, Any], end: int, wfd: int) -> int:
+def _sweep(path: str, name: str, image: bytes, items: dict[str, Any], offsets: list[int], wfd: int) -> int:
     import struct
 
-    for off in range(0, end, 8):
+    for off in offsets:
         if MUTEX[0] <= off < MUTEX[1]:
             continue
         old = struct.unpack_from("<Q", image, off)[0]
@@ -142,15 +145,23 @@ def test_every_header_word_scribbled(shm_dir: str) -> None:
         d.check()
         with open(path, "rb") as f:
             image = f.read()
-        end = header_layout.offset("backup")
+        offsets = list(range(0, header_layout.offset("backup"), 8))
+        # the stripes (a lock, sequence word and undo log each): the words after the mutex of
+        # the stripe "i" was incremented in (its log names i's words) and of stripe 0
+        first, stride = header_layout.offset("stripes"), header_layout.offset("stripes[1]") - header_layout.offset("stripes")
+        gen = header_layout.offset("stripes[0].gen") - first
+        used = [s for s in range(64) if struct.unpack_from("<Q", image, first + stride * s + gen)[0]]
+        assert len(used) == 1, used
+        for s in sorted({0, *used}):
+            offsets += range(first + stride * s + header_layout.offset("stripes[0].seq") - first, first + stride * (s + 1), 8)
         r, w = os.pipe()
-        pid = fork(_sweep, path, name, image, items, end, w, alarm=120)
+        pid = fork(_sweep, path, name, image, items, offsets, w, alarm=180)
         os.close(w)
         chunks = []
         while b := os.read(r, 1 << 16):
             chunks.append(b)
         os.close(r)
-        status = wait(pid, timeout=120)
+        status = wait(pid, timeout=180)
         lines = b"".join(chunks).decode().splitlines()
         lost = [ln for ln in lines if ln.startswith("LOST")]
         last = lines[-1] if lines else "nothing"
