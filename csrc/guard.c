@@ -338,12 +338,15 @@ int lock_stripe(shmdict_t *h, uint32_t tag, bool mark)
 
 int lock_stripes_all(shmdict_t *h)
 {
+    int bad = SHMDICT_OK;
     for (uint32_t s = 0; s < NSTRIPES; s++) {
         int rc = take_stripe(h, s);
-        if (rc)
+        if (rc == SHMDICT_ECORRUPT)
+            bad = rc; /* (the stripe is had, its bad log cleared: take the others too) */
+        else if (rc)
             return rc;
     }
-    return SHMDICT_OK;
+    return bad;
 }
 
 int lock_dict_values(shmdict_t *h)

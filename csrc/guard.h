@@ -12,8 +12,10 @@ int lock_dict_any(shmdict_t *h); /* also hands over a table marked corrupt */
 void unlock_dict(shmdict_t *h);
 /* With the dict lock held, before the operation's first store: the lock of
  * the stripe of keys with this tag (mark: it writes them; seq.c), or of
- * every stripe, with the dict lock's deadline. ELOCKTIMEOUT: nothing taken
- * that unlock_dict would not release. */
+ * every stripe, with the dict lock's deadline. ELOCKTIMEOUT, ELOCK (a mutex
+ * that can never be taken): nothing taken that unlock_dict would not
+ * release. ECORRUPT: had, but a stripe log no update wrote was found (and
+ * cleared, the dict marked corrupt). */
 int lock_stripe(shmdict_t *h, uint32_t tag, bool mark);
 int lock_stripes_all(shmdict_t *h);
 /* lock_dict, then every stripe: before reading many records' values (items,

@@ -186,6 +186,7 @@ int seq_took(shmdict_t *h, uint32_t s, int r)
     if (r != 0)
         return SHMDICT_ELOCK; /* a mutex nobody can take (ENOTRECOVERABLE, or a scribble) */
     h->seq_held |= 1ull << s;
+    int rc = SHMDICT_OK;
     if (__builtin_expect(st->ulog_n != 0, 0)) {
         if (stripe_replay(st, h->base, (uint64_t)(h->arena - h->base), h->size)) {
             h->hdr->recoveries++; /* a dead updater's half-done update, undone */
@@ -193,11 +194,12 @@ int seq_took(shmdict_t *h, uint32_t s, int r)
             h->hdr->corrupt = 1; /* a log no updater wrote: never guessed at */
             st->ulog_n = 0;
             STORED();
+            rc = SHMDICT_ECORRUPT;
         }
     }
     if (load32(&st->seq) & 1)
         h->seq_marks |= 1ull << s;
-    return h->hdr->corrupt ? SHMDICT_ECORRUPT : SHMDICT_OK;
+    return rc;
 }
 
 /* Take stripe s's lock for this holder of the dict lock, in the middle of
@@ -222,7 +224,8 @@ void seq_hold_slow(shmdict_t *h, uint32_t s) { take(h, s); }
 void seq_mark_slow(shmdict_t *h, uint32_t s)
 {
     if (!(h->seq_held >> s & 1))
-        take(h, s);
+        take(h, s); /* (if it could not be had, the dict is now marked corrupt; the
+                     * word is still made odd for readers, and even at unlock) */
     if (!(h->seq_marks >> s & 1)) {
         h->seq_marks |= 1ull << s;
         make_odd(&stripe_at(h, s)->seq);
@@ -255,7 +258,7 @@ void seq_release(shmdict_t *h)
             store32(&H->seq_bulk, load32(&H->seq_bulk) + 1);
         h->seq_bulk_marked = 0;
     }
-    if (!h->seq_held && !h->seq_bulk_marked)
+    if (!h->seq_held && !h->seq_marks && !h->seq_bulk_marked)
         return;
     __atomic_thread_fence(__ATOMIC_RELEASE);
     for (uint64_t m = h->seq_marks; m; m &= m - 1) {

@@ -24,11 +24,15 @@ int shmdict_check(shmdict_t *h, char *msg, size_t cap)
     int rc = lock_dict_any(h);
     if (rc)
         return rc;
-    if ((rc = lock_stripes_all(h)) != SHMDICT_OK) { /* every record as it is, no update in place half way (seq.c) */
+    /* every record as it is, no update in place half way (seq.c) */
+    if ((rc = lock_stripes_all(h)) != SHMDICT_OK && rc != SHMDICT_ECORRUPT) {
         unlock_dict(h);
         return rc;
     }
-    rc = table_check(h, msg, cap);
+    if (rc == SHMDICT_ECORRUPT)
+        snprintf(msg, cap, "a stripe's undo log was not written by an update (cleared; flush_all() resets the dict)");
+    else
+        rc = table_check(h, msg, cap);
     for (uint64_t i = 0; rc == SHMDICT_OK && i < h->cap; i++) { /* the table is sound: walk lists */
         rec_t *r = h->slots[i] > SLOT_TOMB ? rec_at(h, h->slots[i]) : NULL;
         const char *why = r && r->type == SHMDICT_T_LIST ? list_invalid(r) : NULL;

@@ -358,18 +358,18 @@ def test_lock_timeout_names_the_stopped_holder(stopped_holder: tuple[str, int, s
 
 def test_python_operations_time_out(stopped_holder: tuple[str, int, shmdict.SharedDict]) -> None:
     """The mapping methods that write, incr (that needs the dict lock: a TTL to set, a missing
-    key), len, keys and check raise LockTimeout (naming the holder) on a handle with
+    key), len, items and check raise LockTimeout (naming the holder) on a handle with
     lock_timeout=0.1; nothing is changed (the fixture checks k afterwards). Keyed reads take no
-    lock (csrc/optread.c): they answer; so would an incr of k alone (in place, under its stripe's
-    lock: tests/test_stripes.py)."""
+    lock (csrc/optread.c): they answer, and so do keys and scan; so would an incr of k alone (in
+    place, under its stripe's lock: tests/test_stripes.py)."""
     _, pid, d = stopped_holder
-    assert call_with_timeout(lambda: (d["k"], d.get("k"), "k" in d, d.ttl("k"), d.get_many(["k"])), 10) == \
-        (1, 1, True, 0, {"k": 1})
+    assert call_with_timeout(lambda: (d["k"], d.get("k"), "k" in d, d.ttl("k"), d.get_many(["k"]),
+                                      d.get_keys(), d.scan()), 10) == (1, 1, True, 0, {"k": 1}, ["k"], (0, ["k"]))
     calls = [
         lambda: d.__setitem__("k", 2),
         lambda: d.__setitem__("k", "s"), lambda: d.set("k", 2.5, 10), lambda: d.incr("k", 1, 10),
         lambda: d.incr("new", 1.5, init=0), lambda: d.delete("k"), lambda: d.pop("k"), lambda: len(d),
-        lambda: d.get_keys(), lambda: d.set_many({"k": 3}), lambda: d.rpush("l", 1),
+        lambda: d.items(), lambda: d.set_many({"k": 3}), lambda: d.rpush("l", 1),
         lambda: d.check(), lambda: d.flush_all(), lambda: d.stats(),
     ]
     for call in calls:
