@@ -328,6 +328,12 @@ static int take_stripe(shmdict_t *h, uint32_t s)
     return seq_took(h, s, r);
 }
 
+int stripe_wait(shmdict_t *h, uint32_t s)
+{
+    about_to_block();
+    return lock_wait(h, &stripe_at(h, s)->lock.mu);
+}
+
 int lock_stripe(shmdict_t *h, uint32_t tag, bool mark)
 {
     int rc = take_stripe(h, seq_stripe_of(tag));

@@ -17,6 +17,11 @@ void unlock_dict(shmdict_t *h);
  * release. ECORRUPT: had, but a stripe log no update wrote was found (and
  * cleared, the dict marked corrupt). */
 int lock_stripe(shmdict_t *h, uint32_t tag, bool mark);
+/* An update in place (kv.c) whose stripe stayed busy through seq_trylock's
+ * spin: sleep for it without the dict lock, with the dict lock's deadline
+ * (the binding may let its other threads run). What pthread returned:
+ * 0, EOWNERDEAD, ETIMEDOUT... */
+int stripe_wait(shmdict_t *h, uint32_t s);
 int lock_stripes_all(shmdict_t *h);
 /* lock_dict, then every stripe: before reading many records' values (items,
  * scan, dump, check: seq.c). */

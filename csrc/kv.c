@@ -4,6 +4,7 @@
  * protocol described in lock.c; recovery, guard.c, redoes it). get and ttl
  * (and so `in` and version) read without the lock first (optread.c).
  */
+#include <errno.h>
 #include <math.h>
 
 #include "record.h"
@@ -171,21 +172,26 @@ static int add_numbers(int atype, int64_t ai, double af, int dtype, int64_t di, 
  * geometry it probes is the dict's, the key is there and a live number, the
  * sum fits, and nobody listens to the event ring (then the event is only
  * counted, as the dict lock's writers do; notify.c). Anything else -- a
- * missing or expired key, a TTL to set, a busy stripe, a listener, an
- * overflow -- returns false: the locked path decides, and reports. True:
- * done, *type the result's type. */
-static bool incr_in_place(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int dtype, int64_t di,
-                          double df, shmdict_out_t *out, int *type)
+ * missing or expired key, a TTL to set, a listener, an overflow -- returns
+ * 0: the locked path decides, and reports. 1: done, *type the result's
+ * type. A busy stripe is waited for (a few dozen instructions, unless its
+ * holder lost its CPU) without the dict lock, with the dict lock's
+ * deadline: ELOCKTIMEOUT past it. */
+static int incr_in_place(shmdict_t *h, const char *key, size_t klen, uint64_t hash, int dtype, int64_t di,
+                         double df, shmdict_out_t *out, int *type)
 {
     struct ro_geo g;
     if (!seq_geometry(h, &g) || ev_listening(h))
-        return false;
+        return 0;
     uint32_t tag = (uint32_t)(hash >> 32), s = seq_stripe_of(tag);
-    if (!stripe_begin(h, s, &g))
-        return false;
+    int lr = seq_trylock(h, s);
+    if (lr == EBUSY && (lr = stripe_wait(h, s)) == ETIMEDOUT)
+        return SHMDICT_ELOCKTIMEOUT; /* (a busy stripe is waited for here, not under the dict lock) */
+    if (!stripe_begin(h, s, &g, lr))
+        return 0;
     header_t *H = g.hdr;
     stripe_t *st = stripe_at(h, s);
-    bool done = false;
+    int done = 0;
     opt_rec_t o;
     rec_t *r;
     value_t v;
@@ -225,7 +231,7 @@ static bool incr_in_place(shmdict_t *h, const char *key, size_t klen, uint64_t h
     memcpy(&out->i, &v.num, 8);
     memcpy(&out->f, &v.num, 8);
     *type = v.type;
-    done = true;
+    done = 1;
 out:
     stripe_end(h, s);
     if (done)
@@ -244,9 +250,9 @@ int shmdict_incr(shmdict_t *h, const char *key, size_t klen, int dtype, int64_t 
     if (check_key(klen))
         return SHMDICT_EINVAL;
     uint64_t hash = hash_key(h, key, klen);
-    int type;
-    if (!set_ttl && incr_in_place(h, key, klen, hash, dtype, di, df, out, &type))
-        return type;
+    int type, f = set_ttl ? 0 : incr_in_place(h, key, klen, hash, dtype, di, df, out, &type);
+    if (f)
+        return f > 0 ? type : f;
     LOCK_LOOKUP(h, key, klen, hash, true);
     if (!now)
         now = now_ns();

@@ -211,18 +211,17 @@ typedef struct ulog_entry {
 typedef struct stripe {
     union {
         pthread_mutex_t mu;
-        char pad[48];
-    } lock;
-    uint32_t seq;          /* 48: odd while the holder may be changing what readers of the stripe see */
-    uint32_t pad0;
-    uint64_t ev_skipped;   /* 56: events of updates in place nobody listened to (monotone, notify.c) */
+        char pad[64];
+    } lock;                /* 0: the lock alone on its line: a waiter's spin touches nothing else */
     uint64_t ulog_n;       /* 64: gen stamp << 32 | entries, as the dict's log (lock.c) */
     uint64_t gen;          /* 72: this stripe's committed updates in place */
     ulog_entry_t ulog[2];  /* 80: an update in place stores two words: the number, then the type word */
-    uint64_t reserved[2];  /* 112 */
+    uint32_t seq;          /* 112: odd while the holder may be changing what readers of the stripe see */
+    uint32_t pad0;
+    uint64_t ev_skipped;   /* 120: events of updates in place nobody listened to (monotone, notify.c) */
 } stripe_t;
 
-_Static_assert(sizeof(pthread_mutex_t) <= 48, "a stripe's mutex fits before its sequence word");
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "a stripe's mutex fits its line");
 _Static_assert(sizeof(stripe_t) == 128, "a stripe is two cache lines");
 
 typedef struct header {

@@ -83,12 +83,12 @@
  * whether it is current is checked against the header (index_cap, size).
  */
 #include <errno.h>
+#include <sched.h>
 
 #include "seq.h"
 #include "fault.h"
 
 #define CBAR_() atomic_signal_fence(memory_order_seq_cst)
-#define STRIPE_SPIN 200 /* trylock attempts before an update in place goes to the dict lock */
 
 static inline uint32_t load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
@@ -164,6 +164,15 @@ int seq_trylock(shmdict_t *h, uint32_t s)
     int r = pthread_mutex_trylock(mu);
     for (int spin = 0; r == EBUSY && spin < 200; spin++) {
         cpu_relax();
+        r = pthread_mutex_trylock(mu);
+    }
+    /* Still busy after a few hundred pauses, for a hold of a few dozen
+     * instructions: its holder lost its CPU, most likely to a process
+     * pinned beside it -- perhaps this one. Yielding lets it finish, where
+     * a sleep in the kernel would leave it waiting for its next time slice
+     * while the co-runner goes on. */
+    for (int y = 0; r == EBUSY && y < 16; y++) {
+        sched_yield();
         r = pthread_mutex_trylock(mu);
     }
     return r;
@@ -285,15 +294,10 @@ void seq_adopt(shmdict_t *h)
 
 /* ---- an update in place ------------------------------------------------------- */
 
-bool stripe_begin(shmdict_t *h, uint32_t s, const struct ro_geo *g)
+bool stripe_begin(shmdict_t *h, uint32_t s, const struct ro_geo *g, int r)
 {
     stripe_t *st = stripe_at(h, s);
     pthread_mutex_t *mu = &st->lock.mu;
-    int r = pthread_mutex_trylock(mu);
-    for (int spin = 0; r == EBUSY && spin < STRIPE_SPIN; spin++) {
-        cpu_relax();
-        r = pthread_mutex_trylock(mu);
-    }
     if (r == EOWNERDEAD) {
         pthread_mutex_consistent(mu);
         r = 0;

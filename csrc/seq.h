@@ -59,10 +59,12 @@ bool seq_geometry(shmdict_t *h, struct ro_geo *g);
 
 /* ---- updates in place under one stripe's lock (kv.c incr_in_place) ---------- */
 
-/* Take stripe s's lock without the dict lock, if it is free within a short
- * spin and nothing is left to repair that needs the dict lock: true, and the
- * stripe's word made odd. g: the geometry the caller reads through. */
-bool stripe_begin(shmdict_t *h, uint32_t s, const struct ro_geo *g);
+/* Stripe s's lock, taken without the dict lock (r: what seq_trylock or a
+ * wait returned), made an updater's: a dead updater's log replayed, the
+ * word made odd; true. False, and the lock released (or never had): go to
+ * the dict lock (a dead holder's odd word, or a log only it may judge).
+ * g: the geometry the caller reads through. */
+bool stripe_begin(shmdict_t *h, uint32_t s, const struct ro_geo *g, int r);
 /* Store v at p (inside g's arena), logged in the stripe's undo log. */
 void stripe_w64(stripe_t *st, const struct ro_geo *g, uint64_t *p, uint64_t v);
 void stripe_commit(stripe_t *st);
