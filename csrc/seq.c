@@ -57,10 +57,15 @@
  *     the version) in the stripe's own log: stripe_w64, stripe_commit.
  *
  * Lock order: the dict lock before any stripe lock. An update in place
- * holds one stripe and never waits for another lock while it does (it only
- * tries: a busy stripe sends it to the dict lock), so no cycle exists. The
- * dict lock's holder waits for a busy stripe: an update in place holds it
- * for a few dozen instructions.
+ * waits for its one stripe holding no lock, and while it holds the stripe
+ * waits for nothing (whatever it cannot do there, it does after releasing
+ * it, under the dict lock), so no cycle exists. The dict lock's holder waits
+ * for a busy stripe: an update in place holds it for a few dozen
+ * instructions. Waiting is a spin, then a few yields (with more processes
+ * than CPUs the holder has most likely lost its CPU to the waiter's
+ * neighbour), then a sleep in the kernel (seq_trylock; guard.c). The
+ * stripe's mutex has its cache line to itself, so a waiter's trylocks do
+ * not slow the holder's stores to the sequence word and the log.
  *
  * Death. A dead updater's stripe lock comes back EOWNERDEAD to the next
  * taker, with its log: whoever takes the stripe next replays a nonempty
