@@ -161,30 +161,6 @@ static int visit(uint64_t s, void *p)
     return w->fn(w->ctx, key, klen) ? 0 : -1;
 }
 
-int opt_each_live(shmdict_t *h, bool (*fn)(void *, const char *, uint64_t), void (*restart)(void *), void *ctx)
-{
-    uint64_t now = now_ns();
-    for (int t = 0; t < OPT_WALK_TRIES; t++) {
-        opt_pass_t p;
-        int b = pass_begin(h, &p);
-        if (b < 0)
-            return OPT_LOCK;
-        if (b == 0)
-            continue;
-        restart(ctx);
-        opt_walk_t w = {&p.g, now, fn, ctx, false};
-        for (uint64_t i = 0; i < p.g.cap; i++) {
-            uint64_t s = load64(&p.g.slots[i]);
-            if (s > SLOT_TOMB && visit(s, &w) < 0)
-                break;
-        }
-        if (!pass_held(&p))
-            continue; /* something moved under the pass: it is not used */
-        return w.bad ? OPT_LOCK : OPT_HIT; /* stable and wrong: the locked path reports it */
-    }
-    return OPT_LOCK;
-}
-
 int opt_cursor_walk(shmdict_t *h, uint64_t cursor, bool (*fn)(void *, const char *, uint64_t),
                     bool (*done)(const void *), void (*restart)(void *), void *ctx, uint64_t *next)
 {
@@ -200,10 +176,24 @@ int opt_cursor_walk(shmdict_t *h, uint64_t cursor, bool (*fn)(void *, const char
         opt_walk_t w = {&p.g, now, fn, ctx, false};
         index_walk(p.g.slots, p.g.cap, cursor, visit, &w, done, ctx, next);
         if (!pass_held(&p))
-            continue;
-        return w.bad ? OPT_LOCK : OPT_HIT;
+            continue; /* something moved under the pass: it is not used */
+        return w.bad ? OPT_LOCK : OPT_HIT; /* stable and wrong: the locked path reports it */
     }
     return OPT_LOCK;
+}
+
+static bool never_done(const void *ctx)
+{
+    (void)ctx;
+    return false;
+}
+
+/* Every entry once: a cursor walk from 0 that no EMPTY slot ends (the
+ * wrapped entries come last). */
+int opt_each_live(shmdict_t *h, bool (*fn)(void *, const char *, uint64_t), void (*restart)(void *), void *ctx)
+{
+    uint64_t next;
+    return opt_cursor_walk(h, 0, fn, never_done, restart, ctx, &next);
 }
 
 int opt_probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag, opt_rec_t *o, rec_t **r)

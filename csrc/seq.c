@@ -189,15 +189,19 @@ int seq_trylock(shmdict_t *h, uint32_t s)
  * can never be taken (shmdict repair re-initialises it): not had, nothing
  * else changed. ECORRUPT: a stripe log no updater wrote, cleared, and the
  * dict marked corrupt. */
+/* Whether the lock that returned r is ours now. A dead owner's is marked
+ * consistent at once: what it left is judged from the stripe's log. */
+static bool owned(pthread_mutex_t *mu, int r)
+{
+    if (r == EOWNERDEAD)
+        pthread_mutex_consistent(mu);
+    return r == 0 || r == EOWNERDEAD;
+}
+
 int seq_took(shmdict_t *h, uint32_t s, int r)
 {
     stripe_t *st = stripe_at(h, s);
-    pthread_mutex_t *mu = &st->lock.mu;
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(mu);
-        r = 0;
-    }
-    if (r != 0)
+    if (!owned(&st->lock.mu, r))
         return SHMDICT_ELOCK; /* a mutex nobody can take (ENOTRECOVERABLE, or a scribble) */
     h->seq_held |= 1ull << s;
     int rc = SHMDICT_OK;
@@ -303,11 +307,7 @@ bool stripe_begin(shmdict_t *h, uint32_t s, const struct ro_geo *g, int r)
 {
     stripe_t *st = stripe_at(h, s);
     pthread_mutex_t *mu = &st->lock.mu;
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(mu);
-        r = 0;
-    }
-    if (r != 0)
+    if (!owned(mu, r))
         return false;
     if (__builtin_expect(st->ulog_n != 0, 0)) {
         /* a dead updater's stores: undo them (its word was made odd before its first) */

@@ -306,6 +306,27 @@ def _churn_keys(name: str, seconds: float) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _churning(name: str, seconds: float = 2.0) -> Iterator[float]:
+    """A child that inserts and deletes keys for `seconds`; yields when to stop looking."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            code = _churn_keys(name, seconds)
+        finally:
+            os._exit(code)
+    try:
+        yield time.monotonic() + seconds
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _well_formed(keys: set[str]) -> bool:
+    return all(len(k) == 8 and k[0] == "w" and k[1:].isdigit() for k in keys)
+
+
 def test_keys_without_the_lock_are_one_instants_keys() -> None:
     """While a writer inserts and deletes keys (moving other keys' slots, growing the index),
     get_keys() -- read without the lock whenever a pass holds still -- lists every key present
@@ -315,26 +336,17 @@ def test_keys_without_the_lock_are_one_instants_keys() -> None:
         stable = {f"s{i:05d}" for i in range(300)}
         for k in stable:
             d[k] = 1
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            code = 1
-            try:
-                code = _churn_keys(name, 2.0)
-            finally:
-                os._exit(code)
         passes = 0
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:
-            keys = d.get_keys()
-            passes += 1
-            got = set(keys)
-            assert len(got) == len(keys), "a key listed twice"
-            assert stable <= got, f"missing: {sorted(stable - got)[:5]}"
-            moving = got - stable - {"w-counter"}
-            assert all(len(k) == 8 and k[0] == "w" and k[1:].isdigit() for k in moving), sorted(moving)[:5]
-            assert len(moving) <= 51  # the writer keeps at most 51 of its keys at any instant
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        with _churning(name) as end:
+            while time.monotonic() < end:
+                keys = d.get_keys()
+                passes += 1
+                got = set(keys)
+                assert len(got) == len(keys), "a key listed twice"
+                assert stable <= got, f"missing: {sorted(stable - got)[:5]}"
+                moving = got - stable - {"w-counter"}
+                assert _well_formed(moving), sorted(moving)[:5]
+                assert len(moving) <= 51  # the writer keeps at most 51 of its keys at any instant
         assert passes > 10
         d.check()
 
@@ -370,26 +382,16 @@ def test_a_scan_without_the_lock_misses_no_key_present_throughout() -> None:
         stable = {f"s{i:05d}" for i in range(400)}
         for k in stable:
             d[k] = 1
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            code = 1
-            try:
-                code = _churn_keys(name, 2.0)
-            finally:
-                os._exit(code)
         scans = 0
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:
-            cur, seen = 0, []
-            while True:
-                cur, batch = d.scan(cur, 25)
-                seen += batch
-                if not cur:
-                    break
-            scans += 1
-            assert stable <= set(seen), f"missing: {sorted(stable - set(seen))[:5]}"
-            other = set(seen) - stable - {"w-counter"}
-            assert all(len(k) == 8 and k[0] == "w" and k[1:].isdigit() for k in other), sorted(other)[:5]
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        with _churning(name) as end:
+            while time.monotonic() < end:
+                cur, seen = 0, []
+                while True:
+                    cur, batch = d.scan(cur, 25)
+                    seen += batch
+                    if not cur:
+                        break
+                scans += 1
+                assert stable <= set(seen), f"missing: {sorted(stable - set(seen))[:5]}"
+                assert _well_formed(set(seen) - stable - {"w-counter"})
         assert scans > 3
