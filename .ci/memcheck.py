@@ -166,7 +166,8 @@ def main() -> int:
                 ("overwrite.backed", "d['k5'] = 'z' * 5"),
                 ("overwrite.inplace", "d['k2'] = 7"),
                 ("delete.freed", "del d['k7']"),
-                ("incr.ttl", "d.incr('c', 1)"),
+                ("incr.ttl", "d.incr('c', 1, 100)"),  # a TTL to set: under the dict lock
+                ("incr.in_place", "d.incr('c', 1)"),  # under the stripe's lock: its log replayed next
                 ("expire.stored", "d.expire('k8', 5)"),
                 ("list.pushed", "d.rpush('L', 'x')"),
                 ("cas.matched", "d.cas('c', d['c'], 0)"),
