@@ -310,30 +310,26 @@ static int lock_impl(shmdict_t *h, bool allow_corrupt)
 
 int lock_dict(shmdict_t *h) { return lock_impl(h, false); }
 
-/* A stripe's lock for the dict lock's holder, at the start of an operation
- * (before its first store), with the dict lock's deadline: a stopped updater
- * makes the call time out like a stopped dict-lock holder does. mark: the
- * operation writes the stripe (seq.c seq_mark), else it only reads it. */
-static int take_stripe(shmdict_t *h, uint32_t s)
-{
-    if (h->seq_held >> s & 1)
-        return SHMDICT_OK;
-    int r = seq_trylock(h, s);
-    if (r == EBUSY) {
-        about_to_block();
-        r = lock_wait(h, &stripe_at(h, s)->lock.mu);
-        if (r == ETIMEDOUT)
-            return SHMDICT_ELOCKTIMEOUT;
-    }
-    return seq_took(h, s, r);
-}
-
 int stripe_wait(shmdict_t *h, uint32_t s)
 {
     about_to_block();
     return lock_wait(h, &stripe_at(h, s)->lock.mu);
 }
 
+/* A stripe's lock for the dict lock's holder, at the start of an operation
+ * (before its first store), with the dict lock's deadline: a stopped updater
+ * makes the call time out like a stopped dict-lock holder does. */
+static int take_stripe(shmdict_t *h, uint32_t s)
+{
+    if (h->seq_held >> s & 1)
+        return SHMDICT_OK;
+    int r = seq_trylock(h, s);
+    if (r == EBUSY && (r = stripe_wait(h, s)) == ETIMEDOUT)
+        return SHMDICT_ELOCKTIMEOUT;
+    return seq_took(h, s, r);
+}
+
+/* mark: the operation writes the stripe (seq.c seq_mark), else it only reads it. */
 int lock_stripe(shmdict_t *h, uint32_t tag, bool mark)
 {
     int rc = take_stripe(h, seq_stripe_of(tag));

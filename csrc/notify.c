@@ -279,12 +279,12 @@ static void append_event(shmdict_t *h, int op, const char *key, size_t klen)
 
 bool ev_listening(shmdict_t *h)
 {
-    static __thread uint64_t clock, writes; /* as listened(), per thread: no dict lock here */
+    static __thread uint64_t seen, writes; /* as listened(), per thread: no dict lock here */
     if (!h->ev_cap)
         return false;
     if (writes++ % CLOCK_EVERY == 0)
-        clock = mono_now();
-    return clock < __atomic_load_n(&h->hdr->ev_listen_until, __ATOMIC_RELAXED);
+        seen = mono_now();
+    return seen < __atomic_load_n(&h->hdr->ev_listen_until, __ATOMIC_RELAXED);
 }
 
 void note_in_place(shmdict_t *h, stripe_t *st)

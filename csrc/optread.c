@@ -24,30 +24,39 @@ enum { PROBE_MISS = OPT_MISS, PROBE_HIT = OPT_HIT, PROBE_BAD = 3 };
 
 static inline uint64_t load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
+/* The record slot s names, through g, its type word read once into *w8 and
+ * *hd: NULL if the unit, class, type or key length do not fit g's arena. */
+static rec_t *rec_checked(const struct ro_geo *g, uint64_t s, uint64_t *w8, rec_t *hd)
+{
+    uint64_t unit = slot_unit(s), units = g->units;
+    if (unit < FIRST_UNIT || unit >= units || units - unit < MIN_REC_UNITS)
+        return NULL;
+    rec_t *r = (rec_t *)(g->arena + unit * UNIT);
+    *w8 = load64((const uint64_t *)(const void *)&r->klen);
+    memcpy(&hd->klen, w8, 8);
+    int cls = hd->cls & 0x7f;
+    if (cls >= NCLASS || hd->type < SHMDICT_T_BOOL || hd->type > SHMDICT_T_LIST || hd->klen == 0 ||
+        class_units(cls) > units - unit || REC_HDR + (uint64_t)hd->klen > class_units(cls) * UNIT)
+        return NULL;
+    return r;
+}
+
 /* Probe the index of geometry g for key; on a hit, copy the record's words
  * (and its str/bytes value, if it fits buf) into o and *r_out. */
 static int probe(const struct ro_geo *g, const char *key, size_t klen, uint32_t tag, opt_rec_t *o,
                  char *buf, size_t cap, rec_t **r_out, uint64_t *w8_out)
 {
-    uint64_t ncap = g->cap, units = g->units, i = ((uint64_t)tag * ncap) >> 32;
+    uint64_t ncap = g->cap, i = ((uint64_t)tag * ncap) >> 32;
     for (uint64_t n = 0; n < ncap; n++) {
         uint64_t s = load64(&g->slots[i]);
         if (s == SLOT_EMPTY)
             return PROBE_MISS;
         if (s != SLOT_TOMB && slot_tag(s) == tag) {
-            uint64_t unit = slot_unit(s);
-            if (unit < FIRST_UNIT || unit >= units || units - unit < MIN_REC_UNITS)
+            uint64_t w8;
+            rec_t hd, *r = rec_checked(g, s, &w8, &hd);
+            if (!r)
                 return PROBE_BAD;
-            rec_t *r = (rec_t *)(g->arena + unit * UNIT);
-            uint64_t w8 = load64((const uint64_t *)(const void *)&r->klen);
-            rec_t hd;
-            memcpy(&hd.klen, &w8, 8);
-            int cls = hd.cls & 0x7f;
-            if (cls >= NCLASS || hd.type < SHMDICT_T_BOOL || hd.type > SHMDICT_T_LIST || hd.klen == 0)
-                return PROBE_BAD;
-            uint64_t bytes = class_units(cls) * UNIT;
-            if (class_units(cls) > units - unit || REC_HDR + (uint64_t)hd.klen > bytes)
-                return PROBE_BAD;
+            uint64_t bytes = class_units(hd.cls & 0x7f) * UNIT;
             if (hd.klen == klen && memcmp(r->data, key, klen) == 0) {
                 uint64_t num = load64(&r->num.u);
                 o->type = hd.type;
@@ -118,26 +127,6 @@ static bool pass_held(const opt_pass_t *p)
     return true;
 }
 
-/* The key of the record slot s names, through g: false if it looks corrupt. */
-static bool key_at(const struct ro_geo *g, uint64_t s, const char **key, uint64_t *klen, uint64_t *expires)
-{
-    uint64_t unit = slot_unit(s);
-    if (unit < FIRST_UNIT || unit >= g->units || g->units - unit < MIN_REC_UNITS)
-        return false;
-    const rec_t *r = (const rec_t *)(g->arena + unit * UNIT);
-    uint64_t w8 = load64((const uint64_t *)(const void *)&r->klen);
-    rec_t hd;
-    memcpy(&hd.klen, &w8, 8);
-    int cls = hd.cls & 0x7f;
-    if (cls >= NCLASS || hd.type < SHMDICT_T_BOOL || hd.type > SHMDICT_T_LIST || hd.klen == 0 ||
-        class_units(cls) > g->units - unit || REC_HDR + (uint64_t)hd.klen > class_units(cls) * UNIT)
-        return false;
-    *expires = load64(&r->expires);
-    *key = r->data;
-    *klen = hd.klen;
-    return true;
-}
-
 typedef struct opt_walk {
     const struct ro_geo *g;
     uint64_t now;
@@ -150,15 +139,16 @@ typedef struct opt_walk {
 static int visit(uint64_t s, void *p)
 {
     opt_walk_t *w = p;
-    const char *key;
-    uint64_t klen, exp;
-    if (!key_at(w->g, s, &key, &klen, &exp)) {
+    uint64_t w8;
+    rec_t hd, *r = rec_checked(w->g, s, &w8, &hd);
+    if (!r) {
         w->bad = true;
         return -1;
     }
+    uint64_t exp = load64(&r->expires);
     if (exp && exp <= w->now)
         return 0;
-    return w->fn(w->ctx, key, klen) ? 0 : -1;
+    return w->fn(w->ctx, r->data, hd.klen) ? 0 : -1;
 }
 
 int opt_cursor_walk(shmdict_t *h, uint64_t cursor, bool (*fn)(void *, const char *, uint64_t),

@@ -116,8 +116,8 @@ typedef struct walk {
     bool corrupt; /* a list record failed list_invalid() */
 } walk_t;
 
-/* Pack a key if it matches; false once max is reached. */
-static bool pack_key(walk_t *w, const char *key, uint64_t klen)
+/* Pack a key (and, given r, its value) if it matches; false once max is reached. */
+static bool pack_item(walk_t *w, const char *key, uint64_t klen, rec_t *r)
 {
     if (w->pat && !glob_match(w->pat, w->plen, key, klen))
         return true;
@@ -128,32 +128,23 @@ static bool pack_key(walk_t *w, const char *key, uint64_t klen)
         memcpy(w->buf + w->used + 4, key, klen);
     }
     w->used += need;
+    if (r && r->type == SHMDICT_T_LIST && list_invalid(r)) {
+        w->corrupt = true;
+        return false;
+    }
+    if (r)
+        w->used = pack_value(r, w->buf, w->cap, w->used);
     w->n++;
     return !(w->max && w->n >= w->max);
 }
 
-/* Pack r's key (and value) if it matches; false once max is reached. */
+static bool pack_key(walk_t *w, const char *key, uint64_t klen) { return pack_item(w, key, klen, NULL); }
+
+/* Pack r's key (and value, if asked) if it matches; false once max is reached. */
 static bool pack_rec(rec_t *r, void *p)
 {
     walk_t *w = p;
-    if (!w->values)
-        return pack_key(w, r->data, r->klen);
-    if (w->pat && !glob_match(w->pat, w->plen, r->data, r->klen))
-        return true;
-    uint64_t need = 4 + (uint64_t)r->klen;
-    if (w->used + need <= w->cap) {
-        uint32_t len = r->klen;
-        memcpy(w->buf + w->used, &len, 4);
-        memcpy(w->buf + w->used + 4, r->data, r->klen);
-    }
-    w->used += need;
-    if (r->type == SHMDICT_T_LIST && list_invalid(r)) {
-        w->corrupt = true;
-        return false;
-    }
-    w->used = pack_value(r, w->buf, w->cap, w->used);
-    w->n++;
-    return !(w->max && w->n >= w->max);
+    return pack_item(w, r->data, r->klen, w->values ? r : NULL);
 }
 
 /* The walk without the lock (optread.c): what it packs counts only if the pass held still. */

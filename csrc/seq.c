@@ -183,12 +183,6 @@ int seq_trylock(shmdict_t *h, uint32_t s)
     return r;
 }
 
-/* Stripe s's lock is this holder of the dict lock's now (r: what locking it
- * returned): repair after a dead updater, adopt an odd word a dead holder
- * left (it is released, even, at unlock like a mark). ELOCK: a mutex that
- * can never be taken (shmdict repair re-initialises it): not had, nothing
- * else changed. ECORRUPT: a stripe log no updater wrote, cleared, and the
- * dict marked corrupt. */
 /* Whether the lock that returned r is ours now. A dead owner's is marked
  * consistent at once: what it left is judged from the stripe's log. */
 static bool owned(pthread_mutex_t *mu, int r)
@@ -198,6 +192,12 @@ static bool owned(pthread_mutex_t *mu, int r)
     return r == 0 || r == EOWNERDEAD;
 }
 
+/* Stripe s's lock is this holder of the dict lock's now (r: what locking it
+ * returned): repair after a dead updater, adopt an odd word a dead holder
+ * left (it is released, even, at unlock like a mark). ELOCK: a mutex that
+ * can never be taken (shmdict repair re-initialises it): not had, nothing
+ * else changed. ECORRUPT: a stripe log no updater wrote, cleared, and the
+ * dict marked corrupt. */
 int seq_took(shmdict_t *h, uint32_t s, int r)
 {
     stripe_t *st = stripe_at(h, s);
